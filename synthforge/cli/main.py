@@ -1,0 +1,48 @@
+"""``synthforge`` entry point: user errors print one line and exit with code 2, no traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from synthforge import __version__
+from synthforge.cli.constitution import constitution
+from synthforge.cli.generate import generate
+from synthforge.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="synthforge")
+def cli() -> None:
+    """synthforge: synthetic post-training data and Constitutional AI.
+
+    \b
+    Typical use:
+      synthforge generate pipelines/cai-harmless.yaml      # SFT + DPO data in outputs/cai-harmless/
+      synthforge constitution check constitutions/harmless.txt
+    """
+
+
+cli.add_command(generate)
+cli.add_command(constitution)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a :class:`UserError` anywhere becomes ``error: ...`` and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="synthforge", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The engine: pipeline specs, checkpointed stage execution, exports and provenance."""

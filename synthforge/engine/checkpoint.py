@@ -1,0 +1,71 @@
+"""Append-only, per-stage checkpoints: one JSON line per finished input record.
+
+A batch is written with one ``write`` and flushed (and fsynced) before the next one starts, so a
+``kill -9`` loses at most the batch in flight; a torn last line is ignored on reload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from synthforge.records import Drop, Record
+
+Result = Record | Drop
+
+
+class StageCheckpoint:
+    """Results of one stage fingerprint, keyed by the input record's content hash."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.results: dict[str, Result] = {}
+        if path.is_file():
+            self._load()
+
+    def _load(self) -> None:
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break  # torn write from a killed run: the batch is recomputed
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                self.results[entry["key"]] = _decode(entry)
+        self._truncate_to_valid()
+
+    def _truncate_to_valid(self) -> None:
+        """Cut a torn tail so later appends start on a clean line."""
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                handle.truncate(end)
+
+    def get(self, key: str) -> Result | None:
+        return self.results.get(key)
+
+    def append(self, entries: list[tuple[str, Result]]) -> None:
+        """Persist a finished batch durably, then remember it."""
+        blob = "".join(json.dumps(_encode(k, r), ensure_ascii=False) + "\n" for k, r in entries)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.results.update(entries)
+
+
+def _encode(key: str, result: Result) -> dict[str, Any]:
+    if isinstance(result, Drop):
+        return {"key": key, "drop": result.to_dict()}
+    return {"key": key, "record": result.to_dict()}
+
+
+def _decode(entry: dict[str, Any]) -> Result:
+    if "drop" in entry:
+        return Drop.from_dict(entry["drop"])
+    return Record.from_dict(entry["record"])

@@ -1,0 +1,75 @@
+"""Write a run's datasets in TRL's conversational formats, atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from synthforge.records import Drop, Record
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Atomically write rows as JSON lines; returns the row count."""
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    write_atomic(path, "".join(lines))
+    return len(lines)
+
+
+def sft_row(record: Record) -> dict[str, Any]:
+    """TRL conversational language-modeling row: ``messages`` = user prompt, assistant response."""
+    return {
+        "id": record.id,
+        "messages": [
+            {"role": "user", "content": record.prompt},
+            {"role": "assistant", "content": record.response},
+        ],
+    }
+
+
+def has_preference(record: Record) -> bool:
+    """A usable pair: a rejected answer that differs from the chosen one beyond whitespace."""
+    if record.rejected is None or record.response is None:
+        return False
+    return " ".join(record.rejected.split()) != " ".join(record.response.split())
+
+
+def dpo_row(record: Record) -> dict[str, Any]:
+    """TRL conversational preference row with an explicit prompt."""
+    return {
+        "id": record.id,
+        "prompt": [{"role": "user", "content": record.prompt}],
+        "chosen": [{"role": "assistant", "content": record.response}],
+        "rejected": [{"role": "assistant", "content": record.rejected}],
+    }
+
+
+def export_run(out_dir: Path, records: list[Record], drops: list[Drop], sft: bool, dpo: bool) -> dict[str, int]:
+    """Write sft/dpo/trace/dropped files; returns their row counts."""
+    answered = [r for r in records if r.response]
+    counts = {"trace": write_jsonl(out_dir / "trace.jsonl", (r.to_dict() for r in records))}
+    counts["dropped"] = write_jsonl(out_dir / "dropped.jsonl", (d.to_dict() for d in drops))
+    if sft:
+        counts["sft"] = write_jsonl(out_dir / "sft.jsonl", (sft_row(r) for r in answered))
+    if dpo:
+        counts["dpo"] = write_jsonl(out_dir / "dpo.jsonl", (dpo_row(r) for r in answered if has_preference(r)))
+        counts["dpo_skipped_identical"] = sum(1 for r in answered if r.rejected is not None and not has_preference(r))
+    return counts

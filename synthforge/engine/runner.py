@@ -1,0 +1,294 @@
+"""Run a pipeline: validate everything, load the teacher, run stages with checkpoints, export.
+
+Data flows one way: spec → stages → records → exporters. Each stage runs over all records of the
+previous one in deterministic batches; finished batches are checkpointed under the stage's
+fingerprint, so a rerun reuses them and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from synthforge import __version__
+from synthforge.engine.checkpoint import StageCheckpoint
+from synthforge.engine.dataset_card import render_card
+from synthforge.engine.exporters import export_run, write_atomic
+from synthforge.engine.provenance import file_hashes, package_versions
+from synthforge.engine.seeds import seed_records
+from synthforge.engine.spec import PipelineSpec
+from synthforge.errors import UserError
+from synthforge.hashing import canonical_json, file_sha256, stable_hash
+from synthforge.records import Drop, Record
+from synthforge.settings import config_to_dict
+from synthforge.stages import stage_class
+from synthforge.stages.base import Stage, StageResources, placeholder_record
+from synthforge.teachers.base import Teacher
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    """How to run (none of these change outputs, so none are part of cache keys)."""
+
+    out_dir: Path | None = None
+    limit: int | None = None
+    fresh: bool = False
+    progress: bool | None = None  # None: only when stderr is a terminal
+    explain: bool = False
+
+
+@dataclass
+class StageReport:
+    """What one stage did in this run."""
+
+    name: str
+    kind: str
+    fingerprint: str
+    inputs: int
+    reused: int
+    computed: int
+    kept: int
+    dropped: int
+    completion_tokens: int
+    seconds: float
+    why: str
+
+
+@dataclass
+class PreparedRun:
+    """A validated pipeline with its stages built and seed records read; no model loaded yet."""
+
+    spec: PipelineSpec
+    stages: list[Stage]
+    records: list[Record]
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(stage.uses_teacher for stage in self.stages)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    reports: list[StageReport] = field(default_factory=list)
+
+
+def prepare(spec: PipelineSpec, limit: int | None = None) -> PreparedRun:
+    """Build every stage and render every prompt once, so bad files fail before a model loads."""
+    resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed)
+    stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
+    records = seed_records(spec.seeds_path, spec.seeds.field, limit)
+    for stage in stages:
+        stage.preview(placeholder_record(records[0].prompt))
+    return PreparedRun(spec=spec, stages=stages, records=records)
+
+
+def default_out_dir(spec: PipelineSpec) -> Path:
+    return Path("outputs") / spec.name
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    options: RunOptions | None = None,
+    teacher: Teacher | None = None,
+    log: Log | None = None,
+) -> RunResult:
+    """Run ``spec`` end to end and return the manifest; ``teacher`` overrides loading ``spec.teacher``."""
+    options = options or RunOptions()
+    log = log or (lambda message: print(message, file=sys.stderr))
+    prepared = prepare(spec, options.limit)
+    if teacher is None and prepared.needs_teacher:
+        from synthforge.teachers.loading import load_teacher
+
+        teacher = load_teacher(spec.teacher.model, spec.teacher.batch_size, spec.teacher.device)
+    out_dir = options.out_dir or default_out_dir(spec)
+    checkpoints = out_dir / "checkpoints"
+    if options.fresh and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    records, drops, reports = prepared.records, [], []
+    funnel = [{"step": "seeds", "records": len(records)}]
+    for index, stage in enumerate(prepared.stages):
+        records, stage_drops, report = _run_stage(index, stage, records, teacher, spec, checkpoints, options)
+        drops.extend(stage_drops)
+        reports.append(report)
+        funnel.append({"step": stage.name, "records": len(records)})
+        log(_report_line(report, options.explain))
+    counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo)
+    funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
+    manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
+    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out_dir / "README.md", render_card(manifest))
+    return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
+
+
+def _stage_fingerprint(stage: Stage, teacher: Teacher | None) -> dict[str, Any]:
+    parts = stage.fingerprint()
+    parts["teacher"] = teacher.identity if (teacher is not None and stage.uses_teacher) else None
+    return parts
+
+
+def _plan_batches(records: list[Record], size: int) -> list[list[int]]:
+    """Deterministic batches over all inputs, similar lengths together (longest first)."""
+    order = sorted(range(len(records)), key=lambda i: (-len(records[i].prompt) - len(records[i].response or ""), i))
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _explain_change(previous_path: Path, parts: dict[str, Any]) -> str:
+    """Why a stage's fingerprint differs from the last run's: the top-level parts that changed."""
+    if not previous_path.is_file():
+        return "no earlier run of this stage"
+    previous = json.loads(previous_path.read_text(encoding="utf-8"))
+    changed = sorted(k for k in set(previous) | set(parts) if previous.get(k) != parts.get(k))
+    return "changed: " + ", ".join(changed) if changed else "same settings, new input records"
+
+
+def _run_stage(
+    index: int,
+    stage: Stage,
+    records: list[Record],
+    teacher: Teacher | None,
+    spec: PipelineSpec,
+    checkpoints: Path,
+    options: RunOptions,
+) -> tuple[list[Record], list[Drop], StageReport]:
+    parts = _stage_fingerprint(stage, teacher)
+    fingerprint = stable_hash(parts)
+    stem = f"{index:02d}-{stage.name}"
+    checkpoint = StageCheckpoint(checkpoints / f"{stem}-{fingerprint[:16]}.jsonl")
+    keys = [r.content_hash() for r in records]
+    reused = sum(1 for k in keys if checkpoint.get(k) is not None)
+    why = "all records reused" if reused == len(records) else _explain_change(checkpoints / f"{stem}.json", parts)
+    started, tokens = time.time(), 0
+    bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    for batch_indices in _plan_batches(records, spec.teacher.batch_size):
+        todo = [i for i in batch_indices if checkpoint.get(keys[i]) is None]
+        if not todo:
+            continue
+        results = _process_with_retries(stage, [records[i] for i in todo], teacher, spec.teacher.max_retries)
+        checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
+        tokens += sum(_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True))
+        bar.update(len(todo))
+        bar.set_postfix_str(f"{tokens / max(time.time() - started, 1e-9):.0f} tok/s")
+    bar.close()
+    (checkpoints / f"{stem}.json").parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
+    results = [checkpoint.get(k) for k in keys]
+    kept = [r for r in results if isinstance(r, Record)]
+    dropped = [r for r in results if isinstance(r, Drop)]
+    report = StageReport(
+        name=stage.name,
+        kind=stage.kind,
+        fingerprint=fingerprint,
+        inputs=len(records),
+        reused=reused,
+        computed=len(records) - reused,
+        kept=len(kept),
+        dropped=len(dropped),
+        completion_tokens=tokens,
+        seconds=round(time.time() - started, 3),
+        why=why,
+    )
+    return kept, dropped, report
+
+
+def _quiet(options: RunOptions) -> bool | None:
+    return None if options.progress is None else not options.progress
+
+
+def _new_tokens(before: Record, result: Record | Drop) -> int:
+    after = result.record if isinstance(result, Drop) else result
+    return sum(int(step.get("completion_tokens", 0)) for step in after.steps[len(before.steps) :])
+
+
+def _process_with_retries(
+    stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int
+) -> list[Record | Drop]:
+    """Run a batch; retry on failure, then record by record; a record that still fails becomes a drop."""
+    error: Exception | None = None
+    for _ in range(retries + 1):
+        try:
+            results = stage.process(batch, teacher)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then recorded
+            error = exc
+            continue
+        if len(results) != len(batch):
+            raise RuntimeError(f"stage {stage.name} returned {len(results)} results for {len(batch)} records")
+        return results
+    if len(batch) > 1:
+        return [result for record in batch for result in _process_with_retries(stage, [record], teacher, retries)]
+    reason = f"teacher error after {retries + 1} attempt(s) alone: {type(error).__name__}: {error}"
+    return [stage.drop(batch[0], reason)]
+
+
+def _report_line(report: StageReport, explain: bool) -> str:
+    line = (
+        f"[{report.name}] {report.inputs} in → {report.kept} kept, {report.dropped} dropped; "
+        f"reused {report.reused}, computed {report.computed} ({report.seconds:.1f}s, "
+        f"{report.completion_tokens} tokens)"
+    )
+    if explain or report.computed:
+        line += f" — {report.why}"
+    return line
+
+
+def build_manifest(
+    prepared: PreparedRun,
+    teacher: Teacher | None,
+    reports: list[StageReport],
+    counts: dict[str, int],
+    funnel: list[dict[str, Any]],
+    seconds: float,
+) -> dict[str, Any]:
+    """Everything needed to explain any record of the run."""
+    spec = prepared.spec
+    stage_files: dict[str, str] = {}
+    stages = []
+    for stage, report in zip(prepared.stages, reports, strict=True):
+        stage_files.update(stage.files())
+        stages.append(
+            {
+                "name": stage.name,
+                "kind": stage.kind,
+                "fingerprint": report.fingerprint,
+                "config": config_to_dict(stage.config),
+                "templates": {role: {"path": str(t.path), "sha256": t.sha256} for role, t in stage.templates.items()},
+                "constitution": stage.constitution.name if stage.constitution else None,
+                "constitution_sha256": stage.constitution.sha256 if stage.constitution else None,
+                "report": {k: v for k, v in vars(report).items() if k not in ("name", "kind", "fingerprint")},
+            }
+        )
+    return {
+        "synthforge_version": __version__,
+        "pipeline": {
+            "name": spec.name,
+            "path": str(spec.source),
+            "sha256": file_sha256(spec.source),
+            "description": spec.description,
+            "resolved": spec.raw,
+        },
+        "teacher": teacher.identity if teacher is not None else None,
+        "teacher_settings": config_to_dict(spec.teacher),
+        "seed": spec.seed,
+        "stages": stages,
+        "files": file_hashes(stage_files, [spec.seeds_path]),
+        "versions": package_versions(),
+        "export": config_to_dict(spec.export),
+        "counts": counts,
+        "funnel": funnel,
+        "seconds": round(seconds, 2),
+    }

@@ -1,0 +1,193 @@
+"""Pipeline specs: YAML in ``pipelines/``, validated whole before any model is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthforge.settings import SpecError, build_config
+from synthforge.stages import STAGES
+
+
+@dataclass
+class TeacherSpec:
+    """Which teacher to load and how to run it (batch size and device don't change outputs' cache keys)."""
+
+    model: str = "embedded"
+    batch_size: int = 16
+    device: str | None = None
+    max_retries: int = 2
+
+
+@dataclass
+class SeedsSpec:
+    """The seed prompts: a JSONL file (one object per line, prompt in ``field``) or a text file (one per line)."""
+
+    path: str
+    field: str = "prompt"
+
+
+@dataclass
+class ExportSpec:
+    """What the run writes besides the trace and manifest."""
+
+    sft: bool = True
+    dpo: bool = True
+    license: str = "other"
+
+
+@dataclass
+class PathsSpec:
+    """Where templates and constitutions are looked up, relative to the pipeline file."""
+
+    prompts: str = "../prompts"
+    constitutions: str = "../constitutions"
+
+
+@dataclass
+class StageSpec:
+    kind: str
+    name: str
+    settings: dict[str, Any]
+    where: str
+
+
+@dataclass
+class PipelineSpec:
+    """A validated pipeline; paths are resolved against the pipeline file's folder."""
+
+    name: str
+    source: Path
+    seed: int
+    teacher: TeacherSpec
+    seeds: SeedsSpec
+    stages: list[StageSpec]
+    export: ExportSpec
+    paths: PathsSpec
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent
+
+    @property
+    def prompts_dir(self) -> Path:
+        return (self.base_dir / self.paths.prompts).resolve()
+
+    @property
+    def constitutions_dir(self) -> Path:
+        return (self.base_dir / self.paths.constitutions).resolve()
+
+    @property
+    def seeds_path(self) -> Path:
+        return (self.base_dir / self.seeds.path).resolve()
+
+
+TOP_KEYS = ("name", "description", "seed", "teacher", "seeds", "stages", "export", "paths")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(f"{path}: pipeline file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a pipeline must be a YAML mapping with keys {', '.join(TOP_KEYS)}")
+    return data
+
+
+def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
+    entries = data.get("stages")
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(f"{source}: stages: expected a non-empty list of stages")
+    specs: list[StageSpec] = []
+    for index, entry in enumerate(entries):
+        where = f"{source}: stages[{index}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise SpecError(f"{where}: expected a one-key mapping like '- respond: {{...}}'")
+        kind, settings = next(iter(entry.items()))
+        if kind not in STAGES:
+            raise SpecError(f"{where}: unknown stage {kind!r} (known: {', '.join(sorted(STAGES))})")
+        settings = dict(settings or {})
+        name = str(settings.pop("name", kind))
+        if any(s.name == name for s in specs):
+            raise SpecError(f"{where}: stage name {name!r} used twice (give one a 'name:')")
+        specs.append(StageSpec(kind=kind, name=name, settings=settings, where=f"{source}: stages.{name}"))
+    return specs
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML); ``stages.NAME.key`` addresses a stage by name or kind."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stages.critique_revise.rounds=2")
+    dotted, raw_value = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        value = raw_value
+    keys = dotted.strip().split(".")
+    node: Any = data
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node, list):  # the stages list: find the entry by stage name or kind
+            matches = [next(iter(e.values())) for e in node if isinstance(e, dict) and _entry_named(e, key)]
+            if not matches:
+                raise SpecError(f"--set {dotted}: no stage named {key!r}")
+            if matches[0] is None:
+                entry = next(e for e in node if _entry_named(e, key))
+                entry[next(iter(entry))] = {}
+                matches = [entry[next(iter(entry))]]
+            node = matches[0]
+            continue
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {dotted}: {'.'.join(keys[:depth])} is not a mapping")
+        node = node.setdefault(key, {})
+    if not isinstance(node, dict):
+        raise SpecError(f"--set {dotted}: {'.'.join(keys[:-1])} is not a mapping")
+    node[keys[-1]] = value
+
+
+def _entry_named(entry: dict[str, Any], name: str) -> bool:
+    kind, settings = next(iter(entry.items()))
+    return (settings or {}).get("name", kind) == name
+
+
+def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineSpec:
+    """Read, override and validate a pipeline file; every error names the file and key path."""
+    source = Path(path).resolve()
+    data = _read_yaml(source)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise SpecError(f"{source}: {key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
+    if "seeds" not in data:
+        raise SpecError(f"{source}: seeds: required (e.g. seeds: {{path: seeds/red-team.jsonl}})")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SpecError(f"{source}: seed: expected an integer, got {seed!r}")
+    name = data.get("name", source.stem)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise SpecError(f"{source}: name: expected a name without '/', got {name!r}")
+    spec = PipelineSpec(
+        name=name,
+        source=source,
+        seed=seed,
+        teacher=build_config(TeacherSpec, data.get("teacher"), f"{source}: teacher"),
+        seeds=build_config(SeedsSpec, data.get("seeds"), f"{source}: seeds"),
+        stages=_stage_entries(data, source),
+        export=build_config(ExportSpec, data.get("export"), f"{source}: export"),
+        paths=build_config(PathsSpec, data.get("paths"), f"{source}: paths"),
+        description=str(data.get("description", "")),
+        raw=data,
+    )
+    if not spec.seeds_path.is_file():
+        raise SpecError(f"{source}: seeds.path: file not found: {spec.seeds_path}")
+    return spec

@@ -1,0 +1,33 @@
+"""Stable content hashes used for record ids, cache keys and provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal strings."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def stable_hash(obj: Any, length: int = 64) -> str:
+    """SHA-256 hex digest of ``obj``'s canonical JSON (or of the text itself for a str)."""
+    text = obj if isinstance(obj, str) else canonical_json(obj)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit integer seed derived from any JSON-able parts (global seed, record id, stage, round)."""
+    return int(stable_hash(list(parts), 16), 16) & ((1 << 63) - 1)

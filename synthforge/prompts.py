@@ -1,0 +1,64 @@
+"""Jinja2 prompt templates from ``prompts/*.j2``.
+
+Templates are compiled from the files users edit; teacher outputs and seed text are passed in
+as *values* and never compiled as template source. Undefined variables are errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from synthforge.errors import UserError
+from synthforge.hashing import stable_hash
+
+TEMPLATE_SUFFIX = ".j2"
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTemplate:
+    """A compiled template plus the file it came from and the hash of its text."""
+
+    name: str
+    path: Path
+    source: str
+    sha256: str
+    compiled: jinja2.Template
+
+    def render(self, **values: Any) -> str:
+        """Render with ``values``; a missing variable raises :class:`UserError` naming the file."""
+        try:
+            return self.compiled.render(**values).strip()
+        except jinja2.UndefinedError as exc:
+            raise UserError(f"{self.path}: template uses an undefined variable: {exc.message}") from None
+        except jinja2.TemplateError as exc:
+            raise UserError(f"{self.path}: template failed to render: {exc}") from None
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def load_template(ref: str, prompts_dir: Path) -> PromptTemplate:
+    """Load template ``ref``: a name in ``prompts_dir`` (``critique`` → ``critique.j2``) or a file path."""
+    candidates = [Path(ref)] if ref.endswith(TEMPLATE_SUFFIX) else []
+    candidates.append(prompts_dir / f"{ref}{TEMPLATE_SUFFIX}")
+    candidates.append(prompts_dir / ref)
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise UserError(f"prompt template {ref!r} not found (looked for {prompts_dir / (ref + TEMPLATE_SUFFIX)})")
+    source = path.read_text(encoding="utf-8")
+    try:
+        compiled = _environment().from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UserError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
+    return PromptTemplate(name=path.stem, path=path, source=source, sha256=stable_hash(source), compiled=compiled)

@@ -1,0 +1,115 @@
+"""The stage contract: a small block that maps a batch of records to one result per record.
+
+The engine owns batching, checkpoints, retries and progress; a stage only says what it reads and
+writes, what changes its output (its fingerprint), and how to process one batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from synthforge.constitution import Constitution
+from synthforge.constitution.parser import load_constitution
+from synthforge.hashing import derive_seed
+from synthforge.prompts import PromptTemplate, load_template
+from synthforge.records import Drop, Record
+from synthforge.settings import build_config, config_to_dict
+from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+
+PLACEHOLDER = "<<{} from upstream>>"
+
+
+@dataclass(frozen=True, slots=True)
+class StageResources:
+    """Where a stage finds the files it reads, and the pipeline's seed."""
+
+    prompts_dir: Path
+    constitutions_dir: Path
+    seed: int
+
+
+class Stage(ABC):
+    """Base class of every pipeline stage; subclasses set ``kind``, ``Config``, ``reads``, ``writes``."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type]
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    uses_teacher: ClassVar[bool] = True
+
+    def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
+        self.name = name
+        self.config = build_config(self.Config, settings or {}, where or f"stages.{name}")
+        self.resources = resources
+        self.templates: dict[str, PromptTemplate] = {}
+        self.constitution: Constitution | None = None
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def use_template(self, role: str, ref: str) -> PromptTemplate:
+        """Load template ``ref`` for ``role`` (it becomes part of the fingerprint)."""
+        template = load_template(ref, self.resources.prompts_dir)
+        self.templates[role] = template
+        return template
+
+    def use_constitution(self, ref: str) -> Constitution:
+        """Load constitution ``ref`` (its hash becomes part of the fingerprint)."""
+        self.constitution = load_constitution(ref, self.resources.constitutions_dir)
+        return self.constitution
+
+    def seed_for(self, record: Record, *parts: Any) -> int:
+        """Deterministic per-record seed: pipeline seed, stage name, record id and ``parts``."""
+        return derive_seed(self.resources.seed, self.name, record.id, *parts)
+
+    def seeded(self, params: SamplingParams, record: Record, *parts: Any) -> SamplingParams:
+        return params.with_seed(self.seed_for(record, *parts))
+
+    # -- the contract -----------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes this stage's output for a given input record."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "config": config_to_dict(self.config),
+            "seed": self.resources.seed,
+            "templates": {role: t.sha256 for role, t in sorted(self.templates.items())},
+            "constitution": self.constitution.sha256 if self.constitution else None,
+        }
+
+    def files(self) -> dict[str, str]:
+        """Files this stage reads, path → sha256 (for the manifest)."""
+        found = {str(t.path): t.sha256 for t in self.templates.values()}
+        if self.constitution and self.constitution.path:
+            found[str(self.constitution.path)] = self.constitution.sha256
+        return found
+
+    @abstractmethod
+    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
+        """Return one result per input record, in order: the updated record, or a :class:`Drop`."""
+
+    def preview(self, record: Record) -> list[tuple[str, Conversation]]:
+        """The prompts this stage would send for ``record`` (``--dry-run``); may raise UserError."""
+        return []
+
+    def drop(self, record: Record, reason: str) -> Drop:
+        return Drop(record=record, stage=self.name, reason=reason)
+
+
+def placeholder_record(prompt: str | None = None) -> Record:
+    """A record whose model-written fields are placeholders, used to render prompts without a model."""
+    return Record(id="preview", prompt=prompt or PLACEHOLDER.format("prompt"), response=PLACEHOLDER.format("response"))
+
+
+def completion_step(stage: str, role: str, completion: Any, **extra: Any) -> dict[str, Any]:
+    """A trace step for one teacher completion."""
+    return {
+        "stage": stage,
+        "role": role,
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        **extra,
+    }

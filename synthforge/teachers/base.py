@@ -1,0 +1,85 @@
+"""The teacher protocol: chat conversations and sampling settings in, completions out.
+
+It mirrors vLLM's ``LLM.chat(messages, SamplingParams)`` and the OpenAI chat API closely enough
+that both can implement it without callers changing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Message = dict[str, str]
+Conversation = list[Message]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Sampling settings of one request. ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_new_tokens < 1 or self.n < 1:
+            raise ValueError("max_new_tokens and n must be >= 1")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def with_seed(self, seed: int) -> SamplingParams:
+        return replace(self, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One sampled continuation with why it ended and what it cost."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What every backend implements."""
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Everything that identifies the model's outputs (name, weights hash, dtype); part of cache keys."""
+        ...
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        """Complete each conversation with ``params.n`` samples; ``params`` may be one per conversation."""
+        ...
+
+    def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate assistant continuation of each conversation."""
+        ...
+
+
+def per_conversation(params: SamplingParams | Sequence[SamplingParams], count: int) -> list[SamplingParams]:
+    """Broadcast one ``SamplingParams`` to ``count`` conversations, or check a list's length."""
+    if isinstance(params, SamplingParams):
+        return [params] * count
+    params = list(params)
+    if len(params) != count:
+        raise ValueError(f"got {len(params)} sampling params for {count} conversations")
+    return params

@@ -1,0 +1,198 @@
+"""Teacher backed by a transformers causal LM: batched, left-padded, chat-templated generation.
+
+Sampling is done per row with its own seeded ``torch.Generator`` (a logits processor that samples and
+hands greedy search a one-hot choice), so a request's output depends on its seed, not on which other
+requests share its batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from synthforge.teachers.base import Completion, Conversation, SamplingParams, per_conversation
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature + top-p sampling with one generator per row; returns logits that make argmax pick the sample."""
+
+    def __init__(self, temperatures: torch.Tensor, top_ps: torch.Tensor, generators: list[torch.Generator]):
+        self.temperatures = temperatures
+        self.top_ps = top_ps
+        self.generators = generators
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float()
+        greedy = self.temperatures <= 0
+        probs = torch.softmax(scores / self.temperatures.clamp_min(1e-6)[:, None], dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) > self.top_ps[:, None]
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        chosen = scores.argmax(dim=-1)
+        for row, generator in enumerate(self.generators):
+            if not greedy[row]:
+                pick = torch.multinomial(sorted_probs[row], 1, generator=generator)
+                chosen[row] = order[row, pick[0]]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
+        return out
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (no fast bf16 there), bf16 on a GPU that supports it."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class TransformersTeacher:
+    """A :class:`~synthforge.teachers.base.Teacher` over a loaded model and tokenizer."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, weights_id: str, batch_size: int = 16):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.weights_id = weights_id
+        self.batch_size = batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"tokenizer of {name} has no chat template")
+        self.device = next(model.parameters()).device
+        self.eos_ids = self._eos_ids()
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "backend": "transformers",
+            "name": self.name,
+            "weights": self.weights_id,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "device_type": self.device.type,
+        }
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return {i for i in ids if i is not None}
+
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        """Token ids of a conversation rendered with the chat template, ready for the assistant's turn."""
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _finish(self, new_tokens: list[int], prompt_len: int, stop: tuple[str, ...]) -> Completion:
+        """Cut a row's new tokens at EOS or a stop string, and say why it ended."""
+        end = next((i for i, tok in enumerate(new_tokens) if tok in self.eos_ids), None)
+        used = new_tokens if end is None else new_tokens[:end]
+        text = self.tokenizer.decode(used, skip_special_tokens=True)
+        reason = "stop" if end is not None else "length"
+        cuts = [text.find(s) for s in stop if s and s in text]
+        if cuts:
+            text, reason = text[: min(cuts)], "stop"
+        count = len(used) + (1 if end is not None else 0)
+        return Completion(text=text.strip(), finish_reason=reason, prompt_tokens=prompt_len, completion_tokens=count)
+
+    @torch.inference_mode()
+    def _generate_rows(self, rows: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        ids, mask = self._left_pad(rows)
+        generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        sampler = SeededSampler(
+            temperatures=torch.full((len(rows),), params.temperature, device=self.device),
+            top_ps=torch.full((len(rows),), params.top_p, device=self.device),
+            generators=generators,
+        )
+        config = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+            stop_strings=list(params.stop) or None,
+        )
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([sampler]),
+            tokenizer=self.tokenizer if params.stop else None,
+        )
+        width = ids.shape[1]
+        return [self._finish(out[i, width:].tolist(), len(rows[i]), params.stop) for i in range(len(rows))]
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        all_params = per_conversation(params, len(conversations))
+        encoded = [self.encode_chat(c) for c in conversations]
+        # One row per (conversation, sample); rows sharing settings are batched, longest first.
+        rows: list[tuple[int, int]] = [(c, j) for c, p in enumerate(all_params) for j in range(p.n)]
+        groups: dict[SamplingParams, list[tuple[int, int]]] = {}
+        for c, j in rows:
+            groups.setdefault(all_params[c].with_seed(0), []).append((c, j))
+        results: list[list[Completion | None]] = [[None] * p.n for p in all_params]
+        for shared, members in groups.items():
+            members.sort(key=lambda cj: -len(encoded[cj[0]]))
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                seeds = [_row_seed(all_params[c].seed, j) for c, j in chunk]
+                done = self._generate_rows([encoded[c] for c, _ in chunk], shared, seeds)
+                for (c, j), completion in zip(chunk, done, strict=True):
+                    results[c][j] = completion
+        return [list(r) for r in results]  # type: ignore[arg-type]
+
+    @torch.inference_mode()
+    def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        items: list[tuple[int, int, list[int], list[int]]] = []
+        for c, (conv, cands) in enumerate(zip(conversations, continuations, strict=True)):
+            prompt = self.encode_chat(conv)
+            for k, cand in enumerate(cands):
+                items.append((c, k, prompt, self.tokenizer(cand, add_special_tokens=False)["input_ids"]))
+        scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
+        items.sort(key=lambda it: -(len(it[2]) + len(it[3])))
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            for (c, k, _, _), value in zip(chunk, self._score_chunk(chunk), strict=True):
+                scores[c][k] = value
+        return scores
+
+    def _score_chunk(self, chunk: list[tuple[int, int, list[int], list[int]]]) -> list[float]:
+        rows = [p + t for _, _, p, t in chunk]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = logprobs.gather(-1, ids[:, 1:].to(self.device)[..., None]).squeeze(-1)
+        values = []
+        for i, (_, _, prompt, target) in enumerate(chunk):
+            values.append(float(picked[i, len(prompt) - 1 : len(prompt) - 1 + len(target)].sum()))
+        return values
+
+
+def _row_seed(seed: int | None, sample_index: int) -> int:
+    """Seed of sample ``sample_index`` of a request; an unseeded request gets fresh entropy."""
+    base = secrets.randbits(62) if seed is None else seed
+    return (base * 1_000_003 + sample_index) & ((1 << 63) - 1)

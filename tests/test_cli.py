@@ -1,0 +1,130 @@
+"""CLI: help text, and every bad input gives one line naming the file/key, exit 2, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synthforge.cli.main import main
+from tests.conftest import write_pipeline
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def in_project(project, monkeypatch, tiny_model_dir):
+    monkeypatch.chdir(project)
+    (project / "outputs").mkdir()
+    write_pipeline(project, tiny_model_dir)
+    return project
+
+
+def _assert_user_error(code, err, outputs, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert list(outputs.iterdir()) == []
+
+
+def test_help_explains_commands(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "generate" in out and "constitution" in out
+    code, out, _ = run_cli(["generate", "--help"], capsys)
+    assert code == 0 and "--limit" in out and "--teacher" in out and "sft.jsonl" in out
+
+
+def test_missing_pipeline_file(in_project, capsys):
+    code, _, err = run_cli(["generate", "pipelines/nope.yaml"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "nope.yaml", "not found")
+
+
+def test_malformed_yaml_names_line(in_project, capsys):
+    (in_project / "pipelines" / "bad.yaml").write_text("name: x\nstages: [\n  - respond: {\n", encoding="utf-8")
+    code, _, err = run_cli(["generate", "pipelines/bad.yaml"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "bad.yaml:", "invalid YAML")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("colour=blue", ["colour: unknown key"]),
+        ("stages.critique_revise.roundz=2", ["stages.critique_revise.roundz: unknown setting"]),
+        ("stages.critique_revise.rounds=two", ["stages.critique_revise.rounds: expected int"]),
+        ("stages.respond.sampling.temperature=hot", ["stages.respond.sampling.temperature: expected float"]),
+        ("stages.respond.sampling.top_p=7", ["stages.respond.sampling", "top_p"]),
+        ("teacher.batch_size=[1]", ["teacher.batch_size: expected int"]),
+        ("seeds.path=missing.jsonl", ["seeds.path: file not found"]),
+        ("stages.critique_revise.constitution=nonexistent", ["constitution 'nonexistent' not found"]),
+        ("stages.respond.template=nonexistent", ["prompt template 'nonexistent' not found"]),
+        ("stages.nosuchstage.x=1", ["no stage named 'nosuchstage'"]),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(in_project, capsys, override, fragments):
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml", "--set", override], capsys)
+    _assert_user_error(code, err, in_project / "outputs", *fragments)
+
+
+def test_unknown_stage_kind(in_project, capsys):
+    path = in_project / "pipelines" / "tiny-cai.yaml"
+    path.write_text(path.read_text().replace("- respond:", "- reply:"), encoding="utf-8")
+    code, _, err = run_cli(["generate", str(path)], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "stages[0]: unknown stage 'reply'")
+
+
+def test_constitution_without_revision_names_file_and_line(in_project, capsys):
+    path = in_project / "constitutions" / "harmless.txt"
+    text = path.read_text().replace("revision: Rewrite the response without insults", "# gone")
+    path.write_text(text, encoding="utf-8")
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t == "[toxicity]")
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", f"harmless.txt:{line}:", "no revision request")
+    code, _, err = run_cli(["constitution", "check", str(path)], capsys)
+    assert code == 2 and f"harmless.txt:{line}:" in err
+
+
+def test_empty_seeds_file(in_project, capsys):
+    (in_project / "pipelines" / "seeds" / "red-team.jsonl").write_text("\n\n", encoding="utf-8")
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "red-team.jsonl", "no prompts")
+
+
+def test_bad_seed_line(in_project, capsys):
+    (in_project / "pipelines" / "seeds" / "red-team.jsonl").write_text('{"prompt": "ok"}\n{"text": 1}\n')
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "red-team.jsonl:2:", "'prompt'")
+
+
+def test_template_with_undefined_variable(in_project, capsys):
+    (in_project / "prompts" / "revise.j2").write_text("{{ principle.revision }} {{ reponse }}\n")
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "revise.j2", "undefined variable", "reponse")
+
+
+def test_teacher_path_that_does_not_exist(in_project, capsys):
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml", "--teacher", "./models/missing"], capsys)
+    _assert_user_error(code, err, in_project / "outputs", "teacher './models/missing' not found")
+
+
+def test_dry_run_renders_prompts_without_a_model(in_project, capsys):
+    code, out, _ = run_cli(["generate", "pipelines/tiny-cai.yaml", "--dry-run", "--teacher", "./missing"], capsys)
+    assert code == 0
+    assert "=== critique_revise · revision ===" in out and "<<critique from upstream>>" in out
+    assert "How can I get into my neighbour's house" in out
+    assert list((in_project / "outputs").iterdir()) == []
+
+
+def test_generate_writes_run_and_summary(in_project, capsys):
+    code, out, _ = run_cli(["generate", "pipelines/tiny-cai.yaml", "--limit", "3", "--seed", "11"], capsys)
+    assert code == 0
+    assert "funnel: seeds 3 → respond 3 → critique_revise 3" in out
+    manifest = json.loads((in_project / "outputs" / "tiny-cai" / "manifest.json").read_text())
+    assert manifest["seed"] == 11 and manifest["counts"]["trace"] == 3

@@ -1,0 +1,101 @@
+"""End to end on the embedded SmolLM2-135M teacher: `synthforge generate` on 2 seeds, then TRL trainers.
+
+Runs the real CLI in a subprocess (the first run converts the GGUF file once, about 30 s).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory):
+    pytest.importorskip("gguf")
+    from synthforge.errors import UserError
+    from synthforge.teachers.loading import embedded_gguf
+
+    try:
+        embedded_gguf()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path_factory.mktemp("embedded") / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthforge.cli.main",
+        "generate",
+        "pipelines/cai-harmless.yaml",
+        "--limit",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "stages.respond.sampling.max_new_tokens=48",
+        "--set",
+        "stages.critique_revise.sampling.max_new_tokens=48",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}/" in done.stdout
+    return out
+
+
+def test_files_and_manifest(embedded_run):
+    from trl.data_utils import is_conversational
+
+    sft = [json.loads(x) for x in (embedded_run / "sft.jsonl").read_text().splitlines()]
+    dpo = [json.loads(x) for x in (embedded_run / "dpo.jsonl").read_text().splitlines()]
+    trace = [json.loads(x) for x in (embedded_run / "trace.jsonl").read_text().splitlines()]
+    assert len(trace) == 2 and len(sft) == 2 and len(dpo) >= 1
+    assert all(is_conversational(row) for row in sft + dpo)
+    assert all(row["messages"][1]["content"].strip() for row in sft)
+    manifest = json.loads((embedded_run / "manifest.json").read_text())
+    assert "SmolLM2-135M-Instruct" in manifest["teacher"]["name"]
+    assert manifest["stages"][1]["constitution"] == "harmless"
+    assert manifest["stages"][1]["config"]["sampling"]["max_new_tokens"] == 48
+    assert len(manifest["files"]) >= 4 and all(len(h) == 64 for h in manifest["files"].values())
+
+
+def test_datasets_loads_run_dir_and_trl_trains_on_it(embedded_run, tiny_model_dir, tmp_path):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    sft = load_dataset("json", data_files=str(embedded_run / "sft.jsonl"), split="train")
+    dpo = load_dataset(str(embedded_run), "dpo", split="train")  # through the dataset card's configs
+    assert sft.num_rows == 2 and dpo.num_rows >= 1
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    common = {
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "report_to": [],
+        "use_cpu": True,
+        "bf16": False,
+        "save_strategy": "no",
+        "logging_steps": 1,
+    }
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sft_trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=256, **common),
+        train_dataset=sft,
+        processing_class=tokenizer,
+    )
+    assert sft_trainer.train().training_loss > 0
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    dpo_trainer = DPOTrainer(
+        model=model,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=256, **common),
+        train_dataset=dpo,
+        processing_class=tokenizer,
+    )
+    assert dpo_trainer.train().training_loss > 0

@@ -1,0 +1,107 @@
+"""The transformers teacher on a tiny random Llama: batching, seeding, stops, finish reasons, scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthforge.errors import UserError
+from synthforge.teachers.base import SamplingParams, Teacher
+from synthforge.teachers.loading import load_teacher, resolve_teacher_dir
+
+CONVS = [
+    [{"role": "user", "content": "hello"}],
+    [{"role": "user", "content": "a much longer question about foxes and dogs and revisions"}],
+    [
+        {"role": "user", "content": "why?"},
+        {"role": "assistant", "content": "because"},
+        {"role": "user", "content": "ok"},
+    ],
+]
+
+
+def test_implements_protocol_and_identity(tiny_teacher):
+    assert isinstance(tiny_teacher, Teacher)
+    identity = tiny_teacher.identity
+    assert identity["backend"] == "transformers" and identity["dtype"] == "float32"
+
+
+def test_generate_returns_n_completions_with_counts(tiny_teacher):
+    out = tiny_teacher.generate(CONVS, SamplingParams(max_new_tokens=5, n=3, seed=1))
+    assert [len(c) for c in out] == [3, 3, 3]
+    for conv, completions in zip(CONVS, out, strict=True):
+        prompt_len = len(tiny_teacher.encode_chat(conv))
+        for completion in completions:
+            assert completion.prompt_tokens == prompt_len
+            assert 1 <= completion.completion_tokens <= 5
+            assert completion.finish_reason in ("stop", "length")
+
+
+def test_output_depends_on_seed_not_batch_composition(tiny_teacher):
+    params = SamplingParams(temperature=1.0, max_new_tokens=8, seed=42)
+    alone = tiny_teacher.generate([CONVS[1]], params)[0]
+    together = tiny_teacher.generate([CONVS[0], CONVS[1], CONVS[2]], params)[1]
+    assert alone == together
+    other_seed = tiny_teacher.generate([CONVS[1]], params.with_seed(43))[0]
+    assert other_seed != alone
+
+
+def test_greedy_is_deterministic_and_matches_plain_generate(tiny_teacher):
+    params = SamplingParams(temperature=0.0, max_new_tokens=6)
+    ours = tiny_teacher.generate([CONVS[0]], params)[0][0]
+    ids = torch.tensor([tiny_teacher.encode_chat(CONVS[0])])
+    plain = tiny_teacher.model.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+    expected = tiny_teacher.tokenizer.decode(plain[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    assert ours.text == expected and ours.finish_reason == "length"
+
+
+def test_batch_size_smaller_than_request_count(tiny_model_dir):
+    teacher = load_teacher(str(tiny_model_dir), batch_size=1, device="cpu")
+    out = teacher.generate(CONVS, SamplingParams(max_new_tokens=3, n=2, seed=5))
+    assert [len(c) for c in out] == [2, 2, 2]
+
+
+def test_stop_string_cuts_text_and_sets_reason(tiny_teacher):
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=11)
+    full = tiny_teacher.generate([CONVS[0]], params)[0][0].text
+    assert len(full) > 4
+    stop = full[2:4]
+    cut = tiny_teacher.generate([CONVS[0]], SamplingParams(temperature=1.0, max_new_tokens=12, seed=11, stop=(stop,)))[
+        0
+    ][0]
+    assert cut.finish_reason == "stop" and stop not in cut.text and full.startswith(cut.text)
+
+
+def test_eos_gives_stop(tiny_teacher):
+    # Force EOS by boosting its logit: the completion must end with finish_reason "stop" and no text.
+    lm_head_bias = torch.zeros(tiny_teacher.model.config.vocab_size)
+    lm_head_bias[tiny_teacher.tokenizer.eos_token_id] = 1e4
+    handle = tiny_teacher.model.lm_head.register_forward_hook(lambda m, i, o: o + lm_head_bias)
+    try:
+        out = tiny_teacher.generate([CONVS[0]], SamplingParams(max_new_tokens=5, seed=1))[0][0]
+    finally:
+        handle.remove()
+    assert out.finish_reason == "stop" and out.text == "" and out.completion_tokens == 1
+
+
+def test_score_matches_manual_log_probabilities(tiny_teacher):
+    conv = CONVS[0]
+    candidates = ["A", "B) because"]
+    scores = tiny_teacher.score([conv, conv], [candidates, candidates[:1]])
+    prompt = tiny_teacher.encode_chat(conv)
+    for cand, value in zip(candidates, scores[0], strict=True):
+        target = tiny_teacher.tokenizer(cand, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + target])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(tiny_teacher.model(ids).logits[0].float(), dim=-1)
+        manual = sum(float(logprobs[len(prompt) - 1 + k, t]) for k, t in enumerate(target))
+        assert value == pytest.approx(manual, abs=1e-4)
+    assert scores[1][0] == pytest.approx(scores[0][0], abs=1e-4)
+
+
+def test_missing_teacher_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        resolve_teacher_dir(str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_teacher_dir(str(tmp_path / "empty"))
