@@ -128,3 +128,27 @@ def test_generate_writes_run_and_summary(in_project, capsys):
     assert "funnel: seeds 3 → respond 3 → critique_revise 3" in out
     manifest = json.loads((in_project / "outputs" / "tiny-cai" / "manifest.json").read_text())
     assert manifest["seed"] == 11 and manifest["counts"]["trace"] == 3
+
+
+def test_constitution_convert_and_check(tmp_path, capsys):
+    from tests.conftest import SHARED
+
+    source = SHARED / "constitution_anthropic.json"
+    if not source.is_file():
+        pytest.skip(f"shared test data missing: {source}")
+    out = tmp_path / "anthropic.txt"
+    code, stdout, _ = run_cli(["constitution", "convert", str(source), "-o", str(out)], capsys)
+    assert code == 0 and "16 principles, 4 few-shot examples" in stdout
+    code, stdout, _ = run_cli(["constitution", "check", str(out)], capsys)
+    assert code == 0 and "ok, 16 principles, 4 few-shot examples" in stdout
+
+
+def test_constitution_check_lists_every_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("[a]\ncritique: x\n[b]\nrevision: y\n")
+    code, _, err = run_cli(["constitution", "check", str(bad)], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"{bad}:1: principle [a] has no revision request ('revision: ...')",
+        f"{bad}:3: principle [b] has no critique request ('critique: ...')",
+    ]

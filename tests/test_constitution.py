@@ -9,7 +9,7 @@ import pytest
 
 from synthforge.constitution import load_constitution, parse_constitution
 from synthforge.constitution.parser import ConstitutionError
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED
 
 GOOD = """# comment
 [first]
@@ -67,9 +67,9 @@ def test_parse_values_continuations_weights_and_tags():
 def test_errors_name_file_and_line(text, line, fragment):
     with pytest.raises(ConstitutionError) as info:
         parse_constitution(text, "my.txt")
-    message = str(info.value)
-    assert message.startswith(f"my.txt:{line}: "), message
-    assert fragment in message
+    problems = info.value.problems
+    assert any(p.startswith(f"my.txt:{line}: ") and fragment in p for p in problems), problems
+    assert str(info.value).startswith("my.txt:")
 
 
 def test_sampling_is_weighted_seeded_and_without_replacement():
@@ -81,3 +81,70 @@ def test_sampling_is_weighted_seeded_and_without_replacement():
     heavy = parse_constitution("[a]\ncritique: x\nrevision: y\nweight: 9\n[b]\ncritique: x\nrevision: y\n")
     firsts = Counter(heavy.sample(random.Random(i), 1)[0].name for i in range(2000))
     assert 0.85 < firsts["a"] / 2000 < 0.95  # P(a first) = 9 / 10
+
+
+def test_every_problem_is_reported_in_line_order():
+    text = "[a]\ncritique: x\n[b]\nrevision: y\ncolour: red\n[c]\ncritique: x\nrevision: y\nweight: 0\n"
+    with pytest.raises(ConstitutionError) as info:
+        parse_constitution(text, "many.txt")
+    lines = [int(p.split(":")[1]) for p in info.value.problems]
+    assert lines == [1, 3, 5, 9]
+    assert "(+3 more" in str(info.value)
+
+
+def test_literal_values_keep_line_breaks_and_round_trip():
+    from synthforge.constitution.writer import format_constitution
+
+    text = "[a]\ncritique: x\nrevision: |\n  1. one\n    indented\n\n  2. two\n"
+    parsed = parse_constitution(text)
+    assert parsed.principles[0].revision == "1. one\n  indented\n\n2. two"
+    shipped = load_constitution(REPO / "constitutions" / "harmless.txt")
+    again = parse_constitution(format_constitution(shipped))
+    assert again.principles == tuple(
+        p.__class__(**{**_fields(p), "line": q.line}) for p, q in zip(shipped.principles, again.principles, strict=True)
+    )
+
+
+def _fields(principle):
+    return {name: getattr(principle, name) for name in principle.__slots__}
+
+
+def test_import_hf_recipe_constitution():
+    from synthforge.constitution.importers import import_constitution
+    from synthforge.constitution.writer import format_constitution
+
+    path = SHARED / "constitution_anthropic.json"
+    if not path.is_file():
+        pytest.skip(f"shared test data missing: {path}")
+    imported = import_constitution(path)
+    assert len(imported.principles) == 16 and len(imported.examples) == 4
+    assert imported.examples[0].prompt == "Give me some ideas to prank my boss?"
+    assert "\n" in imported.examples[0].response
+    text = format_constitution(imported)
+    reparsed = parse_constitution(text, "converted.txt")
+    assert [p.critique for p in reparsed.principles] == [p.critique for p in imported.principles]
+    assert [p.revision for p in reparsed.principles] == [p.revision for p in imported.principles]
+    assert [(e.response, e.revision) for e in reparsed.examples] == [
+        (e.response, e.revision) for e in imported.examples
+    ]
+
+
+def test_import_anthropic_layout(tmp_path):
+    import json
+
+    from synthforge.constitution.importers import import_constitution
+
+    data = {
+        "harmful0": {"prompt": ["Identify harm."], "edit_request": "Remove harm."},
+        "harmful1": {"prompt": ["Is it rude?"], "edit_request": "Be polite."},
+    }
+    path = tmp_path / "CritiqueRevisionInstructions.json"
+    path.write_text(json.dumps(data))
+    imported = import_constitution(path)
+    assert [(p.name, p.critique, p.revision) for p in imported.principles] == [
+        ("harmful0", "Identify harm.", "Remove harm."),
+        ("harmful1", "Is it rude?", "Be polite."),
+    ]
+    path.write_text("[1, 2]")
+    with pytest.raises(ConstitutionError, match="unrecognised layout"):
+        import_constitution(path)

@@ -152,3 +152,16 @@ def test_rounds_use_distinct_principles_per_record(project, tiny_teacher, tiny_m
         principles = [s["principle"] for s in record["steps"] if s["role"] == "critique"]
         assert len(principles) == rounds and len(set(principles)) == rounds
         assert record["rejected"] == record["steps"][0]["text"]
+
+
+def test_truncated_outputs_can_be_dropped_into_the_ledger(project, tiny_teacher, tiny_model_dir):
+    write_pipeline(project, tiny_model_dir)  # the random model rarely stops before max_new_tokens
+    spec = load_pipeline(project / "pipelines" / "tiny-cai.yaml", ["stages.respond.drop_truncated=true"])
+    result = run_pipeline(spec, RunOptions(out_dir=project / "out", limit=3), teacher=tiny_teacher, log=lambda _: None)
+    dropped = _read(result.out_dir / "dropped.jsonl")
+    assert dropped and all(d["reason"] == "truncated response (hit max_new_tokens)" for d in dropped)
+    assert all(d["record"]["steps"][0]["finish_reason"] == "length" for d in dropped)
+    kept = _read(result.out_dir / "trace.jsonl")
+    assert all(r["steps"][0]["finish_reason"] == "stop" for r in kept)
+    assert len(kept) + len(dropped) == 3
+    assert result.manifest["funnel"][1] == {"step": "respond", "records": len(kept)}

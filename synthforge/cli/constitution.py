@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from synthforge.constitution.parser import load_constitution
+from synthforge.constitution.importers import import_constitution
+from synthforge.constitution.parser import ConstitutionError, load_constitution
+from synthforge.constitution.writer import format_constitution
 
 
 @click.group()
@@ -17,10 +20,35 @@ def constitution() -> None:
 @constitution.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def check(files: tuple[Path, ...]) -> None:
-    """Parse FILES and report problems as file:line: message (exit 2 on the first bad file)."""
+    """Parse FILES and report every problem as file:line: message (exit 2 if any file has one)."""
+    failed = False
     for path in files:
-        parsed = load_constitution(path)
+        try:
+            parsed = load_constitution(path)
+        except ConstitutionError as exc:
+            failed = True
+            for problem in exc.problems:
+                click.echo(problem, err=True)
+            continue
         click.echo(f"{path}: ok, {len(parsed.principles)} principles, {len(parsed.examples)} few-shot examples")
+    if failed:
+        sys.exit(2)
+
+
+@constitution.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+def convert(source: Path, out: Path | None) -> None:
+    """Convert a JSON constitution (Hugging Face CAI recipe or Anthropic layout) to synthforge's text format."""
+    imported = import_constitution(source)
+    header = f"Converted by `synthforge constitution convert` from {source.name}.\nEdit freely; check with "
+    header += "`synthforge constitution check`."
+    text = format_constitution(imported, header=header)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}: {len(imported.principles)} principles, {len(imported.examples)} few-shot examples")
 
 
 @constitution.command()

@@ -12,6 +12,8 @@
 
     [example: name]                                (optional few-shot exchange)
     prompt: / response: / critique_request: / critique: / revision_request: / revision:
+    response: |
+      A value written as '|' keeps the line breaks of the indented lines below it.
 
 Every error names the file and line.
 """
@@ -32,7 +34,13 @@ SUFFIXES = (".txt", ".md")
 
 
 class ConstitutionError(UserError):
-    """A malformed constitution; the message starts with ``file:line:``."""
+    """A malformed constitution; ``problems`` lists every ``file:line: message``; str() shows the first."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        more = len(self.problems) - 1
+        suffix = f" (+{more} more; see `synthforge constitution check`)" if more else ""
+        super().__init__(self.problems[0] + suffix)
 
 
 @dataclass
@@ -59,45 +67,70 @@ def _parse_header(text: str, source: str, lineno: int) -> _Block:
     return _Block(name=name, is_example=is_example, line=lineno)
 
 
-def _split_blocks(text: str, source: str) -> list[_Block]:
-    blocks: list[_Block] = []
-    current: _Block | None = None
-    key: str | None = None
-    pending_blank = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip()
+class _Reader:
+    """Line-by-line reader of the block format; collects every problem instead of stopping at the first."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.blocks: list[_Block] = []
+        self.problems: list[str] = []
+        self.current: _Block | None = None
+        self.key: str | None = None
+        self.literal_indent: int | None = None  # a '|' value: None = folded, -1 = before its first line
+        self.pending_blank = 0
+
+    def read(self, text: str) -> list[_Block]:
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            try:
+                self._line(raw.rstrip(), lineno)
+            except ConstitutionError as exc:
+                self.problems.extend(exc.problems)
+        return self.blocks
+
+    def _line(self, line: str, lineno: int) -> None:
         if not line.strip():
-            pending_blank += 1
-            continue
+            self.pending_blank += 1
+            return
+        blanks, self.pending_blank = self.pending_blank, 0
         if line.startswith("#"):
-            continue
+            return
         if line[0].isspace():
-            if current is None or key is None:
-                raise _fail(source, lineno, "indented line continues nothing (put it after a 'key: value' line)")
-            sep = "\n\n" if pending_blank else " "  # indented lines fold into one paragraph
-            current.values[key] += sep + line.strip()
-            pending_blank = 0
-            continue
-        pending_blank = 0
-        if line.startswith("["):
+            self._continuation(line, lineno, blanks)
+        elif line.startswith("["):
             if not line.endswith("]"):
-                raise _fail(source, lineno, "block header must end with ']'")
-            current, key = _parse_header(line, source, lineno), None
-            blocks.append(current)
-            continue
+                raise _fail(self.source, lineno, "block header must end with ']'")
+            self.current, self.key, self.literal_indent = _parse_header(line, self.source, lineno), None, None
+            self.blocks.append(self.current)
+        else:
+            self._key_value(line, lineno)
+
+    def _continuation(self, line: str, lineno: int, blanks: int) -> None:
+        if self.current is None or self.key is None:
+            raise _fail(self.source, lineno, "indented line continues nothing (put it after a 'key: value' line)")
+        values, indent = self.current.values, len(line) - len(line.lstrip())
+        if self.literal_indent is None:
+            values[self.key] += ("\n\n" if blanks else " ") + line.strip()
+        elif self.literal_indent == -1:
+            self.literal_indent, values[self.key] = indent, line.strip()
+        else:
+            values[self.key] += "\n" * (1 + blanks) + line[min(indent, self.literal_indent) :]
+
+    def _key_value(self, line: str, lineno: int) -> None:
+        self.key = None
         if ":" not in line:
-            raise _fail(source, lineno, f"expected 'key: value' or '[name]', got {line[:40]!r}")
-        if current is None:
-            raise _fail(source, lineno, "a 'key: value' line before the first [principle] header")
+            raise _fail(self.source, lineno, f"expected 'key: value' or '[name]', got {line[:40]!r}")
+        if self.current is None:
+            raise _fail(self.source, lineno, "a 'key: value' line before the first [principle] header")
         key, value = (part.strip() for part in line.split(":", 1))
         key = key.lower()
-        allowed = EXAMPLE_KEYS if current.is_example else PRINCIPLE_KEYS
+        allowed = EXAMPLE_KEYS if self.current.is_example else PRINCIPLE_KEYS
         if key not in allowed:
-            raise _fail(source, lineno, f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})")
-        if key in current.values:
-            raise _fail(source, lineno, f"key {key!r} given twice in block [{current.name}]")
-        current.values[key], current.lines[key] = value, lineno
-    return blocks
+            raise _fail(self.source, lineno, f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})")
+        if key in self.current.values:
+            raise _fail(self.source, lineno, f"key {key!r} given twice in block [{self.current.name}]")
+        self.literal_indent = -1 if value == "|" else None
+        self.current.values[key] = "" if value == "|" else value
+        self.current.lines[key], self.key = lineno, key
 
 
 def _principle(block: _Block, source: str) -> Principle:
@@ -132,20 +165,27 @@ def _example(block: _Block, source: str) -> FewShotExample:
 
 
 def parse_constitution(text: str, source: str = "<string>", name: str = "constitution") -> Constitution:
-    """Parse constitution text; ``source`` is the file name used in error messages."""
+    """Parse constitution text; ``source`` is the file name used in error messages (all problems collected)."""
+    reader = _Reader(source)
     principles: list[Principle] = []
     examples: list[FewShotExample] = []
     seen: dict[str, int] = {}
-    for block in _split_blocks(text, source):
-        if block.name in seen:
-            raise _fail(source, block.line, f"block [{block.name}] already defined at line {seen[block.name]}")
-        seen[block.name] = block.line
-        if block.is_example:
-            examples.append(_example(block, source))
-        else:
-            principles.append(_principle(block, source))
-    if not principles:
-        raise ConstitutionError(f"{source}:1: no principles found (a principle starts with a [name] line)")
+    for block in reader.read(text):
+        try:
+            if block.name in seen:
+                raise _fail(source, block.line, f"block [{block.name}] already defined at line {seen[block.name]}")
+            seen[block.name] = block.line
+            if block.is_example:
+                examples.append(_example(block, source))
+            else:
+                principles.append(_principle(block, source))
+        except ConstitutionError as exc:
+            reader.problems.extend(exc.problems)
+    if not principles and not reader.problems:
+        reader.problems.append(f"{source}:1: no principles found (a principle starts with a [name] line)")
+    if reader.problems:
+        reader.problems.sort(key=_line_of)
+        raise ConstitutionError(reader.problems)
     return Constitution(
         name=name,
         principles=tuple(principles),
@@ -153,6 +193,11 @@ def parse_constitution(text: str, source: str = "<string>", name: str = "constit
         path=Path(source) if source != "<string>" else None,
         sha256=stable_hash(text),
     )
+
+
+def _line_of(problem: str) -> int:
+    parts = problem.split(":")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
 
 
 def resolve_constitution_path(ref: str, constitutions_dir: Path) -> Path:

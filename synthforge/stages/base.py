@@ -42,7 +42,8 @@ class Stage(ABC):
 
     def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
         self.name = name
-        self.config = build_config(self.Config, settings or {}, where or f"stages.{name}")
+        self.where = where or f"stages.{name}"
+        self.config = build_config(self.Config, settings or {}, self.where)
         self.resources = resources
         self.templates: dict[str, PromptTemplate] = {}
         self.constitution: Constitution | None = None

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, replace
 
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record
+from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.revision_text import clean_revision
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 
 
@@ -24,11 +26,16 @@ class CritiqueReviseConfig:
     critique_template: str = "critique"
     revise_template: str = "revise"
     turns: str = "multi"
+    few_shot: int = 0
+    clean_revisions: bool = True
+    drop_truncated: bool = False
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=256))
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError("rounds must be >= 1")
+        if self.few_shot < 0:
+            raise ValueError("few_shot must be >= 0")
         if self.turns not in ("multi", "single"):
             raise ValueError(
                 "turns must be 'multi' (critique and revision as follow-up turns, as in the CAI "
@@ -49,6 +56,29 @@ class CritiqueRevise(Stage):
         self.constitution = self.use_constitution(self.config.constitution)
         self.critique_template = self.use_template("critique", self.config.critique_template)
         self.revise_template = self.use_template("revise", self.config.revise_template)
+        available = len(self.constitution.examples)
+        if self.config.few_shot > available:
+            raise SpecError(
+                f"{self.where}.few_shot: {self.config.few_shot} examples asked, but constitution "
+                f"{self.constitution.name} has {available} ([example: ...] blocks)"
+            )
+        self.shots = self._few_shot_turns()
+
+    def _few_shot_turns(self) -> Conversation:
+        """The constitution's first ``few_shot`` examples as earlier conversation turns."""
+        assert self.constitution is not None
+        turns: Conversation = []
+        for example in self.constitution.examples[: self.config.few_shot]:
+            texts = [
+                example.prompt,
+                example.response,
+                example.critique_request,
+                example.critique,
+                example.revision_request,
+                example.revision,
+            ]
+            turns += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
+        return turns
 
     def principles_for(self, record: Record) -> list[Principle]:
         """The principles of each round for ``record`` (seeded by record id)."""
@@ -60,8 +90,9 @@ class CritiqueRevise(Stage):
         """Multi-turn: the exchange so far, then the critique request. Single: the rendered request alone."""
         request = self.critique_template.render(principle=principle, prompt=prompt, response=response)
         if self.config.turns == "single":
-            return [{"role": "user", "content": request}]
+            return [*self.shots, {"role": "user", "content": request}]
         return [
+            *self.shots,
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": response},
             {"role": "user", "content": request},
@@ -71,7 +102,7 @@ class CritiqueRevise(Stage):
         """Multi-turn: the critique exchange, then the revision request. Single: the rendered request alone."""
         request = self.revise_template.render(principle=principle, prompt=prompt, response=response, critique=critique)
         if self.config.turns == "single":
-            return [{"role": "user", "content": request}]
+            return [*self.shots, {"role": "user", "content": request}]
         return [
             *self.critique_conversation(prompt, response, principle),
             {"role": "assistant", "content": critique},
@@ -83,6 +114,7 @@ class CritiqueRevise(Stage):
         plans = [self.principles_for(r) for r in batch]
         current = [r.response or "" for r in batch]
         steps: list[list[dict]] = [list(r.steps) for r in batch]
+        truncated = [False] * len(batch)
         sampling = self.config.sampling
         for rnd in range(self.config.rounds):
             critiques = teacher.generate(
@@ -100,15 +132,22 @@ class CritiqueRevise(Stage):
                 principle = plans[i][rnd].name
                 critique, revision = critiques[i][0], revisions[i][0]
                 steps[i].append(completion_step(self.name, "critique", critique, round=rnd, principle=principle))
-                steps[i].append(completion_step(self.name, "revision", revision, round=rnd, principle=principle))
-                if revision.text:
-                    current[i] = revision.text
-        return [self._finish(r, current[i], steps[i]) for i, r in enumerate(batch)]
+                text = clean_revision(revision.text) if self.config.clean_revisions else revision.text
+                step = completion_step(self.name, "revision", revision, round=rnd, principle=principle)
+                steps[i].append({**step, "text": text, "raw_text": revision.text} if text != revision.text else step)
+                if text:
+                    current[i] = text
+                    truncated[i] = revision.finish_reason == "length"
+        return [self._finish(r, current[i], steps[i], truncated[i]) for i, r in enumerate(batch)]
 
-    def _finish(self, record: Record, final: str, steps: list[dict]) -> Record:
+    def _finish(self, record: Record, final: str, steps: list[dict], truncated: bool) -> Record | Drop:
+        """The revised record, or a drop when its final revision was cut off and ``drop_truncated`` is set."""
         original = record.response or ""
         meta = {**record.meta, "unchanged": final.strip() == original.strip()}
-        return replace(record, response=final, rejected=original, steps=steps, meta=meta)
+        revised = replace(record, response=final, rejected=original, steps=steps, meta=meta)
+        if truncated and self.config.drop_truncated:
+            return self.drop(revised, "truncated revision (hit max_new_tokens)")
+        return revised
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = self.principles_for(record)[0]

@@ -14,6 +14,7 @@ class RespondConfig:
     """Settings of the respond stage."""
 
     template: str = "respond"
+    drop_truncated: bool = False
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=256))
 
 
@@ -40,7 +41,12 @@ class Respond(Stage):
         for record, (completion, *_) in zip(batch, completions, strict=True):
             step = completion_step(self.name, "response", completion)
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
-            results.append(updated if completion.text else self.drop(updated, "empty response"))
+            if not completion.text:
+                results.append(self.drop(updated, "empty response"))
+            elif self.config.drop_truncated and completion.finish_reason == "length":
+                results.append(self.drop(updated, "truncated response (hit max_new_tokens)"))
+            else:
+                results.append(updated)
         return results
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:

@@ -1,0 +1,65 @@
+"""Import published constitution layouts into synthforge's model.
+
+- Hugging Face's open CAI recipe (llm-swarm):
+  ``{"constitutions": [{"critic", "revision"}], "system_chat": [[6 messages]]}``
+- Anthropic's ``CritiqueRevisionInstructions.json``: ``{"harmful0": {"prompt": [critique], "edit_request": revision}}``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synthforge.constitution.model import Constitution, FewShotExample, Principle
+from synthforge.constitution.parser import ConstitutionError
+from synthforge.hashing import stable_hash
+
+FEW_SHOT_ROLES = ["user", "assistant", "user", "assistant", "user", "assistant"]
+
+
+def from_hf_recipe(data: dict[str, Any], name: str, source: str) -> Constitution:
+    """Principles ``hf-01``… from ``constitutions``; few-shot examples from ``system_chat`` conversations."""
+    principles = []
+    for i, item in enumerate(data["constitutions"], start=1):
+        if not isinstance(item, dict) or not item.get("critic") or not item.get("revision"):
+            raise ConstitutionError(f"{source}: constitutions[{i - 1}] needs non-empty 'critic' and 'revision'")
+        principles.append(Principle(name=f"principle-{i:02d}", critique=item["critic"], revision=item["revision"]))
+    examples = []
+    for i, chat in enumerate(data.get("system_chat") or [], start=1):
+        roles = [m.get("role") for m in chat] if isinstance(chat, list) else None
+        if roles != FEW_SHOT_ROLES:
+            raise ConstitutionError(f"{source}: system_chat[{i - 1}] must be 6 messages alternating user/assistant")
+        texts = [m["content"] for m in chat]
+        examples.append(FewShotExample(f"example-{i:02d}", *texts))
+    return Constitution(name=name, principles=tuple(principles), examples=tuple(examples), sha256=stable_hash(data))
+
+
+def from_anthropic(data: dict[str, Any], name: str, source: str) -> Constitution:
+    """One principle per key; the critique is the first of its ``prompt`` list."""
+    principles = []
+    for key, item in data.items():
+        prompt = item.get("prompt") if isinstance(item, dict) else None
+        critique = prompt[0] if isinstance(prompt, list) and prompt else prompt
+        if not isinstance(critique, str) or not isinstance(item.get("edit_request"), str):
+            raise ConstitutionError(f"{source}: {key}: expected {{'prompt': [critique], 'edit_request': revision}}")
+        principles.append(
+            Principle(name=key.replace(" ", "-"), critique=critique.strip(), revision=item["edit_request"].strip())
+        )
+    return Constitution(name=name, principles=tuple(principles), sha256=stable_hash(data))
+
+
+def import_constitution(path: Path) -> Constitution:
+    """Read a JSON constitution in either published layout (detected from its keys)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConstitutionError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if isinstance(data, dict) and "constitutions" in data:
+        return from_hf_recipe(data, path.stem, str(path))
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "edit_request" in v for v in data.values()):
+        return from_anthropic(data, path.stem, str(path))
+    raise ConstitutionError(
+        f"{path}: unrecognised layout (expected Hugging Face's {{'constitutions': [...]}} or Anthropic's "
+        "{'name': {'prompt': [...], 'edit_request': ...}})"
+    )

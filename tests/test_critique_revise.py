@@ -1,0 +1,109 @@
+"""SL-CAI loop semantics with a scripted teacher (deterministic text, so the checks can be exact)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synthforge.engine.exporters import has_preference
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.errors import UserError
+from synthforge.stages.revision_text import clean_revision
+from synthforge.teachers.base import Completion
+from tests.conftest import write_pipeline
+
+
+class ScriptedTeacher:
+    """A teacher whose answer is a function of the conversation: lets tests pin down loop behaviour."""
+
+    identity = {"backend": "scripted"}
+
+    def __init__(self, reply):
+        self.reply, self.seen = reply, []
+
+    def generate(self, conversations, params):
+        self.seen.extend(conversations)
+        return [[Completion(self.reply(c), "stop", 1, 1)] for c in conversations]
+
+    def score(self, conversations, continuations):
+        return [[0.0] * len(c) for c in continuations]
+
+
+def _reply(conversation):
+    last = conversation[-1]["content"]
+    if "Rewrite" in last or "Revise" in last or "Remove" in last or "rewrite" in last:
+        return "Here is a revised response: I can't help with that, but here is a safe alternative."
+    if "Keep the critique short" in last:
+        return "It helps with a crime."
+    return "First answer with details."
+
+
+def _run(project, teacher, overrides=(), limit=3):
+    spec = load_pipeline(project / "pipelines" / "tiny-cai.yaml", list(overrides))
+    return run_pipeline(spec, RunOptions(out_dir=project / "out", limit=limit), teacher=teacher, log=lambda _: None)
+
+
+def _trace(result):
+    return [json.loads(x) for x in (result.out_dir / "trace.jsonl").read_text().splitlines()]
+
+
+def test_revision_preamble_is_stripped_and_raw_text_kept(project, tiny_model_dir):
+    write_pipeline(project, tiny_model_dir)
+    result = _run(project, ScriptedTeacher(_reply))
+    for record in _trace(result):
+        assert record["response"] == "I can't help with that, but here is a safe alternative."
+        assert record["rejected"] == "First answer with details."
+        assert record["steps"][2]["raw_text"].startswith("Here is a revised response:")
+        assert record["meta"]["unchanged"] is False
+    assert result.manifest["counts"]["dpo"] == 3
+
+
+def test_unchanged_revision_makes_no_preference_pair(project, tiny_model_dir):
+    write_pipeline(project, tiny_model_dir)
+
+    # Every call, revision included, returns the first answer: the revision changes nothing.
+    result = _run(project, ScriptedTeacher(lambda conversation: "First answer with details."))
+    assert all(r["meta"]["unchanged"] for r in _trace(result))
+    assert result.manifest["counts"]["dpo"] == 0 and result.manifest["counts"]["dpo_skipped_identical"] == 3
+    assert result.manifest["counts"]["sft"] == 3
+
+
+def test_few_shot_examples_are_prepended_as_turns(project, tiny_model_dir):
+    write_pipeline(project, tiny_model_dir)
+    constitution = project / "constitutions" / "harmless.txt"
+    constitution.write_text(
+        constitution.read_text() + "\n[example: demo]\nprompt: P\nresponse: R\ncritique_request: CQ\ncritique: C\n"
+        "revision_request: RQ\nrevision: |\n  line one\n  line two\n"
+    )
+    teacher = ScriptedTeacher(_reply)
+    _run(project, teacher, ["stages.critique_revise.few_shot=1"], limit=1)
+    critique_conv = teacher.seen[1]
+    assert [m["content"] for m in critique_conv[:6]] == ["P", "R", "CQ", "C", "RQ", "line one\nline two"]
+    assert [m["role"] for m in critique_conv[:6]] == ["user", "assistant"] * 3
+    with pytest.raises(UserError, match="few_shot: 2 examples asked, but constitution harmless has 1"):
+        _run(project, teacher, ["stages.critique_revise.few_shot=2"], limit=1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Here is a revised response: Do not do that.", "Do not do that."),
+        ("Sure! Here's the rewritten answer:\n\nNo.", "No."),
+        ('Revised response: "Stay safe."', "Stay safe."),
+        ("Here are some tips: keep it legal.", "Here are some tips: keep it legal."),
+        ("Rewrite: x", "x"),
+        ("Nothing to strip.", "Nothing to strip."),
+    ],
+)
+def test_clean_revision(raw, clean):
+    assert clean_revision(raw) == clean
+
+
+def test_has_preference_ignores_whitespace_only_differences():
+    from synthforge.records import Record
+
+    assert not has_preference(Record("a", "p", response="x  y", rejected=" x y\n"))
+    assert has_preference(Record("a", "p", response="x y", rejected="x z"))
+    assert not has_preference(Record("a", "p", response="x"))
