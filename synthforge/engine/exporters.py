@@ -53,13 +53,17 @@ def has_preference(record: Record) -> bool:
 
 
 def dpo_row(record: Record) -> dict[str, Any]:
-    """TRL conversational preference row with an explicit prompt."""
-    return {
+    """TRL conversational preference row with an explicit prompt (+ the judge's confidence when labelled by one)."""
+    row = {
         "id": record.id,
         "prompt": [{"role": "user", "content": record.prompt}],
         "chosen": [{"role": "assistant", "content": record.response}],
         "rejected": [{"role": "assistant", "content": record.rejected}],
     }
+    preference = record.meta.get("preference")
+    if preference:
+        row["confidence"] = round(float(preference["confidence"]), 6)
+    return row
 
 
 def export_run(out_dir: Path, records: list[Record], drops: list[Drop], sft: bool, dpo: bool) -> dict[str, int]:

@@ -7,6 +7,7 @@ import importlib
 STAGES: dict[str, str] = {
     "respond": "synthforge.stages.respond:Respond",
     "critique_revise": "synthforge.stages.critique_revise:CritiqueRevise",
+    "judge": "synthforge.stages.judge:Judge",
 }
 
 

@@ -1,0 +1,168 @@
+"""AI-feedback judge (RL-CAI): sample two responses, ask the teacher which is better, read its log-probabilities.
+
+For each of ``principles`` compare questions drawn from the constitution, the two responses are shown as
+"(A) … (B) …" in both orders; the probability of each option is the softmax of the teacher's
+log-probabilities of replying "(A)" or "(B)". Orders and principles are averaged into one soft label.
+With chain of thought the judge reasons first and each probability is clamped to [0.4, 0.6], as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, replace
+
+from synthforge.constitution import Principle
+from synthforge.records import Drop, Record
+from synthforge.settings import SpecError
+from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+
+OPTIONS = ("(A)", "(B)")
+
+
+def option_probability(logprob_a: float, logprob_b: float) -> float:
+    """P(A) from the two options' log-probabilities, normalised over the two."""
+    top = max(logprob_a, logprob_b)
+    a, b = math.exp(logprob_a - top), math.exp(logprob_b - top)
+    return a / (a + b)
+
+
+def clamp(p: float, low: float = 0.4, high: float = 0.6) -> float:
+    """Chain-of-thought labels are over-confident; the CAI paper clamps them to [0.4, 0.6]."""
+    return min(max(p, low), high)
+
+
+def first_wins(p_ab: float, p_ba: float | None) -> float:
+    """P(first response better) from the A-first order and, if asked, the swapped order (where it is B)."""
+    return p_ab if p_ba is None else (p_ab + (1.0 - p_ba)) / 2.0
+
+
+@dataclass
+class JudgeConfig:
+    """Settings of the judge stage."""
+
+    constitution: str = "harmless"
+    respond_template: str = "respond"
+    template: str = "judge"
+    answer_template: str = "judge-answer"
+    principles: int = 1
+    swap: bool = True
+    chain_of_thought: bool = False
+    margin: float = 0.05
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=256))
+    cot_sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=160))
+
+    def __post_init__(self) -> None:
+        if self.principles < 1:
+            raise ValueError("principles must be >= 1")
+        if not 0 <= self.margin < 0.5:
+            raise ValueError("margin must be in [0, 0.5)")
+
+
+class Judge(Stage):
+    """Reads ``prompt``; writes the preferred sample as ``response``, the other as ``rejected``, and the label."""
+
+    kind = "judge"
+    Config = JudgeConfig
+    reads = ("prompt",)
+    writes = ("response", "rejected")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        constitution = self.use_constitution(self.config.constitution)
+        missing = [p.name for p in constitution.principles if not p.compare]
+        if missing:
+            raise SpecError(
+                f"{self.where}.constitution: principles without a 'compare:' question can't judge: {', '.join(missing)}"
+            )
+        self.respond_template = self.use_template("respond", self.config.respond_template)
+        self.template = self.use_template("judge", self.config.template)
+        self.answer_template = self.use_template("judge_answer", self.config.answer_template)
+
+    def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
+        text = self.template.render(
+            prompt=prompt,
+            question=principle.compare,
+            response_a=first,
+            response_b=second,
+            chain_of_thought=self.config.chain_of_thought,
+        )
+        return [{"role": "user", "content": text}]
+
+    def _principles(self, record: Record) -> list[Principle]:
+        assert self.constitution is not None
+        return self.constitution.sample(random.Random(self.seed_for(record, "principles")), self.config.principles)
+
+    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
+        assert teacher is not None
+        sampling = replace(self.config.sampling, n=2)
+        convs = [[{"role": "user", "content": self.respond_template.render(prompt=r.prompt)}] for r in batch]
+        samples = teacher.generate(convs, [self.seeded(sampling, r) for r in batch])
+        # One question per (record, principle, order); all scored in one call.
+        questions: list[tuple[int, str, bool, Conversation]] = []
+        for i, record in enumerate(batch):
+            first, second = samples[i][0].text, samples[i][1].text
+            for principle in self._principles(record):
+                questions.append((i, principle.name, False, self.question(record.prompt, principle, first, second)))
+                if self.config.swap:
+                    questions.append((i, principle.name, True, self.question(record.prompt, principle, second, first)))
+        reasoning = self._reason(batch, questions, teacher)
+        scored = teacher.score(
+            [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)], [OPTIONS] * len(questions)
+        )
+        votes: dict[int, dict[str, dict[bool, float]]] = {}
+        for (i, name, swapped, _), (lp_a, lp_b) in zip(questions, scored, strict=True):
+            p = option_probability(lp_a, lp_b)
+            votes.setdefault(i, {}).setdefault(name, {})[swapped] = clamp(p) if self.config.chain_of_thought else p
+        return [self._label(r, samples[i], votes.get(i, {}), reasoning, questions) for i, r in enumerate(batch)]
+
+    def _reason(self, batch, questions, teacher) -> list[Conversation]:
+        """With chain of thought, the judge's reasoning and the answer request, appended to each question."""
+        if not self.config.chain_of_thought:
+            return [[] for _ in questions]
+        params = [self.seeded(self.config.cot_sampling, batch[i], name, swapped) for i, name, swapped, _ in questions]
+        thoughts = teacher.generate([q[3] for q in questions], params)
+        answer = self.answer_template.render()
+        return [[{"role": "assistant", "content": t[0].text}, {"role": "user", "content": answer}] for t in thoughts]
+
+    def _label(self, record, pair, votes, reasoning, questions) -> Record | Drop:
+        first, second = pair[0], pair[1]
+        per_principle = {name: first_wins(v[False], v.get(True)) for name, v in votes.items()}
+        p_first = sum(per_principle.values()) / len(per_principle)
+        agreement = {name: (v[False] > 0.5) == (v[True] < 0.5) for name, v in votes.items() if True in v}
+        steps = [
+            *record.steps,
+            completion_step(self.name, "sample", first, index=0),
+            completion_step(self.name, "sample", second, index=1),
+        ]
+        steps.append(
+            {
+                "stage": self.name,
+                "role": "judgement",
+                "p_first": p_first,
+                "per_principle": per_principle,
+                "orders": {n: {"ab": v[False], "ba": v.get(True)} for n, v in votes.items()},
+                "swap_agreement": agreement,
+            }
+        )
+        chosen, rejected = (first, second) if p_first >= 0.5 else (second, first)
+        confidence = max(p_first, 1.0 - p_first)
+        meta = {**record.meta, "preference": {"confidence": confidence, "p_first": p_first}}
+        labelled = replace(record, response=chosen.text, rejected=rejected.text, steps=steps, meta=meta)
+        if " ".join(first.text.split()) == " ".join(second.text.split()):
+            return self.drop(labelled, "identical samples: no preference to learn")
+        if confidence - 0.5 < self.config.margin:
+            return self.drop(labelled, f"judge margin {confidence - 0.5:.3f} below {self.config.margin}")
+        return labelled
+
+    def preview(self, record: Record) -> list[tuple[str, Conversation]]:
+        principle = self._principles(record)[0]
+        first, second = PLACEHOLDER.format("sample 1"), PLACEHOLDER.format("sample 2")
+        convs = [
+            ("samples", [{"role": "user", "content": self.respond_template.render(prompt=record.prompt)}]),
+            ("judgement", self.question(record.prompt, principle, first, second)),
+        ]
+        if self.config.chain_of_thought:
+            convs.append(("answer", [{"role": "user", "content": self.answer_template.render()}]))
+        return convs
