@@ -105,3 +105,28 @@ def test_missing_teacher_path_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no config.json"):
         resolve_teacher_dir(str(tmp_path / "empty"))
+
+
+def test_row_noise_is_uniform_and_independent_of_other_rows():
+    from synthforge.teachers.transformers_teacher import row_uniforms
+
+    seeds = torch.tensor([1, 2, (1 << 62) + 5], dtype=torch.int64)
+    noise = row_uniforms(seeds, step=3, tokens=50_000)
+    assert noise.shape == (3, 50_000) and float(noise.min()) > 0 and float(noise.max()) < 1
+    assert abs(float(noise.mean()) - 0.5) < 0.01 and abs(float(noise.var()) - 1 / 12) < 0.002
+    alone = row_uniforms(seeds[1:2], step=3, tokens=50_000)
+    assert torch.equal(alone[0], noise[1])
+    assert not torch.equal(row_uniforms(seeds, step=4, tokens=50_000), noise)
+
+
+def test_sampling_follows_the_distribution():
+    from synthforge.teachers.transformers_teacher import SeededSampler
+
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    rows = 20_000
+    sampler = SeededSampler(torch.ones(rows), torch.ones(rows), torch.arange(rows, dtype=torch.int64))
+    picked = sampler(None, probs.log().expand(rows, 3).clone()).argmax(dim=-1)
+    freq = torch.bincount(picked, minlength=3).float() / rows
+    assert torch.allclose(freq, probs, atol=0.015)
+    top_p = SeededSampler(torch.ones(rows), torch.full((rows,), 0.5), torch.arange(rows, dtype=torch.int64))
+    assert set(top_p(None, probs.log().expand(rows, 3).clone()).argmax(dim=-1).tolist()) == {0}

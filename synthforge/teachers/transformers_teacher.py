@@ -1,8 +1,8 @@
 """Teacher backed by a transformers causal LM: batched, left-padded, chat-templated generation.
 
-Sampling is done per row with its own seeded ``torch.Generator`` (a logits processor that samples and
-hands greedy search a one-hot choice), so a request's output depends on its seed, not on which other
-requests share its batch.
+Sampling is done per row from counter-based noise keyed by the request's seed (a logits processor that
+samples by the Gumbel-max trick and hands greedy search a one-hot choice), so a request's output depends
+on its seed, not on which other requests share its batch.
 """
 
 from __future__ import annotations
@@ -16,27 +16,59 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, per_conversation
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2**32)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _MASK32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _MASK32
+    return h ^ (h >> 16)
+
+
+def row_uniforms(seeds: torch.Tensor, step: int, tokens: torch.Tensor | int) -> torch.Tensor:
+    """Uniform noise in (0, 1) for each row and token: a pure function of (row seed, step, token id).
+
+    ``tokens`` is a vocabulary size (noise for every id) or a (rows, k) tensor of token ids.
+    Counter-based (hash) randomness: a row's draw is independent of the other rows in its batch, and the
+    whole batch is drawn with a few vectorised ops instead of one generator call per row.
+    """
+    if isinstance(tokens, int):
+        tokens = torch.arange(tokens, device=seeds.device, dtype=torch.int64)[None, :]
+    lo, hi = seeds & _MASK32, (seeds >> 32) & _MASK32
+    h = _mix32((lo ^ ((step * 0x9E3779B1) & _MASK32))[:, None] ^ ((tokens * 0x85EBCA77) & _MASK32))
+    h = _mix32(h ^ hi[:, None])
+    return ((h.to(torch.float32) + 0.5) / 4294967296.0).clamp_(1e-7, 1.0 - 1e-7)
+
 
 class SeededSampler(LogitsProcessor):
-    """Temperature + top-p sampling with one generator per row; returns logits that make argmax pick the sample."""
+    """Temperature + top-p sampling by the Gumbel-max trick with per-row counter-based noise.
 
-    def __init__(self, temperatures: torch.Tensor, top_ps: torch.Tensor, generators: list[torch.Generator]):
+    Returns logits whose argmax is the sampled token, so greedy search performs the sampling.
+    """
+
+    def __init__(self, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor):
         self.temperatures = temperatures
         self.top_ps = top_ps
-        self.generators = generators
+        self.seeds = seeds
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
-        greedy = self.temperatures <= 0
-        probs = torch.softmax(scores / self.temperatures.clamp_min(1e-6)[:, None], dim=-1)
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        logits = scores / self.temperatures.clamp_min(1e-6)[:, None]
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
         outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) > self.top_ps[:, None]
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        chosen = scores.argmax(dim=-1)
-        for row, generator in enumerate(self.generators):
-            if not greedy[row]:
-                pick = torch.multinomial(sorted_probs[row], 1, generator=generator)
-                chosen[row] = order[row, pick[0]]
+        # Only the nucleus needs noise: the widest row's nucleus bounds the columns drawn.
+        width = int((~outside).sum(dim=-1).max())
+        candidates = order[:, :width]
+        gumbel = -torch.log(-torch.log(row_uniforms(self.seeds, self.step, candidates)))
+        self.step += 1
+        noisy = (sorted_logits[:, :width] + gumbel).masked_fill(outside[:, :width], float("-inf"))
+        sampled = candidates.gather(-1, noisy.argmax(dim=-1, keepdim=True)).squeeze(-1)
+        chosen = torch.where(self.temperatures <= 0, scores.argmax(dim=-1), sampled)
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
         return out
@@ -115,11 +147,10 @@ class TransformersTeacher:
     @torch.inference_mode()
     def _generate_rows(self, rows: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
         ids, mask = self._left_pad(rows)
-        generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         sampler = SeededSampler(
             temperatures=torch.full((len(rows),), params.temperature, device=self.device),
             top_ps=torch.full((len(rows),), params.top_p, device=self.device),
-            generators=generators,
+            seeds=torch.tensor(seeds, dtype=torch.int64, device=self.device),
         )
         config = GenerationConfig(
             do_sample=False,
