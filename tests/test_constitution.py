@@ -35,6 +35,12 @@ def test_shipped_harmless_constitution_has_sixteen_principles():
     assert len({p.name for p in constitution.principles}) == 16
 
 
+def test_shipped_helpful_honest_constitution_parses():
+    constitution = load_constitution("helpful-honest", REPO / "constitutions")
+    assert len(constitution.principles) == 10
+    assert all(p.compare for p in constitution.principles)
+
+
 def test_parse_values_continuations_weights_and_tags():
     constitution = parse_constitution(GOOD, "good.txt")
     first, second = constitution.principles
