@@ -107,3 +107,21 @@ def test_has_preference_ignores_whitespace_only_differences():
     assert not has_preference(Record("a", "p", response="x  y", rejected=" x y\n"))
     assert has_preference(Record("a", "p", response="x y", rejected="x z"))
     assert not has_preference(Record("a", "p", response="x"))
+
+
+@pytest.mark.parametrize("turns", ["multi", "single"])
+def test_revision_without_critique_skips_the_critique_call(project, tiny_model_dir, turns):
+    write_pipeline(project, tiny_model_dir)
+    overrides = ["stages.critique_revise.critique=false", f"stages.critique_revise.turns={turns}"]
+    if turns == "single":
+        overrides += [
+            "stages.critique_revise.critique_template=critique-single",
+            "stages.critique_revise.revise_template=revise-single",
+        ]
+    teacher = ScriptedTeacher(_reply)
+    result = _run(project, teacher, overrides, limit=2)
+    assert len(teacher.seen) == 2 * 2  # a response and a revision per record, no critique
+    for record in _trace(result):
+        assert [s["role"] for s in record["steps"]] == ["response", "revision"]
+    revision_request = teacher.seen[-1][-1]["content"]
+    assert "Critique:" not in revision_request and "Keep the critique short" not in revision_request

@@ -14,7 +14,7 @@ from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.revision_text import clean_revision
-from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
 
 @dataclass
@@ -26,6 +26,7 @@ class CritiqueReviseConfig:
     critique_template: str = "critique"
     revise_template: str = "revise"
     turns: str = "multi"
+    critique: bool = True
     few_shot: int = 0
     clean_revisions: bool = True
     drop_truncated: bool = False
@@ -99,10 +100,20 @@ class CritiqueRevise(Stage):
         ]
 
     def revise_conversation(self, prompt: str, response: str, principle: Principle, critique: str) -> Conversation:
-        """Multi-turn: the critique exchange, then the revision request. Single: the rendered request alone."""
+        """Multi-turn: the critique exchange, then the revision request. Single: the rendered request alone.
+
+        Without a critique (``critique: false``) the revision request follows the first answer directly.
+        """
         request = self.revise_template.render(principle=principle, prompt=prompt, response=response, critique=critique)
         if self.config.turns == "single":
             return [*self.shots, {"role": "user", "content": request}]
+        if not self.config.critique:
+            return [
+                *self.shots,
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": response},
+                {"role": "user", "content": request},
+            ]
         return [
             *self.critique_conversation(prompt, response, principle),
             {"role": "assistant", "content": critique},
@@ -117,21 +128,19 @@ class CritiqueRevise(Stage):
         truncated = [False] * len(batch)
         sampling = self.config.sampling
         for rnd in range(self.config.rounds):
-            critiques = teacher.generate(
-                [self.critique_conversation(r.prompt, current[i], plans[i][rnd]) for i, r in enumerate(batch)],
-                [self.seeded(sampling, r, rnd, "critique") for r in batch],
-            )
+            critiques = self._critiques(batch, current, plans, rnd, teacher)
             revisions = teacher.generate(
                 [
-                    self.revise_conversation(r.prompt, current[i], plans[i][rnd], critiques[i][0].text)
+                    self.revise_conversation(r.prompt, current[i], plans[i][rnd], _text(critiques[i]))
                     for i, r in enumerate(batch)
                 ],
                 [self.seeded(sampling, r, rnd, "revision") for r in batch],
             )
             for i in range(len(batch)):
                 principle = plans[i][rnd].name
-                critique, revision = critiques[i][0], revisions[i][0]
-                steps[i].append(completion_step(self.name, "critique", critique, round=rnd, principle=principle))
+                critique, revision = critiques[i], revisions[i][0]
+                if critique is not None:
+                    steps[i].append(completion_step(self.name, "critique", critique, round=rnd, principle=principle))
                 text = clean_revision(revision.text) if self.config.clean_revisions else revision.text
                 step = completion_step(self.name, "revision", revision, round=rnd, principle=principle)
                 steps[i].append({**step, "text": text, "raw_text": revision.text} if text != revision.text else step)
@@ -139,6 +148,16 @@ class CritiqueRevise(Stage):
                     current[i] = text
                     truncated[i] = revision.finish_reason == "length"
         return [self._finish(r, current[i], steps[i], truncated[i]) for i, r in enumerate(batch)]
+
+    def _critiques(self, batch, current, plans, rnd, teacher) -> list[Completion | None]:
+        """One critique per record for round ``rnd``, or ``None`` each when revising without critiques."""
+        if not self.config.critique:
+            return [None] * len(batch)
+        done = teacher.generate(
+            [self.critique_conversation(r.prompt, current[i], plans[i][rnd]) for i, r in enumerate(batch)],
+            [self.seeded(self.config.sampling, r, rnd, "critique") for r in batch],
+        )
+        return [completions[0] for completions in done]
 
     def _finish(self, record: Record, final: str, steps: list[dict], truncated: bool) -> Record | Drop:
         """The revised record, or a drop when its final revision was cut off and ``drop_truncated`` is set."""
@@ -156,3 +175,7 @@ class CritiqueRevise(Stage):
             ("critique", self.critique_conversation(record.prompt, record.response or "", principle)),
             ("revision", self.revise_conversation(record.prompt, record.response or "", principle, critique)),
         ]
+
+
+def _text(completion: Completion | None) -> str:
+    return completion.text if completion is not None else ""
