@@ -68,6 +68,11 @@ class Drop:
         return cls(Record.from_dict(data["record"]), data["stage"], data["reason"])
 
 
+def same_text(a: str, b: str) -> bool:
+    """Equal once runs of whitespace are collapsed: such texts make no preference pair."""
+    return " ".join(a.split()) == " ".join(b.split())
+
+
 def make_record_id(source: str, prompt: str, occurrence: int = 0) -> str:
     """Stable id from a record's origin and content; ``occurrence`` separates repeated prompts."""
     return stable_hash([source, prompt, occurrence], 16)

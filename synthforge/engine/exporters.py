@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from synthforge.records import Drop, Record
+from synthforge.records import Drop, Record, same_text
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -49,7 +49,7 @@ def has_preference(record: Record) -> bool:
     """A usable pair: a rejected answer that differs from the chosen one beyond whitespace."""
     if record.rejected is None or record.response is None:
         return False
-    return " ".join(record.rejected.split()) != " ".join(record.response.split())
+    return not same_text(record.rejected, record.response)
 
 
 def dpo_row(record: Record) -> dict[str, Any]:

@@ -183,7 +183,6 @@ def _run_stage(
         bar.update(len(todo))
         bar.set_postfix_str(f"{tokens / max(time.time() - started, 1e-9):.0f} tok/s")
     bar.close()
-    (checkpoints / f"{stem}.json").parent.mkdir(parents=True, exist_ok=True)
     write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
     results = [checkpoint.get(k) for k in keys]
     kept = [r for r in results if isinstance(r, Record)]

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from synthforge.constitution import Principle
+from synthforge.constitution.parser import EXAMPLE_KEYS
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
@@ -70,16 +71,13 @@ class CritiqueRevise(Stage):
         assert self.constitution is not None
         turns: Conversation = []
         for example in self.constitution.examples[: self.config.few_shot]:
-            texts = [
-                example.prompt,
-                example.response,
-                example.critique_request,
-                example.critique,
-                example.revision_request,
-                example.revision,
-            ]
+            texts = [getattr(example, key) for key in EXAMPLE_KEYS]  # user/assistant turns, alternating
             turns += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
         return turns
+
+    def _exchange(self, prompt: str, response: str) -> Conversation:
+        """Few-shot turns, then the user's prompt and the answer under review."""
+        return [*self.shots, {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
     def principles_for(self, record: Record) -> list[Principle]:
         """The principles of each round for ``record`` (seeded by record id)."""
@@ -92,12 +90,7 @@ class CritiqueRevise(Stage):
         request = self.critique_template.render(principle=principle, prompt=prompt, response=response)
         if self.config.turns == "single":
             return [*self.shots, {"role": "user", "content": request}]
-        return [
-            *self.shots,
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": response},
-            {"role": "user", "content": request},
-        ]
+        return [*self._exchange(prompt, response), {"role": "user", "content": request}]
 
     def revise_conversation(self, prompt: str, response: str, principle: Principle, critique: str) -> Conversation:
         """Multi-turn: the critique exchange, then the revision request. Single: the rendered request alone.
@@ -108,12 +101,7 @@ class CritiqueRevise(Stage):
         if self.config.turns == "single":
             return [*self.shots, {"role": "user", "content": request}]
         if not self.config.critique:
-            return [
-                *self.shots,
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": response},
-                {"role": "user", "content": request},
-            ]
+            return [*self._exchange(prompt, response), {"role": "user", "content": request}]
         return [
             *self.critique_conversation(prompt, response, principle),
             {"role": "assistant", "content": critique},
@@ -126,7 +114,6 @@ class CritiqueRevise(Stage):
         current = [r.response or "" for r in batch]
         steps: list[list[dict]] = [list(r.steps) for r in batch]
         truncated = [False] * len(batch)
-        sampling = self.config.sampling
         for rnd in range(self.config.rounds):
             critiques = self._critiques(batch, current, plans, rnd, teacher)
             revisions = teacher.generate(
@@ -134,7 +121,7 @@ class CritiqueRevise(Stage):
                     self.revise_conversation(r.prompt, current[i], plans[i][rnd], _text(critiques[i]))
                     for i, r in enumerate(batch)
                 ],
-                [self.seeded(sampling, r, rnd, "revision") for r in batch],
+                [self.seeded(self.config.sampling, r, rnd, "revision") for r in batch],
             )
             for i in range(len(batch)):
                 principle = plans[i][rnd].name

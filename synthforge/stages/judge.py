@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from synthforge.constitution import Principle
-from synthforge.records import Drop, Record
+from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
@@ -115,7 +115,7 @@ class Judge(Stage):
         for (i, name, swapped, _), (lp_a, lp_b) in zip(questions, scored, strict=True):
             p = option_probability(lp_a, lp_b)
             votes.setdefault(i, {}).setdefault(name, {})[swapped] = clamp(p) if self.config.chain_of_thought else p
-        return [self._label(r, samples[i], votes.get(i, {}), reasoning, questions) for i, r in enumerate(batch)]
+        return [self._label(r, samples[i], votes.get(i, {})) for i, r in enumerate(batch)]
 
     def _reason(self, batch, questions, teacher) -> list[Conversation]:
         """With chain of thought, the judge's reasoning and the answer request, appended to each question."""
@@ -126,7 +126,7 @@ class Judge(Stage):
         answer = self.answer_template.render()
         return [[{"role": "assistant", "content": t[0].text}, {"role": "user", "content": answer}] for t in thoughts]
 
-    def _label(self, record, pair, votes, reasoning, questions) -> Record | Drop:
+    def _label(self, record, pair, votes) -> Record | Drop:
         first, second = pair[0], pair[1]
         per_principle = {name: first_wins(v[False], v.get(True)) for name, v in votes.items()}
         p_first = sum(per_principle.values()) / len(per_principle)
@@ -150,7 +150,7 @@ class Judge(Stage):
         confidence = max(p_first, 1.0 - p_first)
         meta = {**record.meta, "preference": {"confidence": confidence, "p_first": p_first}}
         labelled = replace(record, response=chosen.text, rejected=rejected.text, steps=steps, meta=meta)
-        if " ".join(first.text.split()) == " ".join(second.text.split()):
+        if same_text(first.text, second.text):
             return self.drop(labelled, "identical samples: no preference to learn")
         if confidence - 0.5 < self.config.margin:
             return self.drop(labelled, f"judge margin {confidence - 0.5:.3f} below {self.config.margin}")
