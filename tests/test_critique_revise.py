@@ -10,7 +10,8 @@ from synthforge.engine.exporters import has_preference
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
-from synthforge.stages.revision_text import clean_revision
+from synthforge.stages.critique_text import finds_no_issue
+from synthforge.stages.revision_text import clean_revision, edit_fraction
 from synthforge.teachers.base import Completion
 from tests.conftest import write_pipeline
 
@@ -125,3 +126,57 @@ def test_revision_without_critique_skips_the_critique_call(project, tiny_model_d
         assert [s["role"] for s in record["steps"]] == ["response", "revision"]
     revision_request = teacher.seen[-1][-1]["content"]
     assert "Critique:" not in revision_request and "Keep the critique short" not in revision_request
+
+
+@pytest.mark.parametrize(
+    ("critique", "no_issue"),
+    [
+        ("No issues found.", True),
+        ("The response is already harmless and appropriate. Nothing to change.", True),
+        ("There are no problems with this answer.", True),
+        ("The answer does not need any changes.", True),
+        ("No changes needed, but it could be more concise.", False),
+        ("The response gives instructions for a crime; it should refuse.", False),
+        ("It is harmful because it explains how to pick a lock.", False),
+        ("", False),
+    ],
+)
+def test_finds_no_issue(critique, no_issue):
+    assert finds_no_issue(critique) is no_issue
+
+
+def test_critique_with_no_issue_skips_the_revision_and_counts_per_principle(project, tiny_model_dir):
+    write_pipeline(project, tiny_model_dir)
+
+    def reply(conversation):
+        last = conversation[-1]["content"]
+        if "Keep the critique short" in last:
+            return "No issues found." if "toxic gas" in conversation[0]["content"] else "It helps with a crime."
+        return _reply(conversation)
+
+    teacher = ScriptedTeacher(reply)
+    result = _run(project, teacher)
+    trace = {r["prompt"]: r for r in _trace(result)}
+    skipped = [r for r in trace.values() if r["meta"]["unchanged"]]
+    assert len(skipped) == 1  # the critique of that record found nothing: no revision call, no pair
+    assert [s["role"] for s in skipped[0]["steps"]] == ["response", "critique"]
+    assert skipped[0]["steps"][1]["asks_change"] is False
+    assert len(teacher.seen) == 3 + 3 + 2  # responses, critiques, revisions only where a change was asked
+    assert result.manifest["counts"]["dpo"] == 2
+
+    stats = result.manifest["principles"]
+    assert sum(s["critiques"] for s in stats.values()) == 3
+    assert sum(s["revisions"] for s in stats.values()) == 2
+    for s in stats.values():
+        if s["revisions"]:
+            assert s["revision_change_rate"] == 1.0 and 0 < s["mean_edit_fraction"] <= 1
+    asked = sum(round(s["critique_change_rate"] * s["critiques"]) for s in stats.values())
+    assert asked == 2
+    card = (result.out_dir / "README.md").read_text()
+    assert "## Principles" in card and "asked for change" in card
+
+
+def test_edit_fraction():
+    assert edit_fraction("a b c d", "a b c d") == 0.0
+    assert edit_fraction("a b c d", "w x y z") == 1.0
+    assert edit_fraction("a b c d", "a b c e") == 0.25

@@ -16,8 +16,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def embedded_run(tmp_path_factory):
+def _require_embedded() -> None:
     pytest.importorskip("gguf")
     from synthforge.errors import UserError
     from synthforge.teachers.loading import embedded_gguf
@@ -26,26 +25,27 @@ def embedded_run(tmp_path_factory):
         embedded_gguf()
     except UserError as exc:
         pytest.skip(str(exc))
-    out = tmp_path_factory.mktemp("embedded") / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "synthforge.cli.main",
-        "generate",
-        "pipelines/cai-harmless.yaml",
-        "--limit",
-        "2",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--set",
-        "stages.respond.sampling.max_new_tokens=48",
-        "--set",
-        "stages.critique_revise.sampling.max_new_tokens=48",
-    ]
+
+
+def _generate(pipeline: str, out, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "synthforge.cli.main", "generate", pipeline, "--limit", "2", "--out", str(out)]
+    cmd += ["--no-progress"] + [arg for o in overrides for arg in ("--set", o)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert f"wrote {out}/" in done.stdout
+    return done
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory):
+    _require_embedded()
+    out = tmp_path_factory.mktemp("embedded") / "run"
+    _generate(
+        "pipelines/cai-harmless.yaml",
+        out,
+        "stages.respond.sampling.max_new_tokens=48",
+        "stages.critique_revise.sampling.max_new_tokens=48",
+    )
     return out
 
 
@@ -99,3 +99,23 @@ def test_datasets_loads_run_dir_and_trl_trains_on_it(embedded_run, tiny_model_di
         processing_class=tokenizer,
     )
     assert dpo_trainer.train().training_loss > 0
+
+
+def test_rlaif_judge_on_the_embedded_teacher(tmp_path):
+    """RL-CAI end to end: two samples per prompt, judged in both orders by SmolLM2's option log-probabilities."""
+    _require_embedded()
+    out = tmp_path / "rlaif"
+    done = _generate("pipelines/rlaif.yaml", out, "stages.judge.sampling.max_new_tokens=32", "stages.judge.margin=0.0")
+    trace = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (out / "dropped.jsonl").read_text().splitlines()]
+    assert len(trace) + len(dropped) == 2
+    for record in trace:
+        judgement = record["steps"][-1]
+        assert judgement["role"] == "judgement" and len(judgement["per_principle"]) == 2
+        for orders in judgement["orders"].values():
+            assert 0.0 < orders["ab"] < 1.0 and 0.0 < orders["ba"] < 1.0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(s["judged_swapped"] for s in manifest["principles"].values()) == 4
+    assert "per principle:" in done.stderr
+    dpo = [json.loads(x) for x in (out / "dpo.jsonl").read_text().splitlines()]
+    assert all(0.5 <= row["confidence"] <= 1.0 for row in dpo)

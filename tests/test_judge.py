@@ -67,6 +67,13 @@ def test_judge_stage_labels_pairs_with_consistent_probabilities(project, tiny_mo
         assert record["meta"]["preference"]["confidence"] == pytest.approx(max(p_first, 1 - p_first))
     for row in _lines(result.out_dir / "dpo.jsonl"):
         assert 0.5 <= row["confidence"] <= 1.0
+    # Swap agreement per principle, counted over kept and dropped records alike.
+    judgements = [r["steps"][-1] for r in kept] + [d["record"]["steps"][-1] for d in dropped]
+    stats = result.manifest["principles"]
+    assert sum(s["judged_swapped"] for s in stats.values()) == 4 * 2
+    for name, s in stats.items():
+        votes = [j["swap_agreement"][name] for j in judgements if name in j["swap_agreement"]]
+        assert s["swap_agreement"] == pytest.approx(sum(votes) / len(votes), abs=1e-4)
 
 
 def test_margin_sends_uncertain_pairs_to_the_ledger(project, tiny_model_dir):

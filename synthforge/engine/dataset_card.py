@@ -6,6 +6,8 @@ from typing import Any
 
 import yaml
 
+from synthforge.engine.statistics import percent
+
 
 def _header(manifest: dict[str, Any]) -> str:
     configs = []
@@ -24,7 +26,7 @@ def _header(manifest: dict[str, Any]) -> str:
 
 def render_card(manifest: dict[str, Any]) -> str:
     """Markdown card describing teacher, constitution(s), stages, counts and the funnel."""
-    teacher = manifest["teacher"]
+    teacher = manifest["teacher"] or {"name": "none (no stage used a teacher)"}
     lines = [
         "---",
         _header(manifest),
@@ -47,6 +49,7 @@ def render_card(manifest: dict[str, Any]) -> str:
         lines.append(f"  - `{stage['name']}` ({stage['kind']}{constitution}), fingerprint {stage['fingerprint'][:12]}")
     lines += ["", "## Funnel", "", "| step | records |", "| --- | --- |"]
     lines += [f"| {step['step']} | {step['records']} |" for step in manifest["funnel"]]
+    lines += _principle_table(manifest.get("principles") or {})
     lines += [
         "",
         "## Files",
@@ -61,3 +64,28 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _principle_table(stats: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-principle rates (critique asked for change, revision changed, edit size, judge swap agreement)."""
+    if not stats:
+        return []
+    lines = [
+        "",
+        "## Principles",
+        "",
+        "| principle | critiques | asked for change | revisions | changed | mean edit | judged | swap agreement |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in stats.items():
+        cells = [
+            s["critiques"],
+            percent(s["critique_change_rate"]),
+            s["revisions"],
+            percent(s["revision_change_rate"]),
+            percent(s["mean_edit_fraction"]),
+            s["judged_swapped"],
+            percent(s["swap_agreement"]),
+        ]
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+    return lines

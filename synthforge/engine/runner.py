@@ -25,6 +25,7 @@ from synthforge.engine.exporters import export_run, write_atomic
 from synthforge.engine.provenance import file_hashes, package_versions
 from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
+from synthforge.engine.statistics import format_statistics, principle_statistics
 from synthforge.errors import UserError
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
@@ -129,6 +130,9 @@ def run_pipeline(
     counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo)
     funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
+    manifest["principles"] = principle_statistics([*records, *(d.record for d in drops)])
+    if manifest["principles"]:
+        log("per principle:\n" + "\n".join(format_statistics(manifest["principles"])))
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     write_atomic(out_dir / "README.md", render_card(manifest))
     return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)

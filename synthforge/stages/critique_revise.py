@@ -1,7 +1,8 @@
 """Critique and revise (SL-CAI): per round, draw a principle, ask for a critique, then a revision.
 
 The final revision becomes ``response`` (SFT target, DPO chosen); the first answer becomes
-``rejected``. Principles are drawn by weight, seeded per record, without replacement within a record.
+``rejected``. A critique that finds nothing to fix skips that round's revision (``skip_when_no_issue``).
+Principles are drawn by weight, seeded per record, without replacement within a record.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field, replace
 
 from synthforge.constitution import Principle
 from synthforge.constitution.parser import EXAMPLE_KEYS
-from synthforge.records import Drop, Record
+from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.stages.revision_text import clean_revision
+from synthforge.stages.critique_text import finds_no_issue
+from synthforge.stages.revision_text import clean_revision, edit_fraction
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
 
@@ -30,6 +32,7 @@ class CritiqueReviseConfig:
     critique: bool = True
     few_shot: int = 0
     clean_revisions: bool = True
+    skip_when_no_issue: bool = True
     drop_truncated: bool = False
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=256))
 
@@ -116,25 +119,42 @@ class CritiqueRevise(Stage):
         truncated = [False] * len(batch)
         for rnd in range(self.config.rounds):
             critiques = self._critiques(batch, current, plans, rnd, teacher)
-            revisions = teacher.generate(
-                [
-                    self.revise_conversation(r.prompt, current[i], plans[i][rnd], _text(critiques[i]))
-                    for i, r in enumerate(batch)
-                ],
-                [self.seeded(self.config.sampling, r, rnd, "revision") for r in batch],
-            )
-            for i in range(len(batch)):
-                principle = plans[i][rnd].name
-                critique, revision = critiques[i], revisions[i][0]
+            for i, critique in enumerate(critiques):
                 if critique is not None:
-                    steps[i].append(completion_step(self.name, "critique", critique, round=rnd, principle=principle))
+                    asks = not (self.config.skip_when_no_issue and finds_no_issue(critique.text))
+                    steps[i].append(
+                        completion_step(
+                            self.name, "critique", critique, round=rnd, principle=plans[i][rnd].name, asks_change=asks
+                        )
+                    )
+            todo = [i for i, c in enumerate(critiques) if c is None or steps[i][-1]["asks_change"]]
+            revisions = self._revisions(batch, current, plans, rnd, critiques, todo, teacher)
+            for i, completions in zip(todo, revisions, strict=True):
+                revision = completions[0]
                 text = clean_revision(revision.text) if self.config.clean_revisions else revision.text
-                step = completion_step(self.name, "revision", revision, round=rnd, principle=principle)
+                text = text or current[i]
+                step = completion_step(
+                    self.name,
+                    "revision",
+                    revision,
+                    round=rnd,
+                    principle=plans[i][rnd].name,
+                    changed=not same_text(text, current[i]),
+                    edit_fraction=edit_fraction(current[i], text),
+                )
                 steps[i].append({**step, "text": text, "raw_text": revision.text} if text != revision.text else step)
-                if text:
-                    current[i] = text
-                    truncated[i] = revision.finish_reason == "length"
+                current[i] = text
+                truncated[i] = revision.finish_reason == "length"
         return [self._finish(r, current[i], steps[i], truncated[i]) for i, r in enumerate(batch)]
+
+    def _revisions(self, batch, current, plans, rnd, critiques, todo, teacher) -> list[list[Completion]]:
+        """Revisions for the records in ``todo`` (those whose critique asked for a change)."""
+        if not todo:
+            return []
+        return teacher.generate(
+            [self.revise_conversation(batch[i].prompt, current[i], plans[i][rnd], _text(critiques[i])) for i in todo],
+            [self.seeded(self.config.sampling, batch[i], rnd, "revision") for i in todo],
+        )
 
     def _critiques(self, batch, current, plans, rnd, teacher) -> list[Completion | None]:
         """One critique per record for round ``rnd``, or ``None`` each when revising without critiques."""
@@ -149,7 +169,7 @@ class CritiqueRevise(Stage):
     def _finish(self, record: Record, final: str, steps: list[dict], truncated: bool) -> Record | Drop:
         """The revised record, or a drop when its final revision was cut off and ``drop_truncated`` is set."""
         original = record.response or ""
-        meta = {**record.meta, "unchanged": final.strip() == original.strip()}
+        meta = {**record.meta, "unchanged": same_text(final, original)}
         revised = replace(record, response=final, rejected=original, steps=steps, meta=meta)
         if truncated and self.config.drop_truncated:
             return self.drop(revised, "truncated revision (hit max_new_tokens)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from difflib import SequenceMatcher
 
 _PREAMBLE = re.compile(
     r"""^\s*(?:(?:sure|certainly|of\ course|okay|ok)[,.!]?\s*)?
@@ -26,3 +27,11 @@ def clean_revision(text: str) -> str:
     if len(cleaned) >= 2 and cleaned[0] in _QUOTES and cleaned[-1] in _QUOTES and cleaned.count(cleaned[0]) <= 2:
         cleaned = cleaned[1:-1].strip()
     return cleaned or text.strip()
+
+
+def edit_fraction(before: str, after: str) -> float:
+    """Share of words changed between two texts: 0.0 identical, 1.0 nothing in common (word-level diff)."""
+    a, b = before.split(), after.split()
+    if not a and not b:
+        return 0.0
+    return round(1.0 - SequenceMatcher(None, a, b, autojunk=False).ratio(), 4)
