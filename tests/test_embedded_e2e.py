@@ -60,8 +60,10 @@ def test_files_and_manifest(embedded_run):
     assert all(row["messages"][1]["content"].strip() for row in sft)
     manifest = json.loads((embedded_run / "manifest.json").read_text())
     assert "SmolLM2-135M-Instruct" in manifest["teacher"]["name"]
-    assert manifest["stages"][1]["constitution"] == "harmless"
-    assert manifest["stages"][1]["config"]["sampling"]["max_new_tokens"] == 48
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["critique_revise"]["constitution"] == "harmless"
+    assert stages["critique_revise"]["config"]["sampling"]["max_new_tokens"] == 48
+    assert list(stages) == ["minhash_dedup", "respond", "critique_revise", "filter_empty", "filter_repetition"]
     assert len(manifest["files"]) >= 4 and all(len(h) == 64 for h in manifest["files"].values())
 
 

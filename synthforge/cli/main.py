@@ -8,6 +8,7 @@ import click
 
 from synthforge import __version__
 from synthforge.cli.constitution import constitution
+from synthforge.cli.dedup import dedup
 from synthforge.cli.generate import generate
 from synthforge.errors import UserError
 
@@ -21,11 +22,13 @@ def cli() -> None:
     Typical use:
       synthforge generate pipelines/cai-harmless.yaml      # SFT + DPO data in outputs/cai-harmless/
       synthforge constitution check constitutions/harmless.txt
+      synthforge dedup outputs/cai-harmless --key prompt --out deduped.jsonl
     """
 
 
 cli.add_command(generate)
 cli.add_command(constitution)
+cli.add_command(dedup)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,6 +59,23 @@ class StageCheckpoint:
         self.results.update(entries)
 
 
+def save_results(path: Path, results: list[Result]) -> None:
+    """Write a whole-dataset stage's results at once (atomically: the file exists only when complete)."""
+    from synthforge.engine.exporters import write_atomic
+
+    write_atomic(
+        path, "".join(json.dumps(_encode(str(i), r), ensure_ascii=False) + "\n" for i, r in enumerate(results))
+    )
+
+
+def load_results(path: Path) -> list[Result] | None:
+    """The results saved by :func:`save_results`, in order, or None when there are none."""
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return [_decode(json.loads(line)) for line in handle]
+
+
 def _encode(key: str, result: Result) -> dict[str, Any]:
     if isinstance(result, Drop):
         return {"key": key, "drop": result.to_dict()}

@@ -8,9 +8,11 @@ fingerprint, so a rerun reuses them and a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthforge import __version__
-from synthforge.engine.checkpoint import StageCheckpoint
+from synthforge.engine.checkpoint import StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.exporters import export_run, write_atomic
 from synthforge.engine.provenance import file_hashes, package_versions
@@ -31,7 +33,7 @@ from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
 from synthforge.settings import config_to_dict
 from synthforge.stages import stage_class
-from synthforge.stages.base import Stage, StageResources, placeholder_record
+from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
 from synthforge.teachers.base import Teacher
 
 Log = Callable[[str], None]
@@ -63,6 +65,7 @@ class StageReport:
     completion_tokens: int
     seconds: float
     why: str
+    drop_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,7 +90,7 @@ class RunResult:
 
 def prepare(spec: PipelineSpec, limit: int | None = None) -> PreparedRun:
     """Build every stage and render every prompt once, so bad files fail before a model loads."""
-    resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed)
+    resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
     records = seed_records(spec.seeds_path, spec.seeds.field, limit)
     for stage in stages:
@@ -169,26 +172,18 @@ def _run_stage(
     options: RunOptions,
 ) -> tuple[list[Record], list[Drop], StageReport]:
     parts = _stage_fingerprint(stage, teacher)
+    if isinstance(stage, DatasetStage):
+        parts["inputs"] = stable_hash([r.content_hash() for r in records])
     fingerprint = stable_hash(parts)
     stem = f"{index:02d}-{stage.name}"
-    checkpoint = StageCheckpoint(checkpoints / f"{stem}-{fingerprint[:16]}.jsonl")
-    keys = [r.content_hash() for r in records]
-    reused = sum(1 for k in keys if checkpoint.get(k) is not None)
+    path = checkpoints / f"{stem}-{fingerprint[:16]}.jsonl"
+    started = time.time()
+    if isinstance(stage, DatasetStage):
+        results, reused, tokens = _dataset_results(stage, records, teacher, path, options)
+    else:
+        results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options)
     why = "all records reused" if reused == len(records) else _explain_change(checkpoints / f"{stem}.json", parts)
-    started, tokens = time.time(), 0
-    bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
-    for batch_indices in _plan_batches(records, spec.teacher.batch_size):
-        todo = [i for i in batch_indices if checkpoint.get(keys[i]) is None]
-        if not todo:
-            continue
-        results = _process_with_retries(stage, [records[i] for i in todo], teacher, spec.teacher.max_retries)
-        checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
-        tokens += sum(_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True))
-        bar.update(len(todo))
-        bar.set_postfix_str(f"{tokens / max(time.time() - started, 1e-9):.0f} tok/s")
-    bar.close()
     write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
-    results = [checkpoint.get(k) for k in keys]
     kept = [r for r in results if isinstance(r, Record)]
     dropped = [r for r in results if isinstance(r, Drop)]
     report = StageReport(
@@ -203,8 +198,59 @@ def _run_stage(
         completion_tokens=tokens,
         seconds=round(time.time() - started, 3),
         why=why,
+        drop_reasons=dict(Counter(reason_kind(d.reason) for d in dropped).most_common()),
     )
     return kept, dropped, report
+
+
+def _batched_results(
+    stage: Stage, records: list[Record], teacher: Teacher | None, spec: PipelineSpec, path: Path, options: RunOptions
+) -> tuple[list[Record | Drop], int, int]:
+    """One result per record, batch by batch, each batch checkpointed as it finishes."""
+    checkpoint = StageCheckpoint(path)
+    keys = [r.content_hash() for r in records]
+    reused = sum(1 for k in keys if checkpoint.get(k) is not None)
+    started, tokens = time.time(), 0
+    bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    for batch_indices in _plan_batches(records, spec.teacher.batch_size):
+        todo = [i for i in batch_indices if checkpoint.get(keys[i]) is None]
+        if not todo:
+            continue
+        results = _process_with_retries(stage, [records[i] for i in todo], teacher, spec.teacher.max_retries)
+        checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
+        tokens += sum(_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True))
+        bar.update(len(todo))
+        bar.set_postfix_str(f"{tokens / max(time.time() - started, 1e-9):.0f} tok/s")
+    bar.close()
+    return [checkpoint.get(k) for k in keys], reused, tokens
+
+
+def _dataset_results(
+    stage: DatasetStage, records: list[Record], teacher: Teacher | None, path: Path, options: RunOptions
+) -> tuple[list[Record | Drop], int, int]:
+    """All results of a whole-dataset stage, from its checkpoint when the same inputs ran before."""
+    saved = load_results(path)
+    if saved is not None:
+        return saved, len(records), 0
+    bar = tqdm(total=len(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    results = stage.process_all(records, teacher, bar.update)
+    bar.close()
+    save_results(path, results)
+    known = {r.id: r for r in records}
+    tokens = sum(_new_tokens(known.get(_record_of(r).id, _EMPTY), r) for r in results)
+    return results, 0, tokens
+
+
+_EMPTY = Record(id="", prompt="")
+
+
+def _record_of(result: Record | Drop) -> Record:
+    return result.record if isinstance(result, Drop) else result
+
+
+def reason_kind(reason: str) -> str:
+    """A drop reason without its details (what follows ": " or " ("), for counting drops by kind."""
+    return re.split(r": | \(", reason, maxsplit=1)[0]
 
 
 def _quiet(options: RunOptions) -> bool | None:
@@ -212,7 +258,7 @@ def _quiet(options: RunOptions) -> bool | None:
 
 
 def _new_tokens(before: Record, result: Record | Drop) -> int:
-    after = result.record if isinstance(result, Drop) else result
+    after = _record_of(result)
     return sum(int(step.get("completion_tokens", 0)) for step in after.steps[len(before.steps) :])
 
 
@@ -244,6 +290,8 @@ def _report_line(report: StageReport, explain: bool) -> str:
         f"reused {report.reused}, computed {report.computed} ({report.seconds:.1f}s, "
         f"{report.completion_tokens} tokens)"
     )
+    if report.drop_reasons:
+        line += "; " + ", ".join(f"{kind} ×{count}" for kind, count in report.drop_reasons.items())
     if explain or report.computed:
         line += f" — {report.why}"
     return line

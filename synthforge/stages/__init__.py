@@ -8,6 +8,14 @@ STAGES: dict[str, str] = {
     "respond": "synthforge.stages.respond:Respond",
     "critique_revise": "synthforge.stages.critique_revise:CritiqueRevise",
     "judge": "synthforge.stages.judge:Judge",
+    "filter_empty": "synthforge.stages.filters.empty:EmptyFilter",
+    "filter_length": "synthforge.stages.filters.length:LengthFilter",
+    "filter_repetition": "synthforge.stages.filters.repetition:RepetitionFilter",
+    "filter_refusal": "synthforge.stages.filters.refusal:RefusalFilter",
+    "filter_pairs": "synthforge.stages.filters.pairs:PairFilter",
+    "filter_predicate": "synthforge.stages.filters.predicate:PredicateFilter",
+    "decontaminate": "synthforge.stages.filters.decontaminate:Decontaminate",
+    "minhash_dedup": "synthforge.stages.minhash_dedup:MinHashDedup",
 }
 
 

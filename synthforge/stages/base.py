@@ -7,6 +7,7 @@ writes, what changes its output (its fingerprint), and how to process one batch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,11 +25,12 @@ PLACEHOLDER = "<<{} from upstream>>"
 
 @dataclass(frozen=True, slots=True)
 class StageResources:
-    """Where a stage finds the files it reads, and the pipeline's seed."""
+    """Where a stage finds the files it reads (``base_dir``: the pipeline file's folder), and the seed."""
 
     prompts_dir: Path
     constitutions_dir: Path
     seed: int
+    base_dir: Path | None = None
 
 
 class Stage(ABC):
@@ -96,6 +98,23 @@ class Stage(ABC):
 
     def drop(self, record: Record, reason: str) -> Drop:
         return Drop(record=record, stage=self.name, reason=reason)
+
+
+class DatasetStage(Stage):
+    """A stage that needs every record at once (dedup, pool growing); the engine calls :meth:`process_all`.
+
+    Its results may differ in number from its inputs; they are cached as a whole under the stage's
+    fingerprint plus the hash of all input records.
+    """
+
+    @abstractmethod
+    def process_all(
+        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+    ) -> list[Record | Drop]:
+        """All results for ``records``; call ``progress(n)`` as work on n input records finishes."""
+
+    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
+        return self.process_all(batch, teacher, lambda _: None)
 
 
 def placeholder_record(prompt: str | None = None) -> Record:

@@ -153,7 +153,7 @@ class Judge(Stage):
         if same_text(first.text, second.text):
             return self.drop(labelled, "identical samples: no preference to learn")
         if confidence - 0.5 < self.config.margin:
-            return self.drop(labelled, f"judge margin {confidence - 0.5:.3f} below {self.config.margin}")
+            return self.drop(labelled, f"judge margin below {self.config.margin} ({confidence - 0.5:.3f})")
         return labelled
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:

@@ -1,0 +1,1 @@
+"""Filter stages: each implements ``filter(record) -> bool | (False, reason)``; drops go to the ledger."""

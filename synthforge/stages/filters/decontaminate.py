@@ -1,0 +1,63 @@
+"""Drop records whose prompt shares a long word n-gram (default 13) with any text of the given eval
+files, so benchmarks don't leak into training; drops name the eval file (counted per file in the run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthforge.dedup.contamination import NgramIndex, read_eval_texts
+from synthforge.hashing import file_sha256
+from synthforge.records import Drop, Record
+from synthforge.stages.filters.base import FilterStage, check_fields, field_text
+from synthforge.teachers.base import Teacher
+
+
+@dataclass
+class DecontaminateConfig:
+    """``eval_files`` (JSONL/JSON lines, TXT, parquet; relative to the pipeline file), n-gram size, fields."""
+
+    eval_files: tuple[str, ...] = ()
+    ngram: int = 13
+    min_words: int = 8
+    fields: tuple[str, ...] = ("prompt",)
+
+    def __post_init__(self) -> None:
+        check_fields(self.fields)
+        if not self.eval_files:
+            raise ValueError("eval_files: give at least one evaluation file")
+        if self.ngram < 1 or self.min_words < 1:
+            raise ValueError("ngram and min_words must be >= 1")
+
+
+class Decontaminate(FilterStage):
+    kind = "decontaminate"
+    Config = DecontaminateConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        base = self.resources.base_dir or Path(".")
+        self.paths = [(base / p).resolve() for p in self.config.eval_files]
+        self.index = NgramIndex(self.config.ngram, self.config.min_words)
+        for path in self.paths:
+            self.index.add(str(path.name), read_eval_texts(path))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "eval_files": {str(p): file_sha256(p) for p in self.paths}}
+
+    def files(self) -> dict[str, str]:
+        return {**super().files(), **{str(p): file_sha256(p) for p in self.paths}}
+
+    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
+        verdicts: list[str | None] = [None] * len(batch)
+        for name in self.config.fields:
+            hits = self.index.query([field_text(r, name) or "" for r in batch])
+            for i, hit in enumerate(hits):
+                if hit is not None and verdicts[i] is None:
+                    verdicts[i] = f"contaminated by {hit.source} ({name} shares: {hit.words!r})"
+        return [r if v is None else self.drop(r, v) for r, v in zip(batch, verdicts, strict=True)]
+
+    def filter(self, record: Record) -> bool | tuple[bool, str]:
+        result = self.process([record], None)[0]
+        return True if isinstance(result, Record) else (False, result.reason)

@@ -1,0 +1,67 @@
+"""Near-duplicate removal over the whole run: MinHash + LSH + union-find clusters; one record kept per cluster.
+
+Clusters are global and transitive (A~B, B~C: one cluster even when A and C are below the threshold).
+The kept record is chosen by ``keep``: "first" (input order), "longest" (by the key text), or
+"confidence" (the judge's preference confidence). Others go to the drop ledger naming the kept record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from synthforge.dedup.near_duplicates import KEEP, DedupSettings, find_clusters, keep_scores, representatives
+from synthforge.records import Drop, Record
+from synthforge.stages.base import DatasetStage
+from synthforge.teachers.base import Teacher
+
+KEYS = ("prompt", "response", "both")
+
+
+@dataclass
+class MinHashDedupConfig:
+    """What text is compared (``key``), which record of a cluster stays (``keep``), and the MinHash settings."""
+
+    key: str = "prompt"
+    keep: str = "first"
+    minhash: DedupSettings = field(default_factory=DedupSettings)
+
+    def __post_init__(self) -> None:
+        if self.key not in KEYS:
+            raise ValueError(f"key must be one of {', '.join(KEYS)}")
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {', '.join(KEEP)}")
+
+
+def key_text(record: Record, key: str) -> str:
+    """The text compared for ``record``: its prompt, its response, or both."""
+    if key == "prompt":
+        return record.prompt
+    if key == "response":
+        return record.response or ""
+    return f"{record.prompt}\n{record.response or ''}"
+
+
+class MinHashDedup(DatasetStage):
+    kind = "minhash_dedup"
+    Config = MinHashDedupConfig
+    uses_teacher = False
+
+    def process_all(
+        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+    ) -> list[Record | Drop]:
+        texts = [key_text(r, self.config.key) for r in records]
+        clusters = find_clusters(texts, self.config.minhash, progress)
+        confidences = [float((r.meta.get("preference") or {}).get("confidence", 0.0)) for r in records]
+        best = representatives(clusters.labels, keep_scores(self.config.keep, texts, confidences))
+        sizes = clusters.sizes()
+        results: list[Record | Drop] = []
+        for i, record in enumerate(records):
+            if best[i] == i:
+                results.append(record)
+                continue
+            kept = records[int(best[i])]
+            step = {"stage": self.name, "role": "dedup", "duplicate_of": kept.id, "cluster_size": int(sizes[i])}
+            dropped = Record(**{**record.to_dict(), "steps": [*record.steps, step]})
+            results.append(self.drop(dropped, f"near-duplicate (of {kept.id}, cluster of {int(sizes[i])})"))
+        return results
