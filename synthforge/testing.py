@@ -6,10 +6,8 @@ from pathlib import Path
 
 import torch
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from synthforge.train.student import chatml_template
+
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "How can I help you today? I can answer questions, write text and explain ideas.",
@@ -19,8 +17,10 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(target: Path, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> Path:
-    """Save a small random Llama and a byte-level BPE tokenizer with a ChatML template to ``target``."""
+def build_tiny_model(
+    target: Path, seed: int = 0, hidden_size: int = 32, layers: int = 2, chat_template: bool = True
+) -> Path:
+    """Save a small random Llama and a byte-level BPE tokenizer (with a ChatML template unless told not)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -39,7 +39,7 @@ def build_tiny_model(target: Path, seed: int = 0, hidden_size: int = 32, layers:
         eos_token="<|im_end|>",
         pad_token="<|im_end|>",
     )
-    tokenizer.chat_template = CHATML
+    tokenizer.chat_template = chatml_template() if chat_template else None
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -10,6 +10,7 @@ from synthforge import __version__
 from synthforge.cli.constitution import constitution
 from synthforge.cli.dedup import dedup
 from synthforge.cli.generate import generate
+from synthforge.cli.train import evaluate, train
 from synthforge.errors import UserError
 
 
@@ -23,12 +24,17 @@ def cli() -> None:
       synthforge generate pipelines/cai-harmless.yaml      # SFT + DPO data in outputs/cai-harmless/
       synthforge constitution check constitutions/harmless.txt
       synthforge dedup outputs/cai-harmless --key prompt --out deduped.jsonl
+      synthforge train sft --data outputs/cai-harmless --model embedded
+      synthforge train dpo --data outputs/cai-harmless --model outputs/cai-harmless/student-sft
+      synthforge eval --model outputs/cai-harmless/student-dpo --data outputs/cai-harmless
     """
 
 
 cli.add_command(generate)
 cli.add_command(constitution)
 cli.add_command(dedup)
+cli.add_command(train)
+cli.add_command(evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:

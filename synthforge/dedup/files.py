@@ -7,7 +7,6 @@ lists), TRL standard (``prompt``, ``completion``, ``chosen``), Alpaca / Self-Ins
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from synthforge.dedup.near_duplicates import DedupSettings, find_clusters, keep_scores, representatives
 from synthforge.engine.exporters import write_jsonl
 from synthforge.errors import UserError
+from synthforge.jsonl import read_jsonl
 
 
 @dataclass
@@ -38,22 +38,6 @@ def resolve_input(path: Path, name: str = "sft.jsonl") -> Path:
     if not path.is_file():
         raise UserError(f"{path}: no such file (give a JSONL file or a run directory holding {name})")
     return path
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """JSON objects, one per non-blank line; a bad line is named by file and line number."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def _content(value: Any, role: str) -> str | None:
@@ -100,7 +84,7 @@ def dedup_file(
     path: Path, out: Path, settings: DedupSettings, key: str = "prompt", keep: str = "first", progress=None
 ) -> DedupReport:
     """Write ``out`` with one row per near-duplicate cluster and ``<out>.dropped.jsonl`` with the rest."""
-    rows = read_rows(path)
+    rows = read_jsonl(path)
     texts = key_texts(rows, key, path)
     clusters = find_clusters(texts, settings, progress)
     confidences = [float(r.get("confidence") or 0.0) for r in rows]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from synthforge.hashing import file_sha256
 
-VERSIONED = ("synthforge", "torch", "transformers", "datasets", "trl", "jinja2", "datasketch", "tokenizers")
+VERSIONED = ("synthforge", "torch", "transformers", "datasets", "trl", "peft", "jinja2", "datasketch", "tokenizers")
 
 
 def package_versions() -> dict[str, str]:

@@ -1,0 +1,125 @@
+"""Trainer throughput: our SFT and DPO (TRL underneath) vs a plain PyTorch loop on the same batches.
+
+    python benchmarks/train.py                      # SmolLM2-135M (embedded), 2 CPU cores: a few minutes
+    python benchmarks/train.py --model DIR --device cuda --steps 30
+
+The plain loop is the floor any trainer pays: tokenize with the chat template, forward, backward, AdamW
+step, in fp32 on CPU (bf16 autocast on GPU). Every run sees the same rows in the same order, batch size
+and max length. Prints tokens/s of each (non-padding tokens of the sequences trained on) and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from synthforge.train.config import DPOTrainingConfig, SFTTrainingConfig  # noqa: E402
+from synthforge.train.dpo import DPOTraining  # noqa: E402
+from synthforge.train.sft import SFTTraining  # noqa: E402
+from synthforge.train.student import load_student  # noqa: E402
+
+TOPICS = ["bread", "tides", "volcanoes", "photosynthesis", "chess", "bridges", "vaccines", "rainbows"]
+
+
+def make_rows(n: int) -> tuple[list[dict], list[dict]]:
+    """SFT and DPO rows about ``n`` prompts, answers of ~100 tokens (deterministic)."""
+    sft, dpo = [], []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        prompt = [{"role": "user", "content": f"Explain {topic} to a curious twelve-year-old (question {i})."}]
+        good = (
+            f"{topic.capitalize()} are easier to understand than they look. "
+            + "Start with what you can see, then ask why it happens, and check each idea against an example. " * 3
+        )
+        bad = f"I don't know much about {topic}. " + "It is complicated and you should look it up yourself. " * 3
+        sft.append({"messages": [*prompt, {"role": "assistant", "content": good}]})
+        dpo.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": good}],
+                "rejected": [{"role": "assistant", "content": bad}],
+            }
+        )
+    return sft, dpo
+
+
+def plain_loop(model_ref: str, rows: list[dict], batch_size: int, steps: int, device: str | None) -> float:
+    """Tokens/s of a bare forward/backward/AdamW loop over the SFT rows."""
+    student = load_student(model_ref, device)
+    model, tokenizer = student.model, student.tokenizer
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    dev = next(model.parameters()).device
+    tokens = 0
+    started = time.perf_counter()
+    for step in range(steps):
+        chunk = [texts[(step * batch_size + j) % len(texts)] for j in range(batch_size)]
+        batch = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=512).to(dev)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return tokens / (time.perf_counter() - started)
+
+
+def trainer_tokens_per_s(result) -> float:
+    """Tokens/s from the trainer's own log: tokens seen over its train runtime."""
+    seen = max((e.get("num_tokens", 0) for e in result.log_history), default=0)
+    return float(seen) / float(result.metrics["train_runtime_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = args.steps * args.batch_size
+    sft_rows, dpo_rows = make_rows(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        (data / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows), encoding="utf-8")
+        (data / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo_rows), encoding="utf-8")
+        plain = plain_loop(args.model, sft_rows, args.batch_size, args.steps, args.device)
+        print(f"plain PyTorch loop: {plain:,.0f} tokens/s")
+        common = {
+            "model": args.model,
+            "data": str(data),
+            "max_steps": args.steps,
+            "batch_size": args.batch_size,
+            "eval_fraction": 0.0,
+            "device": args.device,
+            "logging_steps": 1,
+        }
+        sft = SFTTraining(SFTTrainingConfig(**common, out=str(data / "sft-out"))).run()
+        sft_speed = trainer_tokens_per_s(sft)
+        print(
+            f"synthforge SFT:     {sft_speed:,.0f} tokens/s = {sft_speed / plain:.2f}x the plain loop (target >= 0.7x)"
+        )
+        dpo = DPOTraining(DPOTrainingConfig(**common, out=str(data / "dpo-out"), evaluate=False)).run()
+        dpo_speed = trainer_tokens_per_s(dpo)
+        print(
+            f"synthforge DPO:     {dpo_speed:,.0f} tokens/s = {dpo_speed / plain:.2f}x the plain loop "
+            "(DPO also runs the reference model's forward pass on every pair)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""``synthforge train sft|dpo`` and ``synthforge eval``: thin commands over synthforge.train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingConfig, load_training_config
+
+
+def _common(function):
+    """Options shared by ``train sft`` and ``train dpo`` (each also settable in --config YAML)."""
+    options = [
+        click.option("--data", help="Run directory (reads sft.jsonl / dpo.jsonl), a JSONL file, or a saved dataset."),
+        click.option("--model", help="Student: 'embedded' (SmolLM2-135M-Instruct), a model directory or a .gguf file."),
+        click.option("--out", help="Where to save the student (default: <data>/student-<kind>)."),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="YAML file with the same keys as these options (options given here win).",
+        ),
+        click.option("--epochs", type=float, help="Training epochs (default 1)."),
+        click.option("--max-steps", type=int, help="Stop after N optimizer steps (overrides --epochs)."),
+        click.option("--lr", "learning_rate", type=float, help="Learning rate (SFT 2e-5, DPO 5e-6)."),
+        click.option("--batch-size", type=int, help="Per-device batch size (default 8)."),
+        click.option("--grad-accum", type=int, help="Gradient accumulation steps (default 1)."),
+        click.option("--max-length", type=int, help="Max tokens per sequence (default 512)."),
+        click.option("--eval-fraction", type=float, help="Held-out share for evaluation (default 0.1)."),
+        click.option("--seed", type=int, help="Seed for the split, shuffling and init (default 42)."),
+        click.option("--device", help="cpu or cuda (default: cuda if available)."),
+        click.option("--lora/--no-lora", default=None, help="Train LoRA adapters (merged into the saved model)."),
+        click.option("--lora-r", type=int, help="LoRA rank (default 16)."),
+        click.option("--lora-alpha", type=int, help="LoRA alpha (default 32)."),
+        click.option("--lora-targets", help="Comma-separated module names (default q_proj,k_proj,v_proj,o_proj)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _settings(options: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+    """The --config path and the given options as config keys (LoRA options nested under ``lora``)."""
+    config_path = options.pop("config_path")
+    targets = options.pop("lora_targets")
+    options["lora"] = {
+        "enabled": options.pop("lora"),
+        "r": options.pop("lora_r"),
+        "alpha": options.pop("lora_alpha"),
+        "target_modules": [t.strip() for t in targets.split(",") if t.strip()] if targets else None,
+    }
+    return config_path, options
+
+
+def _require_data(config) -> None:
+    if not config.data:
+        raise click.UsageError("give --data (or 'data:' in --config)")
+
+
+@click.group()
+def train() -> None:
+    """Train a student on generated data with TRL (SFT, then DPO).
+
+    \b
+    synthforge train sft --data outputs/cai-harmless --model embedded --out outputs/cai-harmless/student-sft
+    synthforge train dpo --data outputs/cai-harmless --model outputs/cai-harmless/student-sft
+    \b
+    Each run saves model + tokenizer (with chat template), training.json (config, metrics, versions) and
+    loss.png. On CPU it trains in fp32 without gradient checkpointing; on a GPU in bf16.
+    """
+
+
+@train.command("sft")
+@_common
+def train_sft(**options) -> None:
+    """Supervised fine-tuning; the loss covers the assistant's answer only."""
+    from synthforge.train.sft import SFTTraining
+
+    path, settings = _settings(options)
+    config = load_training_config(SFTTrainingConfig, path, settings)
+    _require_data(config)
+    result = SFTTraining(config).run()
+    click.echo(f"train loss {result.metrics['train_loss']:.4f} after {result.metrics['train_steps']} steps")
+    click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
+
+
+@train.command("dpo")
+@_common
+@click.option("--beta", type=float, help="DPO beta (default 0.1).")
+@click.option("--loss-type", type=click.Choice(DPO_LOSSES), help="TRL DPO loss (default sigmoid).")
+@click.option("--reference", help="Reference model (default: --model); ignored with LoRA (the base is the reference).")
+@click.option("--evaluate/--no-evaluate", default=None, help="Preference accuracy on held-out pairs before and after.")
+def train_dpo(**options) -> None:
+    """Direct preference optimisation on chosen/rejected pairs, evaluated before and after."""
+    from synthforge.train.dpo import DPOTraining
+
+    path, settings = _settings(options)
+    config = load_training_config(DPOTrainingConfig, path, settings)
+    _require_data(config)
+    result = DPOTraining(config).run()
+    metrics = result.metrics
+    click.echo(f"train loss {metrics['train_loss']:.4f} after {metrics['train_steps']} steps")
+    before, after = metrics.get("eval_before"), metrics.get("eval_after")
+    if before and after:
+        click.echo(
+            f"held-out preference accuracy {before['accuracy']:.2f} → {after['accuracy']:.2f}, "
+            f"mean margin {before['mean_margin']:+.4f} → {after['mean_margin']:+.4f} ({after['pairs']} pairs)"
+        )
+    click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
+
+
+@click.command("eval")
+@click.option("--model", required=True, help="Model to evaluate: a directory, a .gguf file, or 'embedded'.")
+@click.option("--data", required=True, help="Run directory (dpo.jsonl), a JSONL file, or a saved dataset.")
+@click.option("--reference", help="Reference model: margins are taken relative to its margins.")
+@click.option("--eval-fraction", type=float, default=None, help="Score only the held-out share (as train dpo splits).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Split seed (match train dpo's).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--device", help="cpu or cuda (default: cuda if available).")
+def evaluate(model, data, reference, eval_fraction, seed, batch_size, max_length, device) -> None:
+    """Preference accuracy: the share of pairs where the model's length-normalised log-probability margin
+    (chosen − rejected, minus the reference's margin when given) is positive, and the mean margin."""
+    from synthforge.train.data import load_rows, split
+    from synthforge.train.evaluate import evaluate_preferences
+    from synthforge.train.student import load_student
+
+    rows = load_rows(data, "dpo")
+    if eval_fraction:
+        _, rows = split(rows, eval_fraction, seed)
+    student = load_student(model, device, for_training=False)
+    ref = load_student(reference, device, for_training=False).model if reference else None
+    report = evaluate_preferences(student.model, student.tokenizer, list(rows), ref, batch_size, max_length)
+    relative = " (relative to the reference)" if ref is not None else ""
+    click.echo(
+        f"preference accuracy {report.accuracy:.3f}, mean margin {report.mean_margin:+.4f} "
+        f"over {report.pairs} pairs{relative}"
+    )

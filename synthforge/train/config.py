@@ -1,0 +1,119 @@
+"""Training configs: plain dataclasses (as TRL's), filled from a YAML file and/or CLI options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from synthforge.settings import SpecError, build_config
+
+# TRL 1.x DPO loss types (DPOConfig.loss_type).
+DPO_LOSSES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft); the saved student has them merged, so it loads as a plain model."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass
+class TrainingConfig:
+    """Settings shared by SFT and DPO. ``max_steps`` > 0 overrides ``epochs``."""
+
+    model: str = "embedded"
+    data: str = ""
+    out: str = ""
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    eval_fraction: float = 0.1
+    seed: int = 42
+    device: str | None = None
+    logging_steps: int = 1
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError("eval_fraction must be in [0, 1)")
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be > 0")
+
+
+@dataclass
+class SFTTrainingConfig(TrainingConfig):
+    """Supervised fine-tuning on ``sft.jsonl``-style data; loss on the final assistant turn only."""
+
+
+@dataclass
+class DPOTrainingConfig(TrainingConfig):
+    """DPO on ``dpo.jsonl``-style pairs. ``reference``: the frozen reference model (default: ``model``)."""
+
+    learning_rate: float = 5e-6
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    reference: str | None = None
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss_type not in DPO_LOSSES:
+            raise ValueError(f"loss_type must be one of TRL's: {', '.join(DPO_LOSSES)}")
+        if self.beta <= 0:
+            raise ValueError("beta must be > 0")
+
+
+C = TypeVar("C", bound=TrainingConfig)
+
+
+def load_training_config(cls: type[C], path: Path | None, options: dict[str, Any]) -> C:
+    """``cls`` from YAML file ``path`` (if any) with ``options`` on top; errors name the file and key."""
+    data: dict[str, Any] = {}
+    where = "options"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(f"{path}: cannot read training config: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise SpecError(f"{path}: expected a mapping of training settings")
+        data.update(loaded)
+    for key, value in options.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **{k: v for k, v in value.items() if v is not None}}
+        elif isinstance(value, dict):
+            data[key] = {k: v for k, v in value.items() if v is not None}
+        elif value is not None:
+            data[key] = value
+    return build_config(cls, data, where)

@@ -1,0 +1,82 @@
+"""Training data: a run directory, a JSONL file or a saved ``datasets`` directory, in TRL's formats.
+
+SFT rows (``messages``) become conversational prompt-completion rows (every turn before the last
+assistant message is the prompt), so TRL computes the loss on the assistant's answer only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from synthforge.errors import UserError
+from synthforge.jsonl import read_jsonl
+
+SFT_LAYOUTS = "'messages' (chat), 'prompt' + 'completion', or 'text'"
+DPO_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def resolve_data_path(source: str | Path, kind: str) -> Path:
+    """The file or saved-dataset directory to read for ``kind`` ("sft" or "dpo")."""
+    path = Path(source)
+    if path.is_dir() and not _is_saved_dataset(path):
+        path = path / f"{kind}.jsonl"
+    if not path.exists():
+        raise UserError(f"training data {path} not found (give a run directory, a JSONL file or a saved dataset)")
+    return path
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load_rows(source: str | Path, kind: str):
+    """A ``datasets.Dataset`` of ``kind`` rows from ``source``, checked and converted for TRL."""
+    import datasets
+
+    path = resolve_data_path(source, kind)
+    if path.is_dir():
+        loaded = datasets.load_from_disk(str(path))
+        rows = (loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded).to_list()
+    else:
+        rows = read_jsonl(path)
+    if not rows:
+        raise UserError(f"{path}: no rows to train on")
+    prepared = _prepare(rows, kind, path)
+    try:
+        return datasets.Dataset.from_list(prepared)
+    except (TypeError, ValueError) as exc:  # pyarrow.ArrowInvalid: mixed types in one column
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: rows don't share one layout: {detail}") from None
+
+
+def _prepare(rows: list[dict[str, Any]], kind: str, path: Path) -> list[dict[str, Any]]:
+    """Rows reduced to the columns TRL reads; SFT chat rows split into prompt and completion."""
+    columns = set(rows[0])
+    if kind == "dpo":
+        missing = [c for c in DPO_COLUMNS if c not in columns]
+        if missing:
+            raise UserError(f"{path}: DPO data needs columns {', '.join(DPO_COLUMNS)}; missing {', '.join(missing)}")
+        return [{c: row.get(c) for c in DPO_COLUMNS} for row in rows]
+    if "messages" in columns:
+        bad = next((i for i, row in enumerate(rows) if not _ends_with_answer(row.get("messages"))), None)
+        if bad is not None:
+            raise UserError(f"{path}: row {bad + 1}: 'messages' must end with an assistant message")
+        return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
+    for layout in (("prompt", "completion"), ("text",)):
+        if set(layout) <= columns:
+            return [{c: row.get(c) for c in layout} for row in rows]
+    raise UserError(f"{path}: SFT data needs {SFT_LAYOUTS}; found columns {', '.join(sorted(columns))}")
+
+
+def _ends_with_answer(messages: Any) -> bool:
+    return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+
+
+def split(dataset, eval_fraction: float, seed: int):
+    """(train, eval) with a seeded shuffle; eval is None when ``eval_fraction`` is 0 or rows are too few."""
+    if eval_fraction <= 0 or dataset.num_rows < 2:
+        return dataset, None
+    size = max(1, round(dataset.num_rows * eval_fraction))
+    parts = dataset.train_test_split(test_size=size, seed=seed)
+    return parts["train"], parts["test"]

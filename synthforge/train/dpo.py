@@ -1,0 +1,82 @@
+"""DPO: train a student on chosen/rejected pairs with TRL's ``DPOTrainer``, evaluated before and after.
+
+The reference model is explicit: with LoRA, the adapter-disabled base (TRL's behaviour when no reference
+is passed); without LoRA, ``reference`` (default: the starting model) loaded from disk, because TRL would
+otherwise reload it from ``config._name_or_path``, which may not be the model on disk.
+"""
+
+from __future__ import annotations
+
+import time
+
+from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
+from synthforge.train.config import DPOTrainingConfig
+from synthforge.train.data import load_rows, split
+from synthforge.train.evaluate import evaluate_preferences
+from synthforge.train.student import load_student
+
+
+class DPOTraining:
+    """``DPOTraining(config).run()`` evaluates, trains, evaluates again, saves model and reports."""
+
+    def __init__(self, config: DPOTrainingConfig):
+        self.config = config
+
+    def run(self) -> TrainingResult:
+        from trl import DPOConfig, DPOTrainer
+
+        config = self.config
+        started = time.time()
+        train_rows, eval_rows = split(load_rows(config.data, "dpo"), config.eval_fraction, config.seed)
+        student = load_student(config.model, config.device)
+        reference = None
+        if not config.lora.enabled:
+            reference = load_student(config.reference or config.model, config.device, for_training=False).model
+        held_out = list(eval_rows) if (eval_rows is not None and config.evaluate) else []
+        before = self._evaluate(student, held_out, None)
+        out_dir = out_dir_for(config, "dpo")
+        args = trl_config(
+            DPOConfig,
+            **trl_arguments(config, student.model.device, out_dir, eval_rows is not None),
+            beta=config.beta,
+            loss_type=[config.loss_type],
+        )
+        trainer = DPOTrainer(
+            model=student.model,
+            ref_model=reference,
+            args=args,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            processing_class=student.tokenizer,
+            peft_config=peft_config(config.lora),
+        )
+        trainer.train()
+        policy = trainer.model
+        after = self._evaluate(student, held_out, None, policy)
+        extra = {"eval_before": before, "eval_after": after}
+        if reference is not None and held_out:
+            relative = evaluate_preferences(policy, student.tokenizer, held_out, reference, config.batch_size)
+            extra["eval_after_vs_reference"] = relative.as_dict()
+        return finish(
+            "dpo",
+            trainer,
+            student,
+            config,
+            out_dir,
+            train_rows.num_rows,
+            eval_rows.num_rows if eval_rows is not None else 0,
+            started,
+            extra,
+        )
+
+    def _evaluate(self, student, rows, reference, model=None):
+        if not rows:
+            return None
+        model = model if model is not None else student.model
+        was_training = model.training
+        model.eval()
+        report = evaluate_preferences(
+            model, student.tokenizer, rows, reference, self.config.batch_size, self.config.max_length
+        )
+        model.train(was_training)
+        return report.as_dict()

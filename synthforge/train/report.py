@@ -1,0 +1,43 @@
+"""What a training run leaves next to the model: ``training.json`` and ``loss.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synthforge.engine.exporters import write_atomic
+
+
+def loss_points(log_history: list[dict[str, Any]], key: str = "loss") -> list[tuple[int, float]]:
+    """(step, value) pairs of ``key`` in a Trainer's log history."""
+    return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
+
+
+def save_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """Plot training (and eval) loss against steps into ``path``; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for key, label in (("loss", "train"), ("eval_loss", "eval")):
+        points = loss_points(log_history, key)
+        if points:
+            axis.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def write_training_json(path: Path, payload: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,57 @@
+"""SFT: train a student on instruction/response data with TRL's ``SFTTrainer`` (assistant tokens only)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments
+from synthforge.train.config import SFTTrainingConfig
+from synthforge.train.data import load_rows, split
+from synthforge.train.student import Student, load_student
+
+
+@dataclass
+class SFTSetup:
+    """A ready TRL trainer with the student and the row counts of the split."""
+
+    trainer: object
+    student: Student
+    train_rows: int
+    eval_rows: int
+
+
+class SFTTraining:
+    """``SFTTraining(config).run()`` trains, saves model + tokenizer, ``training.json`` and ``loss.png``."""
+
+    def __init__(self, config: SFTTrainingConfig):
+        self.config = config
+
+    def setup(self) -> SFTSetup:
+        """Load data and student and build TRL's trainer (rows become prompt/completion: answer-only loss)."""
+        from trl import SFTConfig, SFTTrainer
+
+        config = self.config
+        train_rows, eval_rows = split(load_rows(config.data, "sft"), config.eval_fraction, config.seed)
+        student = load_student(config.model, config.device)
+        args = SFTConfig(
+            **trl_arguments(config, student.model.device, out_dir_for(config, "sft"), eval_rows is not None)
+        )
+        trainer = SFTTrainer(
+            model=student.model,
+            args=args,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            processing_class=student.tokenizer,
+            peft_config=peft_config(config.lora),
+        )
+        return SFTSetup(trainer, student, train_rows.num_rows, eval_rows.num_rows if eval_rows is not None else 0)
+
+    def run(self) -> TrainingResult:
+        started = time.time()
+        setup = self.setup()
+        setup.trainer.train()
+        out_dir = out_dir_for(self.config, "sft")
+        return finish(
+            "sft", setup.trainer, setup.student, self.config, out_dir, setup.train_rows, setup.eval_rows, started, {}
+        )
