@@ -68,7 +68,7 @@ def _print_dry_run(spec, limit) -> None:
         f"pipeline {spec.name}: {len(prepared.records)} seed prompts, teacher {spec.teacher.model}, "
         f"output {default_out_dir(spec)}/"
     )
-    record = placeholder_record(prepared.records[0].prompt)
+    record = placeholder_record(prepared.records[0].prompt if prepared.records else None)
     for stage in prepared.stages:
         for role, conversation in stage.preview(record):
             click.echo(f"\n=== {stage.name} · {role} ===")

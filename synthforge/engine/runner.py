@@ -92,9 +92,9 @@ def prepare(spec: PipelineSpec, limit: int | None = None) -> PreparedRun:
     """Build every stage and render every prompt once, so bad files fail before a model loads."""
     resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
-    records = seed_records(spec.seeds_path, spec.seeds.field, limit)
+    records = seed_records(spec.seeds_path, spec.seeds.field, limit) if spec.seeds else []
     for stage in stages:
-        stage.preview(placeholder_record(records[0].prompt))
+        stage.preview(placeholder_record(records[0].prompt if records else None))
     return PreparedRun(spec=spec, stages=stages, records=records)
 
 
@@ -232,7 +232,7 @@ def _dataset_results(
     saved = load_results(path)
     if saved is not None:
         return saved, len(records), 0
-    bar = tqdm(total=len(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
     results = stage.process_all(records, teacher, bar.update)
     bar.close()
     save_results(path, results)
@@ -336,7 +336,7 @@ def build_manifest(
         "teacher_settings": config_to_dict(spec.teacher),
         "seed": spec.seed,
         "stages": stages,
-        "files": file_hashes(stage_files, [spec.seeds_path]),
+        "files": file_hashes(stage_files, [spec.seeds_path] if spec.seeds_path else []),
         "versions": package_versions(),
         "export": config_to_dict(spec.export),
         "counts": counts,

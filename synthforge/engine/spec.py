@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from synthforge.settings import SpecError, build_config
-from synthforge.stages import STAGES
+from synthforge.stages import STAGES, stage_class
 
 
 @dataclass
@@ -63,7 +63,7 @@ class PipelineSpec:
     source: Path
     seed: int
     teacher: TeacherSpec
-    seeds: SeedsSpec
+    seeds: SeedsSpec | None
     stages: list[StageSpec]
     export: ExportSpec
     paths: PathsSpec
@@ -83,8 +83,9 @@ class PipelineSpec:
         return (self.base_dir / self.paths.constitutions).resolve()
 
     @property
-    def seeds_path(self) -> Path:
-        return (self.base_dir / self.seeds.path).resolve()
+    def seeds_path(self) -> Path | None:
+        """The seed file, or None when the first stage generates the prompts itself (e.g. Magpie)."""
+        return (self.base_dir / self.seeds.path).resolve() if self.seeds else None
 
 
 TOP_KEYS = ("name", "description", "seed", "teacher", "seeds", "stages", "export", "paths")
@@ -168,8 +169,6 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     for key in data:
         if key not in TOP_KEYS:
             raise SpecError(f"{source}: {key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
-    if "seeds" not in data:
-        raise SpecError(f"{source}: seeds: required (e.g. seeds: {{path: seeds/red-team.jsonl}})")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SpecError(f"{source}: seed: expected an integer, got {seed!r}")
@@ -181,13 +180,18 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         source=source,
         seed=seed,
         teacher=build_config(TeacherSpec, data.get("teacher"), f"{source}: teacher"),
-        seeds=build_config(SeedsSpec, data.get("seeds"), f"{source}: seeds"),
+        seeds=build_config(SeedsSpec, data["seeds"], f"{source}: seeds") if "seeds" in data else None,
         stages=_stage_entries(data, source),
         export=build_config(ExportSpec, data.get("export"), f"{source}: export"),
         paths=build_config(PathsSpec, data.get("paths"), f"{source}: paths"),
         description=str(data.get("description", "")),
         raw=data,
     )
-    if not spec.seeds_path.is_file():
+    if spec.seeds_path is None and not (spec.stages and getattr(stage_class(spec.stages[0].kind), "generates", False)):
+        raise SpecError(
+            f"{source}: seeds: required unless the first stage writes its own prompts, e.g. magpie "
+            "(seeds: {path: seeds/red-team.jsonl})"
+        )
+    if spec.seeds_path is not None and not spec.seeds_path.is_file():
         raise SpecError(f"{source}: seeds.path: file not found: {spec.seeds_path}")
     return spec

@@ -16,6 +16,9 @@ STAGES: dict[str, str] = {
     "filter_predicate": "synthforge.stages.filters.predicate:PredicateFilter",
     "decontaminate": "synthforge.stages.filters.decontaminate:Decontaminate",
     "minhash_dedup": "synthforge.stages.minhash_dedup:MinHashDedup",
+    "self_instruct": "synthforge.stages.self_instruct:SelfInstruct",
+    "evol_instruct": "synthforge.stages.evol_instruct:EvolInstruct",
+    "magpie": "synthforge.stages.magpie:Magpie",
 }
 
 

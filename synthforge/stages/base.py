@@ -66,6 +66,10 @@ class Stage(ABC):
         """Deterministic per-record seed: pipeline seed, stage name, record id and ``parts``."""
         return derive_seed(self.resources.seed, self.name, record.id, *parts)
 
+    def stage_seed(self, *parts: Any) -> int:
+        """Deterministic seed for work not tied to one record (pipeline seed, stage name, ``parts``)."""
+        return derive_seed(self.resources.seed, self.name, *parts)
+
     def seeded(self, params: SamplingParams, record: Record, *parts: Any) -> SamplingParams:
         return params.with_seed(self.seed_for(record, *parts))
 
@@ -104,8 +108,15 @@ class DatasetStage(Stage):
     """A stage that needs every record at once (dedup, pool growing); the engine calls :meth:`process_all`.
 
     Its results may differ in number from its inputs; they are cached as a whole under the stage's
-    fingerprint plus the hash of all input records.
+    fingerprint plus the hash of all input records. ``generates``: it writes new prompts itself, so it
+    may open a pipeline that has no seed file.
     """
+
+    generates: ClassVar[bool] = False
+
+    def progress_total(self, records: list[Record]) -> int:
+        """What the progress bar counts to (input records by default)."""
+        return len(records)
 
     @abstractmethod
     def process_all(

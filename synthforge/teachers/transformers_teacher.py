@@ -173,9 +173,25 @@ class TransformersTeacher:
     def generate(
         self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[list[Completion]]:
-        all_params = per_conversation(params, len(conversations))
-        encoded = [self.encode_chat(c) for c in conversations]
-        # One row per (conversation, sample); rows sharing settings are batched, longest first.
+        return self._generate_encoded([self.encode_chat(c) for c in conversations], params)
+
+    def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
+        """The conversation as text, rendered by the tokenizer's chat template."""
+        return self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+
+    def complete(
+        self, texts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        """Continue raw texts (no chat template applied), e.g. a chat template's pre-query prefix (Magpie)."""
+        return self._generate_encoded([self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], params)
+
+    def _generate_encoded(
+        self, encoded: list[list[int]], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        all_params = per_conversation(params, len(encoded))
+        # One row per (prompt, sample); rows sharing settings are batched, longest first.
         rows: list[tuple[int, int]] = [(c, j) for c, p in enumerate(all_params) for j in range(p.n)]
         groups: dict[SamplingParams, list[tuple[int, int]]] = {}
         for c, j in rows:

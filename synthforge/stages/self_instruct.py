@@ -1,0 +1,135 @@
+"""Self-Instruct (Wang et al., 2022): grow a pool of instructions from seed tasks with the teacher.
+
+Each round sends several requests, each showing in-context instructions (mostly seeds, some generated)
+and asking for the next ones. A candidate joins the pool only if it passes the heuristic filters and
+its ROUGE-L F1 against every pool instruction is <= ``rouge_threshold``; every rejected candidate goes
+to the drop ledger with its reason. Stops at ``target`` new instructions (or ``max_rounds``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from synthforge.dedup.rouge import NoveltyIndex
+from synthforge.records import Drop, Record, make_record_id
+from synthforge.stages.base import DatasetStage, completion_step
+from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
+from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
+
+
+@dataclass
+class SelfInstructConfig:
+    """Pool growth settings; defaults follow the paper (8 in-context tasks, 2 of them generated)."""
+
+    template: str = "self-instruct"
+    target: int = 100
+    examples: int = 8
+    generated_examples: int = 2
+    requests_per_round: int = 8
+    max_rounds: int = 50
+    rouge_threshold: float = 0.7
+    min_words: int = 4
+    max_words: int = 150
+    banned_keywords: tuple[str, ...] = BANNED_KEYWORDS
+    keep_seeds: bool = False
+    sampling: SamplingParams = field(
+        default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=256)
+    )
+
+    def __post_init__(self) -> None:
+        if self.target < 1 or self.examples < 1 or self.requests_per_round < 1 or self.max_rounds < 1:
+            raise ValueError("target, examples, requests_per_round and max_rounds must be >= 1")
+        if not 0 <= self.generated_examples <= self.examples:
+            raise ValueError("generated_examples must be between 0 and examples")
+        if not 0 < self.rouge_threshold <= 1:
+            raise ValueError("rouge_threshold must be in (0, 1]")
+
+
+class SelfInstruct(DatasetStage):
+    """Reads seed instructions (``prompt``); writes new instruction records (and the seeds if ``keep_seeds``)."""
+
+    kind = "self_instruct"
+    Config = SelfInstructConfig
+    reads = ("prompt",)
+    writes = ("prompt",)
+    generates = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.template = self.use_template("self_instruct", self.config.template)
+
+    def progress_total(self, records: list[Record]) -> int:
+        return self.config.target
+
+    def request(self, examples: list[str]) -> Conversation:
+        """The user message asking for the task after ``examples``."""
+        text = self.template.render(examples=examples, next_number=len(examples) + 1)
+        return [{"role": "user", "content": text}]
+
+    def preview(self, record: Record) -> list[tuple[str, Conversation]]:
+        return [("request", self.request([record.prompt]))]
+
+    def _examples(self, rng: random.Random, seeds: list[str], generated: list[str]) -> list[str]:
+        """In-context tasks: ``generated_examples`` generated ones (when there are any), the rest seeds."""
+        from_generated = min(self.config.generated_examples, len(generated))
+        from_seeds = min(self.config.examples - from_generated, len(seeds))
+        chosen = rng.sample(seeds, from_seeds) + rng.sample(generated, from_generated)
+        rng.shuffle(chosen)
+        return chosen
+
+    def process_all(
+        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+    ) -> list[Record | Drop]:
+        assert teacher is not None
+        seeds = [r.prompt for r in records]
+        pool = NoveltyIndex(self.config.rouge_threshold)
+        for prompt in seeds:
+            pool.add(prompt)
+        rng = random.Random(self.stage_seed("examples"))
+        seen: dict[str, int] = {}
+        new: list[Record] = []
+        drops: list[Drop] = []
+        for rnd in range(self.config.max_rounds):
+            requests = [
+                self._examples(rng, seeds, [r.prompt for r in new]) for _ in range(self.config.requests_per_round)
+            ]
+            params = [self.config.sampling.with_seed(self.stage_seed(rnd, j)) for j in range(len(requests))]
+            completions = teacher.generate([self.request(e) for e in requests], params)
+            for j, (samples, examples) in enumerate(zip(completions, requests, strict=True)):
+                added = self._take(samples[0], examples, rnd, j, pool, new, drops, seen)
+                progress(added)
+                if len(new) >= self.config.target:
+                    break
+            if len(new) >= self.config.target:
+                break
+        return [*(records if self.config.keep_seeds else []), *new, *drops]
+
+    def _take(self, completion: Completion, examples, rnd, request, pool, new, drops, seen) -> int:
+        """Filter the candidates of one completion into the pool; returns how many joined."""
+        step = completion_step(self.name, "generation", completion, round=rnd, request=request, examples=examples)
+        added = 0
+        for text in split_instructions(completion.text):
+            if len(new) >= self.config.target:
+                break
+            seen[text] = seen.get(text, -1) + 1
+            record = Record(id=make_record_id("self-instruct", text, seen[text]), prompt=text, steps=[step])
+            reason = rejection_reason(text, self.config.min_words, self.config.max_words, self.config.banned_keywords)
+            verdict = None if reason else pool.offer(text)
+            if verdict is not None and not verdict.novel:
+                nearest = pool.texts[verdict.nearest] if verdict.nearest is not None else ""
+                reason = f"too similar (ROUGE-L {verdict.score:.2f} > {self.config.rouge_threshold} to {nearest!r})"
+            if reason:
+                drops.append(self.drop(record, reason))
+                continue
+            nearest = pool.texts[verdict.nearest] if verdict and verdict.nearest is not None else None
+            record.meta = {
+                "origin": "self_instruct",
+                "round": rnd,
+                "rouge_l_max": round(verdict.score, 4),
+                "nearest": nearest,
+            }
+            new.append(record)
+            added += 1
+        return added

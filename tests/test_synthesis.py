@@ -1,0 +1,266 @@
+"""Instruction synthesis: the fast novelty filter against references, Self-Instruct's filters, Evol-Instruct's
+seeded operations and eliminations, Magpie's pre-query text for two chat-template families."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from synthforge.dedup.rouge import NoveltyIndex, lcs_length, rouge_l_f1, rouge_tokens
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.errors import UserError
+from synthforge.stages import stage_class
+from synthforge.stages.base import StageResources
+from synthforge.stages.evol_instruct import elimination_reason
+from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
+from synthforge.stages.magpie import pre_query_text
+from synthforge.teachers.base import Completion
+from tests.conftest import REPO
+
+TASKS = [json.loads(x)["instruction"] for x in (REPO / "pipelines/seeds/tasks.jsonl").read_text().splitlines()]
+
+
+def _dp_lcs(a, b) -> int:
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            table[i][j] = table[i - 1][j - 1] + 1 if a[i - 1] == b[j - 1] else max(table[i - 1][j], table[i][j - 1])
+    return table[-1][-1]
+
+
+def _candidates() -> list[str]:
+    """The seed tasks, then edited copies (some near, some far) in a fixed order."""
+    rng = random.Random(0)
+    out = list(TASKS)
+    for task in TASKS:
+        words = task.split()
+        for rate in (0.1, 0.3, 0.6):
+            edited = [w if rng.random() > rate else rng.choice(["please", "quickly", "data", "story"]) for w in words]
+            out.append(" ".join(edited))
+    return out
+
+
+def _reference_decisions(texts, score) -> list[bool]:
+    pool, decisions = [], []
+    for text in texts:
+        novel = all(score(text, p) <= 0.7 for p in pool)
+        decisions.append(novel)
+        if novel:
+            pool.append(text)
+    return decisions
+
+
+def test_novelty_decisions_equal_a_plain_reference():
+    texts = _candidates()
+
+    def plain(a, b):
+        ta, tb = rouge_tokens(a), rouge_tokens(b)
+        return rouge_l_f1(_dp_lcs(ta, tb), len(ta), len(tb))
+
+    index = NoveltyIndex(0.7)
+    ours = [index.offer(t).novel for t in texts]
+    assert ours == _reference_decisions(texts, plain)
+    assert 40 < sum(ours) < len(texts)  # both kinds of decision occur
+
+
+def test_novelty_decisions_equal_rouge_score():
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    texts = _candidates()
+    index = NoveltyIndex(0.7)
+    ours = [index.offer(t).novel for t in texts]
+    assert ours == _reference_decisions(texts, lambda a, b: scorer.score(b, a)["rougeL"].fmeasure)
+
+
+def test_bit_parallel_lcs_equals_dynamic_programming():
+    rng = random.Random(3)
+    for _ in range(300):
+        a = [rng.randint(0, 5) for _ in range(rng.randint(0, 30))]
+        b = [rng.randint(0, 5) for _ in range(rng.randint(0, 30))]
+        assert lcs_length(a, b) == _dp_lcs(a, b)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Write a poem about the sea.", None),
+        ("Sort numbers.", "too short (2 < 4 words)"),
+        ("Draw a picture of a cat sitting down.", "banned keyword ('picture')"),
+        ("Summarize the attached file in one line.", "banned keyword ('file')"),
+        ("Describe how to go to the station.", "banned keyword ('go to')"),
+        ("- list three fruits please now", "starts with punctuation"),
+        ("Écris un poème sur la mer.", "starts with a non-ASCII character"),
+        (" ".join(["word"] * 151), "too long (151 > 150 words)"),
+    ],
+)
+def test_self_instruct_filters(text, reason):
+    assert rejection_reason(text, 4, 150, BANNED_KEYWORDS) == reason
+
+
+def test_split_instructions():
+    text = "Write a limerick about cats.\nTask 10: Explain tides simply.\n11. Name two rivers in Asia.\n\n- Give a tip."
+    assert split_instructions(text) == [
+        "Write a limerick about cats.",
+        "Explain tides simply.",
+        "Name two rivers in Asia.",
+        "Give a tip.",
+    ]
+
+
+def _stage(kind, settings=None, seed=0):
+    resources = StageResources(REPO / "prompts", REPO / "constitutions", seed, None)
+    return stage_class(kind)(kind, settings or {}, resources)
+
+
+def test_evol_operation_choice_is_seeded():
+    from synthforge.records import Record
+
+    records = [Record(id=f"r{i}", prompt=t) for i, t in enumerate(TASKS)]
+    first = [_stage("evol_instruct").operation(r, 0) for r in records]
+    assert first == [_stage("evol_instruct").operation(r, 0) for r in records]
+    assert first != [_stage("evol_instruct", seed=1).operation(r, 0) for r in records]
+    assert first != [_stage("evol_instruct").operation(r, 1) for r in records]
+    assert len(set(first)) >= 4  # the draw covers the operations
+    only = _stage("evol_instruct", {"operations": ["breadth"]})
+    assert {only.operation(r, 0) for r in records} == {"breadth"}
+
+
+@pytest.mark.parametrize(
+    ("evolved", "reason"),
+    [
+        ("Explain why the sky is blue to a ten-year-old, using an analogy with a prism and one experiment.", None),
+        ("Explain why the sky is blue to a ten-year-old.", "no information gain"),
+        ("Sorry, I can't rewrite that.", "an apology instead of a prompt"),
+        ("#Rewritten Prompt#: explain the sky", "copies the rewriting prompt's wording"),
+        ("... what is the ?", "only punctuation and stop words"),
+    ],
+)
+def test_evol_elimination_rules(evolved, reason):
+    got = elimination_reason("Explain why the sky is blue to a ten-year-old.", evolved)
+    assert (got is None) if reason is None else got.startswith(reason)
+
+
+LLAMA3 = (
+    "{{ '<|begin_of_text|>' }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+
+def test_magpie_pre_query_text_for_chatml_and_llama3(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def render(conversation):
+        return tokenizer.apply_chat_template(conversation, tokenize=False)
+
+    assert pre_query_text(render) == "<|im_start|>user\n"
+    assert pre_query_text(render, "Be brief.") == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    tokenizer.chat_template = LLAMA3
+    assert pre_query_text(render) == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert pre_query_text(render, "Be brief.") == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n"
+    )
+
+
+def _magpie_pipeline(project, teacher_dir):
+    path = project / "pipelines" / "mp.yaml"
+    path.write_text(
+        f'name: mp\nteacher: {{model: "{teacher_dir}", batch_size: 4}}\n'
+        "stages:\n  - magpie: {num_prompts: 5, min_words: 1, sampling: {max_new_tokens: 8}}\n"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_magpie_stage_writes_prompts_without_seeds(project, tiny_model_dir):
+    result = run_pipeline(
+        load_pipeline(_magpie_pipeline(project, tiny_model_dir)), RunOptions(out_dir=project / "o"), log=lambda _: None
+    )
+    kept = [json.loads(x) for x in (project / "o" / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (project / "o" / "dropped.jsonl").read_text().splitlines()]
+    assert len(kept) + len(dropped) == 5 and result.manifest["funnel"][0] == {"step": "seeds", "records": 0}
+    for record in kept + [d["record"] for d in dropped]:
+        assert record["meta"]["origin"] == "magpie" and record["steps"][0]["role"] == "query"
+
+
+class ChatOnlyTeacher:
+    """A teacher with generate/score only (like an OpenAI-compatible chat endpoint): no raw completion."""
+
+    identity = {"backend": "chat-only"}
+
+    def generate(self, conversations, params):
+        return [[Completion("x", "stop", 1, 1)] for _ in conversations]
+
+    def score(self, conversations, continuations):
+        return [[0.0] * len(c) for c in continuations]
+
+
+def test_magpie_says_clearly_when_a_backend_cannot(project, tiny_model_dir):
+    spec = load_pipeline(_magpie_pipeline(project, tiny_model_dir))
+    with pytest.raises(UserError, match="backend 'chat-only' can't"):
+        run_pipeline(spec, RunOptions(out_dir=project / "o"), teacher=ChatOnlyTeacher(), log=lambda _: None)
+
+
+def test_pipeline_without_seeds_needs_a_generating_first_stage(project):
+    path = project / "pipelines" / "bad.yaml"
+    path.write_text("name: bad\nstages:\n  - respond: {}\n", encoding="utf-8")
+    with pytest.raises(UserError, match="seeds: required unless the first stage writes its own prompts"):
+        load_pipeline(path)
+
+
+class ListTeacher:
+    """Answers every Self-Instruct request with the same numbered list (deterministic pool growth)."""
+
+    identity = {"backend": "scripted"}
+    reply = (
+        "Write a limerick about a cat who loves rain.\n"
+        "Task 10: Write a limerick about a cat who loves the rain.\n"  # too similar to the one above
+        "Draw a map of your town.\n"  # banned keyword
+        "Hi.\n"  # too short
+        "Explain how bees make honey, step by step.\n"
+        "List five uses of baking soda around the house."
+    )
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, conversations, params):
+        self.calls += len(conversations)
+        return [[Completion(self.reply, "stop", 10, 40)] for _ in conversations]
+
+    def score(self, conversations, continuations):
+        return [[0.0] * len(c) for c in continuations]
+
+
+def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_model_dir):
+    path = project / "pipelines" / "si.yaml"
+    path.write_text(
+        f'name: si\nteacher: {{model: "{tiny_model_dir}"}}\nseeds: {{path: seeds/tasks.jsonl, field: instruction}}\n'
+        "stages:\n  - self_instruct: {target: 3, requests_per_round: 2, max_rounds: 3, keep_seeds: true}\n"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
+        encoding="utf-8",
+    )
+    teacher = ListTeacher()
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=teacher, log=lambda _: None)
+    kept = [json.loads(x) for x in (project / "o" / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (project / "o" / "dropped.jsonl").read_text().splitlines()]
+    new = [r["prompt"] for r in kept if r["meta"].get("origin") == "self_instruct"]
+    assert new == [
+        "Write a limerick about a cat who loves rain.",
+        "Explain how bees make honey, step by step.",
+        "List five uses of baking soda around the house.",
+    ]
+    assert len(kept) == 40 + 3 and teacher.calls == 2  # one round of two requests reached the target
+    reasons = [d["reason"] for d in dropped]
+    assert any(r.startswith("too similar (ROUGE-L") for r in reasons)
+    assert "banned keyword ('map')" in reasons and "too short (1 < 4 words)" in reasons
+    examples = kept[-1]["steps"][0]["examples"]
+    assert len(examples) == 8 and set(examples) <= set(TASKS)
+    assert result.manifest["stages"][0]["report"]["dropped"] == len(dropped)
