@@ -26,8 +26,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check synthforge tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP)   # every figure of the README's performance table (tens of minutes on 2 cores)
 	$(BIN)/python benchmarks/resume.py
+	$(BIN)/python benchmarks/teacher.py
+	$(BIN)/python benchmarks/dedup.py
+	$(BIN)/python benchmarks/novelty.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -27,8 +27,8 @@ def _require_embedded() -> None:
         pytest.skip(str(exc))
 
 
-def _generate(pipeline: str, out, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "synthforge.cli.main", "generate", pipeline, "--limit", "2", "--out", str(out)]
+def _generate(pipeline: str, out, *overrides: str, limit: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "synthforge.cli.main", "generate", pipeline, "--limit", str(limit), "--out", str(out)]
     cmd += ["--no-progress"] + [arg for o in overrides for arg in ("--set", o)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
@@ -121,3 +121,24 @@ def test_rlaif_judge_on_the_embedded_teacher(tmp_path):
     assert "per principle:" in done.stderr
     dpo = [json.loads(x) for x in (out / "dpo.jsonl").read_text().splitlines()]
     assert all(0.5 <= row["confidence"] <= 1.0 for row in dpo)
+
+
+def test_self_instruct_grows_10_seeds_to_20_on_the_embedded_teacher(tmp_path):
+    """Self-Instruct end to end on SmolLM2-135M: 10 seed tasks become a pool of 20 novel instructions."""
+    _require_embedded()
+    pipeline = tmp_path / "si.yaml"
+    pipeline.write_text(
+        f"name: si\nseed: 1234\nteacher: {{model: embedded, batch_size: 16}}\n"
+        f"seeds: {{path: {REPO / 'pipelines/seeds/tasks.jsonl'}, field: instruction}}\n"
+        "stages:\n  - self_instruct:\n      target: 10\n      keep_seeds: true\n      requests_per_round: 16\n"
+        "      max_rounds: 8\n      sampling: {temperature: 0.7, top_p: 0.95, max_new_tokens: 96}\n"
+        f"paths: {{prompts: {REPO / 'prompts'}, constitutions: {REPO / 'constitutions'}}}\n",
+        encoding="utf-8",
+    )
+    done = _generate(str(pipeline), tmp_path / "run", limit=10)
+    trace = [json.loads(x) for x in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    assert len(trace) == 20, done.stderr
+    new = [r for r in trace if r["meta"].get("origin") == "self_instruct"]
+    assert len(new) == 10 and all(r["meta"]["rouge_l_max"] <= 0.7 for r in new)
+    seeds = {r["prompt"] for r in trace} - {r["prompt"] for r in new}
+    assert len(seeds) == 10

@@ -90,7 +90,7 @@ def test_refusal_filter_drop_or_keep_only():
     long_answer = "I can't help with that part, but " + "here is a long and useful explanation " * 8
     drop = make("filter_refusal")
     assert verdicts(drop, [rec(response=refusal), rec(response=long_answer), rec()]) == [
-        "refusal-only response (\"i can't help with\")",
+        'refusal-only response ("i can\'t help with")',
         None,
         None,
     ]
