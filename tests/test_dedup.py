@@ -127,6 +127,7 @@ def test_dedup_stage_runs_without_a_teacher_and_names_the_kept_record(project):
     assert step["role"] == "dedup" and step["duplicate_of"] in ids.values() and step["cluster_size"] == 2
     assert result.manifest["stages"][0]["report"]["drop_reasons"] == {"near-duplicate": 2}
     assert "near-duplicate ×2" in logs[0]
+    assert "- `minhash_dedup`: near-duplicate ×2" in (project / "out" / "README.md").read_text()
     assert result.manifest["teacher"] is None
     again = run_pipeline(load_pipeline(pipeline), RunOptions(out_dir=project / "out"), log=lambda _: None)
     assert again.reports[0].reused == 5 and again.reports[0].computed == 0

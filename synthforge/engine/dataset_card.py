@@ -49,6 +49,13 @@ def render_card(manifest: dict[str, Any]) -> str:
         lines.append(f"  - `{stage['name']}` ({stage['kind']}{constitution}), fingerprint {stage['fingerprint'][:12]}")
     lines += ["", "## Funnel", "", "| step | records |", "| --- | --- |"]
     lines += [f"| {step['step']} | {step['records']} |" for step in manifest["funnel"]]
+    drops = [
+        f"- `{stage['name']}`: " + ", ".join(f"{kind} ×{n}" for kind, n in stage["report"]["drop_reasons"].items())
+        for stage in manifest["stages"]
+        if stage["report"].get("drop_reasons")
+    ]
+    if drops:
+        lines += ["", "Dropped records by stage and reason (each one is in `dropped.jsonl`):", "", *drops]
     lines += _principle_table(manifest.get("principles") or {})
     lines += [
         "",
