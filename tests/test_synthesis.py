@@ -264,3 +264,48 @@ def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_
     examples = kept[-1]["steps"][0]["examples"]
     assert len(examples) == 8 and set(examples) <= set(TASKS)
     assert result.manifest["stages"][0]["report"]["dropped"] == len(dropped)
+
+
+class EvolTeacher:
+    """Replies to each Evol-Instruct request by a rule on the instruction it carries."""
+
+    identity = {"backend": "scripted"}
+
+    def generate(self, conversations, params):
+        replies = []
+        for conversation in conversations:
+            text = conversation[-1]["content"]
+            if "Name two rivers" in text:
+                reply = "Sorry, I can't do that."  # always eliminated
+            else:
+                instruction = text.rsplit("Given prompt:\n", 1)[1].strip()
+                reply = f"Here is the rewritten prompt: {instruction} Use exactly three examples and cite one source."
+            replies.append([Completion(reply, "stop", 5, 12)])
+        return replies
+
+    def score(self, conversations, continuations):
+        return [[0.0] * len(c) for c in continuations]
+
+
+def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(project, tiny_model_dir):
+    seeds = project / "pipelines" / "seeds" / "two.jsonl"
+    seeds.write_text('{"prompt": "Explain tides simply."}\n{"prompt": "Name two rivers in Asia."}\n', encoding="utf-8")
+    path = project / "pipelines" / "evol.yaml"
+    path.write_text(
+        f'name: evol\nteacher: {{model: "{tiny_model_dir}"}}\nseeds: {{path: seeds/two.jsonl}}\n'
+        "stages:\n  - evol_instruct: {rounds: 2, operations: [constraints, reasoning]}\n"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
+        encoding="utf-8",
+    )
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=EvolTeacher(), log=lambda _: None)
+    kept = [json.loads(x) for x in (project / "o" / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (project / "o" / "dropped.jsonl").read_text().splitlines()]
+    assert len(kept) == 1 and len(dropped) == 1
+    record = kept[0]
+    suffix = " Use exactly three examples and cite one source."
+    assert record["prompt"] == "Explain tides simply." + suffix * 2  # evolved twice, preamble cleaned
+    assert record["meta"] == {**record["meta"], "evolved_from": "Explain tides simply.", "evolutions": 2}
+    assert [s["operation"] in ("constraints", "reasoning") for s in record["steps"]] == [True, True]
+    assert record["response"] is None
+    assert dropped[0]["reason"] == "every evolution eliminated (last: an apology instead of a prompt)"
+    assert [s["eliminated"] for s in dropped[0]["record"]["steps"]] == ["an apology instead of a prompt"] * 2

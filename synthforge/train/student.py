@@ -47,12 +47,13 @@ def train_dtype(device: torch.device) -> torch.dtype:
 
 def resolve_model(ref: str) -> tuple[str, str]:
     """(display name, directory) of a model reference: "embedded", a model directory, or a .gguf file."""
+    from synthforge.teachers.loading import EMBEDDED_NAMES, HUB_ID, resolve_teacher_dir
+
     path = Path(ref).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         raise UserError(f"model directory {ref} has no config.json (expected a transformers model directory)")
-    if not path.exists() and ref.lower() not in ("embedded", "default", "smollm2"):
+    if not path.exists() and ref.lower() not in EMBEDDED_NAMES and not HUB_ID.match(ref):
         raise UserError(f"model {ref!r} not found: give a model directory, a .gguf file or 'embedded'")
-    from synthforge.teachers.loading import resolve_teacher_dir
 
     name, _, location = resolve_teacher_dir(ref)
     return name, str(location)
