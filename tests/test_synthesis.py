@@ -309,3 +309,48 @@ def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(proj
     assert record["response"] is None
     assert dropped[0]["reason"] == "every evolution eliminated (last: an apology instead of a prompt)"
     assert [s["eliminated"] for s in dropped[0]["record"]["steps"]] == ["an apology instead of a prompt"] * 2
+
+
+class CountingListTeacher:
+    """Each request gets one new, distinct instruction; can be told to fail from a given call on."""
+
+    identity = {"backend": "scripted"}
+    TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bridges", "comets", "violins", "glaciers", "owls"]
+
+    def __init__(self, fail_from: int | None = None):
+        self.calls, self.fail_from = 0, fail_from
+
+    def generate(self, conversations, params):
+        if self.fail_from is not None and self.calls >= self.fail_from:
+            raise KeyboardInterrupt  # stands in for kill -9 in the middle of the stage
+        replies = []
+        for _ in conversations:
+            topic = self.TOPICS[self.calls % len(self.TOPICS)]
+            replies.append([Completion(f"Describe {self.calls} surprising facts about {topic}.", "stop", 3, 9)])
+            self.calls += 1
+        return replies
+
+    def score(self, conversations, continuations):
+        return [[0.0] * len(c) for c in continuations]
+
+
+def test_self_instruct_resumes_inside_the_stage_without_repeating_rounds(project, tiny_model_dir):
+    path = project / "pipelines" / "si.yaml"
+    path.write_text(
+        f'name: si\nteacher: {{model: "{tiny_model_dir}"}}\nseeds: {{path: seeds/tasks.jsonl, field: instruction}}\n'
+        "stages:\n  - self_instruct: {target: 6, requests_per_round: 2, max_rounds: 10}\n"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
+        encoding="utf-8",
+    )
+    spec, options = load_pipeline(path), RunOptions(out_dir=project / "o")
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(spec, options, teacher=CountingListTeacher(fail_from=4), log=lambda _: None)
+    assert len(list((project / "o" / "checkpoints").glob("*.journal.jsonl"))) == 1  # two rounds kept
+    resumed = CountingListTeacher()
+    resumed.calls = 4  # the same replies the killed run would have got next
+    run_pipeline(spec, options, teacher=resumed, log=lambda _: None)
+    assert resumed.calls == 6  # only round 3 asked; rounds 1-2 replayed from the journal
+    uninterrupted = CountingListTeacher()
+    run_pipeline(spec, RunOptions(out_dir=project / "fresh"), teacher=uninterrupted, log=lambda _: None)
+    assert (project / "o" / "trace.jsonl").read_text() == (project / "fresh" / "trace.jsonl").read_text()
+    assert not list((project / "o" / "checkpoints").glob("*.journal.jsonl"))  # discarded once complete

@@ -38,12 +38,7 @@ class StageCheckpoint:
         self._truncate_to_valid()
 
     def _truncate_to_valid(self) -> None:
-        """Cut a torn tail so later appends start on a clean line."""
-        with open(self.path, "rb+") as handle:
-            data = handle.read()
-            end = data.rfind(b"\n") + 1
-            if end != len(data):
-                handle.truncate(end)
+        _truncate_to_last_line(self.path)
 
     def get(self, key: str) -> Result | None:
         return self.results.get(key)
@@ -57,6 +52,42 @@ class StageCheckpoint:
             handle.flush()
             os.fsync(handle.fileno())
         self.results.update(entries)
+
+
+class Journal:
+    """Intermediate work of a whole-dataset stage (e.g. one Self-Instruct round), so a killed run resumes
+    inside the stage: append-only JSON lines ``{"key", "value"}``, each fsynced; a torn tail is cut."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, Any] = {}
+        if path.is_file():
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    if not line.endswith("\n"):
+                        break
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    self.entries[entry["key"]] = entry["value"]
+            _truncate_to_last_line(path)
+
+    def get(self, key: str) -> Any:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        """Persist ``value`` under ``key`` durably before returning."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries[key] = value
+
+    def discard(self) -> None:
+        """Remove the journal once the stage's whole result is saved."""
+        self.path.unlink(missing_ok=True)
 
 
 def save_results(path: Path, results: list[Result]) -> None:
@@ -74,6 +105,15 @@ def load_results(path: Path) -> list[Result] | None:
         return None
     with open(path, encoding="utf-8") as handle:
         return [_decode(json.loads(line)) for line in handle]
+
+
+def _truncate_to_last_line(path: Path) -> None:
+    """Cut a torn tail so later appends start on a clean line."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            handle.truncate(end)
 
 
 def _encode(key: str, result: Result) -> dict[str, Any]:

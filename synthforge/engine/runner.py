@@ -21,7 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthforge import __version__
-from synthforge.engine.checkpoint import StageCheckpoint, load_results, save_results
+from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.exporters import export_run, write_atomic
 from synthforge.engine.provenance import file_hashes, package_versions
@@ -233,9 +233,11 @@ def _dataset_results(
     if saved is not None:
         return saved, len(records), 0
     bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
-    results = stage.process_all(records, teacher, bar.update)
+    journal = Journal(path.with_suffix(".journal.jsonl"))
+    results = stage.process_all(records, teacher, bar.update, journal)
     bar.close()
     save_results(path, results)
+    journal.discard()
     known = {r.id: r for r in records}
     tokens = sum(_new_tokens(known.get(_record_of(r).id, _EMPTY), r) for r in results)
     return results, 0, tokens

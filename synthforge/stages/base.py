@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from synthforge.constitution import Constitution
 from synthforge.constitution.parser import load_constitution
@@ -104,6 +104,14 @@ class Stage(ABC):
         return Drop(record=record, stage=self.name, reason=reason)
 
 
+class Journal(Protocol):
+    """Durable key → JSON value store the engine gives a whole-dataset stage (see engine.checkpoint)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+
 class DatasetStage(Stage):
     """A stage that needs every record at once (dedup, pool growing); the engine calls :meth:`process_all`.
 
@@ -120,12 +128,28 @@ class DatasetStage(Stage):
 
     @abstractmethod
     def process_all(
-        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+        self,
+        records: list[Record],
+        teacher: Teacher | None,
+        progress: Callable[[int], None],
+        journal: Journal | None = None,
     ) -> list[Record | Drop]:
-        """All results for ``records``; call ``progress(n)`` as work on n input records finishes."""
+        """All results for ``records``; call ``progress(n)`` as work finishes. Expensive intermediate
+        work (teacher calls) goes through ``journal`` so a killed run resumes without repeating it."""
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         return self.process_all(batch, teacher, lambda _: None)
+
+    @staticmethod
+    def remember(journal: Journal | None, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s JSON-able value, from ``journal`` when an earlier (killed) run saved it."""
+        if journal is None:
+            return compute()
+        value = journal.get(key)
+        if value is None:
+            value = compute()
+            journal.put(key, value)
+        return value
 
 
 def placeholder_record(prompt: str | None = None) -> Record:

@@ -8,15 +8,16 @@ vLLM backend can too). Others get a clear error rather than a silent fallback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from synthforge.errors import UserError
 from synthforge.hashing import stable_hash
 from synthforge.records import Drop, Record, make_record_id
-from synthforge.stages.base import DatasetStage, completion_step
-from synthforge.teachers.base import Conversation, RawTextTeacher, SamplingParams, Teacher
+from synthforge.stages.base import DatasetStage, Journal, completion_step
+from synthforge.teachers.base import Completion, Conversation, RawTextTeacher, SamplingParams, Teacher
 
 SENTINEL = "\u2063MAGPIE-USER-QUERY\u2063"
+CHUNK = 32
 
 
 def pre_query_text(render: Callable[[Conversation], str], system: str | None = None) -> str:
@@ -57,7 +58,11 @@ class Magpie(DatasetStage):
         return self.config.num_prompts
 
     def process_all(
-        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+        self,
+        records: list[Record],
+        teacher: Teacher | None,
+        progress: Callable[[int], None],
+        journal: Journal | None = None,
     ) -> list[Record | Drop]:
         if not isinstance(teacher, RawTextTeacher):
             backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
@@ -67,7 +72,14 @@ class Magpie(DatasetStage):
             )
         prefix = pre_query_text(teacher.render_chat, self.config.system)
         params = [self.config.sampling.with_seed(self.stage_seed("query", i)) for i in range(self.config.num_prompts)]
-        completions = teacher.complete([prefix] * len(params), params)
+        completions: list[list[Completion]] = []
+        for start in range(0, len(params), CHUNK):  # journaled chunks: a killed run resumes between them
+            chunk = params[start : start + CHUNK]
+
+            def ask(chunk=chunk) -> list[dict]:
+                return [asdict(samples[0]) for samples in teacher.complete([prefix] * len(chunk), chunk)]
+
+            completions += [[Completion(**c)] for c in self.remember(journal, f"queries-{start}", ask)]
         results: list[Record | Drop] = list(records)
         seen: dict[str, int] = {}
         for i, samples in enumerate(completions):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from synthforge.dedup.near_duplicates import KEEP, DedupSettings, find_clusters, keep_scores, representatives
 from synthforge.records import Drop, Record
-from synthforge.stages.base import DatasetStage
+from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher
 
 KEYS = ("prompt", "response", "both")
@@ -48,7 +48,11 @@ class MinHashDedup(DatasetStage):
     uses_teacher = False
 
     def process_all(
-        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+        self,
+        records: list[Record],
+        teacher: Teacher | None,
+        progress: Callable[[int], None],
+        journal: Journal | None = None,
     ) -> list[Record | Drop]:
         texts = [key_text(r, self.config.key) for r in records]
         clusters = find_clusters(texts, self.config.minhash, progress)

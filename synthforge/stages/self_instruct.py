@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from synthforge.dedup.rouge import NoveltyIndex
 from synthforge.records import Drop, Record, make_record_id
-from synthforge.stages.base import DatasetStage, completion_step
+from synthforge.stages.base import DatasetStage, Journal, completion_step
 from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
@@ -80,7 +80,11 @@ class SelfInstruct(DatasetStage):
         return chosen
 
     def process_all(
-        self, records: list[Record], teacher: Teacher | None, progress: Callable[[int], None]
+        self,
+        records: list[Record],
+        teacher: Teacher | None,
+        progress: Callable[[int], None],
+        journal: Journal | None = None,
     ) -> list[Record | Drop]:
         assert teacher is not None
         seeds = [r.prompt for r in records]
@@ -96,7 +100,7 @@ class SelfInstruct(DatasetStage):
                 self._examples(rng, seeds, [r.prompt for r in new]) for _ in range(self.config.requests_per_round)
             ]
             params = [self.config.sampling.with_seed(self.stage_seed(rnd, j)) for j in range(len(requests))]
-            completions = teacher.generate([self.request(e) for e in requests], params)
+            completions = self._round(teacher, requests, params, rnd, journal)
             for j, (samples, examples) in enumerate(zip(completions, requests, strict=True)):
                 added = self._take(samples[0], examples, rnd, j, pool, new, drops, seen)
                 progress(added)
@@ -105,6 +109,15 @@ class SelfInstruct(DatasetStage):
             if len(new) >= self.config.target:
                 break
         return [*(records if self.config.keep_seeds else []), *new, *drops]
+
+    def _round(self, teacher, requests, params, rnd, journal) -> list[list[Completion]]:
+        """One round's completions; journaled, so a resumed run replays finished rounds without the teacher."""
+
+        def ask() -> list[dict]:
+            done = teacher.generate([self.request(e) for e in requests], params)
+            return [asdict(samples[0]) for samples in done]
+
+        return [[Completion(**c)] for c in self.remember(journal, f"round-{rnd}", ask)]
 
     def _take(self, completion: Completion, examples, rnd, request, pool, new, drops, seen) -> int:
         """Filter the candidates of one completion into the pool; returns how many joined."""
