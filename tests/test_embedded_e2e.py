@@ -142,3 +142,16 @@ def test_self_instruct_grows_10_seeds_to_20_on_the_embedded_teacher(tmp_path):
     assert len(new) == 10 and all(r["meta"]["rouge_l_max"] <= 0.7 for r in new)
     seeds = {r["prompt"] for r in trace} - {r["prompt"] for r in new}
     assert len(seeds) == 10
+
+
+def test_bundled_trainer_on_the_generated_run_records_its_provenance(embedded_run, tiny_model_dir, tmp_path):
+    from synthforge.train.config import SFTTrainingConfig
+    from synthforge.train.sft import SFTTraining
+
+    config = SFTTrainingConfig(
+        model=str(tiny_model_dir), data=str(embedded_run), out=str(tmp_path / "student"), max_steps=1, batch_size=2
+    )
+    result = SFTTraining(config).run()
+    saved = json.loads((result.out_dir / "training.json").read_text())
+    assert "SmolLM2-135M-Instruct" in saved["data"]["run"]["teacher"]
+    assert saved["data"]["run"]["pipeline"] == "cai-harmless" and saved["metrics"]["train_steps"] == 1

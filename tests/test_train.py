@@ -71,6 +71,7 @@ def test_sft_then_dpo_from_a_run_directory_save_reload_generate(tiny_model_dir, 
     saved = json.loads((sft.out_dir / "training.json").read_text())
     assert saved["kind"] == "sft" and saved["config"]["max_steps"] == 6 and saved["metrics"]["train_steps"] == 6
     assert saved["metrics"]["train_rows"] == 22 and saved["metrics"]["eval_rows"] == 2
+    assert saved["data"]["path"].endswith("sft.jsonl") and len(saved["data"]["sha256"]) == 64
     assert (sft.out_dir / "loss.png").stat().st_size > 1000
     assert isinstance(_generate(sft.out_dir), str)
 

@@ -15,6 +15,7 @@ from synthforge.engine.provenance import package_versions
 from synthforge.errors import UserError
 from synthforge.settings import config_to_dict
 from synthforge.train.config import LoraSettings, TrainingConfig
+from synthforge.train.data import data_provenance
 from synthforge.train.report import save_loss_curve, write_training_json
 from synthforge.train.student import Student
 
@@ -137,6 +138,7 @@ def finish(
             "base_model": {"name": student.name, "path": student.path},
             "added_chat_template": student.added_chat_template,
             "config": config_to_dict(config),
+            "data": data_provenance(config.data, kind),
             "metrics": metrics,
             "loss_curve": "loss.png" if plotted else None,
             "log_history": history,

@@ -6,10 +6,12 @@ assistant message is the prompt), so TRL computes the loss on the assistant's an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from synthforge.errors import UserError
+from synthforge.hashing import file_sha256
 from synthforge.jsonl import read_jsonl
 
 SFT_LAYOUTS = "'messages' (chat), 'prompt' + 'completion', or 'text'"
@@ -71,6 +73,24 @@ def _prepare(rows: list[dict[str, Any]], kind: str, path: Path) -> list[dict[str
 
 def _ends_with_answer(messages: Any) -> bool:
     return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+
+
+def data_provenance(source: str | Path, kind: str) -> dict[str, Any]:
+    """Where the training data came from: its file and sha256, and, for a synthforge run directory, the
+    run's pipeline, teacher and seed (from its manifest.json)."""
+    path = resolve_data_path(source, kind)
+    found: dict[str, Any] = {"path": str(path), "sha256": file_sha256(path) if path.is_file() else None}
+    manifest = path.parent / "manifest.json"
+    if path.is_file() and manifest.is_file():
+        run = json.loads(manifest.read_text(encoding="utf-8"))
+        found["run"] = {
+            "pipeline": run.get("pipeline", {}).get("name"),
+            "pipeline_sha256": run.get("pipeline", {}).get("sha256"),
+            "teacher": (run.get("teacher") or {}).get("name"),
+            "seed": run.get("seed"),
+            "synthforge_version": run.get("synthforge_version"),
+        }
+    return found
 
 
 def split(dataset, eval_fraction: float, seed: int):
