@@ -176,3 +176,17 @@ def test_bad_inputs_are_one_line_exit_2(tiny_model_dir, tmp_path, capsys, setup,
     assert exit_info.value.code == 2, err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (data / "student-sft").exists() and not (data / "student-dpo").exists()
+
+
+def test_sft_from_a_saved_datasets_directory(tiny_model_dir, tmp_path):
+    import datasets
+
+    run = write_run(tmp_path / "run", n=4)
+    rows = [json.loads(x) for x in (run / "sft.jsonl").read_text().splitlines()]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
+    result = SFTTraining(
+        SFTTrainingConfig(**_common(tiny_model_dir, tmp_path / "saved", tmp_path / "o", max_steps=1))
+    ).run()
+    saved = json.loads((result.out_dir / "training.json").read_text())
+    assert saved["metrics"]["train_rows"] + saved["metrics"]["eval_rows"] == 4
+    assert saved["data"]["path"].endswith("saved") and saved["data"]["sha256"] is None
