@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from synthforge.dedup.rouge import NoveltyIndex
+from synthforge.dedup.rouge import NoveltyIndex, Verdict
 from synthforge.records import Drop, Record, make_record_id
 from synthforge.stages.base import DatasetStage, Journal, completion_step
 from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
@@ -87,28 +87,20 @@ class SelfInstruct(DatasetStage):
         journal: Journal | None = None,
     ) -> list[Record | Drop]:
         assert teacher is not None
-        seeds = [r.prompt for r in records]
-        pool = NoveltyIndex(self.config.rouge_threshold)
-        for prompt in seeds:
-            pool.add(prompt)
+        growth = PoolGrowth(self, [r.prompt for r in records])
         rng = random.Random(self.stage_seed("examples"))
-        seen: dict[str, int] = {}
-        new: list[Record] = []
-        drops: list[Drop] = []
         for rnd in range(self.config.max_rounds):
-            requests = [
-                self._examples(rng, seeds, [r.prompt for r in new]) for _ in range(self.config.requests_per_round)
-            ]
+            generated = [r.prompt for r in growth.new]
+            requests = [self._examples(rng, growth.seeds, generated) for _ in range(self.config.requests_per_round)]
             params = [self.config.sampling.with_seed(self.stage_seed(rnd, j)) for j in range(len(requests))]
             completions = self._round(teacher, requests, params, rnd, journal)
             for j, (samples, examples) in enumerate(zip(completions, requests, strict=True)):
-                added = self._take(samples[0], examples, rnd, j, pool, new, drops, seen)
-                progress(added)
-                if len(new) >= self.config.target:
+                progress(growth.take(samples[0], examples, rnd, j))
+                if growth.done:
                     break
-            if len(new) >= self.config.target:
+            if growth.done:
                 break
-        return [*(records if self.config.keep_seeds else []), *new, *drops]
+        return [*(records if self.config.keep_seeds else []), *growth.new, *growth.drops]
 
     def _round(self, teacher, requests, params, rnd, journal) -> list[list[Completion]]:
         """One round's completions; journaled, so a resumed run replays finished rounds without the teacher."""
@@ -119,30 +111,55 @@ class SelfInstruct(DatasetStage):
 
         return [[Completion(**c)] for c in self.remember(journal, f"round-{rnd}", ask)]
 
-    def _take(self, completion: Completion, examples, rnd, request, pool, new, drops, seen) -> int:
+
+class PoolGrowth:
+    """The growing pool of one Self-Instruct run: the novelty index, accepted records, drops."""
+
+    def __init__(self, stage: SelfInstruct, seeds: list[str]):
+        self.stage, self.config = stage, stage.config
+        self.seeds = seeds
+        self.index = NoveltyIndex(self.config.rouge_threshold)
+        for prompt in seeds:
+            self.index.add(prompt)
+        self.new: list[Record] = []
+        self.drops: list[Drop] = []
+        self._seen: dict[str, int] = {}
+
+    @property
+    def done(self) -> bool:
+        return len(self.new) >= self.config.target
+
+    def take(self, completion: Completion, examples: list[str], rnd: int, request: int) -> int:
         """Filter the candidates of one completion into the pool; returns how many joined."""
-        step = completion_step(self.name, "generation", completion, round=rnd, request=request, examples=examples)
+        step = completion_step(self.stage.name, "generation", completion, round=rnd, request=request, examples=examples)
         added = 0
         for text in split_instructions(completion.text):
-            if len(new) >= self.config.target:
+            if self.done:
                 break
-            seen[text] = seen.get(text, -1) + 1
-            record = Record(id=make_record_id("self-instruct", text, seen[text]), prompt=text, steps=[step])
-            reason = rejection_reason(text, self.config.min_words, self.config.max_words, self.config.banned_keywords)
-            verdict = None if reason else pool.offer(text)
-            if verdict is not None and not verdict.novel:
-                nearest = pool.texts[verdict.nearest] if verdict.nearest is not None else ""
-                reason = f"too similar (ROUGE-L {verdict.score:.2f} > {self.config.rouge_threshold} to {nearest!r})"
+            self._seen[text] = self._seen.get(text, -1) + 1
+            record = Record(id=make_record_id("self-instruct", text, self._seen[text]), prompt=text, steps=[step])
+            reason, verdict = self._judge(text)
             if reason:
-                drops.append(self.drop(record, reason))
+                self.drops.append(self.stage.drop(record, reason))
                 continue
-            nearest = pool.texts[verdict.nearest] if verdict and verdict.nearest is not None else None
+            nearest = self.index.texts[verdict.nearest] if verdict.nearest is not None else None
             record.meta = {
                 "origin": "self_instruct",
                 "round": rnd,
                 "rouge_l_max": round(verdict.score, 4),
                 "nearest": nearest,
             }
-            new.append(record)
+            self.new.append(record)
             added += 1
         return added
+
+    def _judge(self, text: str) -> tuple[str | None, Verdict]:
+        """Why ``text`` is rejected (filters, then novelty; it joins the index when novel), and the verdict."""
+        reason = rejection_reason(text, self.config.min_words, self.config.max_words, self.config.banned_keywords)
+        if reason:
+            return reason, Verdict(False, 0.0, None)
+        verdict = self.index.offer(text)
+        if verdict.novel:
+            return None, verdict
+        nearest = self.index.texts[verdict.nearest] if verdict.nearest is not None else ""
+        return f"too similar (ROUGE-L {verdict.score:.2f} > {self.config.rouge_threshold} to {nearest!r})", verdict
