@@ -155,3 +155,22 @@ def test_bundled_trainer_on_the_generated_run_records_its_provenance(embedded_ru
     saved = json.loads((result.out_dir / "training.json").read_text())
     assert "SmolLM2-135M-Instruct" in saved["data"]["run"]["teacher"]
     assert saved["data"]["run"]["pipeline"] == "cai-harmless" and saved["metrics"]["train_steps"] == 1
+
+
+def test_magpie_writes_user_queries_on_the_embedded_teacher(tmp_path):
+    """Magpie on SmolLM2's real chat template (which adds its own default system turn): no seeds needed."""
+    _require_embedded()
+    pipeline = tmp_path / "mp.yaml"
+    pipeline.write_text(
+        "name: mp\nseed: 1234\nteacher: {model: embedded, batch_size: 16}\n"
+        "stages:\n  - magpie: {num_prompts: 4, sampling: {temperature: 1.0, top_p: 0.99, max_new_tokens: 64}}\n"
+        f"paths: {{prompts: {REPO / 'prompts'}, constitutions: {REPO / 'constitutions'}}}\n",
+        encoding="utf-8",
+    )
+    _generate(str(pipeline), tmp_path / "run")
+    trace = [json.loads(x) for x in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (tmp_path / "run" / "dropped.jsonl").read_text().splitlines()]
+    assert len(trace) + len(dropped) == 4 and trace
+    for record in trace:
+        assert record["prompt"].strip() and "<|im_start|>" not in record["prompt"]
+        assert record["steps"][0]["finish_reason"] == "stop"  # the query ended at the end-of-turn token
