@@ -135,11 +135,13 @@ def test_evol_operation_choice_is_seeded():
         ("Explain why the sky is blue to a ten-year-old.", "no information gain"),
         ("Sorry, I can't rewrite that.", "an apology instead of a prompt"),
         ("#Rewritten Prompt#: explain the sky", "copies the rewriting prompt's wording"),
-        ("... what is the ?", "only punctuation and stop words"),
+        ("... what is the ? and how", "only punctuation and stop words"),
+        ("Immortal.", "too short to be a prompt"),
+        ("Explain the colour of the sky.", "in-depth evolution shorter than the original"),
     ],
 )
 def test_evol_elimination_rules(evolved, reason):
-    got = elimination_reason("Explain why the sky is blue to a ten-year-old.", evolved)
+    got = elimination_reason("Explain why the sky is blue to a ten-year-old.", evolved, operation="deepen")
     assert (got is None) if reason is None else got.startswith(reason)
 
 

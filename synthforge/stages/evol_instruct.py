@@ -86,6 +86,7 @@ class EvolInstructConfig:
     breadth_template: str = "evol-breadth"
     max_apology_words: int = 80
     min_gain: float = 0.9
+    min_words: int = 3
     sampling: SamplingParams = field(
         default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=256)
     )
@@ -98,10 +99,23 @@ class EvolInstructConfig:
             raise ValueError(f"operations must be a non-empty list of: {', '.join(OPERATIONS)}")
 
 
-def elimination_reason(original: str, evolved: str, max_apology_words: int = 80, min_gain: float = 0.9) -> str | None:
-    """Why an evolution fails the paper's elimination rules, or None when it is kept."""
+def elimination_reason(
+    original: str,
+    evolved: str,
+    max_apology_words: int = 80,
+    min_gain: float = 0.9,
+    operation: str = "breadth",
+    min_words: int = 3,
+) -> str | None:
+    """Why an evolution fails the paper's elimination rules, or None when it is kept.
+
+    Two checks are ours, for small teachers: fewer than ``min_words`` words, and an in-depth evolution
+    that came out shorter than the prompt it should have made harder.
+    """
     if not evolved.strip():
         return "empty evolution"
+    if len(evolved.split()) < min_words:
+        return f"too short to be a prompt (< {min_words} words)"
     lowered = evolved.lower()
     if any(phrase in lowered for phrase in TEMPLATE_WORDING):
         return "copies the rewriting prompt's wording"
@@ -114,6 +128,8 @@ def elimination_reason(original: str, evolved: str, max_apology_words: int = 80,
     score = rouge_l_f1(lcs_length(before, words), len(before), len(words))
     if same_text(original, evolved) or (score >= min_gain and len(words) <= len(before)):
         return f"no information gain over the original (ROUGE-L {score:.2f})"
+    if operation != "breadth" and len(words) < len(before):
+        return f"in-depth evolution shorter than the original ({len(words)} < {len(before)} words)"
     return None
 
 
