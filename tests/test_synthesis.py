@@ -61,9 +61,15 @@ def test_novelty_decisions_equal_a_plain_reference():
         return rouge_l_f1(_dp_lcs(ta, tb), len(ta), len(tb))
 
     index = NoveltyIndex(0.7)
-    ours = [index.offer(t).novel for t in texts]
+    verdicts = [index.offer(t) for t in texts]
+    ours = [v.novel for v in verdicts]
     assert ours == _reference_decisions(texts, plain)
     assert 40 < sum(ours) < len(texts)  # both kinds of decision occur
+    pool: list[str] = []
+    for text, verdict in zip(texts, verdicts, strict=True):
+        if verdict.novel:  # a novel candidate's score is the exact maximum over the pool it met
+            assert verdict.score == pytest.approx(max((plain(text, p) for p in pool), default=0.0))
+            pool.append(text)
 
 
 def test_novelty_decisions_equal_rouge_score():
@@ -94,6 +100,8 @@ def test_bit_parallel_lcs_equals_dynamic_programming():
         ("- list three fruits please now", "starts with punctuation"),
         ("Écris un poème sur la mer.", "starts with a non-ASCII character"),
         (" ".join(["word"] * 151), "too long (151 > 150 words)"),
+        ("Sure, here are the tasks you asked for:", "assistant chatter, not a task"),
+        ("The answer to the question is in the first task.", "assistant chatter, not a task"),
     ],
 )
 def test_self_instruct_filters(text, reason):

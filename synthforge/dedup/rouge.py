@@ -47,7 +47,8 @@ def rouge_l_f1(lcs: int, len_a: int, len_b: int) -> float:
 
 @dataclass
 class Verdict:
-    """Whether a candidate is novel, and its closest pool member (index, F1) among those checked exactly."""
+    """Whether a candidate is novel, and its closest pool member (index, F1): for a novel candidate the exact
+    maximum over the pool; for a rejected one the first member found above the threshold."""
 
     novel: bool
     score: float
@@ -123,10 +124,21 @@ class NoveltyIndex:
         best, nearest = 0.0, None
         for doc in np.flatnonzero(bound > self.threshold - 1e-9).tolist():
             score = rouge_l_f1(lcs_length(ids, self._ids[doc]), len(ids), len(self._ids[doc]))
-            if score > best:
-                best, nearest = score, doc
             if score > self.threshold:
                 return Verdict(False, score, doc)
+            if score > best:
+                best, nearest = score, doc
+        return self._nearest_below(ids, bound, best, nearest)
+
+    def _nearest_below(self, ids: list[int], bound: np.ndarray, best: float, nearest: int | None) -> Verdict:
+        """The exact maximum F1 of a novel candidate: members by descending bound until none can beat it."""
+        rest = np.flatnonzero((bound > best) & (bound <= self.threshold - 1e-9))
+        for doc in rest[np.argsort(-bound[rest], kind="stable")].tolist():
+            if bound[doc] <= best:
+                break
+            score = rouge_l_f1(lcs_length(ids, self._ids[doc]), len(ids), len(self._ids[doc]))
+            if score > best:
+                best, nearest = score, doc
         return Verdict(True, best, nearest)
 
     def offer(self, text: str) -> Verdict:

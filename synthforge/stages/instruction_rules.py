@@ -25,6 +25,12 @@ BANNED_KEYWORDS = (
     "flowchart",
     "diagram",
 )
+# Assistant chatter that small teachers emit between tasks ("Sure, here are the tasks:").
+_CHATTER = re.compile(
+    r"^(?:sure|certainly|of course|okay|ok|absolutely|here (?:is|are)|i can|i will|i'll|i'd be happy|"
+    r"as an ai|the answer (?:to|is))\b",
+    re.IGNORECASE,
+)
 _ITEM_PREFIX = re.compile(r"^\s*(?:task\s*\d+\s*[:.)-]|\d+\s*[.):-]|[-*•]|instruction\s*\d*\s*:)\s*", re.IGNORECASE)
 
 
@@ -40,7 +46,7 @@ def split_instructions(text: str) -> list[str]:
 
 def rejection_reason(instruction: str, min_words: int, max_words: int, banned: tuple[str, ...]) -> str | None:
     """Why Self-Instruct would discard ``instruction`` (length, banned keyword, punctuation or non-ASCII
-    start), or None."""
+    start; and ours: assistant chatter such as "Sure, here are the tasks:"), or None."""
     words = instruction.split()
     if len(words) < min_words:
         return f"too short ({len(words)} < {min_words} words)"
@@ -50,6 +56,8 @@ def rejection_reason(instruction: str, min_words: int, max_words: int, banned: t
     for keyword in banned:
         if re.search(rf"\b{re.escape(keyword.lower())}\b", lowered):
             return f"banned keyword ({keyword!r})"
+    if _CHATTER.match(instruction):
+        return "assistant chatter, not a task"
     first = instruction[0]
     if not first.isalnum():
         return "starts with punctuation"
