@@ -200,16 +200,22 @@ def test_magpie_stage_writes_prompts_without_seeds(project, tiny_model_dir):
         assert record["meta"]["origin"] == "magpie" and record["steps"][0]["role"] == "query"
 
 
-class ChatOnlyTeacher:
+class StubTeacher:
+    """Shared by the scripted teachers below: an identity and a flat score (only generation is scripted)."""
+
+    identity = {"backend": "scripted"}
+
+    def score(self, conversations, continuations):
+        return [[0.0] * len(c) for c in continuations]
+
+
+class ChatOnlyTeacher(StubTeacher):
     """A teacher with generate/score only (like an OpenAI-compatible chat endpoint): no raw completion."""
 
     identity = {"backend": "chat-only"}
 
     def generate(self, conversations, params):
         return [[Completion("x", "stop", 1, 1)] for _ in conversations]
-
-    def score(self, conversations, continuations):
-        return [[0.0] * len(c) for c in continuations]
 
 
 def test_magpie_says_clearly_when_a_backend_cannot(project, tiny_model_dir):
@@ -225,10 +231,9 @@ def test_pipeline_without_seeds_needs_a_generating_first_stage(project):
         load_pipeline(path)
 
 
-class ListTeacher:
+class ListTeacher(StubTeacher):
     """Answers every Self-Instruct request with the same numbered list (deterministic pool growth)."""
 
-    identity = {"backend": "scripted"}
     reply = (
         "Write a limerick about a cat who loves rain.\n"
         "Task 10: Write a limerick about a cat who loves the rain.\n"  # too similar to the one above
@@ -244,9 +249,6 @@ class ListTeacher:
     def generate(self, conversations, params):
         self.calls += len(conversations)
         return [[Completion(self.reply, "stop", 10, 40)] for _ in conversations]
-
-    def score(self, conversations, continuations):
-        return [[0.0] * len(c) for c in continuations]
 
 
 def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_model_dir):
@@ -276,10 +278,8 @@ def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_
     assert result.manifest["stages"][0]["report"]["dropped"] == len(dropped)
 
 
-class EvolTeacher:
+class EvolTeacher(StubTeacher):
     """Replies to each Evol-Instruct request by a rule on the instruction it carries."""
-
-    identity = {"backend": "scripted"}
 
     def generate(self, conversations, params):
         replies = []
@@ -292,9 +292,6 @@ class EvolTeacher:
                 reply = f"Here is the rewritten prompt: {instruction} Use exactly three examples and cite one source."
             replies.append([Completion(reply, "stop", 5, 12)])
         return replies
-
-    def score(self, conversations, continuations):
-        return [[0.0] * len(c) for c in continuations]
 
 
 def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(project, tiny_model_dir):
@@ -321,10 +318,9 @@ def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(proj
     assert [s["eliminated"] for s in dropped[0]["record"]["steps"]] == ["an apology instead of a prompt"] * 2
 
 
-class CountingListTeacher:
+class CountingListTeacher(StubTeacher):
     """Each request gets one new, distinct instruction; can be told to fail from a given call on."""
 
-    identity = {"backend": "scripted"}
     TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bridges", "comets", "violins", "glaciers", "owls"]
 
     def __init__(self, fail_from: int | None = None):
@@ -339,9 +335,6 @@ class CountingListTeacher:
             replies.append([Completion(f"Describe {self.calls} surprising facts about {topic}.", "stop", 3, 9)])
             self.calls += 1
         return replies
-
-    def score(self, conversations, continuations):
-        return [[0.0] * len(c) for c in continuations]
 
 
 def test_self_instruct_resumes_inside_the_stage_without_repeating_rounds(project, tiny_model_dir):
