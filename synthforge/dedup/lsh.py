@@ -1,4 +1,4 @@
-"""LSH banding over signature matrices, candidate pairs, and global clusters by union-find.
+"""LSH banding over signature matrices, candidate pairs, and global clusters as connected components.
 
 Band sizes come from datasketch's own optimiser (the ``b``, ``r`` its ``MinHashLSH`` picks for a
 threshold), so our candidate sets match its index. Clusters are connected components over every band
