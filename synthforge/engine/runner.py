@@ -179,10 +179,12 @@ def _run_stage(
     path = checkpoints / f"{stem}-{fingerprint[:16]}.jsonl"
     started = time.time()
     if isinstance(stage, DatasetStage):
-        results, reused, tokens = _dataset_results(stage, records, teacher, path, options)
+        results, cached, tokens = _dataset_results(stage, records, teacher, path, options)
+        reused = len(records) if cached else 0
     else:
         results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options)
-    why = "all records reused" if reused == len(records) else _explain_change(checkpoints / f"{stem}.json", parts)
+        cached = reused == len(records)
+    why = "all records reused" if cached else _explain_change(checkpoints / f"{stem}.json", parts)
     write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
     kept = [r for r in results if isinstance(r, Record)]
     dropped = [r for r in results if isinstance(r, Drop)]
@@ -227,11 +229,11 @@ def _batched_results(
 
 def _dataset_results(
     stage: DatasetStage, records: list[Record], teacher: Teacher | None, path: Path, options: RunOptions
-) -> tuple[list[Record | Drop], int, int]:
-    """All results of a whole-dataset stage, from its checkpoint when the same inputs ran before."""
+) -> tuple[list[Record | Drop], bool, int]:
+    """All results of a whole-dataset stage (and whether they came from its checkpoint), and new tokens."""
     saved = load_results(path)
     if saved is not None:
-        return saved, len(records), 0
+        return saved, True, 0
     bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
     journal = Journal(path.with_suffix(".journal.jsonl"))
     results = stage.process_all(records, teacher, bar.update, journal)
@@ -240,7 +242,7 @@ def _dataset_results(
     journal.discard()
     known = {r.id: r for r in records}
     tokens = sum(_new_tokens(known.get(_record_of(r).id, _EMPTY), r) for r in results)
-    return results, 0, tokens
+    return results, False, tokens
 
 
 _EMPTY = Record(id="", prompt="")
