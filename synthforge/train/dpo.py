@@ -12,7 +12,7 @@ import time
 from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
 from synthforge.train.config import DPOTrainingConfig
 from synthforge.train.data import load_rows, split
-from synthforge.train.evaluate import evaluate_preferences
+from synthforge.train.evaluate import preference_margins, summarize
 from synthforge.train.student import load_student
 
 
@@ -33,7 +33,7 @@ class DPOTraining:
         if not config.lora.enabled:
             reference = load_student(config.reference or config.model, config.device, for_training=False).model
         held_out = list(eval_rows) if (eval_rows is not None and config.evaluate) else []
-        before = self._evaluate(student, held_out, None)
+        before = self._margins(student.model, student.tokenizer, held_out)
         out_dir = out_dir_for(config, "dpo")
         args = trl_config(
             DPOConfig,
@@ -51,12 +51,14 @@ class DPOTraining:
             peft_config=peft_config(config.lora),
         )
         trainer.train()
-        policy = trainer.model
-        after = self._evaluate(student, held_out, None, policy)
-        extra = {"eval_before": before, "eval_after": after}
+        after = self._margins(trainer.model, student.tokenizer, held_out)
+        extra = {
+            "eval_before": summarize(before).as_dict() if held_out else None,
+            "eval_after": summarize(after).as_dict() if held_out else None,
+        }
         if reference is not None and held_out:
-            relative = evaluate_preferences(policy, student.tokenizer, held_out, reference, config.batch_size)
-            extra["eval_after_vs_reference"] = relative.as_dict()
+            base = self._margins(reference, student.tokenizer, held_out)
+            extra["eval_after_vs_reference"] = summarize(after, base).as_dict()
         return finish(
             "dpo",
             trainer,
@@ -69,14 +71,12 @@ class DPOTraining:
             extra,
         )
 
-    def _evaluate(self, student, rows, reference, model=None):
+    def _margins(self, model, tokenizer, rows) -> list[float]:
+        """Held-out preference margins of ``model`` (in eval mode; its training mode is restored)."""
         if not rows:
-            return None
-        model = model if model is not None else student.model
+            return []
         was_training = model.training
         model.eval()
-        report = evaluate_preferences(
-            model, student.tokenizer, rows, reference, self.config.batch_size, self.config.max_length
-        )
+        margins = preference_margins(model, tokenizer, rows, self.config.batch_size, self.config.max_length)
         model.train(was_training)
-        return report.as_dict()
+        return margins

@@ -72,15 +72,20 @@ def preference_margins(model, tokenizer, rows: Sequence[dict[str, Any]], batch_s
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 
 
+def summarize(margins: Sequence[float], base: Sequence[float] | None = None) -> PreferenceReport:
+    """Accuracy and mean of ``margins`` (minus a reference model's ``base`` margins when given)."""
+    if base is not None:
+        margins = [m - b for m, b in zip(margins, base, strict=True)]
+    if not margins:
+        return PreferenceReport(0.0, 0.0, 0, base is not None)
+    accuracy = sum(1 for m in margins if m > 0) / len(margins)
+    return PreferenceReport(accuracy, sum(margins) / len(margins), len(margins), base is not None)
+
+
 def evaluate_preferences(
     model, tokenizer, rows: Sequence[dict[str, Any]], reference=None, batch_size: int = 8, max_length: int = 512
 ) -> PreferenceReport:
     """Accuracy and mean margin of ``model`` on preference ``rows`` (minus ``reference``'s margins if given)."""
     margins = preference_margins(model, tokenizer, rows, batch_size, max_length)
-    if reference is not None:
-        base = preference_margins(reference, tokenizer, rows, batch_size, max_length)
-        margins = [m - b for m, b in zip(margins, base, strict=True)]
-    if not margins:
-        return PreferenceReport(0.0, 0.0, 0, reference is not None)
-    accuracy = sum(1 for m in margins if m > 0) / len(margins)
-    return PreferenceReport(accuracy, sum(margins) / len(margins), len(margins), reference is not None)
+    base = preference_margins(reference, tokenizer, rows, batch_size, max_length) if reference is not None else None
+    return summarize(margins, base)
