@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from synthforge.dedup.near_duplicates import DedupSettings, find_clusters, keep_scores, representatives
+from synthforge.dedup.near_duplicates import DedupSettings, choose_kept
 from synthforge.engine.exporters import write_jsonl
 from synthforge.errors import UserError
 from synthforge.jsonl import read_jsonl
@@ -86,9 +86,8 @@ def dedup_file(
     """Write ``out`` with one row per near-duplicate cluster and ``<out>.dropped.jsonl`` with the rest."""
     rows = read_jsonl(path)
     texts = key_texts(rows, key, path)
-    clusters = find_clusters(texts, settings, progress)
     confidences = [float(r.get("confidence") or 0.0) for r in rows]
-    best = representatives(clusters.labels, keep_scores(keep, texts, confidences))
+    best, clusters = choose_kept(texts, confidences, settings, keep, progress)
     sizes = clusters.sizes()
     kept = [row for i, row in enumerate(rows) if best[i] == i]
     dropped = [

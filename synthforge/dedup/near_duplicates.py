@@ -96,10 +96,11 @@ def find_clusters(
     sigs, sets = signatures(texts, settings, progress)
     bands, rows = settings.bands()
     left, right = bucket_edges(band_keys(sigs, bands, rows))
-    similarity = estimated_jaccard(sigs, left, right)
     if settings.verify == "exact":
         assert sets is not None
         similarity = np.array([exact_jaccard(sets[a], sets[b]) for a, b in zip(left, right, strict=True)])
+    else:
+        similarity = estimated_jaccard(sigs, left, right)
     if settings.verify != "none":
         floor = settings.threshold - (settings.tolerance if settings.verify == "signature" else 0.0)
         keep = similarity >= floor
@@ -138,3 +139,16 @@ def representatives(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     best = np.empty(labels.max() + 1 if len(labels) else 0, dtype=np.int64)
     best[sorted_labels[heads]] = order[heads]
     return best[labels]
+
+
+def choose_kept(
+    texts: Sequence[str],
+    confidences: Sequence[float],
+    settings: DedupSettings,
+    keep: str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, Clusters]:
+    """Cluster ``texts`` and pick each cluster's kept member by the ``keep`` policy: returns, per document,
+    the index of the document kept for its cluster (itself when it is kept), and the clusters."""
+    clusters = find_clusters(texts, settings, progress)
+    return representatives(clusters.labels, keep_scores(keep, texts, confidences)), clusters

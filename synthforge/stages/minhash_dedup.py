@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from synthforge.dedup.near_duplicates import KEEP, DedupSettings, find_clusters, keep_scores, representatives
+from synthforge.dedup.near_duplicates import KEEP, DedupSettings, choose_kept
 from synthforge.records import Drop, Record
 from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher
@@ -55,9 +55,8 @@ class MinHashDedup(DatasetStage):
         journal: Journal | None = None,
     ) -> list[Record | Drop]:
         texts = [key_text(r, self.config.key) for r in records]
-        clusters = find_clusters(texts, self.config.minhash, progress)
         confidences = [float((r.meta.get("preference") or {}).get("confidence", 0.0)) for r in records]
-        best = representatives(clusters.labels, keep_scores(self.config.keep, texts, confidences))
+        best, clusters = choose_kept(texts, confidences, self.config.minhash, self.config.keep, progress)
         sizes = clusters.sizes()
         results: list[Record | Drop] = []
         for i, record in enumerate(records):
