@@ -67,6 +67,13 @@ class NgramIndex:
         self.ngram, self.min_words = ngram, min_words
         self.sources: list[str] = []
         self._tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # size -> (sorted hashes, source ids)
+        self._hashers: dict[int, ShingleHasher] = {}
+
+    def _hasher(self, size: int) -> ShingleHasher:
+        """One hasher per n-gram size, kept across calls (it caches its power tables)."""
+        if size not in self._hashers:
+            self._hashers[size] = ShingleHasher(Shingling(size, "word"))
+        return self._hashers[size]
 
     def add(self, source: str, texts: Iterable[str]) -> None:
         """Index ``texts`` as coming from ``source`` (e.g. the eval file's path)."""
@@ -80,7 +87,7 @@ class NgramIndex:
             elif size >= self.min_words:
                 by_size.setdefault(size, []).append(text)
         for size, group in by_size.items():
-            hashes, _ = ShingleHasher(Shingling(size, "word")).hash_texts(group, wide=True)
+            hashes, _ = self._hasher(size).hash_texts(group, wide=True)
             old_hashes, old_ids = self._tables.get(size, (np.zeros(0, np.uint64), np.zeros(0, np.int32)))
             merged = np.concatenate([old_hashes, hashes])
             ids = np.concatenate([old_ids, np.full(len(hashes), source_id, np.int32)])
@@ -94,15 +101,17 @@ class NgramIndex:
         """For each text, its first overlap with the index, or None."""
         hits: list[Hit | None] = [None] * len(texts)
         for size, (table, ids) in sorted(self._tables.items(), reverse=True):
-            hashes, offsets = ShingleHasher(Shingling(size, "word")).hash_texts(texts, wide=True)
+            hashes, offsets = self._hasher(size).hash_texts(texts, wide=True)
             if not len(hashes) or not len(table):
                 continue
             where = np.minimum(np.searchsorted(table, hashes), len(table) - 1)
             found = np.flatnonzero(table[where] == hashes)
             owners = np.searchsorted(offsets, found, side="right") - 1
             for position, owner in zip(found.tolist(), owners.tolist(), strict=True):
-                if hits[owner] is None and len(tokens(texts[owner], "word")) >= size:
+                if hits[owner] is not None:
+                    continue
+                words = tokens(texts[owner], "word")
+                if len(words) >= size:
                     start = position - int(offsets[owner])
-                    words = " ".join(tokens(texts[owner], "word")[start : start + size])
-                    hits[owner] = Hit(self.sources[int(ids[where[position]])], words)
+                    hits[owner] = Hit(self.sources[int(ids[where[position]])], " ".join(words[start : start + size]))
         return hits
