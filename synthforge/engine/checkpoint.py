@@ -21,24 +21,7 @@ class StageCheckpoint:
 
     def __init__(self, path: Path):
         self.path = path
-        self.results: dict[str, Result] = {}
-        if path.is_file():
-            self._load()
-
-    def _load(self) -> None:
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break  # torn write from a killed run: the batch is recomputed
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                self.results[entry["key"]] = _decode(entry)
-        self._truncate_to_valid()
-
-    def _truncate_to_valid(self) -> None:
-        _truncate_to_last_line(self.path)
+        self.results: dict[str, Result] = {entry["key"]: _decode(entry) for entry in _read_appended(path)}
 
     def get(self, key: str) -> Result | None:
         return self.results.get(key)
@@ -60,18 +43,7 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[str, Any] = {}
-        if path.is_file():
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    if not line.endswith("\n"):
-                        break
-                    try:
-                        entry = json.loads(line)
-                    except json.JSONDecodeError:
-                        break
-                    self.entries[entry["key"]] = entry["value"]
-            _truncate_to_last_line(path)
+        self.entries: dict[str, Any] = {entry["key"]: entry["value"] for entry in _read_appended(path)}
 
     def get(self, key: str) -> Any:
         return self.entries.get(key)
@@ -107,13 +79,24 @@ def load_results(path: Path) -> list[Result] | None:
         return [_decode(json.loads(line)) for line in handle]
 
 
-def _truncate_to_last_line(path: Path) -> None:
-    """Cut a torn tail so later appends start on a clean line."""
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            handle.truncate(end)
+def _read_appended(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of an append-only file; a torn tail from a killed run (a line without its
+    newline, or one that does not parse) is cut, so later appends start on a clean line and it is redone."""
+    if not path.is_file():
+        return []
+    entries, valid = [], 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            valid += len(line)
+    if valid != path.stat().st_size:
+        os.truncate(path, valid)
+    return entries
 
 
 def _encode(key: str, result: Result) -> dict[str, Any]:
