@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -18,7 +18,7 @@ from synthforge.hashing import derive_seed
 from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
 from synthforge.settings import build_config, config_to_dict
-from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
 PLACEHOLDER = "<<{} from upstream>>"
 
@@ -141,15 +141,17 @@ class DatasetStage(Stage):
         return self.process_all(batch, teacher, lambda _: None)
 
     @staticmethod
-    def remember(journal: Journal | None, key: str, compute: Callable[[], Any]) -> Any:
-        """``compute()``'s JSON-able value, from ``journal`` when an earlier (killed) run saved it."""
-        if journal is None:
-            return compute()
-        value = journal.get(key)
-        if value is None:
-            value = compute()
-            journal.put(key, value)
-        return value
+    def remember_completions(
+        journal: Journal | None, key: str, ask: Callable[[], list[list[Completion]]]
+    ) -> list[Completion]:
+        """The first sample of each completion ``ask()`` returns, from ``journal`` when an earlier (killed)
+        run saved them under ``key``; otherwise asked now and saved."""
+        saved = journal.get(key) if journal is not None else None
+        if saved is None:
+            saved = [asdict(samples[0]) for samples in ask()]
+            if journal is not None:
+                journal.put(key, saved)
+        return [Completion(**c) for c in saved]
 
 
 def placeholder_record(prompt: str | None = None) -> Record:

@@ -119,15 +119,16 @@ class CritiqueRevise(Stage):
         truncated = [False] * len(batch)
         for rnd in range(self.config.rounds):
             critiques = self._critiques(batch, current, plans, rnd, teacher)
+            asks = [c is None or not (self.config.skip_when_no_issue and finds_no_issue(c.text)) for c in critiques]
             for i, critique in enumerate(critiques):
                 if critique is not None:
-                    asks = not (self.config.skip_when_no_issue and finds_no_issue(critique.text))
+                    principle = plans[i][rnd].name
                     steps[i].append(
                         completion_step(
-                            self.name, "critique", critique, round=rnd, principle=plans[i][rnd].name, asks_change=asks
+                            self.name, "critique", critique, round=rnd, principle=principle, asks_change=asks[i]
                         )
                     )
-            todo = [i for i, c in enumerate(critiques) if c is None or steps[i][-1]["asks_change"]]
+            todo = [i for i, ask in enumerate(asks) if ask]
             revisions = self._revisions(batch, current, plans, rnd, critiques, todo, teacher)
             for i, completions in zip(todo, revisions, strict=True):
                 revision = completions[0]

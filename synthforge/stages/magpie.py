@@ -8,7 +8,7 @@ vLLM backend can too). Others get a clear error rather than a silent fallback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from synthforge.errors import UserError
 from synthforge.hashing import stable_hash
@@ -72,18 +72,15 @@ class Magpie(DatasetStage):
             )
         prefix = pre_query_text(teacher.render_chat, self.config.system)
         params = [self.config.sampling.with_seed(self.stage_seed("query", i)) for i in range(self.config.num_prompts)]
-        completions: list[list[Completion]] = []
+        completions: list[Completion] = []
         for start in range(0, len(params), CHUNK):  # journaled chunks: a killed run resumes between them
             chunk = params[start : start + CHUNK]
-
-            def ask(chunk=chunk) -> list[dict]:
-                return [asdict(samples[0]) for samples in teacher.complete([prefix] * len(chunk), chunk)]
-
-            completions += [[Completion(**c)] for c in self.remember(journal, f"queries-{start}", ask)]
+            completions += self.remember_completions(
+                journal, f"queries-{start}", lambda chunk=chunk: teacher.complete([prefix] * len(chunk), chunk)
+            )
         results: list[Record | Drop] = list(records)
         seen: dict[str, int] = {}
-        for i, samples in enumerate(completions):
-            completion = samples[0]
+        for i, completion in enumerate(completions):
             query = completion.text.strip()
             seen[query] = seen.get(query, -1) + 1
             record = Record(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from synthforge.dedup.rouge import NoveltyIndex, Verdict
 from synthforge.records import Drop, Record, make_record_id
@@ -94,22 +94,19 @@ class SelfInstruct(DatasetStage):
             requests = [self._examples(rng, growth.seeds, generated) for _ in range(self.config.requests_per_round)]
             params = [self.config.sampling.with_seed(self.stage_seed(rnd, j)) for j in range(len(requests))]
             completions = self._round(teacher, requests, params, rnd, journal)
-            for j, (samples, examples) in enumerate(zip(completions, requests, strict=True)):
-                progress(growth.take(samples[0], examples, rnd, j))
+            for j, (completion, examples) in enumerate(zip(completions, requests, strict=True)):
+                progress(growth.take(completion, examples, rnd, j))
                 if growth.done:
                     break
             if growth.done:
                 break
         return [*(records if self.config.keep_seeds else []), *growth.new, *growth.drops]
 
-    def _round(self, teacher, requests, params, rnd, journal) -> list[list[Completion]]:
+    def _round(self, teacher, requests, params, rnd, journal) -> list[Completion]:
         """One round's completions; journaled, so a resumed run replays finished rounds without the teacher."""
-
-        def ask() -> list[dict]:
-            done = teacher.generate([self.request(e) for e in requests], params)
-            return [asdict(samples[0]) for samples in done]
-
-        return [[Completion(**c)] for c in self.remember(journal, f"round-{rnd}", ask)]
+        return self.remember_completions(
+            journal, f"round-{rnd}", lambda: teacher.generate([self.request(e) for e in requests], params)
+        )
 
 
 class PoolGrowth:
