@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,18 +116,25 @@ def resolve_teacher_dir(ref: str) -> tuple[str, str, Path | str]:
     raise UserError(f"teacher {ref!r} not found: not a file or directory, and not one of {', '.join(EMBEDDED_NAMES)}")
 
 
-def load_teacher(ref: str = "embedded", batch_size: int = 16, device: str | None = None) -> TransformersTeacher:
-    """Load a transformers teacher; fp32 on CPU, bf16 on a capable GPU."""
+def load_pretrained(location: Path | str, device: str | None, what: str, ref: str) -> tuple[Any, Any]:
+    """Model and tokenizer from a resolved ``location`` on ``device`` (default: cuda if available), fp32 on
+    CPU and bf16 on a capable GPU; a load failure is a one-line error naming ``what`` and ``ref``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    name, weights_id, location = resolve_teacher_dir(ref)
     dev = torch.device(device) if device else default_device()
     hf_logging.disable_progress_bar()  # "Loading weights" bars; our own progress shows the work
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(location))
         model = AutoModelForCausalLM.from_pretrained(str(location), dtype=default_dtype(dev)).to(dev)
     except OSError as exc:
-        raise UserError(f"could not load teacher {ref!r}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"could not load {what} {ref!r}: {str(exc).splitlines()[0]}") from None
+    return model, tokenizer
+
+
+def load_teacher(ref: str = "embedded", batch_size: int = 16, device: str | None = None) -> TransformersTeacher:
+    """Load a transformers teacher; fp32 on CPU, bf16 on a capable GPU."""
+    name, weights_id, location = resolve_teacher_dir(ref)
+    model, tokenizer = load_pretrained(location, device, "teacher", ref)
     tokenizer.padding_side = "left"
     return TransformersTeacher(model, tokenizer, name=name, weights_id=weights_id, batch_size=batch_size)

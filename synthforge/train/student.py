@@ -31,20 +31,6 @@ def chatml_template() -> str:
     return files("synthforge.train").joinpath("templates/chatml.jinja").read_text(encoding="utf-8")
 
 
-def pick_device(device: str | None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def train_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on a GPU that supports it; fp32 otherwise (this CPU emulates bf16 slowly)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
 def resolve_model(ref: str) -> tuple[str, str]:
     """(display name, directory) of a model reference: "embedded", a model directory, or a .gguf file."""
     from synthforge.teachers.loading import EMBEDDED_NAMES, HUB_ID, resolve_teacher_dir
@@ -80,17 +66,10 @@ def ensure_chat_template(tokenizer, model) -> bool:
 
 def load_student(ref: str, device: str | None = None, for_training: bool = True) -> Student:
     """Model and tokenizer from ``ref``, with a chat template and a pad token, on the chosen device."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from synthforge.teachers.loading import load_pretrained
 
     name, location = resolve_model(ref)
-    dev = pick_device(device)
-    hf_logging.disable_progress_bar()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=train_dtype(dev)).to(dev)
-    except OSError as exc:
-        raise UserError(f"could not load model {ref!r}: {str(exc).splitlines()[0]}") from None
+    model, tokenizer = load_pretrained(location, device, "model", ref)
     added = ensure_chat_template(tokenizer, model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
