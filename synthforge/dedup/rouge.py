@@ -123,7 +123,7 @@ class NoveltyIndex:
         bound = 2.0 * overlap / (len(ids) + self._lengths[:size])
         best, nearest = 0.0, None
         for doc in np.flatnonzero(bound > self.threshold - 1e-9).tolist():
-            score = rouge_l_f1(lcs_length(ids, self._ids[doc]), len(ids), len(self._ids[doc]))
+            score = self._score(ids, doc)
             if score > self.threshold:
                 return Verdict(False, score, doc)
             if score > best:
@@ -136,10 +136,14 @@ class NoveltyIndex:
         for doc in rest[np.argsort(-bound[rest], kind="stable")].tolist():
             if bound[doc] <= best:
                 break
-            score = rouge_l_f1(lcs_length(ids, self._ids[doc]), len(ids), len(self._ids[doc]))
+            score = self._score(ids, doc)
             if score > best:
                 best, nearest = score, doc
         return Verdict(True, best, nearest)
+
+    def _score(self, ids: list[int], doc: int) -> float:
+        """Exact ROUGE-L F1 of token ids ``ids`` against pool member ``doc``."""
+        return rouge_l_f1(lcs_length(ids, self._ids[doc]), len(ids), len(self._ids[doc]))
 
     def offer(self, text: str) -> Verdict:
         """Add ``text`` if it is novel; the verdict says whether it was added and its nearest member."""
