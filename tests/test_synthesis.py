@@ -178,15 +178,26 @@ def test_magpie_pre_query_text_for_chatml_and_llama3(tiny_model_dir):
     )
 
 
-def _magpie_pipeline(project, teacher_dir):
-    path = project / "pipelines" / "mp.yaml"
+def _pipeline(project, name: str, teacher: str, stage: str, seeds: str | None = None):
+    """Write pipelines/<name>.yaml with one stage (a YAML line like "magpie: {...}") over the project copy."""
+    path = project / "pipelines" / f"{name}.yaml"
     path.write_text(
-        f'name: mp\nteacher: {{model: "{teacher_dir}", batch_size: 4}}\n'
-        "stages:\n  - magpie: {num_prompts: 5, min_words: 1, sampling: {max_new_tokens: 8}}\n"
-        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
+        f"name: {name}\nteacher: {{{teacher}}}\n"
+        + (f"seeds: {{{seeds}}}\n" if seeds else "")
+        + f"stages:\n  - {stage}\n"
+        + "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
         encoding="utf-8",
     )
     return path
+
+
+def _magpie_pipeline(project, teacher_dir):
+    return _pipeline(
+        project,
+        "mp",
+        f'model: "{teacher_dir}", batch_size: 4',
+        "magpie: {num_prompts: 5, min_words: 1, sampling: {max_new_tokens: 8}}",
+    )
 
 
 def test_magpie_stage_writes_prompts_without_seeds(project, tiny_model_dir):
@@ -252,12 +263,12 @@ class ListTeacher(StubTeacher):
 
 
 def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_model_dir):
-    path = project / "pipelines" / "si.yaml"
-    path.write_text(
-        f'name: si\nteacher: {{model: "{tiny_model_dir}"}}\nseeds: {{path: seeds/tasks.jsonl, field: instruction}}\n'
-        "stages:\n  - self_instruct: {target: 3, requests_per_round: 2, max_rounds: 3, keep_seeds: true}\n"
-        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
-        encoding="utf-8",
+    path = _pipeline(
+        project,
+        "si",
+        f'model: "{tiny_model_dir}"',
+        "self_instruct: {target: 3, requests_per_round: 2, max_rounds: 3, keep_seeds: true}",
+        "path: seeds/tasks.jsonl, field: instruction",
     )
     teacher = ListTeacher()
     result = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=teacher, log=lambda _: None)
@@ -297,12 +308,12 @@ class EvolTeacher(StubTeacher):
 def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(project, tiny_model_dir):
     seeds = project / "pipelines" / "seeds" / "two.jsonl"
     seeds.write_text('{"prompt": "Explain tides simply."}\n{"prompt": "Name two rivers in Asia."}\n', encoding="utf-8")
-    path = project / "pipelines" / "evol.yaml"
-    path.write_text(
-        f'name: evol\nteacher: {{model: "{tiny_model_dir}"}}\nseeds: {{path: seeds/two.jsonl}}\n'
-        "stages:\n  - evol_instruct: {rounds: 2, operations: [constraints, reasoning]}\n"
-        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
-        encoding="utf-8",
+    path = _pipeline(
+        project,
+        "evol",
+        f'model: "{tiny_model_dir}"',
+        "evol_instruct: {rounds: 2, operations: [constraints, reasoning]}",
+        "path: seeds/two.jsonl",
     )
     run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=EvolTeacher(), log=lambda _: None)
     kept = [json.loads(x) for x in (project / "o" / "trace.jsonl").read_text().splitlines()]
@@ -338,12 +349,12 @@ class CountingListTeacher(StubTeacher):
 
 
 def test_self_instruct_resumes_inside_the_stage_without_repeating_rounds(project, tiny_model_dir):
-    path = project / "pipelines" / "si.yaml"
-    path.write_text(
-        f'name: si\nteacher: {{model: "{tiny_model_dir}"}}\nseeds: {{path: seeds/tasks.jsonl, field: instruction}}\n'
-        "stages:\n  - self_instruct: {target: 6, requests_per_round: 2, max_rounds: 10}\n"
-        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n",
-        encoding="utf-8",
+    path = _pipeline(
+        project,
+        "si",
+        f'model: "{tiny_model_dir}"',
+        "self_instruct: {target: 6, requests_per_round: 2, max_rounds: 10}",
+        "path: seeds/tasks.jsonl, field: instruction",
     )
     spec, options = load_pipeline(path), RunOptions(out_dir=project / "o")
     with pytest.raises(KeyboardInterrupt):
