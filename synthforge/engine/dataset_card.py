@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from synthforge.engine.statistics import percent
+from synthforge.engine.statistics import format_drop_reasons, percent
 
 
 def _header(manifest: dict[str, Any]) -> str:
@@ -50,7 +50,7 @@ def render_card(manifest: dict[str, Any]) -> str:
     lines += ["", "## Funnel", "", "| step | records |", "| --- | --- |"]
     lines += [f"| {step['step']} | {step['records']} |" for step in manifest["funnel"]]
     drops = [
-        f"- `{stage['name']}`: " + ", ".join(f"{kind} ×{n}" for kind, n in stage["report"]["drop_reasons"].items())
+        f"- `{stage['name']}`: " + format_drop_reasons(stage["report"]["drop_reasons"])
         for stage in manifest["stages"]
         if stage["report"].get("drop_reasons")
     ]

@@ -27,7 +27,7 @@ from synthforge.engine.exporters import export_run, write_atomic
 from synthforge.engine.provenance import file_hashes, package_versions
 from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
-from synthforge.engine.statistics import format_statistics, principle_statistics
+from synthforge.engine.statistics import format_drop_reasons, format_statistics, principle_statistics
 from synthforge.errors import UserError
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
@@ -295,7 +295,7 @@ def _report_line(report: StageReport, explain: bool) -> str:
         f"{report.completion_tokens} tokens)"
     )
     if report.drop_reasons:
-        line += "; " + ", ".join(f"{kind} ×{count}" for kind, count in report.drop_reasons.items())
+        line += "; " + format_drop_reasons(report.drop_reasons)
     if explain or report.computed:
         line += f" — {report.why}"
     return line

@@ -87,3 +87,8 @@ def format_statistics(stats: dict[str, dict[str, Any]]) -> list[str]:
 def percent(rate: float | None) -> str:
     """A rate as a whole percentage; "–" when there was nothing to count."""
     return "–" if rate is None else f"{100 * rate:.0f}%"
+
+
+def format_drop_reasons(reasons: dict[str, int]) -> str:
+    """Drop counts by reason kind, e.g. "near-duplicate ×2, prompt too long ×1" (log line and card)."""
+    return ", ".join(f"{kind} ×{count}" for kind, count in reasons.items())
