@@ -119,7 +119,10 @@ class TransformersTeacher:
 
     def encode_chat(self, conversation: Conversation) -> list[int]:
         """Token ids of a conversation rendered with the chat template, ready for the assistant's turn."""
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return self._encode_text(self.render_chat(conversation, add_generation_prompt=True))
+
+    def _encode_text(self, text: str) -> list[int]:
+        """Token ids of text as it stands (special tokens only where the text spells them)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +188,7 @@ class TransformersTeacher:
         self, texts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[list[Completion]]:
         """Continue raw texts (no chat template applied), e.g. a chat template's pre-query prefix (Magpie)."""
-        return self._generate_encoded([self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], params)
+        return self._generate_encoded([self._encode_text(t) for t in texts], params)
 
     def _generate_encoded(
         self, encoded: list[list[int]], params: SamplingParams | Sequence[SamplingParams]
