@@ -216,7 +216,7 @@ class TransformersTeacher:
         for c, (conv, cands) in enumerate(zip(conversations, continuations, strict=True)):
             prompt = self.encode_chat(conv)
             for k, cand in enumerate(cands):
-                items.append((c, k, prompt, self.tokenizer(cand, add_special_tokens=False)["input_ids"]))
+                items.append((c, k, prompt, self._encode_text(cand)))
         scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
         items.sort(key=lambda it: -(len(it[2]) + len(it[3])))
         for start in range(0, len(items), self.batch_size):
