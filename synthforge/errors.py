@@ -8,4 +8,20 @@ class UserError(Exception):
 
 
 class TeacherError(RuntimeError):
-    """A teacher failed to produce completions for a batch (retried, then recorded as a drop)."""
+    """A teacher failed to produce completions for a batch, for a reason worth retrying (HTTP 429/5xx, a
+    timeout, a dropped connection, CUDA out of memory). The engine retries, splits the batch, then ledgers the
+    record with this error. ``retryable=False`` (e.g. HTTP 400 for one request): split and ledger at once.
+    Any other exception raised inside a stage is a bug and stops the run."""
+
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class StageFailed(RuntimeError):
+    """A stage raised something other than a teacher error: a bug. The run stops (checkpoints so far are
+    kept) with the stage's name, and the original exception chained for its traceback."""
+
+
+class TokenBudgetSpent(Exception):
+    """The run's ``--max-tokens`` budget is spent; finished batches are checkpointed and a rerun resumes."""

@@ -8,6 +8,7 @@ import pytest
 
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
+from synthforge.errors import TeacherError
 from tests.conftest import write_pipeline
 
 
@@ -24,7 +25,7 @@ class CountingTeacher:
     def generate(self, conversations, params):
         if self.fail_on and any(self.fail_on in c[0]["content"] for c in conversations) and self.fail_times > 0:
             self.fail_times -= 1
-            raise RuntimeError("backend exploded")
+            raise TeacherError("backend exploded")
         self.calls += len(conversations)
         return self.inner.generate(conversations, params)
 
@@ -132,7 +133,7 @@ def test_failing_record_is_retried_then_dropped_with_reason(project, tiny_teache
     dropped = _read(result.out_dir / "dropped.jsonl")
     assert len(dropped) == 1
     assert dropped[0]["stage"] == "respond" and victim in dropped[0]["record"]["prompt"]
-    assert "teacher error after 3 attempt(s) alone: RuntimeError: backend exploded" in dropped[0]["reason"]
+    assert "teacher error after 3 attempt(s) alone: backend exploded" in dropped[0]["reason"]
     assert len(_read(result.out_dir / "trace.jsonl")) == 5
     assert result.manifest["counts"]["dropped"] == 1
 

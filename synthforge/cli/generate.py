@@ -8,7 +8,11 @@ import click
 
 from synthforge.engine.runner import RunOptions, default_out_dir, prepare, run_pipeline
 from synthforge.engine.spec import load_pipeline
+from synthforge.errors import TokenBudgetSpent
 from synthforge.stages.base import placeholder_record
+from synthforge.teachers.factory import teacher_overrides
+
+BUDGET_SPENT_EXIT = 3
 
 
 @click.command()
@@ -21,7 +25,13 @@ from synthforge.stages.base import placeholder_record
     help="Run directory (default: outputs/<pipeline name>). Rerunning into it resumes.",
 )
 @click.option("--seed", type=int, help="Override the pipeline's seed.")
-@click.option("--teacher", help="Teacher: 'embedded' (SmolLM2-135M-Instruct), a model directory, or a .gguf file.")
+@click.option(
+    "--teacher",
+    metavar="REF",
+    help="Teacher: 'embedded' (SmolLM2-135M-Instruct), a model directory or .gguf file (transformers), "
+    "'vllm:MODEL' (in-process vLLM), or 'openai:MODEL@URL' (any OpenAI-compatible server, e.g. "
+    "openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1).",
+)
 @click.option(
     "--set",
     "overrides",
@@ -33,7 +43,13 @@ from synthforge.stages.base import placeholder_record
 @click.option("--dry-run", is_flag=True, help="Validate and print the first prompt of every stage; load no model.")
 @click.option("--explain", is_flag=True, help="Say for each stage why it was reused or recomputed.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
-def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run, explain, progress) -> None:
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    help="Stop cleanly once this run's teacher calls used N tokens (prompt + completion); finished work is "
+    f"checkpointed and the same command continues (exit code {BUDGET_SPENT_EXIT}).",
+)
+def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run, explain, progress, max_tokens) -> None:
     """Run PIPELINE (a YAML file in pipelines/) and write the dataset to its run directory.
 
     \b
@@ -45,17 +61,24 @@ def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run,
     if seed is not None:
         overrides.append(f"seed={seed}")
     if teacher is not None:
-        overrides.append(f"teacher.model={teacher}")
+        overrides.extend(teacher_overrides(teacher))
     spec = load_pipeline(pipeline, overrides)
     if dry_run:
         _print_dry_run(spec, limit)
         return
-    result = run_pipeline(
-        spec, RunOptions(out_dir=out_dir, limit=limit, fresh=fresh, progress=progress, explain=explain)
+    options = RunOptions(
+        out_dir=out_dir, limit=limit, fresh=fresh, progress=progress, explain=explain, max_tokens=max_tokens
     )
+    try:
+        result = run_pipeline(spec, options)
+    except TokenBudgetSpent as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(BUDGET_SPENT_EXIT) from None
     counts = result.manifest["counts"]
     funnel = " → ".join(f"{step['step']} {step['records']}" for step in result.manifest["funnel"])
+    usage = result.manifest["usage"]
     click.echo(f"funnel: {funnel}")
+    click.echo(f"teacher tokens this run: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion")
     click.echo(
         f"wrote {result.out_dir}/: sft.jsonl ({counts.get('sft', 0)}), dpo.jsonl ({counts.get('dpo', 0)}), "
         f"trace.jsonl ({counts['trace']}), dropped.jsonl ({counts['dropped']}), manifest.json, README.md"
@@ -65,7 +88,8 @@ def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run,
 def _print_dry_run(spec, limit) -> None:
     prepared = prepare(spec, limit)
     click.echo(
-        f"pipeline {spec.name}: {len(prepared.records)} seed prompts, teacher {spec.teacher.model}, "
+        f"pipeline {spec.name}: {len(prepared.records)} seed prompts, teacher {spec.teacher.backend}:"
+        f"{spec.teacher.model}, "
         f"output {default_out_dir(spec)}/"
     )
     record = placeholder_record(prepared.records[0].prompt if prepared.records else None)

@@ -10,6 +10,7 @@ from synthforge import __version__
 from synthforge.cli.constitution import constitution
 from synthforge.cli.dedup import dedup
 from synthforge.cli.generate import generate
+from synthforge.cli.serve import serve
 from synthforge.cli.train import evaluate, train
 from synthforge.errors import UserError
 
@@ -22,6 +23,8 @@ def cli() -> None:
     \b
     Typical use:
       synthforge generate pipelines/cai-harmless.yaml      # SFT + DPO data in outputs/cai-harmless/
+      synthforge generate pipelines/cai-harmless.yaml --teacher openai:MODEL@http://127.0.0.1:8000/v1
+      synthforge serve --port 8000                         # share one teacher between runs
       synthforge constitution check constitutions/harmless.txt
       synthforge dedup outputs/cai-harmless --key prompt --out deduped.jsonl
       synthforge train sft --data outputs/cai-harmless --model embedded
@@ -31,6 +34,7 @@ def cli() -> None:
 
 
 cli.add_command(generate)
+cli.add_command(serve)
 cli.add_command(constitution)
 cli.add_command(dedup)
 cli.add_command(train)

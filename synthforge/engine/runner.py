@@ -28,13 +28,14 @@ from synthforge.engine.provenance import file_hashes, package_versions
 from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.statistics import format_drop_reasons, format_statistics, principle_statistics
-from synthforge.errors import UserError
+from synthforge.errors import StageFailed, TeacherError, TokenBudgetSpent, UserError
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
-from synthforge.settings import config_to_dict
+from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
 from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
-from synthforge.teachers.base import Teacher
+from synthforge.teachers.base import Teacher, capabilities_of
+from synthforge.teachers.factory import LazyTeacher, batch_size, check_device, missing_capability, teacher_capabilities
 
 Log = Callable[[str], None]
 
@@ -48,6 +49,7 @@ class RunOptions:
     fresh: bool = False
     progress: bool | None = None  # None: only when stderr is a terminal
     explain: bool = False
+    max_tokens: int | None = None  # stop cleanly once this run's teacher calls used this many tokens
 
 
 @dataclass
@@ -63,6 +65,7 @@ class StageReport:
     kept: int
     dropped: int
     completion_tokens: int
+    prompt_tokens: int
     seconds: float
     why: str
     drop_reasons: dict[str, int] = field(default_factory=dict)
@@ -88,14 +91,24 @@ class RunResult:
     reports: list[StageReport] = field(default_factory=list)
 
 
-def prepare(spec: PipelineSpec, limit: int | None = None) -> PreparedRun:
-    """Build every stage and render every prompt once, so bad files fail before a model loads."""
+def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | None = None) -> PreparedRun:
+    """Build every stage and render every prompt once, and check that the teacher can do what each stage
+    needs, so bad files and settings fail before a model loads or a request is sent."""
     resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
     records = seed_records(spec.seeds_path, spec.seeds.field, limit) if spec.seeds else []
     for stage in stages:
         stage.preview(placeholder_record(records[0].prompt if records else None))
-    return PreparedRun(spec=spec, stages=stages, records=records)
+    prepared = PreparedRun(spec=spec, stages=stages, records=records)
+    if prepared.needs_teacher:
+        if teacher is None:
+            check_device(spec.teacher, f"{spec.source}: teacher")
+        have = capabilities_of(teacher) if teacher is not None else teacher_capabilities(spec.teacher)
+        for stage in stages:
+            problem = missing_capability(spec.teacher, stage.needs, have) if stage.uses_teacher else None
+            if problem:
+                raise SpecError(f"{stage.where}: stage {stage.kind} {problem}")
+    return prepared
 
 
 def default_out_dir(spec: PipelineSpec) -> Path:
@@ -111,11 +124,10 @@ def run_pipeline(
     """Run ``spec`` end to end and return the manifest; ``teacher`` overrides loading ``spec.teacher``."""
     options = options or RunOptions()
     log = log or (lambda message: print(message, file=sys.stderr))
-    prepared = prepare(spec, options.limit)
+    prepared = prepare(spec, options.limit, teacher)
+    owned = None
     if teacher is None and prepared.needs_teacher:
-        from synthforge.teachers.loading import load_teacher
-
-        teacher = load_teacher(spec.teacher.model, spec.teacher.batch_size, spec.teacher.device)
+        teacher = owned = LazyTeacher(spec.teacher)  # identity now; weights or connection on first use
     out_dir = options.out_dir or default_out_dir(spec)
     checkpoints = out_dir / "checkpoints"
     if options.fresh and checkpoints.exists():
@@ -124,12 +136,19 @@ def run_pipeline(
     started = time.time()
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
-    for index, stage in enumerate(prepared.stages):
-        records, stage_drops, report = _run_stage(index, stage, records, teacher, spec, checkpoints, options)
-        drops.extend(stage_drops)
-        reports.append(report)
-        funnel.append({"step": stage.name, "records": len(records)})
-        log(_report_line(report, options.explain))
+    budget = _Budget(options.max_tokens)
+    try:
+        for index, stage in enumerate(prepared.stages):
+            records, stage_drops, report = _run_stage(
+                index, stage, records, teacher, spec, checkpoints, options, budget
+            )
+            drops.extend(stage_drops)
+            reports.append(report)
+            funnel.append({"step": stage.name, "records": len(records)})
+            log(_report_line(report, options.explain))
+    finally:
+        if owned is not None:
+            owned.close()
     counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo)
     funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
@@ -162,6 +181,23 @@ def _explain_change(previous_path: Path, parts: dict[str, Any]) -> str:
     return "changed: " + ", ".join(changed) if changed else "same settings, new input records"
 
 
+@dataclass
+class _Budget:
+    """The run's token budget (``--max-tokens``): tokens used by this run's teacher calls so far."""
+
+    limit: int | None
+    used: int = 0
+
+    def spend(self, tokens: int, stage: str) -> None:
+        """Count ``tokens``; once the limit is reached, stop the run (what is done is checkpointed)."""
+        self.used += tokens
+        if self.limit is not None and self.used >= self.limit:
+            raise TokenBudgetSpent(
+                f"token budget spent: {self.used} of --max-tokens {self.limit} used (stopped in stage {stage}); "
+                "finished work is checkpointed, rerun the same command to continue"
+            )
+
+
 def _run_stage(
     index: int,
     stage: Stage,
@@ -170,6 +206,7 @@ def _run_stage(
     spec: PipelineSpec,
     checkpoints: Path,
     options: RunOptions,
+    budget: _Budget,
 ) -> tuple[list[Record], list[Drop], StageReport]:
     parts = _stage_fingerprint(stage, teacher)
     if isinstance(stage, DatasetStage):
@@ -179,10 +216,11 @@ def _run_stage(
     path = checkpoints / f"{stem}-{fingerprint[:16]}.jsonl"
     started = time.time()
     if isinstance(stage, DatasetStage):
-        results, cached, tokens = _dataset_results(stage, records, teacher, path, options)
+        results, cached, tokens = _dataset_results(stage, records, teacher, path, options, spec.teacher.max_retries)
         reused = len(records) if cached else 0
+        budget.spend(sum(tokens), stage.name)
     else:
-        results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options)
+        results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options, budget)
         cached = reused == len(records)
     why = "all records reused" if cached else _explain_change(checkpoints / f"{stem}.json", parts)
     write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
@@ -197,7 +235,8 @@ def _run_stage(
         computed=len(records) - reused,
         kept=len(kept),
         dropped=len(dropped),
-        completion_tokens=tokens,
+        completion_tokens=tokens[0],
+        prompt_tokens=tokens[1],
         seconds=round(time.time() - started, 3),
         why=why,
         drop_reasons=dict(Counter(reason_kind(d.reason) for d in dropped).most_common()),
@@ -206,43 +245,90 @@ def _run_stage(
 
 
 def _batched_results(
-    stage: Stage, records: list[Record], teacher: Teacher | None, spec: PipelineSpec, path: Path, options: RunOptions
-) -> tuple[list[Record | Drop], int, int]:
-    """One result per record, batch by batch, each batch checkpointed as it finishes."""
+    stage: Stage,
+    records: list[Record],
+    teacher: Teacher | None,
+    spec: PipelineSpec,
+    path: Path,
+    options: RunOptions,
+    budget: _Budget,
+) -> tuple[list[Record | Drop], int, tuple[int, int]]:
+    """One result per record, batch by batch, each batch checkpointed as it finishes; and the new
+    (completion, prompt) tokens."""
     checkpoint = StageCheckpoint(path)
     keys = [r.content_hash() for r in records]
     reused = sum(1 for k in keys if checkpoint.get(k) is not None)
-    started, tokens = time.time(), 0
+    started, completion_tokens, prompt_tokens, first = time.time(), 0, 0, True
     bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
-    for batch_indices in _plan_batches(records, spec.teacher.batch_size):
-        todo = [i for i in batch_indices if checkpoint.get(keys[i]) is None]
-        if not todo:
-            continue
-        results = _process_with_retries(stage, [records[i] for i in todo], teacher, spec.teacher.max_retries)
-        checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
-        tokens += sum(_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True))
-        bar.update(len(todo))
-        bar.set_postfix_str(f"{tokens / max(time.time() - started, 1e-9):.0f} tok/s")
-    bar.close()
-    return [checkpoint.get(k) for k in keys], reused, tokens
+    try:
+        for batch_indices in _plan_batches(records, batch_size(spec.teacher)):
+            todo = [i for i in batch_indices if checkpoint.get(keys[i]) is None]
+            if not todo:
+                continue
+            results = _process_with_retries(stage, [records[i] for i in todo], teacher, spec.teacher.max_retries)
+            if first:
+                _stop_if_all_failed(stage, results)
+                first = False
+            checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
+            new = [_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True)]
+            completion_tokens += sum(c for c, _ in new)
+            prompt_tokens += sum(p for _, p in new)
+            bar.update(len(todo))
+            bar.set_postfix_str(f"{completion_tokens / max(time.time() - started, 1e-9):.0f} tok/s")
+            budget.spend(sum(c + p for c, p in new), stage.name)
+    finally:
+        bar.close()
+    return [checkpoint.get(k) for k in keys], reused, (completion_tokens, prompt_tokens)
+
+
+def _stop_if_all_failed(stage: Stage, results: list[Record | Drop]) -> None:
+    """When every record of a stage's first batch failed at the teacher (wrong URL, server down), stop the run
+    with that error instead of ledgering the same failure for every record; nothing is checkpointed."""
+    failures = [r for r in results if isinstance(r, Drop) and r.reason.startswith(TEACHER_FAILURE)]
+    if results and len(failures) == len(results):
+        raise UserError(
+            f"stage {stage.name}: every request of the first batch failed ({len(results)} records), so the run "
+            f"stops: {failures[-1].reason}"
+        )
+
+
+def _whole_with_retries(stage: DatasetStage, records, teacher, progress, journal, retries: int) -> list[Record | Drop]:
+    """A whole-dataset stage's results; a teacher error is retried (journaled calls are not repeated), then
+    stops the run with one line; any other exception is a bug."""
+    for attempt in range(retries + 1):
+        try:
+            return stage.process_all(records, teacher, progress, journal)
+        except UserError:
+            raise
+        except TeacherError as exc:
+            if attempt == retries or not exc.retryable:
+                raise UserError(
+                    f"stage {stage.name}: {TEACHER_FAILURE} after {attempt + 1} attempt(s): {exc} "
+                    "(finished teacher calls are journaled: rerun the same command to resume)"
+                ) from None
+        except Exception as exc:
+            raise _bug(stage, exc) from exc
+    raise AssertionError("unreachable")
 
 
 def _dataset_results(
-    stage: DatasetStage, records: list[Record], teacher: Teacher | None, path: Path, options: RunOptions
-) -> tuple[list[Record | Drop], bool, int]:
+    stage: DatasetStage, records: list[Record], teacher: Teacher | None, path: Path, options: RunOptions, retries: int
+) -> tuple[list[Record | Drop], bool, tuple[int, int]]:
     """All results of a whole-dataset stage (and whether they came from its checkpoint), and new tokens."""
     saved = load_results(path)
     if saved is not None:
-        return saved, True, 0
+        return saved, True, (0, 0)
     bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
     journal = Journal(path.with_suffix(".journal.jsonl"))
-    results = stage.process_all(records, teacher, bar.update, journal)
-    bar.close()
+    try:
+        results = _whole_with_retries(stage, records, teacher, bar.update, journal, retries)
+    finally:
+        bar.close()
     save_results(path, results)
     journal.discard()
     known = {r.id: r for r in records}
-    tokens = sum(_new_tokens(known.get(_record_of(r).id, _EMPTY), r) for r in results)
-    return results, False, tokens
+    new = [_new_tokens(known.get(_record_of(r).id, _EMPTY), r) for r in results]
+    return results, False, (sum(c for c, _ in new), sum(p for _, p in new))
 
 
 _EMPTY = Record(id="", prompt="")
@@ -261,30 +347,50 @@ def _quiet(options: RunOptions) -> bool | None:
     return None if options.progress is None else not options.progress
 
 
-def _new_tokens(before: Record, result: Record | Drop) -> int:
-    after = _record_of(result)
-    return sum(int(step.get("completion_tokens", 0)) for step in after.steps[len(before.steps) :])
+def _new_tokens(before: Record, result: Record | Drop) -> tuple[int, int]:
+    """(completion, prompt) tokens of the teacher calls a stage added to a record's trace."""
+    steps = _record_of(result).steps[len(before.steps) :]
+    return (
+        sum(int(step.get("completion_tokens", 0)) for step in steps),
+        sum(int(step.get("prompt_tokens", 0)) for step in steps),
+    )
+
+
+TEACHER_FAILURE = "teacher error"
+
+
+def _bug(stage: Stage, exc: Exception) -> StageFailed:
+    return StageFailed(
+        f"stage {stage.name} raised {type(exc).__name__}: {exc} — a bug, not a teacher failure, so the run "
+        "stops (checkpoints so far are kept)"
+    )
 
 
 def _process_with_retries(
     stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int
 ) -> list[Record | Drop]:
-    """Run a batch; retry on failure, then record by record; a record that still fails becomes a drop."""
-    error: Exception | None = None
+    """Run a batch; on a teacher error retry it, then split it record by record; a record that still fails
+    becomes a drop with the error. Any other exception is a bug and stops the run."""
+    error: TeacherError | None = None
     for _ in range(retries + 1):
         try:
             results = stage.process(batch, teacher)
         except UserError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then recorded
+        except TeacherError as exc:
             error = exc
+            if not exc.retryable:
+                break
             continue
+        except Exception as exc:
+            raise _bug(stage, exc) from exc
         if len(results) != len(batch):
-            raise RuntimeError(f"stage {stage.name} returned {len(results)} results for {len(batch)} records")
+            raise StageFailed(f"stage {stage.name} returned {len(results)} results for {len(batch)} records")
         return results
     if len(batch) > 1:
         return [result for record in batch for result in _process_with_retries(stage, [record], teacher, retries)]
-    reason = f"teacher error after {retries + 1} attempt(s) alone: {type(error).__name__}: {error}"
+    attempts = "1 attempt (not retryable)" if error is not None and not error.retryable else f"{retries + 1} attempt(s)"
+    reason = f"{TEACHER_FAILURE} after {attempts} alone: {error}"
     return [stage.drop(batch[0], reason)]
 
 
@@ -292,7 +398,7 @@ def _report_line(report: StageReport, explain: bool) -> str:
     line = (
         f"[{report.name}] {report.inputs} in → {report.kept} kept, {report.dropped} dropped; "
         f"reused {report.reused}, computed {report.computed} ({report.seconds:.1f}s, "
-        f"{report.completion_tokens} tokens)"
+        f"{report.prompt_tokens} prompt + {report.completion_tokens} completion tokens)"
     )
     if report.drop_reasons:
         line += "; " + format_drop_reasons(report.drop_reasons)
@@ -338,6 +444,13 @@ def build_manifest(
         },
         "teacher": teacher.identity if teacher is not None else None,
         "teacher_settings": config_to_dict(spec.teacher),
+        "usage": {
+            "prompt_tokens": sum(r.prompt_tokens for r in reports),
+            "completion_tokens": sum(r.completion_tokens for r in reports),
+            "by_stage": {
+                r.name: {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens} for r in reports
+            },
+        },
         "seed": spec.seed,
         "stages": stages,
         "files": file_hashes(stage_files, [spec.seeds_path] if spec.seeds_path else []),

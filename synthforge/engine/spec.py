@@ -10,16 +10,7 @@ import yaml
 
 from synthforge.settings import SpecError, build_config
 from synthforge.stages import STAGES, stage_class
-
-
-@dataclass
-class TeacherSpec:
-    """Which teacher to load and how to run it (batch size and device don't change outputs' cache keys)."""
-
-    model: str = "embedded"
-    batch_size: int = 16
-    device: str | None = None
-    max_retries: int = 2
+from synthforge.teachers.config import TeacherSpec
 
 
 @dataclass

@@ -41,6 +41,7 @@ class Stage(ABC):
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     uses_teacher: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset()  # teacher capabilities beyond generating (teachers.base)
 
     def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
         self.name = name

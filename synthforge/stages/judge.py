@@ -16,7 +16,7 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
 
@@ -67,6 +67,7 @@ class Judge(Stage):
     Config = JudgeConfig
     reads = ("prompt",)
     writes = ("response", "rejected")
+    needs = frozenset({CHOICE})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -108,8 +109,8 @@ class Judge(Stage):
                 if self.config.swap:
                     questions.append((i, principle.name, True, self.question(record.prompt, principle, second, first)))
         reasoning = self._reason(batch, questions, teacher)
-        scored = teacher.score(
-            [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)], [OPTIONS] * len(questions)
+        scored = choice_logprobs(
+            teacher, [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)], [OPTIONS] * len(questions)
         )
         votes: dict[int, dict[str, dict[bool, float]]] = {}
         for (i, name, swapped, _), (lp_a, lp_b) in zip(questions, scored, strict=True):

@@ -14,7 +14,7 @@ from synthforge.errors import UserError
 from synthforge.hashing import stable_hash
 from synthforge.records import Drop, Record, make_record_id
 from synthforge.stages.base import DatasetStage, Journal, completion_step
-from synthforge.teachers.base import Completion, Conversation, RawTextTeacher, SamplingParams, Teacher
+from synthforge.teachers.base import RAW_TEXT, Completion, Conversation, SamplingParams, Teacher, capabilities_of
 
 SENTINEL = "\u2063MAGPIE-USER-QUERY\u2063"
 CHUNK = 32
@@ -53,6 +53,7 @@ class Magpie(DatasetStage):
     Config = MagpieConfig
     writes = ("prompt",)
     generates = True
+    needs = frozenset({RAW_TEXT})
 
     def progress_total(self, records: list[Record]) -> int:
         return self.config.num_prompts
@@ -64,12 +65,13 @@ class Magpie(DatasetStage):
         progress: Callable[[int], None],
         journal: Journal | None = None,
     ) -> list[Record | Drop]:
-        if not isinstance(teacher, RawTextTeacher):
+        if RAW_TEXT not in capabilities_of(teacher):
             backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
             raise UserError(
                 f"magpie needs a teacher that can render its chat template and continue raw text "
                 f"(the transformers backend); backend {backend!r} can't"
             )
+        assert teacher is not None
         prefix = pre_query_text(teacher.render_chat, self.config.system)
         params = [self.config.sampling.with_seed(self.stage_seed("query", i)) for i in range(self.config.num_prompts)]
         completions: list[Completion] = []

@@ -6,6 +6,7 @@ that both can implement it without callers changing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -25,14 +26,17 @@ class SamplingParams:
     n: int = 1
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None  # None: none; k >= 0: each sampled token's log-probability and its top k
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.max_new_tokens < 1 or self.n < 1:
             raise ValueError("max_new_tokens and n must be >= 1")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ValueError("logprobs must be in [0, 20]")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     def with_seed(self, seed: int) -> SamplingParams:
@@ -41,6 +45,8 @@ class SamplingParams:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        if data["logprobs"] is None:  # absent unless asked for: cache keys of earlier runs stay valid
+            del data["logprobs"]
         return data
 
 
@@ -53,6 +59,16 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # With SamplingParams.logprobs: one {"token", "logprob", "top": [[token, logprob], ...]} per sampled token.
+    logprobs: list[dict[str, Any]] | None = None
+
+
+# What a backend can do. Every backend generates; the others depend on the backend (and its settings).
+GENERATE = "generate"
+SCORE = "score"  # exact log-probabilities of given continuations
+CHOICE = "choice"  # log-probabilities of short alternative answers ("(A)" vs "(B)"): from SCORE or top logprobs
+RAW_TEXT = "raw_text"  # render the chat template and continue raw text (Magpie)
+LOGPROBS = "logprobs"  # log-probabilities of sampled tokens
 
 
 @runtime_checkable
@@ -62,6 +78,11 @@ class Teacher(Protocol):
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that identifies the model's outputs (name, weights hash, dtype); part of cache keys."""
+        ...
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this backend can do beyond generating (``SCORE``, ``CHOICE``, ``RAW_TEXT``, ``LOGPROBS``)."""
         ...
 
     def generate(
@@ -98,3 +119,26 @@ def per_conversation(params: SamplingParams | Sequence[SamplingParams], count: i
     if len(params) != count:
         raise ValueError(f"got {len(params)} sampling params for {count} conversations")
     return params
+
+
+def capabilities_of(teacher: Any) -> frozenset[str]:
+    """A teacher's declared capabilities; an object that declares none is judged by the methods it has."""
+    declared = getattr(teacher, "capabilities", None)
+    if declared is not None:
+        return frozenset(declared)
+    found = {GENERATE}
+    if callable(getattr(teacher, "score", None)):
+        found |= {SCORE, CHOICE}
+    if callable(getattr(teacher, "render_chat", None)) and callable(getattr(teacher, "complete", None)):
+        found.add(RAW_TEXT)
+    return frozenset(found)
+
+
+def choice_logprobs(
+    teacher: Any, conversations: Sequence[Conversation], options: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """Log-probabilities of each short alternative answer: exact scores where the backend has them, else
+    the backend's own ``choose`` (e.g. read from the top log-probabilities of the answer's first tokens)."""
+    if SCORE in capabilities_of(teacher):
+        return teacher.score(conversations, options)
+    return teacher.choose(conversations, options)

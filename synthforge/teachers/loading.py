@@ -84,7 +84,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
-def _weights_id(model_dir: Path) -> str:
+def weights_id(model_dir: Path) -> str:
     """Identity of a model directory's weights: its config text plus weight file names and sizes."""
     config = (model_dir / "config.json").read_text(encoding="utf-8")
     files = sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))
@@ -100,17 +100,17 @@ def resolve_teacher_dir(ref: str) -> tuple[str, str, Path | str]:
         model_dir = convert_gguf(gguf, _gguf_cache_dir(gguf))
         return (
             f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_DIST}=={version})",
-            _weights_id(model_dir),
+            weights_id(model_dir),
             model_dir,
         )
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         model_dir = convert_gguf(path, _gguf_cache_dir(path))
-        return path.name, _weights_id(model_dir), model_dir
+        return path.name, weights_id(model_dir), model_dir
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"teacher directory {ref} has no config.json (expected a transformers model directory)")
-        return path.name, _weights_id(path), path
+        return path.name, weights_id(path), path
     if not path.exists() and HUB_ID.match(ref) and not ref.startswith("."):
         return ref, ref, ref  # a hub id: transformers fetches it where a hub is reachable
     raise UserError(f"teacher {ref!r} not found: not a file or directory, and not one of {', '.join(EMBEDDED_NAMES)}")
@@ -130,6 +130,17 @@ def load_pretrained(location: Path | str, device: str | None, what: str, ref: st
     except OSError as exc:
         raise UserError(f"could not load {what} {ref!r}: {str(exc).splitlines()[0]}") from None
     return model, tokenizer
+
+
+def load_tokenizer(ref: str) -> Any:
+    """The tokenizer (with its chat template) of a teacher reference: embedded, a directory, a GGUF, a hub id."""
+    from transformers import AutoTokenizer
+
+    _, _, location = resolve_teacher_dir(ref)
+    try:
+        return AutoTokenizer.from_pretrained(str(location))
+    except OSError as exc:
+        raise UserError(f"could not load tokenizer {ref!r}: {str(exc).splitlines()[0]}") from None
 
 
 def load_teacher(ref: str = "embedded", batch_size: int = 16, device: str | None = None) -> TransformersTeacher:

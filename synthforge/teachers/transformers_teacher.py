@@ -14,7 +14,17 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from synthforge.teachers.base import Completion, Conversation, SamplingParams, per_conversation
+from synthforge.errors import TeacherError
+from synthforge.teachers.base import (
+    CHOICE,
+    LOGPROBS,
+    RAW_TEXT,
+    SCORE,
+    Completion,
+    Conversation,
+    SamplingParams,
+    per_conversation,
+)
 
 _MASK32 = 0xFFFFFFFF
 
@@ -88,6 +98,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class TransformersTeacher:
     """A :class:`~synthforge.teachers.base.Teacher` over a loaded model and tokenizer."""
 
+    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS})
+
     def __init__(self, model: Any, tokenizer: Any, name: str, weights_id: str, batch_size: int = 16):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -135,7 +147,9 @@ class TransformersTeacher:
             mask[i, width - len(row) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _finish(self, new_tokens: list[int], prompt_len: int, stop: tuple[str, ...]) -> Completion:
+    def _finish(
+        self, new_tokens: list[int], prompt_len: int, stop: tuple[str, ...], logprobs: list[dict] | None = None
+    ) -> Completion:
         """Cut a row's new tokens at EOS or a stop string, and say why it ended."""
         end = next((i for i, tok in enumerate(new_tokens) if tok in self.eos_ids), None)
         used = new_tokens if end is None else new_tokens[:end]
@@ -145,10 +159,43 @@ class TransformersTeacher:
         if cuts:
             text, reason = text[: min(cuts)], "stop"
         count = len(used) + (1 if end is not None else 0)
-        return Completion(text=text.strip(), finish_reason=reason, prompt_tokens=prompt_len, completion_tokens=count)
+        kept = None if logprobs is None else logprobs[:count]
+        return Completion(
+            text=text.strip(), finish_reason=reason, prompt_tokens=prompt_len, completion_tokens=count, logprobs=kept
+        )
+
+    def _token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def _sampled_logprobs(self, logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, top: int) -> list[list[dict]]:
+        """Per row, per generated step: the sampled token's log-probability under the model (temperature 1,
+        before any sampling transform, as vLLM reports them) and the ``top`` most likely tokens."""
+        rows: list[list[dict]] = [[] for _ in range(tokens.shape[0])]
+        for step, step_logits in enumerate(logits):
+            logprobs = torch.log_softmax(step_logits.float(), dim=-1)
+            picked = logprobs.gather(-1, tokens[:, step : step + 1]).squeeze(-1).tolist()
+            best = logprobs.topk(top, dim=-1) if top else None
+            for i in range(tokens.shape[0]):
+                entry = {"token": self._token_text(int(tokens[i, step])), "logprob": picked[i], "top": []}
+                if best is not None:
+                    entry["top"] = [
+                        [self._token_text(int(t)), float(v)]
+                        for t, v in zip(best.indices[i].tolist(), best.values[i].tolist(), strict=True)
+                    ]
+                rows[i].append(entry)
+        return rows
+
+    def _generate_rows(self, rows: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        """Generate one batch; CUDA running out of memory is a retryable teacher error (the engine splits)."""
+        try:
+            return self._generate_batch(rows, params, seeds)
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise TeacherError(f"out of memory generating {len(rows)} rows on {self.device}: {exc}") from exc
 
     @torch.inference_mode()
-    def _generate_rows(self, rows: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+    def _generate_batch(self, rows: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
         ids, mask = self._left_pad(rows)
         sampler = SeededSampler(
             temperatures=torch.full((len(rows),), params.temperature, device=self.device),
@@ -163,15 +210,24 @@ class TransformersTeacher:
             eos_token_id=sorted(self.eos_ids),
             stop_strings=list(params.stop) or None,
         )
+        want_logprobs = params.logprobs is not None
         out = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
             generation_config=config,
             logits_processor=LogitsProcessorList([sampler]),
             tokenizer=self.tokenizer if params.stop else None,
+            output_logits=want_logprobs,
+            return_dict_in_generate=want_logprobs,
         )
+        sequences = out.sequences if want_logprobs else out
         width = ids.shape[1]
-        return [self._finish(out[i, width:].tolist(), len(rows[i]), params.stop) for i in range(len(rows))]
+        new = sequences[:, width:]
+        logprobs = self._sampled_logprobs(out.logits, new, params.logprobs or 0) if want_logprobs else None
+        return [
+            self._finish(new[i].tolist(), len(rows[i]), params.stop, logprobs[i] if logprobs else None)
+            for i in range(len(rows))
+        ]
 
     def generate(
         self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
@@ -226,7 +282,13 @@ class TransformersTeacher:
         return scores
 
     def _score_chunk(self, chunk: list[tuple[int, int, list[int], list[int]]]) -> list[float]:
-        rows = [p + t for _, _, p, t in chunk]
+        rows = self._token_logprobs([(p, t) for _, _, p, t in chunk])
+        return [float(sum(row)) for row in rows]
+
+    def _token_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """For each (prefix ids, target ids): the log-probability of each target token after what precedes it
+        (the first token of a sequence with no prefix has none and is left out)."""
+        rows = [p + t for p, t in pairs]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -236,10 +298,23 @@ class TransformersTeacher:
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
         picked = logprobs.gather(-1, ids[:, 1:].to(self.device)[..., None]).squeeze(-1)
-        values = []
-        for i, (_, _, prompt, target) in enumerate(chunk):
-            values.append(float(picked[i, len(prompt) - 1 : len(prompt) - 1 + len(target)].sum()))
-        return values
+        return [picked[i, max(len(p) - 1, 0) : len(p) - 1 + len(t)].tolist() for i, (p, t) in enumerate(pairs)]
+
+    @torch.inference_mode()
+    def continuation_token_logprobs(
+        self, conversation: Conversation | None, text: str
+    ) -> tuple[int, list[tuple[int, str, float | None]]]:
+        """What a server reports as prompt log-probabilities: the number of prefix tokens (a conversation
+        rendered up to the assistant's turn, or none for raw text), then ``text``'s tokens as (id, text,
+        log-probability given everything before it; None for a sequence's very first token)."""
+        prefix = self.encode_chat(conversation) if conversation is not None else []
+        target = self._encode_text(text)
+        if not target:
+            return len(prefix), []
+        values: list[float | None] = list(self._token_logprobs([(prefix, target)])[0])
+        if not prefix:
+            values = [None, *values]
+        return len(prefix), [(t, self._token_text(t), v) for t, v in zip(target, values, strict=True)]
 
 
 def _row_seed(seed: int | None, sample_index: int) -> int:

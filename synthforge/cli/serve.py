@@ -1,0 +1,73 @@
+"""``synthforge serve``: an OpenAI-compatible server over an in-process teacher."""
+
+from __future__ import annotations
+
+import click
+
+from synthforge.teachers.config import TeacherSpec
+from synthforge.teachers.factory import build_teacher, check_device
+from synthforge.teachers.serve import ServeConfig
+from synthforge.teachers.serve import serve as run_server
+
+
+@click.command()
+@click.option(
+    "--teacher",
+    "model",
+    default="embedded",
+    show_default=True,
+    metavar="REF",
+    help="The model: 'embedded', a transformers model directory, or a .gguf file.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--api-key",
+    envvar="SYNTHFORGE_SERVE_API_KEY",
+    metavar="KEY",
+    help="Require 'Authorization: Bearer KEY' (or set SYNTHFORGE_SERVE_API_KEY, which keeps it out of ps).",
+)
+@click.option("--model-name", help="The name clients send as 'model' (default: the --teacher reference).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Most samples run together in one teacher call.",
+)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="How long to collect requests that arrive together before running them.",
+)
+@click.option("--device", help="cpu, cuda, cuda:N (default: cuda if available).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: torch's own choice).")
+@click.option(
+    "--max-tokens",
+    "default_max_tokens",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="max_tokens of requests that don't say.",
+)
+def serve(model, host, port, api_key, model_name, batch_size, batch_wait_ms, device, threads, default_max_tokens):
+    """Serve a teacher over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models).
+
+    \b
+    Several pipeline runs on one machine should share one server rather than each load the model:
+    two processes each running torch on the same cores slow each other down several-fold. Point them
+    at it with --teacher openai:NAME@http://127.0.0.1:PORT/v1. Requests that arrive together are
+    batched together; each keeps its own seed, so results don't depend on what shared its batch.
+    """
+    spec = TeacherSpec(model=model, backend="transformers", batch_size=batch_size, device=device)
+    check_device(spec, "--device")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    teacher = build_teacher(spec)
+    name = model_name or model
+    click.echo(f"serving {name} on http://{host}:{port}/v1 (batch {batch_size}, wait {batch_wait_ms:g} ms)", err=True)
+    run_server(teacher, ServeConfig(name, api_key, batch_size, batch_wait_ms, default_max_tokens), host, port)

@@ -1,0 +1,447 @@
+"""Teacher over any OpenAI-compatible server (vLLM, SGLang, TGI, Ollama, ``synthforge serve``) or a hosted API.
+
+Requests go through the official SDK's async client, whose retries honour ``Retry-After``; an adaptive
+window bounds the requests in flight (see :mod:`synthforge.teachers.flow`). The client runs on its own
+event-loop thread, so the synchronous teacher protocol can be called from anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from synthforge.errors import TeacherError, UserError
+from synthforge.hashing import derive_seed, stable_hash
+from synthforge.teachers.base import (
+    CHOICE,
+    LOGPROBS,
+    RAW_TEXT,
+    SCORE,
+    Completion,
+    Conversation,
+    SamplingParams,
+    per_conversation,
+)
+from synthforge.teachers.config import OpenAISettings
+from synthforge.teachers.flow import AdaptiveWindow, RateLimiter
+
+CHOICE_TOKENS = 4  # tokens generated to find where alternative answers such as "(A)" and "(B)" part
+
+
+def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
+    """What the backend can do with these settings (known before any request)."""
+    found = {LOGPROBS}
+    if settings.score == "prompt_logprobs":
+        found |= {SCORE, CHOICE}
+    elif settings.score == "top_logprobs":
+        found.add(CHOICE)
+    if settings.tokenizer:
+        found.add(RAW_TEXT)
+    return frozenset(found)
+
+
+def resolve_api_key(settings: OpenAISettings) -> str:
+    """The API key from the environment variable the settings name ("EMPTY" when none is named)."""
+    if settings.api_key_env is None:
+        return "EMPTY"  # local servers accept any key; the SDK requires one
+    key = os.environ.get(settings.api_key_env)
+    if not key:
+        raise UserError(f"teacher.openai.api_key_env: environment variable {settings.api_key_env} is not set")
+    return key
+
+
+def chat_request(model: str, conversation: Conversation, params: SamplingParams, n: int) -> dict[str, Any]:
+    """Keyword arguments of ``chat.completions.create`` for one conversation."""
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": conversation,
+        "n": n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_new_tokens,
+    }
+    if params.stop:
+        request["stop"] = list(params.stop)
+    if params.seed is not None:
+        request["seed"] = params.seed
+    if params.logprobs is not None:
+        request["logprobs"] = True
+        request["top_logprobs"] = params.logprobs
+    return request
+
+
+def completion_request(model: str, text: str, params: SamplingParams, n: int) -> dict[str, Any]:
+    """Keyword arguments of ``completions.create`` (raw text, no chat template) for one prompt."""
+    request = chat_request(model, [], params, n)
+    del request["messages"]
+    request["prompt"] = text
+    if params.logprobs is not None:
+        request["logprobs"] = params.logprobs
+        del request["top_logprobs"]
+    return request
+
+
+def _finish_reason(reason: str | None) -> str:
+    if reason == "length":
+        return "length"
+    if reason in ("stop", "eos", "end_turn", None):
+        return "stop"
+    raise TeacherError(f"server ended a completion with finish_reason {reason!r}", retryable=False)
+
+
+def _chat_logprobs(choice: Any) -> list[dict[str, Any]] | None:
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if content is None:
+        return None
+    return [
+        {"token": t.token, "logprob": t.logprob, "top": [[a.token, a.logprob] for a in (t.top_logprobs or [])]}
+        for t in content
+    ]
+
+
+def parse_chat_response(response: Any, n: int) -> list[Completion]:
+    """Completions of one chat response; a response without its ``n`` choices or text is a teacher error."""
+    choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index)
+    if len(choices) != n:
+        raise TeacherError(f"server returned {len(choices)} choices, expected {n}")
+    usage = getattr(response, "usage", None)
+    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    completions = []
+    for k, choice in enumerate(choices):
+        text = getattr(choice.message, "content", None)
+        if text is None:
+            raise TeacherError("server returned a choice without message content")
+        logprobs = _chat_logprobs(choice)
+        count = len(logprobs) if logprobs is not None else _share(completion_tokens, n, k)
+        completions.append(
+            Completion(
+                text=text.strip(),
+                finish_reason=_finish_reason(choice.finish_reason),  # type: ignore[arg-type]
+                prompt_tokens=prompt_tokens,
+                completion_tokens=count,
+                logprobs=logprobs,
+            )
+        )
+    return completions
+
+
+def parse_completion_response(response: Any, n: int) -> list[Completion]:
+    """Completions of one ``/v1/completions`` response."""
+    choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index)
+    if len(choices) != n:
+        raise TeacherError(f"server returned {len(choices)} choices, expected {n}")
+    usage = getattr(response, "usage", None)
+    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    out = []
+    for k, choice in enumerate(choices):
+        if choice.text is None:
+            raise TeacherError("server returned a choice without text")
+        out.append(
+            Completion(
+                text=choice.text.strip(),
+                finish_reason=_finish_reason(choice.finish_reason),  # type: ignore[arg-type]
+                prompt_tokens=prompt_tokens,
+                completion_tokens=_share(completion_tokens, n, k),
+            )
+        )
+    return out
+
+
+def _share(total: int, n: int, k: int) -> int:
+    """Sample ``k``'s share of ``total`` tokens (servers report usage per request, not per choice)."""
+    return total // n + (1 if k < total % n else 0)
+
+
+def trailing_logprob(entries: Sequence[Any], continuation: str) -> float:
+    """Sum of the log-probabilities of the last prompt tokens that spell ``continuation``.
+
+    ``entries`` is a server's ``prompt_logprobs`` (vLLM's layout: per prompt token ``None`` or
+    ``{token_id: {"logprob", "rank", "decoded_token"}}``, the prompt token itself among them).
+    """
+    total, spelled = 0.0, ""
+    for entry in reversed(entries):
+        if len(spelled) >= len(continuation):
+            break
+        if not entry:
+            raise TeacherError("server returned no log-probability for a continuation token", retryable=False)
+        info = next(iter(entry.values()))  # asked with prompt_logprobs=0: the prompt token alone
+        total += float(_get(info, "logprob"))
+        spelled = str(_get(info, "decoded_token", "")) + spelled
+    if len(spelled) < len(continuation):
+        raise TeacherError("server's prompt log-probabilities do not cover the continuation", retryable=False)
+    return total
+
+
+def _get(value: Any, key: str, default: Any = None) -> Any:
+    return value.get(key, default) if isinstance(value, dict) else getattr(value, key, default)
+
+
+def options_from_top_logprobs(options: Sequence[str], positions: Sequence[dict[str, Any]]) -> list[float]:
+    """Log-probabilities of alternative answers read from a greedy answer's top log-probabilities.
+
+    The options' common prefix (``(`` for ``(A)``/``(B)``) is found in the generated text; at the next
+    position each option's score is the log-sum-exp of the top tokens that start its remainder. Shared
+    prefix tokens cancel when the options are normalised against each other. An option absent from the top
+    list gets one nat below the least likely listed token (an upper bound of its true value).
+    """
+    prefix = os_common_prefix(options)
+    spelled = ""
+    for position in positions:
+        if spelled.rstrip().endswith(prefix) or (not prefix and not spelled.strip()):
+            top = [(str(tok), float(lp)) for tok, lp in position.get("top") or []]
+            if not top:
+                top = [(position["token"], float(position["logprob"]))]
+            scores = [_option_score(option[len(prefix) :], top) for option in options]
+            if any(s is not None for s in scores):
+                floor = min(lp for _, lp in top) - 1.0
+                return [floor if s is None else s for s in scores]
+        spelled += str(position["token"])
+    raise TeacherError(f"the answer {spelled!r} names none of {', '.join(options)}", retryable=False)
+
+
+def os_common_prefix(options: Sequence[str]) -> str:
+    return os.path.commonprefix(list(options))
+
+
+def _option_score(remainder: str, top: list[tuple[str, float]]) -> float | None:
+    matches = [lp for tok, lp in top if tok.strip() and remainder.startswith(tok.strip())]
+    if not matches:
+        return None
+    peak = max(matches)
+    return peak + math.log(sum(math.exp(lp - peak) for lp in matches))
+
+
+class OpenAITeacher:
+    """A :class:`~synthforge.teachers.base.Teacher` speaking the OpenAI API to ``settings.base_url``."""
+
+    def __init__(self, model: str, settings: OpenAISettings, identity: dict[str, Any], tokenizer: Any = None):
+        import openai
+
+        self.model = model
+        self.settings = settings
+        self._identity = identity
+        self.capabilities = openai_capabilities(settings)
+        self.tokenizer = tokenizer
+        self.window = AdaptiveWindow(settings.max_concurrency)
+        self.requests = RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
+        self.tokens = RateLimiter(settings.tokens_per_minute) if settings.tokens_per_minute else None
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self._salvage: dict[str, Any] = {}  # results of a failed call's successful requests, for its retry
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="synthforge-openai", daemon=True)
+        self._thread.start()
+        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [self._observe]})
+        self.client = openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=resolve_api_key(settings),
+            max_retries=settings.retries,
+            timeout=settings.timeout,
+            http_client=http_client,
+        )
+        self._openai = openai
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self._identity
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the event-loop thread."""
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    # -- flow control -------------------------------------------------------------------------
+    async def _observe(self, response: Any) -> None:
+        """Every HTTP response, retries included: 429/503 and slow answers shrink the window."""
+        if response.status_code in (429, 503):
+            self.window.on_congestion()
+
+    async def _call(self, key: str, make: Awaitable[Any] | Any, cost: float) -> Any:
+        """One request under the window and rate limits; its error becomes a classified TeacherError."""
+        if key in self._salvage:
+            return self._salvage.pop(key)
+        if self.requests is not None:
+            await self.requests.take(1)
+        if self.tokens is not None:
+            await self.tokens.take(cost)
+        await self.window.acquire()
+        started = time.monotonic()
+        try:
+            response = await make()
+        except self._openai.APIStatusError as exc:
+            raise self._classify_status(exc) from None
+        except self._openai.APITimeoutError:
+            self.window.on_congestion()
+            raise TeacherError(f"request timed out after {self.settings.timeout:g} s (and retries)") from None
+        except self._openai.APIConnectionError as exc:
+            raise TeacherError(f"connection to {self.settings.base_url} failed: {exc}") from None
+        finally:
+            await self.window.release()
+        if time.monotonic() - started > self.settings.timeout / 2:
+            self.window.on_congestion()
+        else:
+            self.window.on_success()
+        usage = getattr(response, "usage", None)
+        self.usage["requests"] += 1
+        self.usage["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
+        self.usage["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
+        return response
+
+    def _classify_status(self, exc: Any) -> Exception:
+        status = exc.status_code
+        detail = _error_detail(exc)
+        if status in (401, 403):
+            return UserError(
+                f"teacher server {self.settings.base_url} refused the request ({status}): {detail} "
+                f"(check teacher.openai.api_key_env)"
+            )
+        if status == 404:
+            return UserError(
+                f"teacher server {self.settings.base_url}: {detail} (HTTP 404; is model {self.model!r} served?)"
+            )
+        retryable = status in (408, 409, 429) or status >= 500
+        return TeacherError(f"HTTP {status}: {detail}", retryable=retryable)
+
+    def _run(self, coroutines: list[Any], keys: list[str]) -> list[Any]:
+        """Run request coroutines on the client's loop; if any fails, keep the others' results for the retry
+        and raise the first error."""
+
+        async def gather() -> list[Any]:
+            return await asyncio.gather(*coroutines, return_exceptions=True)
+
+        results = asyncio.run_coroutine_threadsafe(gather(), self._loop).result()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for key, result in zip(keys, results, strict=True):
+                if not isinstance(result, BaseException):
+                    self._salvage[key] = result
+            raise next((e for e in errors if isinstance(e, UserError)), errors[0])
+        return results
+
+    # -- the teacher protocol -------------------------------------------------------------------
+    def generate(
+        self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        all_params = per_conversation(params, len(conversations))
+        return self._sample(
+            [chat_request(self.model, list(c), p, 1) for c, p in zip(conversations, all_params, strict=True)],
+            all_params,
+            self.client.chat.completions.create,
+            parse_chat_response,
+        )
+
+    def complete(
+        self, texts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        """Continue raw texts through ``/v1/completions`` (no chat template applied by the server)."""
+        all_params = per_conversation(params, len(texts))
+        return self._sample(
+            [completion_request(self.model, t, p, 1) for t, p in zip(texts, all_params, strict=True)],
+            all_params,
+            self.client.completions.create,
+            parse_completion_response,
+        )
+
+    def _sample(self, requests, all_params, create, parse) -> list[list[Completion]]:
+        """Send each request with its ``n`` samples natively, or fanned out with distinct seeds."""
+        plan: list[tuple[int, dict[str, Any]]] = []
+        for index, (request, params) in enumerate(zip(requests, all_params, strict=True)):
+            if self.settings.native_n or params.n == 1:
+                plan.append((index, {**request, "n": params.n}))
+            else:
+                for j in range(params.n):
+                    seed = None if params.seed is None else derive_seed(params.seed, j)
+                    plan.append((index, {**request, **({"seed": seed} if seed is not None else {})}))
+        keys = [stable_hash(["sample", r]) for _, r in plan]
+        coroutines = [
+            self._call(key, lambda r=r: create(**r), _cost(r)) for key, (_, r) in zip(keys, plan, strict=True)
+        ]
+        responses = self._run(coroutines, keys)
+        out: list[list[Completion]] = [[] for _ in requests]
+        for (index, request), response in zip(plan, responses, strict=True):
+            out[index].extend(parse(response, request["n"]))
+        return out
+
+    def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Exact log-probabilities through prompt log-probabilities (vLLM's and ``synthforge serve``'s
+        ``prompt_logprobs`` with ``continue_final_message``)."""
+        if self.settings.score != "prompt_logprobs":
+            raise TeacherError(
+                f"teacher.openai.score is {self.settings.score!r}: exact scores need prompt_logprobs", retryable=False
+            )
+        plan = [
+            (c, k, list(conv), cand)
+            for c, (conv, cands) in enumerate(zip(conversations, continuations, strict=True))
+            for k, cand in enumerate(cands)
+        ]
+        requests = [
+            {
+                "model": self.model,
+                "messages": [*conv, {"role": "assistant", "content": cand}],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "extra_body": {"prompt_logprobs": 0, "continue_final_message": True, "add_generation_prompt": False},
+            }
+            for _, _, conv, cand in plan
+        ]
+        keys = [stable_hash(["score", r]) for r in requests]
+        create = self.client.chat.completions.create
+        coroutines = [self._call(key, lambda r=r: create(**r), _cost(r)) for key, r in zip(keys, requests, strict=True)]
+        responses = self._run(coroutines, keys)
+        scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
+        for (c, k, _, cand), response in zip(plan, responses, strict=True):
+            entries = getattr(response, "prompt_logprobs", None)
+            if entries is None:
+                entries = (getattr(response, "model_extra", None) or {}).get("prompt_logprobs")
+            if not entries:
+                raise TeacherError(
+                    "server returned no prompt_logprobs: set teacher.openai.score to top_logprobs for this server",
+                    retryable=False,
+                )
+            scores[c][k] = trailing_logprob(entries, cand)
+        return scores
+
+    def choose(self, conversations: Sequence[Conversation], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Log-probabilities of short alternative answers from a greedy answer's top log-probabilities."""
+        params = SamplingParams(
+            temperature=0.0, top_p=1.0, max_new_tokens=CHOICE_TOKENS, logprobs=self.settings.top_logprobs
+        )
+        answers = self.generate(conversations, params)
+        out = []
+        for opts, (answer, *_) in zip(options, answers, strict=True):
+            if not answer.logprobs:
+                raise TeacherError("server returned no logprobs for the judge's answer", retryable=False)
+            out.append(options_from_top_logprobs(list(opts), answer.logprobs))
+        return out
+
+    def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
+        """The conversation rendered by the local tokenizer's chat template (``teacher.openai.tokenizer``)."""
+        if self.tokenizer is None:
+            raise UserError("teacher.openai.tokenizer is not set: raw-text prompts need the model's chat template")
+        return self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+
+
+def _cost(request: dict[str, Any]) -> float:
+    """Tokens a request may use, estimated before sending (4 characters a token) for tokens-per-minute."""
+    text = request.get("prompt") or "".join(m.get("content", "") for m in request.get("messages", []))
+    return len(text) / 4 + request.get("max_tokens", 0) * request.get("n", 1)
+
+
+def _error_detail(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else body.get("message")
+        if message:
+            return str(message)
+    return str(getattr(exc, "message", exc)).splitlines()[0]

@@ -1,0 +1,187 @@
+"""Teacher over an in-process ``vllm.LLM`` (``pip install synthforge[vllm]``, a CUDA GPU).
+
+The translation between our requests and vLLM's objects lives in pure functions (unit-tested without vLLM);
+:class:`VLLMTeacher` only calls them around ``LLM.chat`` / ``LLM.generate``. vLLM schedules its own
+batches: each call hands it the whole chunk the engine gives us, ordered so that conversations sharing a
+prefix (few-shot turns, one record's critique and revision) are adjacent for its prefix cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from synthforge.errors import TeacherError, UserError
+from synthforge.hashing import canonical_json
+from synthforge.teachers.base import (
+    CHOICE,
+    LOGPROBS,
+    RAW_TEXT,
+    SCORE,
+    Completion,
+    Conversation,
+    SamplingParams,
+    per_conversation,
+)
+from synthforge.teachers.config import VLLMSettings
+
+
+def engine_kwargs(model: str, settings: VLLMSettings) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM(...)``."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "dtype": settings.dtype,
+        "seed": settings.seed,
+    }
+    if settings.max_model_len is not None:
+        kwargs["max_model_len"] = settings.max_model_len
+    return {**kwargs, **settings.extra}
+
+
+def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` for ours (``max_tokens`` always set: vLLM's default is 16)."""
+    kwargs: dict[str, Any] = {
+        "n": params.n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_new_tokens,
+        "seed": params.seed,
+    }
+    if params.stop:
+        kwargs["stop"] = list(params.stop)
+    if params.logprobs is not None:
+        kwargs["logprobs"] = params.logprobs
+    return kwargs
+
+
+def score_kwargs() -> dict[str, Any]:
+    """``vllm.SamplingParams`` of a scoring request: one throw-away token, the prompt tokens' log-probabilities."""
+    return {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+
+
+def prefix_order(conversations: Sequence[Conversation]) -> list[int]:
+    """Indices of ``conversations`` sorted so that shared prefixes are adjacent (stable for equal ones)."""
+    keys = [[canonical_json(message) for message in conversation] for conversation in conversations]
+    return sorted(range(len(conversations)), key=lambda i: keys[i])
+
+
+def _logprob_value(value: Any) -> float:
+    return float(value.logprob if hasattr(value, "logprob") else value["logprob"])
+
+
+def _sample_logprobs(output: Any) -> list[dict[str, Any]] | None:
+    steps = getattr(output, "logprobs", None)
+    if steps is None:
+        return None
+    rows = []
+    for token_id, step in zip(output.token_ids, steps, strict=False):
+        chosen = step[token_id]
+        ranked = sorted(step.items(), key=lambda kv: -_logprob_value(kv[1]))
+        rows.append(
+            {
+                "token": getattr(chosen, "decoded_token", None) or str(token_id),
+                "logprob": _logprob_value(chosen),
+                "top": [[getattr(v, "decoded_token", None) or str(t), _logprob_value(v)] for t, v in ranked],
+            }
+        )
+    return rows
+
+
+def parse_request_output(output: Any) -> list[Completion]:
+    """Our completions from one ``vllm.RequestOutput`` (one per sample)."""
+    prompt_tokens = len(output.prompt_token_ids or [])
+    completions = []
+    for sample in output.outputs:
+        if sample.finish_reason not in ("stop", "length"):
+            raise TeacherError(f"vLLM ended a sample with finish_reason {sample.finish_reason!r}")
+        completions.append(
+            Completion(
+                text=sample.text.strip(),
+                finish_reason=sample.finish_reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(sample.token_ids),
+                logprobs=_sample_logprobs(sample),
+            )
+        )
+    return completions
+
+
+def continuation_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int], start: int) -> float:
+    """Sum of the log-probabilities of ``token_ids[start:]`` in a request's ``prompt_logprobs``."""
+    total = 0.0
+    for position in range(start, len(token_ids)):
+        entry = prompt_logprobs[position]
+        if entry is None or token_ids[position] not in entry:
+            raise TeacherError(f"vLLM returned no log-probability for prompt position {position}", retryable=False)
+        total += _logprob_value(entry[token_ids[position]])
+    return total
+
+
+class VLLMTeacher:
+    """A :class:`~synthforge.teachers.base.Teacher` over ``vllm.LLM``."""
+
+    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS})
+
+    def __init__(self, model: str, settings: VLLMSettings, identity: dict[str, Any]):
+        try:
+            import vllm
+        except ImportError:
+            raise UserError(
+                "teacher.backend vllm needs vLLM: pip install 'synthforge[vllm]' (Linux with a CUDA GPU)"
+            ) from None
+        self._vllm = vllm
+        self._identity = identity
+        self.llm = vllm.LLM(**engine_kwargs(model, settings))
+        self.tokenizer = self.llm.get_tokenizer()
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self._identity
+
+    def _params(self, params: SamplingParams) -> Any:
+        return self._vllm.SamplingParams(**sampling_kwargs(params))
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        all_params = per_conversation(params, len(conversations))
+        order = prefix_order(conversations)
+        outputs = self.llm.chat(
+            [list(conversations[i]) for i in order], [self._params(all_params[i]) for i in order], use_tqdm=False
+        )
+        results: list[list[Completion]] = [[] for _ in conversations]
+        for i, output in zip(order, outputs, strict=True):
+            results[i] = parse_request_output(output)
+        return results
+
+    def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+
+    def complete(
+        self, texts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[list[Completion]]:
+        all_params = per_conversation(params, len(texts))
+        outputs = self.llm.generate(list(texts), [self._params(p) for p in all_params], use_tqdm=False)
+        return [parse_request_output(o) for o in outputs]
+
+    def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        items: list[tuple[int, int, list[int], int]] = []
+        for c, (conversation, candidates) in enumerate(zip(conversations, continuations, strict=True)):
+            prompt = self.tokenizer(self.render_chat(conversation, True), add_special_tokens=False)["input_ids"]
+            for k, candidate in enumerate(candidates):
+                target = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+                items.append((c, k, prompt + target, len(prompt)))
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for _, _, ids, _ in items],
+            self._vllm.SamplingParams(**score_kwargs()),
+            use_tqdm=False,
+        )
+        scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
+        for (c, k, ids, start), output in zip(items, outputs, strict=True):
+            scores[c][k] = continuation_logprob(output.prompt_logprobs, ids, start)
+        return scores

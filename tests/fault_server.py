@@ -1,0 +1,99 @@
+"""A small OpenAI-compatible test server on 127.0.0.1 whose answers a test scripts: faults on demand.
+
+Built on the standard library's threading HTTP server, so a test can drop a connection without answering,
+answer late, or answer 429/500/401; a well-behaved request gets a deterministic chat completion.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Fault = tuple[int, dict[str, str], dict[str, Any]] | str | None  # (status, headers, body), "drop", ("sleep") or None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chat_completion(request: dict[str, Any], text: str | None = None) -> dict[str, Any]:
+    """A valid chat completion answering the request's last message."""
+    last = request["messages"][-1]["content"]
+    n = request.get("n", 1)
+    content = text if text is not None else f"answer {request.get('seed')} to: {last[:30]}"
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request["model"],
+        "choices": [
+            {"index": k, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}
+            for k in range(n)
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3 * n, "total_tokens": 10 + 3 * n},
+    }
+
+
+class FaultServer:
+    """``script(request_number, body) -> Fault`` decides each answer; None means answer normally."""
+
+    def __init__(self, script: Callable[[int, dict[str, Any]], Fault] = lambda i, b: None, delay: float = 0.0):
+        self.script = script
+        self.delay = delay
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        self.port = free_port()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                with server.lock:
+                    number = len(server.requests)
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                fault = server.script(number, body)
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "sleep":
+                    time.sleep(3.0)
+                    fault = None
+                status, headers, payload = fault if fault is not None else (200, {}, chat_completion(body))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                for key, value in {**headers, "content-type": "application/json"}.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> FaultServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
