@@ -2,6 +2,8 @@
 
     python benchmarks/teacher.py                       # embedded SmolLM2-135M on this machine
     python benchmarks/teacher.py --teacher DIR --batch-sizes 1,16,64 --device cuda
+    python benchmarks/teacher.py --mode overhead       # respond stage via the engine vs a plain generate loop
+    python benchmarks/teacher.py --mode serve          # 8 clients through `synthforge serve` vs in-process
 
 Also prints the teacher's start time (load from the converted cache).
 """
@@ -10,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,10 +34,152 @@ def prompts(count: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(count)]
 
 
+def overhead(teacher, args) -> None:
+    """The respond stage through the engine (checkpoints, trace, export) vs a plain ``model.generate`` loop at
+    the same batch size on the same prompts and token budget; greedy, so both produce the same tokens."""
+    import torch
+
+    from synthforge.engine.runner import RunOptions, run_pipeline
+    from synthforge.engine.spec import load_pipeline
+    from synthforge.prompts import load_template
+
+    size = args.batch
+    count = min(args.prompts, len((REPO / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines()))
+    template = load_template("respond", REPO / "prompts")
+    convs = [[{"role": "user", "content": template.render(prompt=c[0]["content"])}] for c in prompts(count)]
+    tok, model = teacher.tokenizer, teacher.model
+    started, plain_tokens = time.perf_counter(), 0
+    with torch.inference_mode():
+        for start in range(0, count, size):
+            rows = [teacher.encode_chat(c) for c in convs[start : start + size]]
+            ids, mask = teacher._left_pad(rows)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=args.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=sorted(teacher.eos_ids),
+            )
+            for row in out[:, ids.shape[1] :].tolist():
+                end = next((i for i, t in enumerate(row) if t in teacher.eos_ids), None)
+                plain_tokens += len(row) if end is None else end + 1
+    plain = plain_tokens / (time.perf_counter() - started)
+    seeds = REPO / "pipelines" / "seeds" / "red-team.jsonl"
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Path(tmp) / "overhead.yaml"
+        pipeline.write_text(
+            json.dumps(
+                {
+                    "name": "overhead",
+                    "seed": 0,
+                    "teacher": {"model": args.teacher, "batch_size": size},
+                    "seeds": {"path": str(seeds)},
+                    "paths": {"prompts": str(REPO / "prompts"), "constitutions": str(REPO / "constitutions")},
+                    "stages": [{"respond": {"sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens}}}],
+                }
+            )
+        )
+        spec = load_pipeline(pipeline)
+        started = time.perf_counter()
+        result = run_pipeline(
+            spec, RunOptions(out_dir=Path(tmp) / "out", limit=count), teacher=teacher, log=lambda _: None
+        )
+        ours_tokens = result.manifest["usage"]["completion_tokens"]
+        ours = ours_tokens / (time.perf_counter() - started)
+    print(f"plain model.generate loop, batch {size}: {plain_tokens} tokens, {plain:.1f} tok/s")
+    print(
+        f"respond stage through synthforge generate, batch {size}: {ours_tokens} tokens, {ours:.1f} tok/s "
+        f"= {ours / plain:.2f}x the plain loop (target >= 1.0x)"
+    )
+
+
+def serve_batching(teacher, args) -> None:
+    """8 clients, each sending one request at a time to `synthforge serve`, vs in-process at batch 16."""
+    from tests.fault_server import free_port
+
+    convs = prompts(args.prompts)
+    params = [SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=i) for i in range(len(convs))]
+    teacher.batch_size = 16
+    started = time.perf_counter()
+    out = teacher.generate(convs, params)
+    local_tokens = sum(c.completion_tokens for group in out for c in group)
+    local = local_tokens / (time.perf_counter() - started)
+    del teacher.model  # free the in-process copy's memory before the server loads its own
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthforge.cli.main",
+        "serve",
+        "--teacher",
+        args.teacher,
+        "--port",
+        str(port),
+        "--batch-size",
+        "16",
+        "--model-name",
+        "bench",
+    ]
+    server = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        todo, lock, served_tokens = list(range(len(convs))), threading.Lock(), [0]
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop(0)
+                body = {
+                    "model": "bench",
+                    "messages": convs[i],
+                    "temperature": 0.7,
+                    "top_p": 0.95,
+                    "max_tokens": args.max_new_tokens,
+                    "seed": i,
+                }
+                request = urllib.request.Request(
+                    f"{url}/chat/completions",
+                    data=json.dumps(body).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                answer = json.loads(urllib.request.urlopen(request, timeout=600).read())
+                with lock:
+                    served_tokens[0] += answer["usage"]["completion_tokens"]
+
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        served = served_tokens[0] / (time.perf_counter() - started)
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"in-process, batch 16: {local_tokens} tokens, {local:.1f} tok/s")
+    print(
+        f"synthforge serve, {args.clients} concurrent clients one request at a time: {served_tokens[0]} tokens, "
+        f"{served:.1f} tok/s = {served / local:.2f}x in-process (target >= 0.8x)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["batch", "overhead", "serve"], default="batch")
     parser.add_argument("--teacher", default="embedded")
     parser.add_argument("--batch-sizes", default="1,16,64")
+    parser.add_argument("--batch", type=int, default=16, help="batch size of --mode overhead")
+    parser.add_argument("--prompts", type=int, default=64, help="prompts of --mode overhead / serve")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of --mode serve")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -39,6 +188,10 @@ def main() -> None:
     started = time.perf_counter()
     teacher = load_teacher(args.teacher, device=args.device)
     print(f"teacher start (cached weights): {time.perf_counter() - started:.2f} s  [{teacher.identity}]")
+    if args.mode == "overhead":
+        return overhead(teacher, args)
+    if args.mode == "serve":
+        return serve_batching(teacher, args)
     # min_new_tokens is not used: every row samples until EOS or the limit, as in real runs.
     params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0)
     baseline = None

@@ -177,7 +177,8 @@ def test_timeouts_and_dropped_connections_are_retried_then_ledgered(project):
     with FaultServer(script) as server:
         result = _run(_pipeline(project, _openai(server.url)), project / "out", limit=6)
     dropped = _lines(result.out_dir / "dropped.jsonl")
-    assert [d["reason"] for d in dropped] == ["teacher error after 2 attempt(s) alone: request timed out after 1 s (and retries)"]
+    reason = "teacher error after 2 attempt(s) alone: request timed out after 1 s (and retries)"
+    assert [d["reason"] for d in dropped] == [reason]
     assert len(_lines(result.out_dir / "sft.jsonl")) == 5
 
 

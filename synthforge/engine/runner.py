@@ -104,8 +104,11 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
         if teacher is None:
             check_device(spec.teacher, f"{spec.source}: teacher")
         have = capabilities_of(teacher) if teacher is not None else teacher_capabilities(spec.teacher)
+        backend = spec.teacher.backend
+        if teacher is not None:
+            backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
         for stage in stages:
-            problem = missing_capability(spec.teacher, stage.needs, have) if stage.uses_teacher else None
+            problem = missing_capability(backend, stage.needs, have) if stage.uses_teacher else None
             if problem:
                 raise SpecError(f"{stage.where}: stage {stage.kind} {problem}")
     return prepared

@@ -115,14 +115,14 @@ def teacher_capabilities(spec: TeacherSpec) -> frozenset[str]:
     return frozenset({GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS})
 
 
-def missing_capability(spec: TeacherSpec, needed: frozenset[str], have: frozenset[str]) -> str | None:
+def missing_capability(backend: str, needed: frozenset[str], have: frozenset[str]) -> str | None:
     """One line saying what a stage needs that the teacher lacks, and how to get it; None when nothing is."""
     missing = sorted(needed - have)
     if not missing:
         return None
     words = "; ".join(CAPABILITY_WORDS.get(m, m) for m in missing)
-    hint = "; ".join(CAPABILITY_HINTS[(spec.backend, m)] for m in missing if (spec.backend, m) in CAPABILITY_HINTS)
-    return f"needs {words}, which teacher backend {spec.backend!r} can't provide" + (f" ({hint})" if hint else "")
+    hint = "; ".join(CAPABILITY_HINTS[(backend, m)] for m in missing if (backend, m) in CAPABILITY_HINTS)
+    return f"needs {words}, which teacher backend {backend!r} can't provide" + (f" ({hint})" if hint else "")
 
 
 def check_device(spec: TeacherSpec, where: str) -> None:

@@ -59,24 +59,35 @@ class SeededSampler(LogitsProcessor):
     Returns logits whose argmax is the sampled token, so greedy search performs the sampling.
     """
 
-    def __init__(self, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor):
+    def __init__(self, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor, top_k: int = 256):
         self.temperatures = temperatures
         self.top_ps = top_ps
         self.seeds = seeds
+        self.top_k = top_k
         self.step = 0
+
+    def _nucleus(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids by falling probability and a mask of those outside each row's top-p nucleus. Only the
+        ``top_k`` most likely are ranked when every row's nucleus lies within them (a partial sort instead
+        of sorting the whole vocabulary each step); otherwise the whole vocabulary is sorted."""
+        if self.top_k < probs.shape[-1]:
+            ranked, order = probs.topk(self.top_k, dim=-1)
+            outside = (ranked.cumsum(dim=-1) - ranked) > self.top_ps[:, None]
+            if bool(outside[:, -1].all()):
+                return order, outside
+        ranked, order = probs.sort(dim=-1, descending=True)
+        return order, (ranked.cumsum(dim=-1) - ranked) > self.top_ps[:, None]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
         logits = scores / self.temperatures.clamp_min(1e-6)[:, None]
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) > self.top_ps[:, None]
+        order, outside = self._nucleus(torch.softmax(logits, dim=-1))
         # Only the nucleus needs noise: the widest row's nucleus bounds the columns drawn.
         width = int((~outside).sum(dim=-1).max())
         candidates = order[:, :width]
         gumbel = -torch.log(-torch.log(row_uniforms(self.seeds, self.step, candidates)))
         self.step += 1
-        noisy = (sorted_logits[:, :width] + gumbel).masked_fill(outside[:, :width], float("-inf"))
+        noisy = (logits.gather(-1, candidates) + gumbel).masked_fill(outside[:, :width], float("-inf"))
         sampled = candidates.gather(-1, noisy.argmax(dim=-1, keepdim=True)).squeeze(-1)
         chosen = torch.where(self.temperatures <= 0, scores.argmax(dim=-1), sampled)
         out = torch.full_like(scores, float("-inf"))
@@ -209,6 +220,8 @@ class TransformersTeacher:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
             stop_strings=list(params.stop) or None,
+            output_logits=params.logprobs is not None,
+            return_dict_in_generate=params.logprobs is not None,
         )
         want_logprobs = params.logprobs is not None
         out = self.model.generate(
@@ -217,8 +230,6 @@ class TransformersTeacher:
             generation_config=config,
             logits_processor=LogitsProcessorList([sampler]),
             tokenizer=self.tokenizer if params.stop else None,
-            output_logits=want_logprobs,
-            return_dict_in_generate=want_logprobs,
         )
         sequences = out.sequences if want_logprobs else out
         width = ids.shape[1]

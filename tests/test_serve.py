@@ -1,0 +1,253 @@
+"""`synthforge serve` as a real subprocess on 127.0.0.1, driven by the openai backend and by raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.teachers.base import SamplingParams
+from synthforge.teachers.config import OpenAISettings
+from synthforge.teachers.openai_teacher import OpenAITeacher
+from synthforge.teachers.serve import Batcher
+from tests.conftest import write_pipeline
+from tests.fault_server import free_port
+
+KEY = "serve-test-key"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    """A `synthforge serve` process on the tiny model (one torch thread: the test process is the other core)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "synthforge.cli.main", "serve", "--teacher", str(tiny_model_dir)]
+    cmd += ["--port", str(port), "--model-name", "tiny", "--threads", "1", "--device", "cpu"]
+    process = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=1).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"serve did not start: {process.stderr.read() if process.stderr else ''}")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _post(url: str, path: str, body: dict | bytes, key: str | None = None) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, headers={"content-type": "application/json"})
+    if key:
+        request.add_header("authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _client(url: str, **settings) -> OpenAITeacher:
+    return OpenAITeacher("tiny", OpenAISettings(base_url=url, **settings), {"backend": "openai"})
+
+
+HI = [{"role": "user", "content": "How can I help you today?"}]
+
+
+def test_chat_completions_seeds_n_and_stop(server):
+    client = _client(server)
+    try:
+        params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=5)
+        first = client.generate([HI], params)[0][0]
+        again = client.generate([HI], params)[0][0]
+        other = client.generate([HI], params.with_seed(6))[0][0]
+        assert first.text == again.text and first.text != other.text
+        two = client.generate([HI], SamplingParams(temperature=1.0, max_new_tokens=12, seed=5, n=2))[0]
+        assert len(two) == 2 and two[0].text != two[1].text
+        assert first.finish_reason == "length" and first.completion_tokens == 12 and first.prompt_tokens > 0
+        stop = first.text[len(first.text) // 2 :][:2]
+        cut = client.generate([HI], SamplingParams(temperature=1.0, max_new_tokens=12, seed=5, stop=(stop,)))[0][0]
+        assert cut.finish_reason == "stop" and first.text.startswith(cut.text) and stop not in cut.text
+    finally:
+        client.close()
+
+
+def test_scores_through_the_server_equal_in_process_scores(server, tiny_teacher):
+    client = _client(server, score="prompt_logprobs")
+    candidates = [["(A)", "(B)"], ["The quick brown fox.", "Please rewrite the response."]]
+    try:
+        remote = client.score([HI, HI], candidates)
+    finally:
+        client.close()
+    local = tiny_teacher.score([HI, HI], candidates)
+    assert sum(remote, []) == pytest.approx(sum(local, []), abs=1e-4)
+
+
+def test_completions_echo_logprobs(server, tiny_teacher):
+    status, body = _post(
+        server,
+        "/completions",
+        {"model": "tiny", "prompt": "The quick brown fox", "echo": True, "logprobs": 0, "max_tokens": 0},
+    )
+    assert status == 200
+    choice = body["choices"][0]
+    assert choice["text"] == "The quick brown fox"
+    _, local = tiny_teacher.continuation_token_logprobs(None, "The quick brown fox")
+    assert choice["logprobs"]["tokens"] == [text for _, text, _ in local]
+    assert choice["logprobs"]["token_logprobs"][0] is None
+    assert choice["logprobs"]["token_logprobs"][1:] == pytest.approx([lp for _, _, lp in local[1:]], abs=1e-4)
+
+
+def test_the_cai_pipeline_through_the_server_equals_the_in_process_run(server, project, tiny_model_dir, tiny_teacher):
+    path = write_pipeline(project, tiny_model_dir)
+    local = run_pipeline(
+        load_pipeline(path), RunOptions(out_dir=project / "local", limit=6), teacher=tiny_teacher, log=lambda _: None
+    )
+    overrides = ["teacher.backend=openai", "teacher.model=tiny", f"teacher.openai.base_url={server}"]
+    remote = run_pipeline(
+        load_pipeline(path, overrides), RunOptions(out_dir=project / "remote", limit=6), log=lambda _: None
+    )
+    for name in ("sft.jsonl", "dpo.jsonl"):
+        assert (local.out_dir / name).read_bytes() == (remote.out_dir / name).read_bytes()
+    assert remote.manifest["teacher"]["backend"] == "openai"
+    assert remote.manifest["usage"] == local.manifest["usage"]
+
+
+def test_the_judge_through_the_server_agrees_with_in_process_scores(server, project, tiny_model_dir, tiny_teacher):
+    path = write_pipeline(project, tiny_model_dir)
+    judge = ["stages=[{judge: {constitution: harmless, margin: 0.0, sampling: {temperature: 0.8, max_new_tokens: 6}}}]"]
+    local = run_pipeline(
+        load_pipeline(path, judge),
+        RunOptions(out_dir=project / "local", limit=4),
+        teacher=tiny_teacher,
+        log=lambda _: None,
+    )
+    overrides = [
+        *judge,
+        "teacher.backend=openai",
+        "teacher.model=tiny",
+        f"teacher.openai.base_url={server}",
+        "teacher.openai.score=prompt_logprobs",
+    ]
+    remote = run_pipeline(
+        load_pipeline(path, overrides), RunOptions(out_dir=project / "remote", limit=4), log=lambda _: None
+    )
+
+    def labels(out: Path) -> list[float]:
+        rows = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+        rows += [json.loads(line)["record"] for line in (out / "dropped.jsonl").read_text().splitlines()]
+        return [r["meta"]["preference"]["p_first"] for r in sorted(rows, key=lambda r: r["id"])]
+
+    assert len(labels(local.out_dir)) == 4
+    assert labels(remote.out_dir) == pytest.approx(labels(local.out_dir), abs=1e-4)
+
+
+def test_magpie_over_http_with_a_local_tokenizer(server, project, tiny_model_dir, tiny_teacher):
+    path = write_pipeline(project, tiny_model_dir)
+    stages = [
+        "stages=[{magpie: {num_prompts: 4, min_words: 1, sampling: {temperature: 1.0, max_new_tokens: 8}}}]",
+        "seeds=null",
+    ]
+    local = run_pipeline(
+        load_pipeline(path, stages), RunOptions(out_dir=project / "local"), teacher=tiny_teacher, log=lambda _: None
+    )
+    overrides = [
+        *stages,
+        "teacher.backend=openai",
+        "teacher.model=tiny",
+        f"teacher.openai.base_url={server}",
+        f"teacher.openai.tokenizer={tiny_model_dir}",
+    ]
+    remote = run_pipeline(load_pipeline(path, overrides), RunOptions(out_dir=project / "remote"), log=lambda _: None)
+    for name in ("trace.jsonl", "dropped.jsonl"):
+        assert (local.out_dir / name).read_text() == (remote.out_dir / name).read_text()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404, "does not exist"),
+        ({"model": "tiny", "messages": {"role": "user"}}, 400, "messages must be a non-empty list"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n must be in"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, "content must be a string"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "finite"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "stream"),
+        ([1, 2], 400, "JSON object"),
+    ],
+)
+def test_bad_requests_get_openai_error_objects_and_the_server_keeps_serving(server, body, status, fragment):
+    code, answer = _post(
+        server, "/chat/completions", body if isinstance(body, bytes | dict) else json.dumps(body).encode()
+    )
+    assert code == status and fragment in answer["error"]["message"] and answer["error"]["type"]
+    ok, _ = _post(server, "/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 2})
+    assert ok == 200
+
+
+def test_api_key_is_enforced(tiny_model_dir):
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthforge.cli.main",
+        "serve",
+        "--teacher",
+        str(tiny_model_dir),
+        "--port",
+        str(port),
+        "--model-name",
+        "tiny",
+        "--threads",
+        "1",
+        "--api-key",
+        KEY,
+    ]
+    process = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(600):
+            try:
+                _post(url, "/chat/completions", {})
+                break
+            except OSError:
+                time.sleep(0.1)
+        code, answer = _post(url, "/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 2})
+        assert code == 401 and answer["error"]["type"] == "authentication_error"
+        code, _ = _post(url, "/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 2}, key=KEY)
+        assert code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_requests_that_arrive_together_are_batched_together(tiny_teacher):
+    """The batcher in-process: 8 concurrent requests take fewer teacher calls, with unchanged results."""
+    batcher = Batcher(tiny_teacher, max_batch=16, wait_ms=50)
+    batcher.start()
+    params = [SamplingParams(temperature=1.0, max_new_tokens=6, seed=s) for s in range(8)]
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(8)]
+
+    async def together():
+        return await asyncio.gather(*(batcher.run("chat", c, p) for c, p in zip(prompts, params, strict=True)))
+
+    try:
+        batched = asyncio.run(together())
+    finally:
+        batcher.stop()
+    assert len(batcher.batches) < 8 and sum(batcher.batches) == 8
+    alone = [tiny_teacher.generate([c], p)[0] for c, p in zip(prompts, params, strict=True)]
+    assert [[c.text for c in r] for r in batched] == [[c.text for c in r] for r in alone]
