@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from synthforge.errors import UserError
+from synthforge.files import read_text
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """JSON objects, one per non-blank line; a bad line is named by file and line number."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
+from jinja2.sandbox import SandboxedEnvironment
 
 from synthforge.errors import UserError
+from synthforge.files import read_text
 from synthforge.hashing import stable_hash
 
 TEMPLATE_SUFFIX = ".j2"
@@ -34,12 +37,13 @@ class PromptTemplate:
             return self.compiled.render(**values).strip()
         except jinja2.UndefinedError as exc:
             raise UserError(f"{self.path}: template uses an undefined variable: {exc.message}") from None
-        except jinja2.TemplateError as exc:
+        except jinja2.TemplateError as exc:  # a sandbox violation (SecurityError) too
             raise UserError(f"{self.path}: template failed to render: {exc}") from None
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    """A sandboxed environment: a template can't reach Python internals (``cycler.__init__.__globals__``)."""
+    return SandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -56,9 +60,13 @@ def load_template(ref: str, prompts_dir: Path) -> PromptTemplate:
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise UserError(f"prompt template {ref!r} not found (looked for {prompts_dir / (ref + TEMPLATE_SUFFIX)})")
-    source = path.read_text(encoding="utf-8")
+    source = read_text(path, "prompt template")
+    environment = _environment()
     try:
-        compiled = _environment().from_string(source)
+        parsed = environment.parse(source)
+        compiled = environment.from_string(parsed)
     except jinja2.TemplateSyntaxError as exc:
         raise UserError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
+    if list(jinja2.meta.find_referenced_templates(parsed)):
+        raise UserError(f"{path}: a prompt template can't include, import or extend other templates")
     return PromptTemplate(name=path.stem, path=path, source=source, sha256=stable_hash(source), compiled=compiled)

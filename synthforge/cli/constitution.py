@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from synthforge.constitution.importers import import_constitution
-from synthforge.constitution.parser import ConstitutionError, load_constitution
+from synthforge.constitution.parser import ConstitutionError, load_constitution, parse_constitution
 from synthforge.constitution.writer import format_constitution
+from synthforge.errors import UserError
+from synthforge.files import write_atomic
 
 
 @click.group()
@@ -44,10 +46,15 @@ def convert(source: Path, out: Path | None) -> None:
     header = f"Converted by `synthforge constitution convert` from {source.name}.\nEdit freely; check with "
     header += "`synthforge constitution check`."
     text = format_constitution(imported, header=header)
+    # Never hand over a file that `constitution check` would reject: parse what we would write.
+    target = str(out) if out is not None else f"{source.name} (converted)"
+    parse_constitution(text, source=target, name=imported.name)
     if out is None:
         click.echo(text, nl=False)
         return
-    out.write_text(text, encoding="utf-8")
+    if not out.parent.is_dir():
+        raise UserError(f"-o {out}: directory {out.parent} does not exist")
+    write_atomic(out, text)
     click.echo(f"wrote {out}: {len(imported.principles)} principles, {len(imported.examples)} few-shot examples")
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from synthforge.dedup.files import dedup_file, resolve_input
+from synthforge.dedup.files import dedup_file, dropped_path_for, resolve_input
 from synthforge.dedup.near_duplicates import VERIFY, DedupSettings
 from synthforge.errors import UserError
+
+RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest.json", "README.md")
 
 
 @click.command()
@@ -36,8 +38,12 @@ def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name
       synthforge dedup outputs/cai-harmless --key prompt --threshold 0.8 --out prompts.dedup.jsonl
     """
     path = resolve_input(source, name)
-    if out.resolve() == path.resolve():
-        raise UserError(f"--out {out} is the input file; write somewhere else")
+    out = out.expanduser()
+    for target in (out, dropped_path_for(out)):
+        if target.resolve() == path.resolve():
+            raise UserError(f"--out {out}: {target} is the input file; write somewhere else")
+        if source.is_dir() and target.resolve().parent == source.resolve() and target.name in RUN_FILES:
+            raise UserError(f"--out {out}: {target} is a file of the run directory being read; write elsewhere")
     settings = DedupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, verify=verify, seed=seed)
     with tqdm(desc="dedup", unit="row", disable=None) as bar:
         report = dedup_file(path, out, settings, key, keep, bar.update)

@@ -13,23 +13,36 @@ from typing import Any
 
 from synthforge.constitution.model import Constitution, FewShotExample, Principle
 from synthforge.constitution.parser import ConstitutionError
+from synthforge.files import read_text
 from synthforge.hashing import stable_hash
 
 FEW_SHOT_ROLES = ["user", "assistant", "user", "assistant", "user", "assistant"]
 
 
+def _text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
 def from_hf_recipe(data: dict[str, Any], name: str, source: str) -> Constitution:
     """Principles ``hf-01``… from ``constitutions``; few-shot examples from ``system_chat`` conversations."""
     principles = []
+    if not isinstance(data["constitutions"], list):
+        raise ConstitutionError(f"{source}: constitutions: expected a list of {{'critic', 'revision'}} objects")
     for i, item in enumerate(data["constitutions"], start=1):
-        if not isinstance(item, dict) or not item.get("critic") or not item.get("revision"):
-            raise ConstitutionError(f"{source}: constitutions[{i - 1}] needs non-empty 'critic' and 'revision'")
+        if not isinstance(item, dict) or not _text(item.get("critic")) or not _text(item.get("revision")):
+            raise ConstitutionError(f"{source}: constitutions[{i - 1}] needs non-empty text in 'critic' and 'revision'")
         principles.append(Principle(name=f"principle-{i:02d}", critique=item["critic"], revision=item["revision"]))
     examples = []
-    for i, chat in enumerate(data.get("system_chat") or [], start=1):
-        roles = [m.get("role") for m in chat] if isinstance(chat, list) else None
-        if roles != FEW_SHOT_ROLES:
-            raise ConstitutionError(f"{source}: system_chat[{i - 1}] must be 6 messages alternating user/assistant")
+    chats = data.get("system_chat") or []
+    if not isinstance(chats, list):
+        raise ConstitutionError(f"{source}: system_chat: expected a list of conversations")
+    for i, chat in enumerate(chats, start=1):
+        messages = chat if isinstance(chat, list) and all(isinstance(m, dict) for m in chat) else None
+        roles = [m.get("role") for m in messages] if messages is not None else None
+        if roles != FEW_SHOT_ROLES or not all(_text(m.get("content")) for m in messages or []):
+            raise ConstitutionError(
+                f"{source}: system_chat[{i - 1}] must be 6 messages alternating user/assistant, each with text"
+            )
         texts = [m["content"] for m in chat]
         examples.append(FewShotExample(f"example-{i:02d}", *texts))
     return Constitution(name=name, principles=tuple(principles), examples=tuple(examples), sha256=stable_hash(data))
@@ -41,7 +54,7 @@ def from_anthropic(data: dict[str, Any], name: str, source: str) -> Constitution
     for key, item in data.items():
         prompt = item.get("prompt") if isinstance(item, dict) else None
         critique = prompt[0] if isinstance(prompt, list) and prompt else prompt
-        if not isinstance(critique, str) or not isinstance(item.get("edit_request"), str):
+        if not _text(critique) or not _text(item.get("edit_request")):
             raise ConstitutionError(f"{source}: {key}: expected {{'prompt': [critique], 'edit_request': revision}}")
         principles.append(
             Principle(name=key.replace(" ", "-"), critique=critique.strip(), revision=item["edit_request"].strip())
@@ -52,7 +65,7 @@ def from_anthropic(data: dict[str, Any], name: str, source: str) -> Constitution
 def import_constitution(path: Path) -> Constitution:
     """Read a JSON constitution in either published layout (detected from its keys)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "constitution JSON"))
     except json.JSONDecodeError as exc:
         raise ConstitutionError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if isinstance(data, dict) and "constitutions" in data:

@@ -20,11 +20,13 @@ Every error names the file and line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthforge.constitution.model import Constitution, FewShotExample, Principle
 from synthforge.errors import UserError
+from synthforge.files import read_text
 from synthforge.hashing import stable_hash
 
 PRINCIPLE_KEYS = {"critique", "revision", "compare", "weight", "tags"}
@@ -143,8 +145,8 @@ def _principle(block: _Block, source: str) -> Principle:
             weight = float(block.values["weight"])
         except ValueError:
             raise _fail(source, block.lines["weight"], "weight must be a number") from None
-        if weight <= 0:
-            raise _fail(source, block.lines["weight"], "weight must be positive")
+        if not math.isfinite(weight) or weight <= 0:
+            raise _fail(source, block.lines["weight"], "weight must be positive and finite")
     tags = tuple(t.strip() for t in block.values.get("tags", "").split(",") if t.strip())
     return Principle(
         name=block.name,
@@ -212,8 +214,5 @@ def resolve_constitution_path(ref: str, constitutions_dir: Path) -> Path:
 def load_constitution(ref: str | Path, constitutions_dir: Path = Path("constitutions")) -> Constitution:
     """Load and parse a constitution by file path or by name."""
     path = resolve_constitution_path(str(ref), constitutions_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConstitutionError(f"{path}:1: not UTF-8 text ({exc.reason})") from None
+    text = read_text(path, "constitution")
     return parse_constitution(text, source=str(path), name=path.stem)

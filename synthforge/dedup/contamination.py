@@ -13,6 +13,7 @@ import numpy as np
 
 from synthforge.dedup.shingles import ShingleHasher, Shingling, tokens
 from synthforge.errors import UserError
+from synthforge.files import read_text
 
 EVAL_SUFFIXES = (".jsonl", ".json", ".txt", ".parquet")
 
@@ -32,7 +33,7 @@ def read_eval_texts(path: Path) -> list[str]:
         raise UserError(f"evaluation file {path} not found")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line for line in read_text(path, "eval file").splitlines() if line.strip()]
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -40,7 +41,7 @@ def read_eval_texts(path: Path) -> list[str]:
         return [v for row in table.to_pylist() for v in _strings(row)]
     if suffix in (".jsonl", ".json"):
         texts: list[str] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text(path, "eval file").splitlines(), 1):
             if line.strip():
                 try:
                     texts += _strings(json.loads(line))

@@ -7,6 +7,7 @@ lists), TRL standard (``prompt``, ``completion``, ``chosen``), Alpaca / Self-Ins
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from synthforge.dedup.near_duplicates import DedupSettings, choose_kept
-from synthforge.engine.exporters import write_jsonl
 from synthforge.errors import UserError
+from synthforge.files import write_jsonl
 from synthforge.jsonl import read_jsonl
 
 
@@ -80,13 +81,29 @@ def key_texts(rows: list[dict[str, Any]], key: str, path: Path) -> list[str]:
     return texts
 
 
+def _confidence(row: dict[str, Any], number: int, path: Path) -> float:
+    value = row.get("confidence")
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError(f"{path}: row {number}: confidence must be a finite number, got {value!r}")
+    return float(value)
+
+
+def dropped_path_for(out: Path) -> Path:
+    """Where ``synthforge dedup --out OUT`` writes the rows it dropped."""
+    return out.with_name(out.name.removesuffix(".jsonl") + ".dropped.jsonl")
+
+
 def dedup_file(
     path: Path, out: Path, settings: DedupSettings, key: str = "prompt", keep: str = "first", progress=None
 ) -> DedupReport:
     """Write ``out`` with one row per near-duplicate cluster and ``<out>.dropped.jsonl`` with the rest."""
     rows = read_jsonl(path)
+    if not rows:
+        raise UserError(f"{path}: no rows to deduplicate (the file is empty)")
     texts = key_texts(rows, key, path)
-    confidences = [float(r.get("confidence") or 0.0) for r in rows]
+    confidences = [_confidence(row, number, path) for number, row in enumerate(rows, 1)]
     best, clusters = choose_kept(texts, confidences, settings, keep, progress)
     sizes = clusters.sizes()
     kept = [row for i, row in enumerate(rows) if best[i] == i]
@@ -95,7 +112,7 @@ def dedup_file(
         for i, row in enumerate(rows)
         if best[i] != i
     ]
-    dropped_path = out.with_name(out.name.removesuffix(".jsonl") + ".dropped.jsonl")
+    dropped_path = dropped_path_for(out)
     write_jsonl(out, kept)
     write_jsonl(dropped_path, dropped)
     return DedupReport(len(rows), len(kept), len(dropped), len(np.unique(clusters.labels)), out, dropped_path)

@@ -64,7 +64,7 @@ class Journal:
 
 def save_results(path: Path, results: list[Result]) -> None:
     """Write a whole-dataset stage's results at once (atomically: the file exists only when complete)."""
-    from synthforge.engine.exporters import write_atomic
+    from synthforge.files import write_atomic
 
     write_atomic(
         path, "".join(json.dumps(_encode(str(i), r), ensure_ascii=False) + "\n" for i, r in enumerate(results))

@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from synthforge.files import write_atomic, write_jsonl
 from synthforge.records import Drop, Record, same_text
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs get the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Atomically write rows as JSON lines; returns the row count."""
-    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
-    write_atomic(path, "".join(lines))
-    return len(lines)
+__all__ = ["export_run", "write_atomic", "write_jsonl"]
 
 
 def sft_row(record: Record) -> dict[str, Any]:

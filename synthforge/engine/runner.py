@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import time
 from collections import Counter
@@ -23,13 +22,15 @@ from tqdm.auto import tqdm
 from synthforge import __version__
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
-from synthforge.engine.exporters import export_run, write_atomic
-from synthforge.engine.provenance import file_hashes, package_versions
+from synthforge.engine.exporters import export_run
+from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.statistics import format_drop_reasons, format_statistics, principle_statistics
 from synthforge.errors import StageFailed, TeacherError, TokenBudgetSpent, UserError
+from synthforge.files import write_atomic
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
+from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
@@ -131,36 +132,58 @@ def run_pipeline(
     owned = None
     if teacher is None and prepared.needs_teacher:
         teacher = owned = LazyTeacher(spec.teacher)  # identity now; weights or connection on first use
-    out_dir = options.out_dir or default_out_dir(spec)
-    checkpoints = out_dir / "checkpoints"
-    if options.fresh and checkpoints.exists():
-        shutil.rmtree(checkpoints)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_directory(options.out_dir or default_out_dir(spec), spec.name) as out_dir:
+        try:
+            return _run_locked(prepared, out_dir, teacher, options, log)
+        finally:
+            if owned is not None:
+                owned.close()
+
+
+def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, options: RunOptions, log: Log):
+    """The run itself, with ``out_dir`` claimed and locked."""
+    spec = prepared.spec
+    if options.fresh:
+        remove_checkpoints(out_dir)
+    checkpoints = out_dir / CHECKPOINTS
     started = time.time()
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
     budget = _Budget(options.max_tokens)
-    try:
-        for index, stage in enumerate(prepared.stages):
-            records, stage_drops, report = _run_stage(
-                index, stage, records, teacher, spec, checkpoints, options, budget
-            )
-            drops.extend(stage_drops)
-            reports.append(report)
-            funnel.append({"step": stage.name, "records": len(records)})
-            log(_report_line(report, options.explain))
-    finally:
-        if owned is not None:
-            owned.close()
+    for index, stage in enumerate(prepared.stages):
+        inputs = len(records)
+        records, stage_drops, report = _run_stage(index, stage, records, teacher, spec, checkpoints, options, budget)
+        _check_balance(stage, inputs, len(records), len(stage_drops))
+        drops.extend(stage_drops)
+        reports.append(report)
+        funnel.append({"step": stage.name, "records": len(records)})
+        log(_report_line(report, options.explain))
+    # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo)
+    if counts["dropped"] != len(drops):
+        raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
     funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
     manifest["principles"] = principle_statistics([*records, *(d.record for d in drops)])
     if manifest["principles"]:
         log("per principle:\n" + "\n".join(format_statistics(manifest["principles"])))
-    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     write_atomic(out_dir / "README.md", render_card(manifest))
+    manifest["outputs"] = {name: file_sha256(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).is_file()}
+    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
+
+
+OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "README.md")
+
+
+def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:
+    """Every record that enters a stage leaves it kept or dropped; anything else is a bug that stops the run.
+    (Stages that write new prompts — Magpie, Self-Instruct — make a new set of records and are exempt.)"""
+    if isinstance(stage, DatasetStage) and stage.generates:
+        return
+    if kept + dropped != inputs:
+        raise StageFailed(f"stage {stage.name}: {inputs} records in, but {kept} kept + {dropped} dropped")
 
 
 def _stage_fingerprint(stage: Stage, teacher: Teacher | None) -> dict[str, Any]:
@@ -418,8 +441,10 @@ def build_manifest(
     funnel: list[dict[str, Any]],
     seconds: float,
 ) -> dict[str, Any]:
-    """Everything needed to explain any record of the run."""
+    """Everything needed to explain any record of the run (paths relative to the pipeline file: it may be
+    published, so no home directories)."""
     spec = prepared.spec
+    base = spec.base_dir
     stage_files: dict[str, str] = {}
     stages = []
     for stage, report in zip(prepared.stages, reports, strict=True):
@@ -430,7 +455,9 @@ def build_manifest(
                 "kind": stage.kind,
                 "fingerprint": report.fingerprint,
                 "config": config_to_dict(stage.config),
-                "templates": {role: {"path": str(t.path), "sha256": t.sha256} for role, t in stage.templates.items()},
+                "templates": {
+                    role: {"path": public_path(t.path, base), "sha256": t.sha256} for role, t in stage.templates.items()
+                },
                 "constitution": stage.constitution.name if stage.constitution else None,
                 "constitution_sha256": stage.constitution.sha256 if stage.constitution else None,
                 "report": {k: v for k, v in vars(report).items() if k not in ("name", "kind", "fingerprint")},
@@ -440,13 +467,13 @@ def build_manifest(
         "synthforge_version": __version__,
         "pipeline": {
             "name": spec.name,
-            "path": str(spec.source),
+            "path": spec.source.name,
             "sha256": file_sha256(spec.source),
             "description": spec.description,
-            "resolved": spec.raw,
+            "resolved": redact_paths(spec.raw, base),
         },
-        "teacher": teacher.identity if teacher is not None else None,
-        "teacher_settings": config_to_dict(spec.teacher),
+        "teacher": redact_paths(teacher.identity, base) if teacher is not None else None,
+        "teacher_settings": redact_paths(config_to_dict(spec.teacher), base),
         "usage": {
             "prompt_tokens": sum(r.prompt_tokens for r in reports),
             "completion_tokens": sum(r.completion_tokens for r in reports),
@@ -456,7 +483,7 @@ def build_manifest(
         },
         "seed": spec.seed,
         "stages": stages,
-        "files": file_hashes(stage_files, [spec.seeds_path] if spec.seeds_path else []),
+        "files": file_hashes(stage_files, [spec.seeds_path] if spec.seeds_path else [], base),
         "versions": package_versions(),
         "export": config_to_dict(spec.export),
         "counts": counts,

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 from synthforge.errors import UserError
+from synthforge.files import read_text
 from synthforge.records import Record, make_record_id
 
 
 def read_seed_prompts(path: Path, field: str = "prompt") -> list[str]:
     """Prompts from a JSONL file (``field`` of each object) or a text file (one per non-empty line)."""
     prompts: list[str] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, "seeds file").splitlines()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip() or (path.suffix != ".jsonl" and line.lstrip().startswith("#")):
             continue

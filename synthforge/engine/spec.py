@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from synthforge.files import read_text
 from synthforge.settings import SpecError, build_config
 from synthforge.stages import STAGES, stage_class
 from synthforge.teachers.config import TeacherSpec
@@ -79,6 +81,7 @@ class PipelineSpec:
         return (self.base_dir / self.seeds.path).resolve() if self.seeds else None
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # becomes a directory or file name: no '/', no '..'
 TOP_KEYS = ("name", "description", "seed", "teacher", "seeds", "stages", "export", "paths")
 
 
@@ -86,7 +89,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpecError(f"{path}: pipeline file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, "pipeline file"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -108,8 +111,14 @@ def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
         kind, settings = next(iter(entry.items()))
         if kind not in STAGES:
             raise SpecError(f"{where}: unknown stage {kind!r} (known: {', '.join(sorted(STAGES))})")
+        if settings is not None and not isinstance(settings, dict):
+            raise SpecError(
+                f"{where}.{kind}: expected a mapping of settings, got {type(settings).__name__} {settings!r}"
+            )
         settings = dict(settings or {})
-        name = str(settings.pop("name", kind))
+        name = settings.pop("name", kind)
+        if not isinstance(name, str) or not SAFE_NAME.match(name):
+            raise SpecError(f"{where}.name: {name!r} is not a valid stage name (letters, digits, '.', '_', '-')")
         if any(s.name == name for s in specs):
             raise SpecError(f"{where}: stage name {name!r} used twice (give one a 'name:')")
         specs.append(StageSpec(kind=kind, name=name, settings=settings, where=f"{source}: stages.{name}"))
@@ -164,8 +173,8 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SpecError(f"{source}: seed: expected an integer, got {seed!r}")
     name = data.get("name", source.stem)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise SpecError(f"{source}: name: expected a name without '/', got {name!r}")
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise SpecError(f"{source}: name: expected a name of letters, digits, '.', '_' and '-', got {name!r}")
     spec = PipelineSpec(
         name=name,
         source=source,

@@ -123,6 +123,7 @@ class TransformersTeacher:
             raise ValueError(f"tokenizer of {name} has no chat template")
         self.device = next(model.parameters()).device
         self.eos_ids = self._eos_ids()
+        self.context = getattr(model.config, "max_position_embeddings", None)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -257,9 +258,20 @@ class TransformersTeacher:
         """Continue raw texts (no chat template applied), e.g. a chat template's pre-query prefix (Magpie)."""
         return self._generate_encoded([self._encode_text(t) for t in texts], params)
 
+    def _check_context(self, rows: Sequence[list[int]]) -> None:
+        """A prompt that fills the model's context window can't be answered: a teacher error for its record
+        (not retried; the engine ledgers it with its length), before any compute is spent on it."""
+        longest = max((len(r) for r in rows), default=0)
+        if self.context and longest >= self.context:
+            raise TeacherError(
+                f"prompt of {longest} tokens does not fit the teacher's context window of {self.context} tokens",
+                retryable=False,
+            )
+
     def _generate_encoded(
         self, encoded: list[list[int]], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[list[Completion]]:
+        self._check_context(encoded)
         all_params = per_conversation(params, len(encoded))
         # One row per (prompt, sample); rows sharing settings are batched, longest first.
         rows: list[tuple[int, int]] = [(c, j) for c, p in enumerate(all_params) for j in range(p.n)]
@@ -285,6 +297,7 @@ class TransformersTeacher:
             for k, cand in enumerate(cands):
                 items.append((c, k, prompt, self._encode_text(cand)))
         scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
+        self._check_context([p + t for _, _, p, t in items])
         items.sort(key=lambda it: -(len(it[2]) + len(it[3])))
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from synthforge import __version__
-from synthforge.engine.provenance import package_versions
 from synthforge.errors import UserError
+from synthforge.provenance import package_versions
 from synthforge.settings import config_to_dict
 from synthforge.train.config import LoraSettings, TrainingConfig
 from synthforge.train.data import data_provenance

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from synthforge.files import read_text
 from synthforge.settings import SpecError, build_config
 
 # TRL 1.x DPO loss types (DPOConfig.loss_type).
@@ -68,6 +69,10 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError("learning_rate must be > 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be >= 1 (or -1: train for 'epochs'), got {self.max_steps}")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
 
 
 @dataclass
@@ -103,7 +108,7 @@ def load_training_config(cls: type[C], path: Path | None, options: dict[str, Any
     if path is not None:
         where = str(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(read_text(path, "training config")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise SpecError(f"{path}: cannot read training config: {exc}") from None
         if not isinstance(loaded, dict):

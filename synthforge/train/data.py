@@ -13,6 +13,7 @@ from typing import Any
 from synthforge.errors import UserError
 from synthforge.hashing import file_sha256
 from synthforge.jsonl import read_jsonl
+from synthforge.provenance import unfinished_export
 
 SFT_LAYOUTS = "'messages' (chat), 'prompt' + 'completion', or 'text'"
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
@@ -20,7 +21,9 @@ DPO_COLUMNS = ("prompt", "chosen", "rejected")
 
 def resolve_data_path(source: str | Path, kind: str) -> Path:
     """The file or saved-dataset directory to read for ``kind`` ("sft" or "dpo")."""
-    path = Path(source)
+    path = Path(source).expanduser()
+    if path.is_dir() and unfinished_export(path):
+        raise UserError(f"{path}: this run's export did not finish (no manifest.json): rerun synthforge generate")
     if path.is_dir() and not _is_saved_dataset(path):
         path = path / f"{kind}.jsonl"
     if not path.exists():
@@ -59,20 +62,36 @@ def _prepare(rows: list[dict[str, Any]], kind: str, path: Path) -> list[dict[str
         missing = [c for c in DPO_COLUMNS if c not in columns]
         if missing:
             raise UserError(f"{path}: DPO data needs columns {', '.join(DPO_COLUMNS)}; missing {', '.join(missing)}")
+        _require_columns(rows, DPO_COLUMNS, path)
         return [{c: row.get(c) for c in DPO_COLUMNS} for row in rows]
     if "messages" in columns:
+        _require_columns(rows, ("messages",), path)
         bad = next((i for i, row in enumerate(rows) if not _ends_with_answer(row.get("messages"))), None)
         if bad is not None:
-            raise UserError(f"{path}: row {bad + 1}: 'messages' must end with an assistant message")
+            raise UserError(f"{path}: row {bad + 1}: 'messages' must be a list ending with an assistant message")
         return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
     for layout in (("prompt", "completion"), ("text",)):
         if set(layout) <= columns:
+            _require_columns(rows, layout, path)
             return [{c: row.get(c) for c in layout} for row in rows]
     raise UserError(f"{path}: SFT data needs {SFT_LAYOUTS}; found columns {', '.join(sorted(columns))}")
 
 
+def _require_columns(rows: list[dict[str, Any]], columns: tuple[str, ...], path: Path) -> None:
+    """Every row has every column (not only the first row, which chose the layout)."""
+    for number, row in enumerate(rows, 1):
+        missing = [c for c in columns if row.get(c) is None]
+        if missing:
+            raise UserError(f"{path}: row {number}: missing {', '.join(missing)} (the first row has it)")
+
+
 def _ends_with_answer(messages: Any) -> bool:
-    return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and isinstance(messages[-1], dict)
+        and messages[-1].get("role") == "assistant"
+    )
 
 
 def data_provenance(source: str | Path, kind: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synthforge.engine.exporters import write_atomic
+from synthforge.files import write_atomic
 
 
 def loss_points(log_history: list[dict[str, Any]], key: str = "loss") -> list[tuple[int, float]]:
