@@ -89,7 +89,10 @@ def test_identity_is_known_before_loading_and_equals_the_loaded_teachers(project
         ('{"model": "embedded", "backend": "tgi"}', "backend must be one of"),
         ('{"backend": "openai", "model": "m", "openai": {"base_ur": "x"}}', "teacher.openai.base_ur: unknown setting"),
         ('{"backend": "openai", "model": "m", "openai": {"max_concurrency": 0}}', "max_concurrency must be >= 1"),
-        ('{"backend": "openai", "model": "m", "openai": {"timeout": .nan}}', "teacher.openai.timeout: expected a finite number"),
+        (
+            '{"backend": "openai", "model": "m", "openai": {"timeout": .nan}}',
+            "teacher.openai.timeout: expected a finite number",
+        ),
         ('{"backend": "openai", "model": "m", "vllm": {}}', "settings for backend 'vllm' given"),
     ],
 )
