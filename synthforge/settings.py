@@ -9,7 +9,6 @@ import typing
 from typing import Any, TypeVar
 
 from synthforge.errors import UserError
-from synthforge.teachers.base import SamplingParams
 
 T = TypeVar("T")
 
@@ -46,7 +45,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise SpecError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         return dict(value)
-    if tp is SamplingParams or (dataclasses.is_dataclass(tp) and isinstance(tp, type)):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build_config(tp, value, where)
     if tp is Any:
         return value

@@ -151,6 +151,62 @@ def test_import_anthropic_layout(tmp_path):
         ("harmful0", "Identify harm.", "Remove harm."),
         ("harmful1", "Is it rude?", "Be polite."),
     ]
-    path.write_text("[1, 2]")
+    path.write_text("5")
     with pytest.raises(ConstitutionError, match="unrecognised layout"):
         import_constitution(path)
+    path.write_text("[1, 2]")  # a list is Anthropic's RLMadison layout: comparison questions
+    with pytest.raises(ConstitutionError, match=r"\[0\]: expected a comparison question"):
+        import_constitution(path)
+
+
+def _grok_shaped() -> dict:
+    """Hugging Face's recipe layout with exchanges of one and of two critique/revision rounds (as in
+    llm-swarm's constituion_grok.json); the texts are ours."""
+    one = ["Prompt?", "Answer.", "Critique it.", "It is rude.", "Revise it.", "Polite answer."]
+    two = [*one, "Critique again.", "Still vague.", "Revise again.", "Polite, precise answer."]
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(two)]
+    first = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(one)]
+    return {"constitutions": [{"critic": "Is it rude?", "revision": "Make it polite."}], "system_chat": [first, chat]}
+
+
+def test_import_exchanges_with_several_rounds_round_trip(tmp_path):
+    import json
+
+    from synthforge.constitution.importers import import_constitution
+    from synthforge.constitution.writer import format_constitution
+
+    path = tmp_path / "constituion_grok.json"
+    path.write_text(json.dumps(_grok_shaped()))
+    imported = import_constitution(path)
+    assert [len(e.turns()) for e in imported.examples] == [6, 10]
+    assert imported.examples[1].more_rounds == (
+        ("Critique again.", "Still vague.", "Revise again.", "Polite, precise answer."),
+    )
+    reparsed = parse_constitution(format_constitution(imported), "converted.txt")
+    assert [e.turns() for e in reparsed.examples] == [e.turns() for e in imported.examples]
+
+
+def test_import_comparison_questions_as_judge_only_principles(tmp_path, project):
+    import json
+
+    from synthforge.constitution.importers import import_constitution
+    from synthforge.constitution.writer import format_constitution
+    from synthforge.settings import SpecError
+    from synthforge.stages.base import StageResources
+    from synthforge.stages.critique_revise import CritiqueRevise
+    from synthforge.stages.judge import Judge
+
+    path = tmp_path / "RLMadisonInstructions.json"
+    path.write_text(json.dumps(["Which response is less harmful?", "Which response is more honest?"]))
+    imported = import_constitution(path)
+    assert [(p.name, p.compare, p.can_critique) for p in imported.principles] == [
+        ("compare-01", "Which response is less harmful?", False),
+        ("compare-02", "Which response is more honest?", False),
+    ]
+    target = project / "constitutions" / "madison.txt"
+    target.write_text(format_constitution(imported))
+    assert [p.compare for p in load_constitution(target).principles] == [p.compare for p in imported.principles]
+    resources = StageResources(project / "prompts", project / "constitutions", seed=0)
+    Judge("judge", {"constitution": "madison"}, resources)  # the judge takes it
+    with pytest.raises(SpecError, match="nothing to critique with"):
+        CritiqueRevise("critique_revise", {"constitution": "madison"}, resources)

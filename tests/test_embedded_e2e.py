@@ -174,3 +174,40 @@ def test_magpie_writes_user_queries_on_the_embedded_teacher(tmp_path):
     for record in trace:
         assert record["prompt"].strip() and "<|im_start|>" not in record["prompt"]
         assert record["steps"][0]["finish_reason"] == "stop"  # the query ended at the end-of-turn token
+
+
+def test_reward_model_then_rloo_on_the_embedded_teachers_own_pairs(embedded_run, tmp_path):
+    """The RLHF loop on the embedded teacher: a reward model from its CAI pairs, then a few RLOO steps."""
+    from synthforge.train.config import RewardTrainingConfig, RLHFTrainingConfig
+    from synthforge.train.reward import RewardTraining
+    from synthforge.train.rlhf import RLHFTraining
+
+    reward = RewardTraining(
+        RewardTrainingConfig(
+            model="embedded",
+            data=str(embedded_run),
+            out=str(tmp_path / "rm"),
+            max_steps=2,
+            batch_size=2,
+            eval_fraction=0.0,
+            max_length=256,
+            device="cpu",
+        )
+    ).run()
+    assert reward.metrics["train_steps"] == 2 and (reward.out_dir / "model.safetensors").is_file()
+    policy = RLHFTraining(
+        RLHFTrainingConfig(
+            model="embedded",
+            reward=str(reward.out_dir),
+            data=str(embedded_run),
+            out=str(tmp_path / "policy"),
+            max_steps=2,
+            batch_size=2,
+            num_generations=2,
+            max_completion_length=8,
+            eval_fraction=0.0,
+            device="cpu",
+        )
+    ).run()
+    assert policy.metrics["train_steps"] == 2
+    assert any("reward" in entry for entry in policy.log_history)

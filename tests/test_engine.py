@@ -166,3 +166,25 @@ def test_truncated_outputs_can_be_dropped_into_the_ledger(project, tiny_teacher,
     assert all(r["steps"][0]["finish_reason"] == "stop" for r in kept)
     assert len(kept) + len(dropped) == 3
     assert result.manifest["funnel"][1] == {"step": "respond", "records": len(kept)}
+
+
+@pytest.mark.parametrize(
+    ("stages", "fragment"),
+    [
+        ("  - filter_pairs: {}\n  - respond: {}\n", "stages.filter_pairs: reads 'response', which nothing before it"),
+        ("  - respond: {}\n  - filter_pairs: {}\n", "stages.filter_pairs: reads 'rejected'"),
+        ("  - minhash_dedup: {key: both}\n", "reads 'response'"),
+        ("  - filter_length: {response: {max: 10}}\n", "reads 'response'"),
+    ],
+)
+def test_a_stage_reading_a_field_nothing_writes_is_a_spec_error(project, tiny_model_dir, stages, fragment):
+    from synthforge.engine.runner import prepare
+    from synthforge.settings import SpecError
+
+    path = project / "pipelines" / "flow.yaml"
+    path.write_text(f"name: flow\nseeds: {{path: seeds/red-team.jsonl}}\nstages:\n{stages}", encoding="utf-8")
+    with pytest.raises(SpecError, match=fragment.replace("(", r"\(")):
+        prepare(load_pipeline(path), limit=2, teacher=CountingTeacher(None))
+    ok = "  - respond: {}\n  - critique_revise: {}\n  - filter_pairs: {}\n  - minhash_dedup: {key: both}\n"
+    path.write_text(f"name: flow\nseeds: {{path: seeds/red-team.jsonl}}\nstages:\n{ok}", encoding="utf-8")
+    prepare(load_pipeline(path), limit=2, teacher=CountingTeacher(None))

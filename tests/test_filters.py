@@ -28,7 +28,9 @@ def verdicts(stage, records: list[Record]) -> list[str | None]:
 
 
 def rec(prompt="Question?", response="An answer.", rejected=None, finish="stop") -> Record:
-    steps = [{"stage": "respond", "role": "response", "text": response, "finish_reason": finish}]
+    steps = [
+        {"stage": "respond", "role": "response", "text": response, "finish_reason": finish, "writes": ["response"]}
+    ]
     return Record(id="r", prompt=prompt, response=response, rejected=rejected, steps=steps)
 
 
@@ -181,3 +183,22 @@ def test_filters_in_a_pipeline_count_drops_by_kind(project):
     assert any(path.endswith("evals.jsonl") for path in result.manifest["files"])
     dropped = [json.loads(x) for x in (project / "o" / "dropped.jsonl").read_text().splitlines()]
     assert len(dropped) == 3 and result.manifest["counts"]["sft"] == 0  # no responses: nothing to train on
+
+
+def test_stages_are_rebuilt_from_plain_data_when_pickled(tmp_path):
+    """An executor may run a stage in another process: it travels as the data it was built from, and a user
+    predicate module is imported again there, not looked up under a name only this process registered."""
+    import pickle
+
+    (tmp_path / "my_rules.py").write_text("def short(record):\n    return len(record.prompt) < 20\n")
+    (tmp_path / "evals.txt").write_text(QUESTION + "\n")
+    for kind, settings in (
+        ("filter_predicate", {"function": "my_rules:short"}),
+        ("decontaminate", {"eval_files": ["evals.txt"]}),
+    ):
+        stage = make(kind, settings, tmp_path)
+        copy = pickle.loads(pickle.dumps(stage))
+        assert type(copy) is type(stage) and copy.settings == settings and copy.fingerprint() == stage.fingerprint()
+        records = [rec(prompt="tiny"), rec(prompt=QUESTION)]
+        assert verdicts(copy, records) == verdicts(stage, records)
+    assert make("decontaminate", {"eval_files": ["evals.txt"]}, tmp_path)._index is None  # built on first use

@@ -329,6 +329,39 @@ def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(proj
     assert [s["eliminated"] for s in dropped[0]["record"]["steps"]] == ["an apology instead of a prompt"] * 2
 
 
+class ShrinkingTeacher(StubTeacher):
+    """Answers every in-depth request with a shorter prompt, every breadth request with a five-word one."""
+
+    def generate(self, conversations, params):
+        replies = []
+        for conversation in conversations:
+            breadth = "brand-new prompt" in conversation[-1]["content"]
+            reply = "Name five rivers of Asia." if breadth else "Describe ocean tides briefly please."
+            replies.append([Completion(reply, "stop", 5, 5)])
+        return replies
+
+
+def test_evol_instruct_stage_applies_min_words_and_the_shrinking_rule(project, tiny_model_dir):
+    """Through the stage (not the bare function): its min_words setting and the in-depth shrinking rule act."""
+    seeds = project / "pipelines" / "seeds" / "one.jsonl"
+    seeds.write_text('{"prompt": "Explain the tides and the moon to a curious child in simple words."}\n')
+    for operations, min_words, reason in (
+        ("[deepen]", 3, "in-depth evolution shorter than the original"),
+        ("[breadth]", 6, "too short to be a prompt"),
+    ):
+        path = _pipeline(
+            project,
+            "evol",
+            f'model: "{tiny_model_dir}"',
+            f"evol_instruct: {{rounds: 1, operations: {operations}, min_words: {min_words}}}",
+            "path: seeds/one.jsonl",
+        )
+        out = project / f"o-{min_words}"
+        run_pipeline(load_pipeline(path), RunOptions(out_dir=out), teacher=ShrinkingTeacher(), log=lambda _: None)
+        dropped = [json.loads(x) for x in (out / "dropped.jsonl").read_text().splitlines()]
+        assert len(dropped) == 1 and dropped[0]["reason"].startswith(f"every evolution eliminated (last: {reason}")
+
+
 class CountingListTeacher(StubTeacher):
     """Each request gets one new, distinct instruction; can be told to fail from a given call on."""
 

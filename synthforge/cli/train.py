@@ -61,11 +61,13 @@ def _require_data(config) -> None:
 
 @click.group()
 def train() -> None:
-    """Train a student on generated data with TRL (SFT, then DPO).
+    """Train a student on generated data with TRL: SFT, then DPO, or a reward model and RLHF (RLOO).
 
     \b
     synthforge train sft --data outputs/cai-harmless --model embedded --out outputs/cai-harmless/student-sft
     synthforge train dpo --data outputs/cai-harmless --model outputs/cai-harmless/student-sft
+    synthforge train reward --data outputs/rlaif --model embedded --out outputs/rlaif/reward
+    synthforge train rlhf --prompts outputs/rlaif --model outputs/cai-harmless/student-sft --reward outputs/rlaif/reward
     \b
     Each run saves model + tokenizer (with chat template), training.json (config, metrics, versions) and
     loss.png. On CPU it trains in fp32 without gradient checkpointing; on a GPU in bf16.
@@ -109,6 +111,71 @@ def train_dpo(**options) -> None:
             f"mean margin {before['mean_margin']:+.4f} → {after['mean_margin']:+.4f} ({after['pairs']} pairs)"
         )
     click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
+
+
+@train.command("reward")
+@_common
+@click.option(
+    "--labels",
+    type=click.Choice(["auto", "hard", "soft", "margin"]),
+    help="auto (default): soft labels (the judge's confidence) when rows have them, else hard.",
+)
+@click.option("--center-rewards", type=float, help="TRL's coefficient keeping rewards centred on zero.")
+def train_reward(**options) -> None:
+    """A reward model (a scalar head on --model) on preference pairs, evaluated before and after: pairwise
+    accuracy, mean reward gap, and calibration against the judge's confidences."""
+    from synthforge.train.config import RewardTrainingConfig
+    from synthforge.train.reward import RewardTraining
+
+    path, settings = _settings(options)
+    config = load_training_config(RewardTrainingConfig, path, settings)
+    _require_data(config)
+    result = RewardTraining(config).run()
+    metrics = result.metrics
+    click.echo(
+        f"train loss {metrics['train_loss']:.4f} after {metrics['train_steps']} steps ({metrics['labels']} labels)"
+    )
+    before, after = metrics.get("eval_before"), metrics.get("eval_after")
+    if before and after:
+        click.echo(
+            f"held-out pairwise accuracy {before['accuracy']:.2f} → {after['accuracy']:.2f}, mean reward gap "
+            f"{before['mean_gap']:+.4f} → {after['mean_gap']:+.4f} ({after['pairs']} pairs)"
+        )
+    click.echo(f"wrote {result.out_dir}/ (reward model, tokenizer, training.json, loss.png)")
+
+
+@train.command("rlhf")
+@_common
+@click.option("--reward", help="Reward model directory (from `synthforge train reward`).")
+@click.option("--prompts", "prompts", help="Prompts: a run directory, a JSONL or text file (same as --data).")
+@click.option("--beta", type=float, help="KL coefficient (default 0.05).")
+@click.option("--num-generations", type=int, help="Samples per prompt for RLOO's baseline (default 4).")
+@click.option("--max-completion-length", type=int, help="Most tokens per sampled answer (default 64).")
+@click.option("--evaluate/--no-evaluate", default=None, help="Held-out mean reward and KL before and after.")
+def train_rlhf(**options) -> None:
+    """RLHF with TRL's RLOO: the policy (--model) is optimised against --reward, with --beta × its KL to the
+    starting policy subtracted from the reward; held-out mean reward and KL are reported before and after."""
+    from synthforge.train.config import RLHFTrainingConfig
+    from synthforge.train.rlhf import RLHFTraining
+
+    prompts = options.pop("prompts")
+    if prompts and not options.get("data"):
+        options["data"] = prompts
+    path, settings = _settings(options)
+    config = load_training_config(RLHFTrainingConfig, path, settings)
+    _require_data(config)
+    result = RLHFTraining(config).run()
+    metrics = result.metrics
+    click.echo(f"RLOO loss {metrics['train_loss']:.4f} after {metrics['train_steps']} steps")
+    before, after = metrics.get("eval_before"), metrics.get("eval_after")
+    if before and after:
+        click.echo(
+            f"held-out mean reward {before['mean_reward']:+.4f} → {after['mean_reward']:+.4f}, KL to the start "
+            f"{before['mean_kl']:.4f} → {after['mean_kl']:.4f} nats ({after['prompts']} prompts)"
+        )
+    for warning in metrics.get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"wrote {result.out_dir}/ (policy, tokenizer, training.json, loss.png)")
 
 
 @click.command("eval")

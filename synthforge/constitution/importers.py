@@ -1,8 +1,9 @@
 """Import published constitution layouts into synthforge's model.
 
 - Hugging Face's open CAI recipe (llm-swarm):
-  ``{"constitutions": [{"critic", "revision"}], "system_chat": [[6 messages]]}``
+  ``{"constitutions": [{"critic", "revision"}], "system_chat": [[6, 10, … messages]]}`` (any number of rounds)
 - Anthropic's ``CritiqueRevisionInstructions.json``: ``{"harmful0": {"prompt": [critique], "edit_request": revision}}``
+- Anthropic's ``RLMadisonInstructions.json``: a list of comparison questions (judge-only principles)
 """
 
 from __future__ import annotations
@@ -37,14 +38,22 @@ def from_hf_recipe(data: dict[str, Any], name: str, source: str) -> Constitution
     if not isinstance(chats, list):
         raise ConstitutionError(f"{source}: system_chat: expected a list of conversations")
     for i, chat in enumerate(chats, start=1):
-        messages = chat if isinstance(chat, list) and all(isinstance(m, dict) for m in chat) else None
-        roles = [m.get("role") for m in messages] if messages is not None else None
-        if roles != FEW_SHOT_ROLES or not all(_text(m.get("content")) for m in messages or []):
+        messages = chat if isinstance(chat, list) and all(isinstance(m, dict) for m in chat) else []
+        roles = [m.get("role") for m in messages]
+        alternating = roles == [FEW_SHOT_ROLES[j % 2] for j in range(len(roles))]
+        if (
+            len(roles) < 6
+            or (len(roles) - 2) % 4
+            or not alternating
+            or not all(_text(m.get("content")) for m in messages)
+        ):
             raise ConstitutionError(
-                f"{source}: system_chat[{i - 1}] must be 6 messages alternating user/assistant, each with text"
+                f"{source}: system_chat[{i - 1}] must alternate user/assistant messages with text: a prompt and "
+                "its answer, then one or more rounds of critique request, critique, revision request, revision"
             )
-        texts = [m["content"] for m in chat]
-        examples.append(FewShotExample(f"example-{i:02d}", *texts))
+        texts = [m["content"] for m in messages]
+        rounds = tuple(tuple(texts[j : j + 4]) for j in range(6, len(texts), 4))
+        examples.append(FewShotExample(f"example-{i:02d}", *texts[:6], more_rounds=rounds))  # type: ignore[arg-type]
     return Constitution(name=name, principles=tuple(principles), examples=tuple(examples), sha256=stable_hash(data))
 
 
@@ -62,14 +71,26 @@ def from_anthropic(data: dict[str, Any], name: str, source: str) -> Constitution
     return Constitution(name=name, principles=tuple(principles), sha256=stable_hash(data))
 
 
+def from_compare_list(data: list[Any], name: str, source: str) -> Constitution:
+    """Anthropic's ``RLMadisonInstructions.json``: comparison questions for the RL-CAI judge, one principle each."""
+    principles = []
+    for i, question in enumerate(data, start=1):
+        if not _text(question):
+            raise ConstitutionError(f"{source}: [{i - 1}]: expected a comparison question (non-empty text)")
+        principles.append(Principle(name=f"compare-{i:02d}", critique="", revision="", compare=question.strip()))
+    return Constitution(name=name, principles=tuple(principles), sha256=stable_hash(data))
+
+
 def import_constitution(path: Path) -> Constitution:
-    """Read a JSON constitution in either published layout (detected from its keys)."""
+    """Read a JSON constitution in any published layout (detected from its shape)."""
     try:
         data = json.loads(read_text(path, "constitution JSON"))
     except json.JSONDecodeError as exc:
         raise ConstitutionError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if isinstance(data, dict) and "constitutions" in data:
         return from_hf_recipe(data, path.stem, str(path))
+    if isinstance(data, list) and data:
+        return from_compare_list(data, path.stem, str(path))
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "edit_request" in v for v in data.values()):
         return from_anthropic(data, path.stem, str(path))
     raise ConstitutionError(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class Principle:
-    """One principle: how to critique a response against it and how to revise it."""
+    """One principle: how to critique a response against it and how to revise it, and/or the question an AI
+    judge answers when comparing two responses (a judge-only principle has ``compare`` alone)."""
 
     name: str
     critique: str
@@ -18,6 +19,11 @@ class Principle:
     weight: float = 1.0
     tags: tuple[str, ...] = ()
     line: int = 0
+
+    @property
+    def can_critique(self) -> bool:
+        """It has a critique and a revision request (judge-only principles don't)."""
+        return bool(self.critique and self.revision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,13 @@ class FewShotExample:
     revision_request: str
     revision: str
     line: int = 0
+    # Further critique → revision rounds: (critique_request, critique, revision_request, revision) each.
+    more_rounds: tuple[tuple[str, str, str, str], ...] = ()
+
+    def turns(self) -> list[str]:
+        """The exchange's messages in order: user, assistant, user, assistant, …"""
+        first = [self.prompt, self.response, self.critique_request, self.critique, self.revision_request]
+        return [*first, self.revision, *(text for round_ in self.more_rounds for text in round_)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,11 @@ class Constitution:
 
     def __post_init__(self) -> None:
         self.by_name.update({p.name: p for p in self.principles})
+
+    def critiquing(self) -> Constitution:
+        """The principles that can critique and revise (judge-only ones left out), under the same hash."""
+        kept = tuple(p for p in self.principles if p.can_critique)
+        return Constitution(self.name, kept, self.examples, self.path, self.sha256)
 
     def sample(self, rng: random.Random, k: int) -> list[Principle]:
         """Draw ``k`` principles by weight without replacement; past the last principle, start a new draw."""

@@ -126,7 +126,7 @@ class _Reader:
         key, value = (part.strip() for part in line.split(":", 1))
         key = key.lower()
         allowed = EXAMPLE_KEYS if self.current.is_example else PRINCIPLE_KEYS
-        if key not in allowed:
+        if key not in allowed and not (self.current.is_example and _round_key(key)):
             raise _fail(self.source, lineno, f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})")
         if key in self.current.values:
             raise _fail(self.source, lineno, f"key {key!r} given twice in block [{self.current.name}]")
@@ -136,8 +136,10 @@ class _Reader:
 
 
 def _principle(block: _Block, source: str) -> Principle:
+    has = {key: bool(block.values.get(key, "").strip()) for key in (*PRINCIPLE_REQUIRED, "compare")}
+    judge_only = has["compare"] and not has["critique"] and not has["revision"]
     for key in PRINCIPLE_REQUIRED:
-        if not block.values.get(key, "").strip():
+        if not has[key] and not judge_only:
             raise _fail(source, block.line, f"principle [{block.name}] has no {key} request ('{key}: ...')")
     weight = 1.0
     if "weight" in block.values:
@@ -150,8 +152,8 @@ def _principle(block: _Block, source: str) -> Principle:
     tags = tuple(t.strip() for t in block.values.get("tags", "").split(",") if t.strip())
     return Principle(
         name=block.name,
-        critique=block.values["critique"],
-        revision=block.values["revision"],
+        critique=block.values.get("critique", ""),
+        revision=block.values.get("revision", ""),
         compare=block.values.get("compare") or None,
         weight=weight,
         tags=tags,
@@ -159,11 +161,25 @@ def _principle(block: _Block, source: str) -> Principle:
     )
 
 
+ROUND_KEYS = ("critique_request", "critique", "revision_request", "revision")
+
+
+def _round_key(key: str) -> tuple[str, int] | None:
+    """``critique_2`` → ("critique", 2): a key of a further critique/revision round of an example."""
+    base, _, number = key.rpartition("_")
+    return (base, int(number)) if base in ROUND_KEYS and number.isdigit() and int(number) >= 2 else None
+
+
 def _example(block: _Block, source: str) -> FewShotExample:
     missing = [k for k in EXAMPLE_KEYS if not block.values.get(k, "").strip()]
+    extra = [found for k in block.values if (found := _round_key(k))]
+    last = max((n for _, n in extra), default=1)
+    missing += [f"{k}_{n}" for n in range(2, last + 1) for k in ROUND_KEYS if not block.values.get(f"{k}_{n}")]
     if missing:
         raise _fail(source, block.line, f"example [{block.name}] is missing: {', '.join(missing)}")
-    return FewShotExample(name=block.name, line=block.line, **{k: block.values[k] for k in EXAMPLE_KEYS})
+    more = tuple(tuple(block.values[f"{k}_{n}"] for k in ROUND_KEYS) for n in range(2, last + 1))
+    fields = {k: block.values[k] for k in EXAMPLE_KEYS}
+    return FewShotExample(name=block.name, line=block.line, more_rounds=more, **fields)  # type: ignore[arg-type]
 
 
 def parse_constitution(text: str, source: str = "<string>", name: str = "constitution") -> Constitution:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from synthforge.constitution.model import Constitution, FewShotExample, Principle
-from synthforge.constitution.parser import EXAMPLE_KEYS
+from synthforge.constitution.parser import EXAMPLE_KEYS, ROUND_KEYS
 
 WIDTH = 100
 
@@ -21,7 +21,9 @@ def _value(key: str, value: str) -> list[str]:
 
 
 def _principle(p: Principle) -> list[str]:
-    lines = [f"[{p.name}]", *_value("critique", p.critique), *_value("revision", p.revision)]
+    lines = [f"[{p.name}]"]
+    if p.can_critique:
+        lines += [*_value("critique", p.critique), *_value("revision", p.revision)]
     if p.compare:
         lines += _value("compare", p.compare)
     if p.weight != 1.0:
@@ -35,6 +37,9 @@ def _example(e: FewShotExample) -> list[str]:
     lines = [f"[example: {e.name}]"]
     for key in EXAMPLE_KEYS:
         lines += _value(key, getattr(e, key))
+    for number, round_ in enumerate(e.more_rounds, start=2):
+        for key, text in zip(ROUND_KEYS, round_, strict=True):
+            lines += _value(f"{key}_{number}", text)
     return lines
 
 

@@ -3,7 +3,6 @@ with training prompts. Eval texts shorter than n words (but at least ``min_words
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from synthforge.dedup.shingles import ShingleHasher, Shingling, tokens
 from synthforge.errors import UserError
 from synthforge.files import read_text
+from synthforge.jsonl import iter_json_lines
 
 EVAL_SUFFIXES = (".jsonl", ".json", ".txt", ".parquet")
 
@@ -40,14 +40,7 @@ def read_eval_texts(path: Path) -> list[str]:
         table = pq.read_table(path)
         return [v for row in table.to_pylist() for v in _strings(row)]
     if suffix in (".jsonl", ".json"):
-        texts: list[str] = []
-        for number, line in enumerate(read_text(path, "eval file").splitlines(), 1):
-            if line.strip():
-                try:
-                    texts += _strings(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        return texts
+        return [text for _, value in iter_json_lines(path, "eval file") for text in _strings(value)]
     raise UserError(f"evaluation file {path}: unsupported type (expected one of {', '.join(EVAL_SUFFIXES)})")
 
 

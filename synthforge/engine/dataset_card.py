@@ -56,7 +56,7 @@ def render_card(manifest: dict[str, Any]) -> str:
     ]
     if drops:
         lines += ["", "Dropped records by stage and reason (each one is in `dropped.jsonl`):", "", *drops]
-    lines += _principle_table(manifest.get("principles") or {})
+    lines += _group_tables(manifest.get("groups") or {})
     lines += [
         "",
         "## Files",
@@ -73,26 +73,15 @@ def render_card(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _principle_table(stats: dict[str, dict[str, Any]]) -> list[str]:
-    """Per-principle rates (critique asked for change, revision changed, edit size, judge swap agreement)."""
-    if not stats:
-        return []
-    lines = [
-        "",
-        "## Principles",
-        "",
-        "| principle | critiques | asked for change | revisions | changed | mean edit | judged | swap agreement |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, s in stats.items():
-        cells = [
-            s["critiques"],
-            percent(s["critique_change_rate"]),
-            s["revisions"],
-            percent(s["revision_change_rate"]),
-            percent(s["mean_edit_fraction"]),
-            s["judged_swapped"],
-            percent(s["swap_agreement"]),
-        ]
-        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+def _group_tables(groups: dict[str, dict[str, Any]]) -> list[str]:
+    """One table per group the stages reported (e.g. per principle: asked for change, changed, swap agreement)."""
+    lines: list[str] = []
+    for group, table in groups.items():
+        fields = list(next(iter(table["members"].values())))
+        header = [table["labels"].get(f, f.replace("_", " ")) for f in fields]
+        lines += ["", f"## {group.capitalize()}s", "", f"| {group} | " + " | ".join(header) + " |"]
+        lines.append("| --- |" + " --- |" * len(fields))
+        for member, values in table["members"].items():
+            cells = [percent(values[f]) if f in table["rates"] else str(values[f]) for f in fields]
+            lines.append(f"| {member} | " + " | ".join(cells) + " |")
     return lines

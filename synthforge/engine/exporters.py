@@ -40,6 +40,9 @@ def dpo_row(record: Record) -> dict[str, Any]:
     preference = record.meta.get("preference")
     if preference:
         row["confidence"] = round(float(preference["confidence"]), 6)
+    reward = record.meta.get("reward")
+    if reward:  # reward-ranked pairs: the reward model's score gap (TRL's RewardTrainer reads a margin column)
+        row["margin"] = round(float(reward["margin"]), 6)
     return row
 
 

@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 from synthforge import __version__
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
+from synthforge.engine.executor import TEACHER_FAILURE, LocalExecutor, whole_with_retries
 from synthforge.engine.exporters import export_run
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
-from synthforge.engine.statistics import format_drop_reasons, format_statistics, principle_statistics
-from synthforge.errors import StageFailed, TeacherError, TokenBudgetSpent, UserError
+from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
+from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
@@ -100,6 +101,7 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     records = seed_records(spec.seeds_path, spec.seeds.field, limit) if spec.seeds else []
     for stage in stages:
         stage.preview(placeholder_record(records[0].prompt if records else None))
+    _check_data_flow(stages, has_seeds=spec.seeds is not None)
     prepared = PreparedRun(spec=spec, stages=stages, records=records)
     if prepared.needs_teacher:
         if teacher is None:
@@ -113,6 +115,20 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
             if problem:
                 raise SpecError(f"{stage.where}: stage {stage.kind} {problem}")
     return prepared
+
+
+def _check_data_flow(stages: list[Stage], has_seeds: bool) -> None:
+    """Each stage reads only fields that the seeds (``prompt``) or an earlier stage write; else a spec error."""
+    available = {"prompt"} if has_seeds else set()
+    for stage in stages:
+        missing = [f for f in stage.fields_read() if f not in available]
+        if missing:
+            writers = sorted({s.kind for s in stages if missing[0] in s.writes}) or ["no stage of this pipeline"]
+            raise SpecError(
+                f"{stage.where}: reads {missing[0]!r}, which nothing before it writes "
+                f"(written by: {', '.join(writers)}; put this stage after one of them)"
+            )
+        available.update(stage.writes)
 
 
 def default_out_dir(spec: PipelineSpec) -> Path:
@@ -165,9 +181,13 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, o
         raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
     funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
-    manifest["principles"] = principle_statistics([*records, *(d.record for d in drops)])
-    if manifest["principles"]:
-        log("per principle:\n" + "\n".join(format_statistics(manifest["principles"])))
+    summaries = collect_metrics(prepared.stages, [*records, *(d.record for d in drops)])
+    for entry, summary in zip(manifest["stages"], summaries, strict=True):
+        entry["metrics"] = summary
+    manifest["groups"] = group_tables(prepared.stages, summaries)
+    manifest["principles"] = manifest["groups"].get("principle", {}).get("members", {})
+    for group, table in manifest["groups"].items():
+        log("\n".join(format_table(group, table)))
     write_atomic(out_dir / "README.md", render_card(manifest))
     manifest["outputs"] = {name: file_sha256(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).is_file()}
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -180,7 +200,7 @@ OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "READM
 def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:
     """Every record that enters a stage leaves it kept or dropped; anything else is a bug that stops the run.
     (Stages that write new prompts — Magpie, Self-Instruct — make a new set of records and are exempt.)"""
-    if isinstance(stage, DatasetStage) and stage.generates:
+    if stage.whole_dataset and stage.generates:
         return
     if kept + dropped != inputs:
         raise StageFailed(f"stage {stage.name}: {inputs} records in, but {kept} kept + {dropped} dropped")
@@ -235,13 +255,13 @@ def _run_stage(
     budget: _Budget,
 ) -> tuple[list[Record], list[Drop], StageReport]:
     parts = _stage_fingerprint(stage, teacher)
-    if isinstance(stage, DatasetStage):
+    if stage.whole_dataset:
         parts["inputs"] = stable_hash([r.content_hash() for r in records])
     fingerprint = stable_hash(parts)
     stem = f"{index:02d}-{stage.name}"
     path = checkpoints / f"{stem}-{fingerprint[:16]}.jsonl"
     started = time.time()
-    if isinstance(stage, DatasetStage):
+    if stage.whole_dataset:
         results, cached, tokens = _dataset_results(stage, records, teacher, path, options, spec.teacher.max_retries)
         reused = len(records) if cached else 0
         budget.spend(sum(tokens), stage.name)
@@ -284,17 +304,22 @@ def _batched_results(
     checkpoint = StageCheckpoint(path)
     keys = [r.content_hash() for r in records]
     reused = sum(1 for k in keys if checkpoint.get(k) is not None)
+    # plan: the driver turns the checkpoint into the batches still to do
+    plan = [
+        todo for batch in _plan_batches(records, chunk_size(spec)) if (todo := _unfinished(batch, keys, checkpoint))
+    ]
     started, completion_tokens, prompt_tokens, first = time.time(), 0, 0, True
     bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    executor = LocalExecutor()
     try:
-        for batch_indices in _plan_batches(records, batch_size(spec.teacher)):
-            todo = [i for i in batch_indices if checkpoint.get(keys[i]) is None]
-            if not todo:
-                continue
-            results = _process_with_retries(stage, [records[i] for i in todo], teacher, spec.teacher.max_retries)
+        # execute: the executor maps the stage over the planned batches, in any order
+        batches = [[records[i] for i in todo] for todo in plan]
+        for number, results in executor.run(stage, batches, teacher, spec.teacher.max_retries):
+            todo = plan[number]
             if first:
                 _stop_if_all_failed(stage, results)
                 first = False
+            # commit: the driver is the only writer of checkpoints
             checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
             new = [_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True)]
             completion_tokens += sum(c for c, _ in new)
@@ -305,6 +330,15 @@ def _batched_results(
     finally:
         bar.close()
     return [checkpoint.get(k) for k in keys], reused, (completion_tokens, prompt_tokens)
+
+
+def _unfinished(indices: list[int], keys: list[str], checkpoint: StageCheckpoint) -> list[int]:
+    return [i for i in indices if checkpoint.get(keys[i]) is None]
+
+
+def chunk_size(spec: PipelineSpec) -> int:
+    """Records per checkpointed unit: ``engine.chunk_size``, else the teacher's batch size."""
+    return spec.engine.chunk_size or batch_size(spec.teacher)
 
 
 def _stop_if_all_failed(stage: Stage, results: list[Record | Drop]) -> None:
@@ -318,25 +352,6 @@ def _stop_if_all_failed(stage: Stage, results: list[Record | Drop]) -> None:
         )
 
 
-def _whole_with_retries(stage: DatasetStage, records, teacher, progress, journal, retries: int) -> list[Record | Drop]:
-    """A whole-dataset stage's results; a teacher error is retried (journaled calls are not repeated), then
-    stops the run with one line; any other exception is a bug."""
-    for attempt in range(retries + 1):
-        try:
-            return stage.process_all(records, teacher, progress, journal)
-        except UserError:
-            raise
-        except TeacherError as exc:
-            if attempt == retries or not exc.retryable:
-                raise UserError(
-                    f"stage {stage.name}: {TEACHER_FAILURE} after {attempt + 1} attempt(s): {exc} "
-                    "(finished teacher calls are journaled: rerun the same command to resume)"
-                ) from None
-        except Exception as exc:
-            raise _bug(stage, exc) from exc
-    raise AssertionError("unreachable")
-
-
 def _dataset_results(
     stage: DatasetStage, records: list[Record], teacher: Teacher | None, path: Path, options: RunOptions, retries: int
 ) -> tuple[list[Record | Drop], bool, tuple[int, int]]:
@@ -347,7 +362,7 @@ def _dataset_results(
     bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
     journal = Journal(path.with_suffix(".journal.jsonl"))
     try:
-        results = _whole_with_retries(stage, records, teacher, bar.update, journal, retries)
+        results = whole_with_retries(stage, records, teacher, bar.update, journal, retries)
     finally:
         bar.close()
     save_results(path, results)
@@ -380,44 +395,6 @@ def _new_tokens(before: Record, result: Record | Drop) -> tuple[int, int]:
         sum(int(step.get("completion_tokens", 0)) for step in steps),
         sum(int(step.get("prompt_tokens", 0)) for step in steps),
     )
-
-
-TEACHER_FAILURE = "teacher error"
-
-
-def _bug(stage: Stage, exc: Exception) -> StageFailed:
-    return StageFailed(
-        f"stage {stage.name} raised {type(exc).__name__}: {exc} — a bug, not a teacher failure, so the run "
-        "stops (checkpoints so far are kept)"
-    )
-
-
-def _process_with_retries(
-    stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int
-) -> list[Record | Drop]:
-    """Run a batch; on a teacher error retry it, then split it record by record; a record that still fails
-    becomes a drop with the error. Any other exception is a bug and stops the run."""
-    error: TeacherError | None = None
-    for _ in range(retries + 1):
-        try:
-            results = stage.process(batch, teacher)
-        except UserError:
-            raise
-        except TeacherError as exc:
-            error = exc
-            if not exc.retryable:
-                break
-            continue
-        except Exception as exc:
-            raise _bug(stage, exc) from exc
-        if len(results) != len(batch):
-            raise StageFailed(f"stage {stage.name} returned {len(results)} results for {len(batch)} records")
-        return results
-    if len(batch) > 1:
-        return [result for record in batch for result in _process_with_retries(stage, [record], teacher, retries)]
-    attempts = "1 attempt (not retryable)" if error is not None and not error.retryable else f"{retries + 1} attempt(s)"
-    reason = f"{TEACHER_FAILURE} after {attempts} alone: {error}"
-    return [stage.drop(batch[0], reason)]
 
 
 def _report_line(report: StageReport, explain: bool) -> str:

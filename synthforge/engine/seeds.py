@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from synthforge.errors import UserError
 from synthforge.files import read_text
+from synthforge.jsonl import iter_json_lines
 from synthforge.records import Record, make_record_id
 
 
 def read_seed_prompts(path: Path, field: str = "prompt") -> list[str]:
     """Prompts from a JSONL file (``field`` of each object) or a text file (one per non-empty line)."""
     prompts: list[str] = []
-    lines = read_text(path, "seeds file").splitlines()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip() or (path.suffix != ".jsonl" and line.lstrip().startswith("#")):
-            continue
-        if path.suffix not in (".jsonl", ".json"):
-            prompts.append(line.strip())
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        value = obj.get(field) if isinstance(obj, dict) else None
-        if not isinstance(value, str) or not value.strip():
-            raise UserError(f"{path}:{lineno}: expected an object with a non-empty string {field!r}")
-        prompts.append(value.strip())
+    if path.suffix in (".jsonl", ".json"):
+        for lineno, obj in iter_json_lines(path, "seeds file"):
+            value = obj.get(field) if isinstance(obj, dict) else None
+            if not isinstance(value, str) or not value.strip():
+                raise UserError(f"{path}:{lineno}: expected an object with a non-empty string {field!r}")
+            prompts.append(value.strip())
+    else:
+        lines = read_text(path, "seeds file").splitlines()
+        prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise UserError(f"{path}: seeds file has no prompts")
     return prompts

@@ -41,6 +41,20 @@ class PathsSpec:
 
 
 @dataclass
+class EngineSpec:
+    """How stages are executed. ``chunk_size``: records per checkpointed unit (null: the teacher's batch size)."""
+
+    kind: str = "local"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != "local":
+            raise ValueError(f"kind must be 'local' (the only executor in this version), got {self.kind!r}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+
+@dataclass
 class StageSpec:
     kind: str
     name: str
@@ -60,6 +74,7 @@ class PipelineSpec:
     stages: list[StageSpec]
     export: ExportSpec
     paths: PathsSpec
+    engine: EngineSpec = field(default_factory=EngineSpec)
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -82,7 +97,7 @@ class PipelineSpec:
 
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # becomes a directory or file name: no '/', no '..'
-TOP_KEYS = ("name", "description", "seed", "teacher", "seeds", "stages", "export", "paths")
+TOP_KEYS = ("name", "description", "seed", "teacher", "engine", "seeds", "stages", "export", "paths")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -184,6 +199,7 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         stages=_stage_entries(data, source),
         export=build_config(ExportSpec, data.get("export"), f"{source}: export"),
         paths=build_config(PathsSpec, data.get("paths"), f"{source}: paths"),
+        engine=build_config(EngineSpec, data.get("engine"), f"{source}: engine"),
         description=str(data.get("description", "")),
         raw=data,
     )

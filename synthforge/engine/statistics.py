@@ -1,86 +1,59 @@
-"""Per-principle statistics of a run, read from the records' trace steps (for the manifest and summary)."""
+"""Aggregate what stages report about their own work (``Stage.tally``) for the manifest, log and card.
+
+Nothing here knows a stage: each stage says what it counts and how its groups are shown (``metric_groups``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from synthforge.records import Record
+from synthforge.stages.base import Stage
+from synthforge.stages.metrics import Metrics, merge_groups
 
 
-@dataclass
-class PrincipleTally:
-    """Counts for one principle across a run."""
-
-    critiques: int = 0
-    asked_change: int = 0
-    revisions: int = 0
-    changed: int = 0
-    edit_total: float = 0.0
-    judged: int = 0
-    swap_agreed: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        """Rates (None when there was nothing to count) next to the raw counts."""
-        return {
-            "critiques": self.critiques,
-            "critique_change_rate": _rate(self.asked_change, self.critiques),
-            "revisions": self.revisions,
-            "revision_change_rate": _rate(self.changed, self.revisions),
-            "mean_edit_fraction": _rate(self.edit_total, self.revisions),
-            "judged_swapped": self.judged,
-            "swap_agreement": _rate(self.swap_agreed, self.judged),
-        }
-
-
-def _rate(part: float, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def principle_statistics(records: Iterable[Record]) -> dict[str, dict[str, Any]]:
-    """Per principle: how often its critique asked for a change, how often and how much the revision
-    changed the answer (share of words edited), and how often the judge agreed with itself across orders."""
-    tallies: dict[str, PrincipleTally] = {}
+def collect_metrics(stages: list[Stage], records: Iterable[Record]) -> list[dict[str, Any]]:
+    """Each stage's counters and group statistics, tallied from the trace steps it wrote into ``records``."""
+    by_name = {stage.name: (stage, Metrics()) for stage in stages}
     for record in records:
         for step in record.steps:
-            _count(step, tallies)
-    return {name: tallies[name].summary() for name in sorted(tallies)}
+            found = by_name.get(step.get("stage"))
+            if found is not None:
+                found[0].tally(step, found[1])
+    return [metrics.summary(stage.metric_groups) for stage, metrics in by_name.values()]
 
 
-def _count(step: dict[str, Any], tallies: dict[str, PrincipleTally]) -> None:
-    role = step.get("role")
-    if role == "critique" and "principle" in step:
-        tally = tallies.setdefault(step["principle"], PrincipleTally())
-        tally.critiques += 1
-        tally.asked_change += bool(step.get("asks_change", True))
-    elif role == "revision" and "principle" in step and "changed" in step:
-        tally = tallies.setdefault(step["principle"], PrincipleTally())
-        tally.revisions += 1
-        tally.changed += bool(step["changed"])
-        tally.edit_total += float(step.get("edit_fraction", 0.0))
-    elif role == "judgement":
-        for name, agreed in (step.get("swap_agreement") or {}).items():
-            tally = tallies.setdefault(name, PrincipleTally())
-            tally.judged += 1
-            tally.swap_agreed += bool(agreed)
+def group_tables(stages: list[Stage], summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per group (e.g. "principle"): one table merged across the stages that report it, with its labels."""
+    pairs = [(summary, stage.metric_groups) for stage, summary in zip(stages, summaries, strict=True)]
+    tables: dict[str, dict[str, Any]] = {}
+    for group in dict.fromkeys(g for stage in stages for g in stage.metric_groups):
+        members = merge_groups(pairs, group)
+        if not members:
+            continue
+        labels: dict[str, str] = {}
+        rates: set[str] = set()
+        for stage in stages:
+            spec = stage.metric_groups.get(group)
+            if spec is not None:
+                labels.update(spec.labels)
+                rates.update(spec.rates)
+        tables[group] = {"members": members, "labels": labels, "rates": sorted(rates)}
+    return tables
 
 
-def format_statistics(stats: dict[str, dict[str, Any]]) -> list[str]:
-    """One summary line per principle, for the run log."""
-    lines = []
-    for name, s in stats.items():
-        parts = []
-        if s["critiques"]:
-            parts.append(f"critique asked for change {percent(s['critique_change_rate'])} of {s['critiques']}")
-        if s["revisions"]:
-            parts.append(
-                f"revision changed answer {percent(s['revision_change_rate'])} of {s['revisions']}, "
-                f"mean edit {percent(s['mean_edit_fraction'])} of words"
-            )
-        if s["judged_swapped"]:
-            parts.append(f"judge agreed across orders {percent(s['swap_agreement'])} of {s['judged_swapped']}")
-        lines.append(f"  {name}: " + "; ".join(parts))
+def format_table(group: str, table: dict[str, Any]) -> list[str]:
+    """One line per member of a group table, for the run log."""
+    lines = [f"per {group}:"]
+    for member, values in table["members"].items():
+        parts = [
+            f"{table['labels'].get(field, field.replace('_', ' '))} "
+            + (percent(value) if field in table["rates"] else str(value))
+            for field, value in values.items()
+            if value not in (0, None)
+        ]
+        lines.append(f"  {member}: " + ", ".join(parts))
     return lines
 
 

@@ -19,6 +19,8 @@ STAGES: dict[str, str] = {
     "self_instruct": "synthforge.stages.self_instruct:SelfInstruct",
     "evol_instruct": "synthforge.stages.evol_instruct:EvolInstruct",
     "magpie": "synthforge.stages.magpie:Magpie",
+    "reward_rank": "synthforge.stages.reward_rank:RewardRank",
+    "reward_score": "synthforge.stages.reward_score:RewardScore",
 }
 
 

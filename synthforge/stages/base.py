@@ -18,6 +18,7 @@ from synthforge.hashing import derive_seed
 from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
 from synthforge.settings import build_config, config_to_dict
+from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
 PLACEHOLDER = "<<{} from upstream>>"
@@ -42,14 +43,26 @@ class Stage(ABC):
     writes: ClassVar[tuple[str, ...]] = ()
     uses_teacher: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset()  # teacher capabilities beyond generating (teachers.base)
+    whole_dataset: ClassVar[bool] = False  # sees every record at once (process_all), cached as a whole
+    metric_groups: ClassVar[dict[str, GroupSpec]] = {}  # how the per-group statistics of ``tally`` are shown
+    generates: ClassVar[bool] = False  # writes a new set of prompts (may open a pipeline without seeds)
 
     def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
         self.name = name
+        self.settings = dict(settings or {})  # the plain data it was built from (see __reduce__)
         self.where = where or f"stages.{name}"
         self.config = build_config(self.Config, settings or {}, self.where)
         self.resources = resources
         self.templates: dict[str, PromptTemplate] = {}
         self.constitution: Constitution | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the plain data it was built from, and rebuilt from it (in another process: an executor's
+        worker): files are re-read and user modules re-imported there, never sent as live objects."""
+        return (
+            rebuild_stage,
+            (type(self).__module__, type(self).__qualname__, self.name, self.settings, self.resources, self.where),
+        )
 
     # -- helpers for subclasses -------------------------------------------------------------
     def use_template(self, role: str, ref: str) -> PromptTemplate:
@@ -86,6 +99,13 @@ class Stage(ABC):
             "constitution": self.constitution.sha256 if self.constitution else None,
         }
 
+    def tally(self, step: dict[str, Any], metrics: Metrics) -> None:  # noqa: B027 - optional hook
+        """Count what this stage reports about one of its own trace steps (see ``metric_groups``)."""
+
+    def fields_read(self) -> tuple[str, ...]:
+        """The record fields this stage reads, as configured (checked against what earlier stages write)."""
+        return self.reads
+
     def files(self) -> dict[str, str]:
         """Files this stage reads, path → sha256 (for the manifest)."""
         found = {str(t.path): t.sha256 for t in self.templates.values()}
@@ -121,7 +141,7 @@ class DatasetStage(Stage):
     may open a pipeline that has no seed file.
     """
 
-    generates: ClassVar[bool] = False
+    whole_dataset: ClassVar[bool] = True
 
     def progress_total(self, records: list[Record]) -> int:
         """What the progress bar counts to (input records by default)."""
@@ -153,6 +173,16 @@ class DatasetStage(Stage):
             if journal is not None:
                 journal.put(key, saved)
         return [Completion(**c) for c in saved]
+
+
+def rebuild_stage(
+    module: str, qualname: str, name: str, settings: dict[str, Any], resources: StageResources, where: str
+) -> Stage:
+    """A stage built again from plain data (the inverse of ``Stage.__reduce__``)."""
+    import importlib
+
+    cls = getattr(importlib.import_module(module), qualname)
+    return cls(name, settings, resources, where=where)
 
 
 def placeholder_record(prompt: str | None = None) -> Record:

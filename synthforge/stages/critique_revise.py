@@ -11,11 +11,11 @@ import random
 from dataclasses import dataclass, field, replace
 
 from synthforge.constitution import Principle
-from synthforge.constitution.parser import EXAMPLE_KEYS
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.critique_text import finds_no_issue
+from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.stages.revision_text import clean_revision, edit_fraction
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
@@ -55,10 +55,45 @@ class CritiqueRevise(Stage):
     Config = CritiqueReviseConfig
     reads = ("prompt", "response")
     writes = ("response", "rejected")
+    metric_groups = {
+        "principle": GroupSpec(
+            counts=("critiques", "revisions"),
+            rates={
+                "critique_change_rate": ("asked_change", "critiques"),
+                "revision_change_rate": ("changed", "revisions"),
+                "mean_edit_fraction": ("edit_total", "revisions"),
+            },
+            labels={
+                "critique_change_rate": "asked for change",
+                "revision_change_rate": "changed",
+                "mean_edit_fraction": "mean edit",
+            },
+        )
+    }
+
+    def tally(self, step: dict, metrics: Metrics) -> None:
+        """Per principle: critiques and how often they asked for a change; revisions, how often they changed
+        the answer and the share of words they edited."""
+        if step.get("role") == "critique" and "principle" in step:
+            metrics.add("principle", step["principle"], critiques=1, asked_change=bool(step.get("asks_change", True)))
+        elif step.get("role") == "revision" and "principle" in step and "changed" in step:
+            metrics.add(
+                "principle",
+                step["principle"],
+                revisions=1,
+                changed=bool(step["changed"]),
+                edit_total=float(step.get("edit_fraction", 0.0)),
+            )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.constitution = self.use_constitution(self.config.constitution)
+        loaded = self.use_constitution(self.config.constitution)
+        self.constitution = loaded.critiquing()
+        if not self.constitution.principles:
+            raise SpecError(
+                f"{self.where}.constitution: {loaded.name} has no principle with critique and revision requests "
+                "(only 'compare:' questions, which are for the judge stage): nothing to critique with"
+            )
         self.critique_template = self.use_template("critique", self.config.critique_template)
         self.revise_template = self.use_template("revise", self.config.revise_template)
         available = len(self.constitution.examples)
@@ -74,7 +109,7 @@ class CritiqueRevise(Stage):
         assert self.constitution is not None
         turns: Conversation = []
         for example in self.constitution.examples[: self.config.few_shot]:
-            texts = [getattr(example, key) for key in EXAMPLE_KEYS]  # user/assistant turns, alternating
+            texts = example.turns()  # user/assistant turns, alternating
             turns += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
         return turns
 
@@ -142,6 +177,7 @@ class CritiqueRevise(Stage):
                     principle=plans[i][rnd].name,
                     changed=not same_text(text, current[i]),
                     edit_fraction=edit_fraction(current[i], text),
+                    writes=["response"],
                 )
                 steps[i].append({**step, "text": text, "raw_text": revision.text} if text != revision.text else step)
                 current[i] = text

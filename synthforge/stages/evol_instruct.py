@@ -171,7 +171,14 @@ class EvolInstruct(Stage):
             )
             for i, samples in enumerate(done):
                 evolved = clean_revision(samples[0].text)
-                reason = elimination_reason(current[i], evolved, self.config.max_apology_words, self.config.min_gain)
+                reason = elimination_reason(
+                    current[i],
+                    evolved,
+                    max_apology_words=self.config.max_apology_words,
+                    min_gain=self.config.min_gain,
+                    operation=ops[i],
+                    min_words=self.config.min_words,
+                )
                 steps[i].append(
                     {
                         **completion_step(self.name, "evolution", samples[0], round=rnd, operation=ops[i]),

@@ -16,6 +16,7 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
@@ -68,6 +69,19 @@ class Judge(Stage):
     reads = ("prompt",)
     writes = ("response", "rejected")
     needs = frozenset({CHOICE})
+    metric_groups = {
+        "principle": GroupSpec(
+            counts=("judged_swapped",),
+            rates={"swap_agreement": ("swap_agreed", "judged_swapped")},
+            labels={"judged_swapped": "judged", "swap_agreement": "swap agreement"},
+        )
+    }
+
+    def tally(self, step: dict, metrics: Metrics) -> None:
+        """Per principle: judgements asked in both orders, and how often the two orders agreed."""
+        if step.get("role") == "judgement":
+            for name, agreed in (step.get("swap_agreement") or {}).items():
+                metrics.add("principle", name, judged_swapped=1, swap_agreed=bool(agreed))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -134,8 +148,8 @@ class Judge(Stage):
         agreement = {name: (v[False] > 0.5) == (v[True] < 0.5) for name, v in votes.items() if True in v}
         steps = [
             *record.steps,
-            completion_step(self.name, "sample", first, index=0),
-            completion_step(self.name, "sample", second, index=1),
+            completion_step(self.name, "sample", first, index=0, writes=["response", "rejected"]),
+            completion_step(self.name, "sample", second, index=1, writes=["response", "rejected"]),
         ]
         steps.append(
             {

@@ -47,6 +47,9 @@ class MinHashDedup(DatasetStage):
     Config = MinHashDedupConfig
     uses_teacher = False
 
+    def fields_read(self) -> tuple[str, ...]:
+        return ("prompt", "response") if self.config.key == "both" else (self.config.key,)
+
     def process_all(
         self,
         records: list[Record],

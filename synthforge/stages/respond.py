@@ -39,7 +39,7 @@ class Respond(Stage):
         completions = teacher.generate([self.conversation(r) for r in batch], params)
         results: list[Record | Drop] = []
         for record, (completion, *_) in zip(batch, completions, strict=True):
-            step = completion_step(self.name, "response", completion)
+            step = completion_step(self.name, "response", completion, writes=["response"])
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
             if not completion.text:
                 results.append(self.drop(updated, "empty response"))

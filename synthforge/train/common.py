@@ -72,7 +72,7 @@ def trl_config(cls, **kwargs):
     return cls(**kwargs)
 
 
-def peft_config(lora: LoraSettings):
+def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
     """A peft LoraConfig, or None when LoRA is off."""
     if not lora.enabled:
         return None
@@ -85,7 +85,7 @@ def peft_config(lora: LoraSettings):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 

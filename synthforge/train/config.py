@@ -89,6 +89,7 @@ class DPOTrainingConfig(TrainingConfig):
     loss_type: str = "sigmoid"
     reference: str | None = None
     evaluate: bool = True
+    precompute_ref: bool = True  # reference log-probabilities computed once before training, not every step
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,6 +97,49 @@ class DPOTrainingConfig(TrainingConfig):
             raise ValueError(f"loss_type must be one of TRL's: {', '.join(DPO_LOSSES)}")
         if self.beta <= 0:
             raise ValueError("beta must be > 0")
+
+
+REWARD_LABELS = ("auto", "hard", "soft", "margin")
+
+
+@dataclass
+class RewardTrainingConfig(TrainingConfig):
+    """A reward model on preference pairs. ``labels``: auto (soft when rows carry the judge's ``confidence``),
+    hard, soft, or margin; ``center_rewards``: TRL's coefficient that keeps rewards centred on zero."""
+
+    learning_rate: float = 1e-5
+    labels: str = "auto"
+    center_rewards: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.labels not in REWARD_LABELS:
+            raise ValueError(f"labels must be one of {', '.join(REWARD_LABELS)}, got {self.labels!r}")
+
+
+@dataclass
+class RLHFTrainingConfig(TrainingConfig):
+    """RLHF with TRL's RLOO: the policy (``model``) samples ``num_generations`` answers per prompt, the reward
+    model (``reward``) scores them, and ``beta`` × the KL to the starting policy is subtracted from the reward."""
+
+    reward: str = ""
+    learning_rate: float = 1e-6
+    beta: float = 0.05
+    num_generations: int = 4
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta < 0:
+            raise ValueError(f"beta (the KL coefficient) must be >= 0, got {self.beta}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be >= 2 (RLOO's baseline is the other samples' mean reward)")
+        if self.max_completion_length < 1:
+            raise ValueError("max_completion_length must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
 
 
 C = TypeVar("C", bound=TrainingConfig)

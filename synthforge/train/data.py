@@ -7,6 +7,7 @@ assistant message is the prompt), so TRL computes the loss on the assistant's an
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def load_rows(source: str | Path, kind: str):
-    """A ``datasets.Dataset`` of ``kind`` rows from ``source``, checked and converted for TRL."""
+def load_rows(source: str | Path, kind: str, optional: tuple[str, ...] = ()):
+    """A ``datasets.Dataset`` of ``kind`` rows from ``source``, checked and converted for TRL; ``optional``
+    columns (e.g. the judge's ``confidence``) are kept when every row has them."""
     import datasets
 
     path = resolve_data_path(source, kind)
@@ -48,6 +50,10 @@ def load_rows(source: str | Path, kind: str):
     if not rows:
         raise UserError(f"{path}: no rows to train on")
     prepared = _prepare(rows, kind, path)
+    for column in optional:
+        if all(row.get(column) is not None for row in rows):
+            for out, row in zip(prepared, rows, strict=True):
+                out[column] = _number(row[column], column, path)
     try:
         return datasets.Dataset.from_list(prepared)
     except (TypeError, ValueError) as exc:  # pyarrow.ArrowInvalid: mixed types in one column
@@ -75,6 +81,12 @@ def _prepare(rows: list[dict[str, Any]], kind: str, path: Path) -> list[dict[str
             _require_columns(rows, layout, path)
             return [{c: row.get(c) for c in layout} for row in rows]
     raise UserError(f"{path}: SFT data needs {SFT_LAYOUTS}; found columns {', '.join(sorted(columns))}")
+
+
+def _number(value: Any, column: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError(f"{path}: column {column!r} must hold finite numbers, got {value!r}")
+    return float(value)
 
 
 def _require_columns(rows: list[dict[str, Any]], columns: tuple[str, ...], path: Path) -> None:

@@ -40,6 +40,7 @@ class DPOTraining:
             **trl_arguments(config, student.model.device, out_dir, eval_rows is not None),
             beta=config.beta,
             loss_type=[config.loss_type],
+            precompute_ref_log_probs=config.precompute_ref,
         )
         trainer = DPOTrainer(
             model=student.model,

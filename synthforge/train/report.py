@@ -23,16 +23,21 @@ def save_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str) -
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for key, label in (("loss", "train"), ("eval_loss", "eval")):
-        points = loss_points(log_history, key)
-        if points:
-            axis.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend()
+    rewards = loss_points(log_history, "reward")
+    figure, axes = plt.subplots(1, 2 if rewards else 1, figsize=(11 if rewards else 6, 3.5), dpi=120, squeeze=False)
+    panels = [(axes[0][0], "loss", (("loss", "train"), ("eval_loss", "eval")))]
+    if rewards:  # RL: the reward the policy earned during training, and its KL to the reference
+        panels.append((axes[0][1], "reward / KL", (("reward", "reward"), ("kl", "KL to reference"))))
+    for axis, ylabel, series in panels:
+        for key, label in series:
+            points = loss_points(log_history, key)
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
+        axis.set_xlabel("step")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[0][0].set_title(title)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -14,13 +14,21 @@ from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
 
 FIELDS = ("prompt", "response", "rejected")
-_WRITERS = ("response", "revision", "sample")
 
 
 class FilterStage(Stage):
     """Keeps or drops each record; subclasses implement :meth:`filter`."""
 
     uses_teacher: ClassVar[bool] = False
+
+    def fields_read(self) -> tuple[str, ...]:
+        """A filter reads the fields its settings name (``fields`` or ``field``)."""
+        config = self.config
+        if hasattr(config, "fields"):
+            return tuple(config.fields)
+        if hasattr(config, "field"):
+            return (config.field,)
+        return self.reads
 
     @abstractmethod
     def filter(self, record: Record) -> bool | tuple[bool, str]:
@@ -41,10 +49,11 @@ def field_text(record: Record, field: str) -> str | None:
 
 
 def finish_reason(record: Record, field: str = "response") -> str | None:
-    """Why the teacher stopped writing the current ``field`` text ("stop", "length"), from the trace."""
+    """Why the teacher stopped writing the current ``field`` text ("stop", "length"), from the trace: the last
+    step that says it ``writes`` that field with that text."""
     text = field_text(record, field)
     for step in reversed(record.steps):
-        if step.get("role") in _WRITERS and step.get("text") == text and "finish_reason" in step:
+        if field in step.get("writes", ()) and step.get("text") == text and "finish_reason" in step:
             return step["finish_reason"]
     return None
 

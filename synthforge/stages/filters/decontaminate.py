@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthforge.dedup.contamination import NgramIndex, read_eval_texts
+from synthforge.dedup.contamination import EVAL_SUFFIXES, NgramIndex, read_eval_texts
 from synthforge.hashing import file_sha256
 from synthforge.records import Drop, Record
+from synthforge.settings import SpecError
 from synthforge.stages.filters.base import FilterStage, check_fields, field_text
 from synthforge.teachers.base import Teacher
 
@@ -39,12 +40,28 @@ class Decontaminate(FilterStage):
         super().__init__(*args, **kwargs)
         base = self.resources.base_dir or Path(".")
         self.paths = [(base / p).resolve() for p in self.config.eval_files]
-        self.index = NgramIndex(self.config.ngram, self.config.min_words)
-        for path in self.paths:
-            self.index.add(str(path.name), read_eval_texts(path))
+        for given, path in zip(self.config.eval_files, self.paths, strict=True):
+            if not path.is_file():
+                raise SpecError(f"{self.where}.eval_files: {given}: evaluation file not found ({path})")
+            if path.suffix.lower() not in EVAL_SUFFIXES:
+                raise SpecError(
+                    f"{self.where}.eval_files: {given}: unsupported type (expected one of {', '.join(EVAL_SUFFIXES)})"
+                )
+        self._index: NgramIndex | None = None  # built on first use, where the stage runs
+
+    @property
+    def index(self) -> NgramIndex:
+        """The n-gram index of every evaluation text (built once, lazily)."""
+        if self._index is None:
+            self._index = NgramIndex(self.config.ngram, self.config.min_words)
+            for path in self.paths:
+                self._index.add(str(path.name), read_eval_texts(path))
+        return self._index
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "eval_files": {str(p): file_sha256(p) for p in self.paths}}
+        """Eval files by the name the pipeline gives them (not where this machine keeps them) and content."""
+        hashes = {given: file_sha256(p) for given, p in zip(self.config.eval_files, self.paths, strict=True)}
+        return {**super().fingerprint(), "eval_files": hashes}
 
     def files(self) -> dict[str, str]:
         return {**super().files(), **{str(p): file_sha256(p) for p in self.paths}}

@@ -47,6 +47,10 @@ class LengthFilter(FilterStage):
         super().__init__(*args, **kwargs)
         self._measure: Callable[[str], int] | None = None
 
+    def fields_read(self) -> tuple[str, ...]:
+        bounded = {"prompt": self.config.prompt, "response": self.config.response}
+        return tuple(name for name, b in bounded.items() if b.min is not None or b.max is not None)
+
     def measure(self, text: str) -> int:
         """Length of ``text`` in the configured unit (the tokenizer loads on first use)."""
         if self._measure is None:

@@ -19,6 +19,9 @@ class PairFilter(FilterStage):
     kind = "filter_pairs"
     Config = PairFilterConfig
 
+    def fields_read(self) -> tuple[str, ...]:
+        return ("response", "rejected") if self.config.require_pair else ("response",)
+
     def filter(self, record: Record) -> bool | tuple[bool, str]:
         chosen, rejected = record.response, record.rejected
         if rejected is None:

@@ -1,0 +1,96 @@
+"""Executors map a stage over the batches the driver planned; the driver alone commits results.
+
+The split is datatrove's: blocks (stages) know nothing of how they are run. :class:`LocalExecutor` runs the
+batches in this process, in order; another executor (e.g. Ray actors holding teacher replicas) may run them
+elsewhere and yield them in any order, since the driver checkpoints each result as it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from synthforge.errors import StageFailed, TeacherError, UserError
+from synthforge.records import Drop, Record
+from synthforge.stages.base import Stage
+from synthforge.teachers.base import Teacher
+
+TEACHER_FAILURE = "teacher error"
+Result = Record | Drop
+
+
+class Executor(Protocol):
+    """Runs ``stage.process`` over planned batches; yields ``(batch number, one result per record)``."""
+
+    def run(
+        self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
+    ) -> Iterator[tuple[int, list[Result]]]: ...
+
+
+class LocalExecutor:
+    """Today's loop: each batch in this process, in plan order, with retries and splitting."""
+
+    def run(
+        self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
+    ) -> Iterator[tuple[int, list[Result]]]:
+        for number, batch in enumerate(batches):
+            yield number, process_with_retries(stage, batch, teacher, retries)
+
+
+def stage_bug(stage: Stage, exc: Exception) -> StageFailed:
+    """The error that stops a run when a stage raised something other than a teacher error."""
+    return StageFailed(
+        f"stage {stage.name} raised {type(exc).__name__}: {exc} — a bug, not a teacher failure, so the run "
+        "stops (checkpoints so far are kept)"
+    )
+
+
+def process_with_retries(stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> list[Result]:
+    """Run a batch; on a teacher error retry it, then split it record by record; a record that still fails
+    becomes a drop with the error. Any other exception is a bug and stops the run."""
+    error: TeacherError | None = None
+    for _ in range(retries + 1):
+        try:
+            results = stage.process(batch, teacher)
+        except UserError:
+            raise
+        except TeacherError as exc:
+            error = exc
+            if not exc.retryable:
+                break
+            continue
+        except Exception as exc:
+            raise stage_bug(stage, exc) from exc
+        if len(results) != len(batch):
+            raise StageFailed(f"stage {stage.name} returned {len(results)} results for {len(batch)} records")
+        return results
+    if len(batch) > 1:
+        return [result for record in batch for result in process_with_retries(stage, [record], teacher, retries)]
+    attempts = "1 attempt (not retryable)" if error is not None and not error.retryable else f"{retries + 1} attempt(s)"
+    return [stage.drop(batch[0], f"{TEACHER_FAILURE} after {attempts} alone: {error}")]
+
+
+def whole_with_retries(
+    stage: Any,
+    records: list[Record],
+    teacher: Teacher | None,
+    progress: Callable[[int], None],
+    journal: Any,
+    retries: int,
+) -> list[Result]:
+    """A whole-dataset stage's results; a teacher error is retried (journaled calls are not repeated), then
+    stops the run with one line; any other exception is a bug."""
+    for attempt in range(retries + 1):
+        try:
+            return stage.process_all(records, teacher, progress, journal)
+        except UserError:
+            raise
+        except TeacherError as exc:
+            if attempt == retries or not exc.retryable:
+                raise UserError(
+                    f"stage {stage.name}: {TEACHER_FAILURE} after {attempt + 1} attempt(s): {exc} "
+                    "(finished teacher calls are journaled: rerun the same command to resume)"
+                ) from None
+        except Exception as exc:
+            raise stage_bug(stage, exc) from exc
+    raise AssertionError("unreachable")

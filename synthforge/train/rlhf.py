@@ -1,0 +1,188 @@
+"""RLHF: optimise a policy against a reward model with TRL's RLOO (REINFORCE leave-one-out), with
+``beta`` × KL to the starting policy subtracted from the reward — the classic RLHF objective, no value model.
+
+Reports, on held-out prompts, the mean reward of the policy's answers and their KL to the starting policy
+before and after training; a run whose KL explodes or whose reward falls is flagged in the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synthforge.errors import UserError
+from synthforge.jsonl import read_jsonl
+from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
+from synthforge.train.config import RLHFTrainingConfig
+from synthforge.train.reward_model import check_reward_dir, load_reward_model, reward_scores
+from synthforge.train.student import load_student
+
+KL_ALARM = 10.0  # nats per answer: above this the policy has drifted far from where it started
+
+
+def read_prompts(source: str | Path) -> list[str]:
+    """User prompts from a run directory (its ``dpo.jsonl``, else ``sft.jsonl``) or a JSONL file of TRL rows
+    (``prompt`` text or messages, ``messages``) or ``{"prompt": ...}`` objects, or a text file (one per line)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        candidates = [path / "dpo.jsonl", path / "sft.jsonl"]
+        path = next((c for c in candidates if c.is_file()), candidates[0])
+    if not path.is_file():
+        raise UserError(f"prompts {source}: not found (give a run directory, a JSONL file or a text file)")
+    if path.suffix != ".jsonl":
+        from synthforge.files import read_text
+
+        return [line.strip() for line in read_text(path, "prompts file").splitlines() if line.strip()]
+    prompts = []
+    for number, row in enumerate(read_jsonl(path, "prompts file"), 1):
+        value = row.get("prompt", row.get("messages"))
+        if isinstance(value, list):
+            value = next((m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"), None)
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{path}: row {number}: no prompt (expected 'prompt' or 'messages' with a user turn)")
+        prompts.append(value.strip())
+    if not prompts:
+        raise UserError(f"{path}: no prompts")
+    return prompts
+
+
+@dataclass
+class PolicyReport:
+    """Held-out: the mean reward of the policy's answers and their mean KL to the starting policy (nats)."""
+
+    mean_reward: float
+    mean_kl: float
+    prompts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean_reward": round(self.mean_reward, 4), "mean_kl": round(self.mean_kl, 4), "prompts": self.prompts}
+
+
+@torch.inference_mode()
+def _sequence_logprob(model, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+    return (logprobs * mask[:, 1:])[:, start - 1 :].sum(dim=-1)
+
+
+@torch.inference_mode()
+def evaluate_policy(
+    policy, reference, tokenizer, reward, prompts: list[str], config: RLHFTrainingConfig
+) -> PolicyReport:
+    """One seeded sample per held-out prompt: its reward, and log π(answer) − log π_ref(answer) (a KL estimate)."""
+    was_training = policy.training
+    policy.eval()
+    device = next(policy.parameters()).device
+    rewards, kls = [], []
+    torch.manual_seed(config.seed)
+    for prompt in prompts:
+        conversation = [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        encoded = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
+        out = policy.generate(
+            **encoded,
+            do_sample=True,
+            temperature=config.temperature,
+            max_new_tokens=config.max_completion_length,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        start = encoded["input_ids"].shape[1]
+        mask = torch.ones_like(out)
+        kls.append(float(_sequence_logprob(policy, out, mask, start) - _sequence_logprob(reference, out, mask, start)))
+        answer = tokenizer.decode(out[0, start:], skip_special_tokens=True).strip()
+        rewards.append(
+            reward_scores(reward[0], reward[1], [[*conversation, {"role": "assistant", "content": answer}]])[0]
+        )
+    policy.train(was_training)
+    return PolicyReport(sum(rewards) / len(rewards), sum(kls) / len(kls), len(prompts))
+
+
+class RLHFTraining:
+    """``RLHFTraining(config).run()``: held-out reward and KL before, RLOO against the reward model, after."""
+
+    def __init__(self, config: RLHFTrainingConfig):
+        self.config = config
+
+    def run(self) -> TrainingResult:
+        import datasets
+        from trl import RLOOConfig, RLOOTrainer
+
+        config = self.config
+        if not config.reward:
+            raise UserError("give --reward (a directory made by `synthforge train reward`)")
+        check_reward_dir(config.reward)
+        started = time.time()
+        prompts = read_prompts(config.data)
+        rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
+        train_rows, eval_rows = (rows, None) if config.eval_fraction <= 0 else _split(rows, config)
+        held_out = [r["prompt"][0]["content"] for r in eval_rows] if (eval_rows is not None and config.evaluate) else []
+        student = load_student(config.model, config.device)
+        reference = load_student(config.model, config.device, for_training=False).model
+        reward_model, reward_tokenizer, _, _ = load_reward_model(config.reward, config.device)
+        reward_model.eval()
+        reward = (reward_model, reward_tokenizer)
+        before = (
+            evaluate_policy(student.model, reference, student.tokenizer, reward, held_out, config) if held_out else None
+        )
+        out_dir = out_dir_for(config, "rlhf")
+        arguments = trl_arguments(config, student.model.device, out_dir, False)
+        arguments.pop("max_length")
+        args = trl_config(
+            RLOOConfig,
+            **arguments,
+            beta=config.beta,
+            num_generations=config.num_generations,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+        )
+        trainer = RLOOTrainer(
+            model=student.model,
+            reward_funcs=reward_model,
+            args=args,
+            train_dataset=train_rows,
+            processing_class=student.tokenizer,
+            reward_processing_classes=reward_tokenizer,
+            peft_config=peft_config(config.lora),
+        )
+        trainer.train()
+        after = (
+            evaluate_policy(trainer.model, reference, student.tokenizer, reward, held_out, config) if held_out else None
+        )
+        extra: dict[str, Any] = {
+            "eval_before": before.as_dict() if before else None,
+            "eval_after": after.as_dict() if after else None,
+            "warnings": _warnings(before, after),
+        }
+        return finish(
+            "rlhf",
+            trainer,
+            student,
+            config,
+            out_dir,
+            train_rows.num_rows,
+            eval_rows.num_rows if eval_rows is not None else 0,
+            started,
+            extra,
+        )
+
+
+def _split(rows, config: RLHFTrainingConfig):
+    from synthforge.train.data import split
+
+    return split(rows, config.eval_fraction, config.seed)
+
+
+def _warnings(before: PolicyReport | None, after: PolicyReport | None) -> list[str]:
+    """What a reader of the report must not miss: the KL exploding, the reward collapsing."""
+    found = []
+    if after is not None and after.mean_kl > KL_ALARM:
+        found.append(
+            f"KL to the starting policy is {after.mean_kl:.1f} nats per answer (> {KL_ALARM:g}): it drifted far"
+        )
+    if before is not None and after is not None and after.mean_reward < before.mean_reward:
+        found.append(f"held-out mean reward fell: {before.mean_reward:.3f} → {after.mean_reward:.3f}")
+    return found
