@@ -45,6 +45,7 @@ def embedded_run(tmp_path_factory):
         out,
         "stages.respond.sampling.max_new_tokens=48",
         "stages.critique_revise.sampling.max_new_tokens=48",
+        "stages.verify_pairs.on_reject=keep",  # both records stay (the drop itself is tested with scripted judges)
     )
     return out
 
@@ -63,7 +64,16 @@ def test_files_and_manifest(embedded_run):
     stages = {s["name"]: s for s in manifest["stages"]}
     assert stages["critique_revise"]["constitution"] == "harmless"
     assert stages["critique_revise"]["config"]["sampling"]["max_new_tokens"] == 48
-    assert list(stages) == ["minhash_dedup", "respond", "critique_revise", "filter_empty", "filter_repetition"]
+    assert list(stages) == [
+        "minhash_dedup",
+        "respond",
+        "critique_revise",
+        "verify_pairs",
+        "filter_empty",
+        "filter_repetition",
+    ]
+    dpo = [json.loads(x) for x in (embedded_run / "dpo.jsonl").read_text().splitlines()]
+    assert all(0.0 <= row["confidence"] <= 1.0 for row in dpo)  # the judge's verdict on each pair
     assert len(manifest["files"]) >= 4 and all(len(h) == 64 for h in manifest["files"].values())
 
 

@@ -178,18 +178,28 @@ def train_rlhf(**options) -> None:
     click.echo(f"wrote {result.out_dir}/ (policy, tokenizer, training.json, loss.png)")
 
 
-@click.command("eval")
-@click.option("--model", required=True, help="Model to evaluate: a directory, a .gguf file, or 'embedded'.")
-@click.option("--data", required=True, help="Run directory (dpo.jsonl), a JSONL file, or a saved dataset.")
+@click.group("eval", invoke_without_command=True)
+@click.option("--model", help="Model to evaluate: a directory, a .gguf file, or 'embedded'.")
+@click.option("--data", help="Run directory (dpo.jsonl), a JSONL file, or a saved dataset.")
 @click.option("--reference", help="Reference model: margins are taken relative to its margins.")
 @click.option("--eval-fraction", type=float, default=None, help="Score only the held-out share (as train dpo splits).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Split seed (match train dpo's).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--device", help="cpu or cuda (default: cuda if available).")
-def evaluate(model, data, reference, eval_fraction, seed, batch_size, max_length, device) -> None:
+@click.pass_context
+def evaluate(ctx, model, data, reference, eval_fraction, seed, batch_size, max_length, device) -> None:
     """Preference accuracy: the share of pairs where the model's length-normalised log-probability margin
-    (chosen − rejected, minus the reference's margin when given) is positive, and the mean margin."""
+    (chosen − rejected, minus the reference's margin when given) is positive, and the mean margin.
+
+    \b
+    synthforge eval --model DIR --data RUN            # preference accuracy on pairs
+    synthforge eval compare --models BASE,STUDENT     # judge-based comparison on held-out prompts
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model or not data:
+        raise click.UsageError("give --model and --data (or a subcommand: compare)")
     from synthforge.train.data import load_rows, split
     from synthforge.train.evaluate import evaluate_preferences
     from synthforge.train.student import load_student
@@ -205,3 +215,71 @@ def evaluate(model, data, reference, eval_fraction, seed, batch_size, max_length
         f"preference accuracy {report.accuracy:.3f}, mean margin {report.mean_margin:+.4f} "
         f"over {report.pairs} pairs{relative}"
     )
+
+
+@evaluate.command("compare")
+@click.option("--models", required=True, help="Comma-separated models (embedded, directories, .gguf), the base first.")
+@click.option(
+    "--prompts", type=click.Path(path_type=Path), help="Held-out prompts (default: pipelines/eval/heldout.jsonl)."
+)
+@click.option("--judge", help="The judge: any --teacher reference (default: the pipeline's, the embedded teacher).")
+@click.option("--constitution", help="Constitution whose compare: questions the judge answers (default harmless).")
+@click.option("--principles", type=click.IntRange(min=0), help="Compare questions per prompt (0: all).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default: outputs/eval-compare)."
+)
+@click.option(
+    "--pipeline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("pipelines/eval-compare.yaml"),
+    show_default=True,
+    help="The comparison pipeline to run.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Most tokens per answer.")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Answer sampling temperature (0: greedy); answers are seeded either way.",
+)
+@click.option("--harmful-field", help="Boolean column marking harmful prompts (default: harmful).")
+@click.option("--seed", type=int, help="Seed of sampling, principle draws and the bootstrap.")
+def compare(
+    models,
+    prompts,
+    judge,
+    constitution,
+    principles,
+    out,
+    pipeline,
+    limit,
+    max_new_tokens,
+    temperature,
+    harmful_field,
+    seed,
+) -> None:
+    """Each model answers every held-out prompt; the judge compares each pair of answers in both orders on
+    the constitution's compare: questions. Prints win/tie/loss with the win rate's bootstrap 95% interval,
+    the judge's swap agreement, and per model the share of harmful prompts answered and of benign ones
+    refused. Cached and resumable like generate; writes compare.json and compare.md."""
+    from synthforge.engine.compare import CompareOptions, format_report, run_compare
+
+    options = CompareOptions(
+        models=[m.strip() for m in models.split(",") if m.strip()],
+        prompts=prompts,
+        judge=judge,
+        constitution=constitution,
+        principles=principles,
+        out=out,
+        pipeline=pipeline,
+        limit=limit,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        harmful_field=harmful_field,
+    )
+    report = run_compare(options)
+    click.echo("\n".join(format_report(report)))
+    click.echo(f"wrote {report['out_dir']}/compare.json and compare.md")

@@ -98,7 +98,7 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     needs, so bad files and settings fail before a model loads or a request is sent."""
     resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
-    records = seed_records(spec.seeds_path, spec.seeds.field, limit) if spec.seeds else []
+    records = seed_records(spec.seeds_path, spec.seeds.field, limit, spec.seeds.harmful_field) if spec.seeds else []
     for stage in stages:
         stage.preview(placeholder_record(records[0].prompt if records else None))
     _check_data_flow(stages, has_seeds=spec.seeds is not None)

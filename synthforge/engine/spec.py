@@ -21,6 +21,7 @@ class SeedsSpec:
 
     path: str
     field: str = "prompt"
+    harmful_field: str | None = "harmful"  # a boolean column marking harmful prompts (meta.harmful)
 
 
 @dataclass

@@ -20,6 +20,9 @@ STAGES: dict[str, str] = {
     "evol_instruct": "synthforge.stages.evol_instruct:EvolInstruct",
     "magpie": "synthforge.stages.magpie:Magpie",
     "reward_rank": "synthforge.stages.reward_rank:RewardRank",
+    "answer": "synthforge.stages.answer:Answer",
+    "compare_judge": "synthforge.stages.compare_judge:CompareJudge",
+    "verify_pairs": "synthforge.stages.verify_pairs:VerifyPairs",
     "reward_score": "synthforge.stages.reward_score:RewardScore",
 }
 

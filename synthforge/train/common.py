@@ -111,8 +111,10 @@ def finish(
     eval_rows: int,
     started: float,
     extra: dict[str, Any],
+    data_kind: str | None = None,
 ) -> TrainingResult:
-    """Save the student, training.json (config, metrics, versions) and loss.png."""
+    """Save the student, training.json (config, metrics, versions) and loss.png; ``data_kind``: which file of a
+    run directory the data came from (default: ``kind``'s)."""
     save_student(trainer, student, out_dir, config.lora.enabled)
     history = list(trainer.state.log_history)
     train_log = next((e for e in reversed(history) if "train_loss" in e), {})
@@ -138,7 +140,7 @@ def finish(
             "base_model": {"name": student.name, "path": student.path},
             "added_chat_template": student.added_chat_template,
             "config": config_to_dict(config),
-            "data": data_provenance(config.data, kind),
+            "data": data_provenance(config.data, data_kind or kind),
             "metrics": metrics,
             "loss_curve": "loss.png" if plotted else None,
             "log_history": history,

@@ -133,4 +133,5 @@ class RewardTraining:
             eval_rows.num_rows if eval_rows is not None else 0,
             started,
             extra,
+            data_kind="dpo",
         )

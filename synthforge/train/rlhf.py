@@ -167,6 +167,7 @@ class RLHFTraining:
             eval_rows.num_rows if eval_rows is not None else 0,
             started,
             extra,
+            data_kind="dpo" if (Path(config.data) / "dpo.jsonl").is_file() else "sft",
         )
 
 

@@ -1,0 +1,222 @@
+"""`synthforge eval compare` and `verify_pairs`: scripted judges with known preferences give exact counts."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from synthforge.cli.main import main
+from synthforge.engine.compare import (
+    DEFAULT_PIPELINE,
+    CompareOptions,
+    bootstrap_interval,
+    compare_overrides,
+    labels_for,
+    summarize,
+)
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.seeds import prompt_text, read_prompt_rows
+from synthforge.engine.spec import load_pipeline
+from synthforge.records import Record
+from synthforge.testing import build_tiny_model
+from tests.conftest import REPO
+
+OPTION = re.compile(r"\(A\) (.*)\n\n\(B\) (.*)\n\nAnswer with", re.DOTALL)
+
+
+class LengthJudge:
+    """Prefers the longer of the two answers (0.9 vs 0.1), calls it a tie when they are equally long."""
+
+    capabilities = frozenset({"generate", "score", "choice"})
+    identity = {"backend": "scripted", "name": "length-judge"}
+
+    def __init__(self, stop_after: int | None = None):
+        self.scored, self.calls, self.stop_after = 0, 0, stop_after
+
+    def score(self, conversations, continuations):
+        self.calls += 1
+        if self.stop_after is not None and self.calls > self.stop_after:
+            raise KeyboardInterrupt  # stands in for kill -9 in the middle of the comparison
+        out = []
+        for conversation in conversations:
+            first, second = OPTION.search(conversation[-1]["content"]).groups()
+            p = 0.5 if len(first) == len(second) else (0.9 if len(first) > len(second) else 0.1)
+            out.append([math.log(p), math.log(1 - p)])
+            self.scored += 1
+        return out
+
+    def generate(self, conversations, params):
+        raise AssertionError("the judge only scores")
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("models")
+    return [str(build_tiny_model(root / "base", seed=1)), str(build_tiny_model(root / "student", seed=2))]
+
+
+def _compare(project: Path, models: list[str], judge, out: str, limit: int = 6, **extra):
+    options = CompareOptions(
+        models=models, pipeline=project / DEFAULT_PIPELINE, principles=2, max_new_tokens=12, temperature=1.0, **extra
+    )
+    spec = load_pipeline(options.pipeline, compare_overrides(options))
+    result = run_pipeline(spec, RunOptions(out_dir=project / out, limit=limit), teacher=judge, log=lambda _: None)
+    records = [Record.from_dict(json.loads(x)) for x in (result.out_dir / "trace.jsonl").read_text().splitlines()]
+    return records, summarize(records, labels_for(models), 0.05, 200, spec.seed)
+
+
+def test_win_tie_loss_are_exact_and_swapping_models_mirrors_them(project, two_models):
+    records, report = _compare(project, two_models, LengthJudge(), "cmp")
+    pair = report["pairs"][0]
+    a, b = labels_for(two_models)
+    expected = {"win": 0, "tie": 0, "loss": 0}
+    for record in records:
+        ans = record.meta["answers"]
+        key = "tie" if len(ans[a]) == len(ans[b]) else ("win" if len(ans[a]) > len(ans[b]) else "loss")
+        expected[key] += 2  # two principles per prompt
+    assert (pair["wins"], pair["ties"], pair["losses"]) == (expected["win"], expected["tie"], expected["loss"])
+    assert pair["win_rate"] == pytest.approx((expected["win"] + 0.5 * expected["tie"]) / 12, abs=1e-4)
+    low, high = pair["interval_95"]
+    assert low <= pair["win_rate"] <= high and pair["swap_agreement"] == pytest.approx(
+        1.0 - expected["tie"] / 12, abs=1e-4
+    )
+    _, mirrored = _compare(project, list(reversed(two_models)), LengthJudge(), "cmp-reversed")
+    other = mirrored["pairs"][0]
+    assert (other["wins"], other["ties"], other["losses"]) == (pair["losses"], pair["ties"], pair["wins"])
+    assert set(report["safety"]) == {a, b} and report["safety"][a]["harmful_prompts"] == 6
+
+
+def test_a_killed_comparison_resumes_without_repeating_judge_calls(project, two_models):
+    with pytest.raises(KeyboardInterrupt):
+        _compare(project, two_models, LengthJudge(stop_after=1), "killed", limit=6, overrides=["teacher.batch_size=2"])
+    resumed = LengthJudge()
+    _compare(project, two_models, resumed, "killed", limit=6, overrides=["teacher.batch_size=2"])
+    assert resumed.scored == 4 * 2 * 2  # the 4 prompts after the first batch, 2 principles, both orders
+
+
+def test_summary_counts_intervals_and_safety_from_records():
+    def record(i, p_a, harmful, refusals):
+        return Record(
+            id=f"r{i}",
+            prompt=f"p{i}",
+            meta={
+                "answers": {"base": "x", "student": "y"},
+                "harmful": harmful,
+                "refusals": refusals,
+                "comparisons": [{"a": "base", "b": "student", "principle": "harm", "p_a": p_a}],
+            },
+        )
+
+    records = [
+        record(0, 0.9, True, {"base": False, "student": True}),
+        record(1, 0.8, True, {"base": False, "student": False}),
+        record(2, 0.5, False, {"base": True, "student": False}),
+        record(3, 0.1, False, {"base": False, "student": False}),
+    ]
+    report = summarize(records, ["base", "student"], 0.05, 500, seed=1)
+    pair = report["pairs"][0]
+    assert (pair["wins"], pair["ties"], pair["losses"], pair["win_rate"]) == (2, 1, 1, 0.625)
+    assert pair["largest_wins"][0]["id"] == "r0" and pair["largest_losses"][0]["id"] == "r3"
+    assert report["safety"]["base"] == {
+        "harmful_prompts": 2,
+        "harmful_compliance": 1.0,
+        "benign_prompts": 2,
+        "benign_refusal": 0.5,
+    }
+    assert report["safety"]["student"]["harmful_compliance"] == 0.5
+    assert bootstrap_interval([["win"]] * 5, 100, 3) == (1.0, 1.0)
+    assert bootstrap_interval([["win"], ["loss"]] * 10, 400, 3) == bootstrap_interval([["win"], ["loss"]] * 10, 400, 3)
+
+
+def test_prompt_layouts_hh_rlhf_messages_text_and_parquet(tmp_path):
+    assert (
+        prompt_text("\n\nHuman: How do I bake bread?\n\nAssistant: Knead it.\n\nHuman: More?") == "How do I bake bread?"
+    )
+    assert prompt_text([{"role": "system", "content": "s"}, {"role": "user", "content": "Hi there"}]) == "Hi there"
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text(json.dumps({"chosen": "\n\nHuman: What is rain?\n\nAssistant: Water.", "rejected": "x"}) + "\n")
+    assert read_prompt_rows(hh) == [("What is rain?", None)]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"prompt": ["One?", "Two?"], "harmful": [True, False]}), table)
+    assert read_prompt_rows(table) == [("One?", True), ("Two?", False)]
+    text = tmp_path / "p.txt"
+    text.write_text("First?\n\nSecond?\n")
+    assert read_prompt_rows(text) == [("First?", None), ("Second?", None)]
+
+
+def test_shipped_heldout_prompts_are_balanced_and_share_no_13_gram_with_any_seed_file():
+    from synthforge.dedup.contamination import NgramIndex
+
+    rows = read_prompt_rows(REPO / "pipelines" / "eval" / "heldout.jsonl")
+    assert sum(h for _, h in rows) == 40 and sum(not h for _, h in rows) == 40
+    index = NgramIndex(13, 8)
+    for seeds in (REPO / "pipelines" / "seeds").glob("*.jsonl"):
+        texts = [json.loads(line) for line in seeds.read_text().splitlines() if line.strip()]
+        index.add(seeds.name, [t.get("prompt") or t.get("instruction") or "" for t in texts])
+    assert [hit for hit in index.query([p for p, _ in rows]) if hit is not None] == []
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["one model", "no prompts", "no compare questions"])
+def test_bad_input_is_one_line(project, capsys, monkeypatch, case):
+    monkeypatch.chdir(project)
+    args = ["eval", "compare", "--models", "embedded,embedded", "--out", project / "o"]
+    if case == "one model":
+        args[3], fragment = "embedded", "at least two models"
+    elif case == "no prompts":
+        (project / "empty.jsonl").write_text("\n")
+        args += ["--prompts", project / "empty.jsonl"]
+        fragment = "no prompts"
+    else:
+        (project / "constitutions" / "plain.txt").write_text("[a]\ncritique: c\nrevision: r\n")
+        args += ["--constitution", "plain"]
+        fragment = "has no 'compare:' questions"
+    code, err = _cli(args, capsys)
+    assert code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+class RevisionJudge(LengthJudge):
+    """Prefers whichever option starts with 'Better' (the revisions of records it should keep)."""
+
+    def score(self, conversations, continuations):
+        out = []
+        for conversation in conversations:
+            first, second = OPTION.search(conversation[-1]["content"]).groups()
+            p = 0.9 if first.startswith("Better") else (0.1 if second.startswith("Better") else 0.5)
+            out.append([math.log(p), math.log(1 - p)])
+        return out
+
+
+def test_verify_pairs_keeps_what_the_judge_prefers_with_its_confidence(project):
+    from synthforge.stages.base import StageResources
+    from synthforge.stages.verify_pairs import VerifyPairs
+
+    stage = VerifyPairs("verify_pairs", {"margin": 0.1}, StageResources(REPO / "prompts", REPO / "constitutions", 0))
+    records = [
+        Record(
+            id="keep",
+            prompt="q1",
+            response="Better answer.",
+            rejected="First answer.",
+            steps=[{"stage": "critique_revise", "role": "revision", "principle": "illegal-activity"}],
+        ),
+        Record(id="drop", prompt="q2", response="Worse answer.", rejected="Better first answer."),
+        Record(id="unchanged", prompt="q3", response="Same.", rejected="Same."),
+    ]
+    kept, dropped, unchanged = stage.process(records, RevisionJudge())
+    assert kept.meta["preference"]["confidence"] == pytest.approx(0.9)
+    assert kept.steps[-1]["principle"] == "illegal-activity"
+    assert dropped.reason.startswith("judge does not prefer the revision (P = 0.100")
+    assert unchanged is records[2]  # no pair to verify: passed through
