@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,11 @@ class Drop:
 def same_text(a: str, b: str) -> bool:
     """Equal once runs of whitespace are collapsed: such texts make no preference pair."""
     return " ".join(a.split()) == " ".join(b.split())
+
+
+def reason_kind(reason: str) -> str:
+    """A drop reason without its details (what follows ": " or " ("), for counting drops by kind."""
+    return re.split(r": | \(", reason, maxsplit=1)[0]
 
 
 def make_record_id(source: str, prompt: str, occurrence: int = 0) -> str:

@@ -38,6 +38,7 @@ def test_layers_only_lean_downwards():
         "dedup": ("synthforge.engine", "synthforge.cli", "synthforge.stages"),
         "constitution": ("synthforge.engine", "synthforge.cli", "synthforge.stages"),
         "train": ("synthforge.engine", "synthforge.cli", "synthforge.stages"),
+        "report": ("synthforge.engine", "synthforge.cli", "synthforge.stages", "synthforge.teachers"),
         "core": ("synthforge.engine", "synthforge.cli", "synthforge.stages", "synthforge.teachers"),
     }
     broken = [

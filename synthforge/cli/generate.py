@@ -83,6 +83,7 @@ def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run,
         f"wrote {result.out_dir}/: sft.jsonl ({counts.get('sft', 0)}), dpo.jsonl ({counts.get('dpo', 0)}), "
         f"trace.jsonl ({counts['trace']}), dropped.jsonl ({counts['dropped']}), manifest.json, README.md"
     )
+    click.echo(f"report: {result.out_dir / 'report.html'} (open it in a browser; it loads nothing from the network)")
 
 
 def _print_dry_run(spec, limit) -> None:

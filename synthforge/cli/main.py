@@ -10,6 +10,7 @@ from synthforge import __version__
 from synthforge.cli.constitution import constitution
 from synthforge.cli.dedup import dedup
 from synthforge.cli.generate import generate
+from synthforge.cli.report import report
 from synthforge.cli.serve import serve
 from synthforge.cli.train import evaluate, train
 from synthforge.errors import UserError
@@ -35,6 +36,7 @@ def cli() -> None:
 
 cli.add_command(generate)
 cli.add_command(serve)
+cli.add_command(report)
 cli.add_command(constitution)
 cli.add_command(dedup)
 cli.add_command(train)

@@ -8,7 +8,6 @@ fingerprint, so a rerun reuses them and a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -32,7 +31,8 @@ from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
-from synthforge.records import Drop, Record
+from synthforge.records import Drop, Record, reason_kind
+from synthforge.report.html import write_run_report
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
 from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
@@ -191,6 +191,7 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, o
     write_atomic(out_dir / "README.md", render_card(manifest))
     manifest["outputs"] = {name: file_sha256(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).is_file()}
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_run_report(out_dir)  # made from the files above, so it comes last
     return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
 
 
@@ -377,11 +378,6 @@ _EMPTY = Record(id="", prompt="")
 
 def _record_of(result: Record | Drop) -> Record:
     return result.record if isinstance(result, Drop) else result
-
-
-def reason_kind(reason: str) -> str:
-    """A drop reason without its details (what follows ": " or " ("), for counting drops by kind."""
-    return re.split(r": | \(", reason, maxsplit=1)[0]
 
 
 def _quiet(options: RunOptions) -> bool | None:

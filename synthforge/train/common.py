@@ -13,6 +13,7 @@ import torch
 from synthforge import __version__
 from synthforge.errors import UserError
 from synthforge.provenance import package_versions
+from synthforge.report.html import write_training_report
 from synthforge.settings import config_to_dict
 from synthforge.train.config import LoraSettings, TrainingConfig
 from synthforge.train.data import data_provenance
@@ -147,4 +148,5 @@ def finish(
             "versions": package_versions(),
         },
     )
+    write_training_report(out_dir)
     return TrainingResult(out_dir, metrics, history)

@@ -1,0 +1,161 @@
+"""What a run report shows, computed from the run directory's files (manifest, trace, drop ledger).
+
+Charts are drawn from these aggregates; the record browser gets one compact row per record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synthforge.errors import UserError
+from synthforge.files import read_text
+from synthforge.jsonl import read_jsonl
+from synthforge.records import reason_kind
+
+EXAMPLES_PER_REASON = 3
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(manifest, kept records, drops) of a finished run directory."""
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{run_dir}: not a finished run directory (no manifest.json)")
+    manifest = json.loads(read_text(manifest_path, "manifest"))
+    kept = read_jsonl(run_dir / "trace.jsonl") if (run_dir / "trace.jsonl").is_file() else []
+    dropped = read_jsonl(run_dir / "dropped.jsonl") if (run_dir / "dropped.jsonl").is_file() else []
+    return manifest, kept, dropped
+
+
+def _words(text: str | None) -> int:
+    return len((text or "").split())
+
+
+def first_answer(record: dict[str, Any]) -> str | None:
+    """The first answer the teacher wrote (before any revision)."""
+    for step in record.get("steps", []):
+        if step.get("role") in ("response", "sample") and "text" in step:
+            return step["text"]
+    return record.get("rejected")
+
+
+def _last(record: dict[str, Any], role: str, key: str) -> Any:
+    return next((s.get(key) for s in reversed(record.get("steps", [])) if s.get("role") == role), None)
+
+
+def lengths(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Word counts of prompts (all records), first answers and final revisions (records that have them)."""
+    everything = kept + [d["record"] for d in dropped]
+    revised = [r for r in everything if any(s.get("role") == "revision" for s in r.get("steps", []))]
+    return {
+        "prompt": [_words(r["prompt"]) for r in everything],
+        "first answer": [_words(first_answer(r)) for r in everything if first_answer(r) is not None],
+        "revision": [_words(r.get("response")) for r in revised],
+    }
+
+
+def confidences(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[float]:
+    """The judge's confidence of every record it labelled or verified."""
+    found = []
+    for record in kept + [d["record"] for d in dropped]:
+        preference = (record.get("meta") or {}).get("preference")
+        if preference and "confidence" in preference:
+            found.append(float(preference["confidence"]))
+    return found
+
+
+def drop_groups(dropped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drops by stage and reason kind, most frequent first, with a few example records each."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for drop in dropped:
+        groups.setdefault((drop["stage"], reason_kind(drop["reason"])), []).append(drop)
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [
+        {
+            "stage": stage,
+            "reason": kind,
+            "count": len(members),
+            "examples": [
+                {"id": d["record"]["id"], "prompt": d["record"]["prompt"], "reason": d["reason"]}
+                for d in members[:EXAMPLES_PER_REASON]
+            ],
+        }
+        for (stage, kind), members in ordered
+    ]
+
+
+def browser_rows(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[list[Any]]:
+    """One compact row per record: [id, prompt, first answer, final answer, critique, principle, status]."""
+    rows = []
+    statuses = [(r, "kept") for r in kept] + [(d["record"], f"dropped by {d['stage']}: {d['reason']}") for d in dropped]
+    for record, status in statuses:
+        rows.append(
+            [
+                record["id"],
+                record["prompt"],
+                first_answer(record) or "",
+                record.get("response") or "",
+                _last(record, "critique", "text") or "",
+                _last(record, "revision", "principle") or _last(record, "critique", "principle") or "",
+                status,
+            ]
+        )
+    return rows
+
+
+def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run at a glance: pipeline, teacher and backend, constitutions, seed, duration, tokens."""
+    teacher = manifest.get("teacher") or {}
+    usage = manifest.get("usage") or {}
+    seconds = manifest.get("seconds") or 0
+    completion = usage.get("completion_tokens", 0)
+    constitutions = sorted({s["constitution"] for s in manifest.get("stages", []) if s.get("constitution")})
+    return {
+        "pipeline": manifest["pipeline"]["name"],
+        "description": manifest["pipeline"].get("description", ""),
+        "teacher": teacher.get("name") or teacher.get("model") or "—",
+        "backend": teacher.get("backend", "—"),
+        "constitutions": ", ".join(constitutions) or "—",
+        "seed": manifest.get("seed"),
+        "seconds": seconds,
+        "prompt_tokens": usage.get("prompt_tokens", 0),
+        "completion_tokens": completion,
+        "tokens_per_second": round(completion / seconds, 1) if seconds else None,
+        "version": manifest.get("synthforge_version"),
+    }
+
+
+def stage_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per stage: in, kept, dropped, reused, seconds, tokens."""
+    rows = []
+    for stage in manifest.get("stages", []):
+        report = stage["report"]
+        rows.append(
+            {
+                "name": stage["name"],
+                "kind": stage["kind"],
+                "inputs": report["inputs"],
+                "kept": report["kept"],
+                "dropped": report["dropped"],
+                "reused": report["reused"],
+                "seconds": report["seconds"],
+                "tokens": report.get("completion_tokens", 0),
+            }
+        )
+    return rows
+
+
+def funnel(manifest: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(step["step"], int(step["records"])) for step in manifest.get("funnel", [])]
+
+
+def principle_rows(manifest: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]], dict[str, str], list[str]]:
+    """(fields, one row per principle, labels, rate fields) of the stages' per-principle statistics."""
+    table = (manifest.get("groups") or {}).get("principle")
+    if not table:
+        return [], [], {}, []
+    members = table["members"]
+    fields = list(next(iter(members.values())))
+    rows = [{"name": name, **values} for name, values in members.items()]
+    return fields, rows, table.get("labels", {}), table.get("rates", [])
