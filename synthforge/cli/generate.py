@@ -49,7 +49,15 @@ BUDGET_SPENT_EXIT = 3
     help="Stop cleanly once this run's teacher calls used N tokens (prompt + completion); finished work is "
     f"checkpointed and the same command continues (exit code {BUDGET_SPENT_EXIT}).",
 )
-def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run, explain, progress, max_tokens) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    help="Executor: local (this process) or ray (teacher replicas as Ray actors; pip install 'synthforge[ray]'; "
+    "joins RAY_ADDRESS when set). Same as engine.kind in the pipeline.",
+)
+def generate(
+    pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run, explain, progress, max_tokens, engine
+) -> None:
     """Run PIPELINE (a YAML file in pipelines/) and write the dataset to its run directory.
 
     \b
@@ -62,6 +70,8 @@ def generate(pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run,
         overrides.append(f"seed={seed}")
     if teacher is not None:
         overrides.extend(teacher_overrides(teacher))
+    if engine is not None:
+        overrides.append(f"engine.kind={engine}")
     spec = load_pipeline(pipeline, overrides)
     if dry_run:
         _print_dry_run(spec, limit)

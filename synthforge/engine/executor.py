@@ -26,9 +26,23 @@ class Executor(Protocol):
         self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
     ) -> Iterator[tuple[int, list[Result]]]: ...
 
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about how the run was executed."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (workers, actors)."""
+        ...
+
 
 class LocalExecutor:
     """Today's loop: each batch in this process, in plan order, with retries and splitting."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local"}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def run(
         self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from synthforge import __version__
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
-from synthforge.engine.executor import TEACHER_FAILURE, LocalExecutor, whole_with_retries
+from synthforge.engine.executor import TEACHER_FAILURE, Executor, LocalExecutor, whole_with_retries
 from synthforge.engine.exporters import export_run
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.seeds import seed_records
@@ -161,14 +161,49 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, o
     spec = prepared.spec
     if options.fresh:
         remove_checkpoints(out_dir)
-    checkpoints = out_dir / CHECKPOINTS
     started = time.time()
+    budget = _Budget(options.max_tokens)
+    executor = build_executor(spec, teacher)
+    try:
+        return _run_stages(prepared, out_dir, teacher, options, log, executor, budget, started)
+    finally:
+        executor.close()
+
+
+def build_executor(spec: PipelineSpec, teacher: Teacher | None) -> Executor:
+    """The executor ``engine.kind`` names (Ray's only when asked for: it is an optional extra)."""
+    if spec.engine.kind == "local":
+        return LocalExecutor()
+    from synthforge.engine.ray_executor import RayExecutor, RayResources
+
+    if teacher is not None and not isinstance(teacher, LazyTeacher):
+        raise UserError(
+            "engine ray builds its teacher replicas from the pipeline's teacher: settings, not from an object"
+        )
+    engine = spec.engine
+    return RayExecutor(spec.teacher, RayResources(engine.replicas, engine.num_cpus, engine.num_gpus))
+
+
+def _run_stages(
+    prepared: PreparedRun,
+    out_dir: Path,
+    teacher: Teacher | None,
+    options: RunOptions,
+    log: Log,
+    executor: Executor,
+    budget: _Budget,
+    started: float,
+) -> RunResult:
+    """Every stage in order, then the export (the manifest last) and the report."""
+    spec = prepared.spec
+    checkpoints = out_dir / CHECKPOINTS
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
-    budget = _Budget(options.max_tokens)
     for index, stage in enumerate(prepared.stages):
         inputs = len(records)
-        records, stage_drops, report = _run_stage(index, stage, records, teacher, spec, checkpoints, options, budget)
+        records, stage_drops, report = _run_stage(
+            index, stage, records, teacher, spec, checkpoints, options, budget, executor
+        )
         _check_balance(stage, inputs, len(records), len(stage_drops))
         drops.extend(stage_drops)
         reports.append(report)
@@ -181,6 +216,7 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, o
         raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
     funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
+    manifest["engine"] = executor.describe()
     summaries = collect_metrics(prepared.stages, [*records, *(d.record for d in drops)])
     for entry, summary in zip(manifest["stages"], summaries, strict=True):
         entry["metrics"] = summary
@@ -254,6 +290,7 @@ def _run_stage(
     checkpoints: Path,
     options: RunOptions,
     budget: _Budget,
+    executor: Executor,
 ) -> tuple[list[Record], list[Drop], StageReport]:
     parts = _stage_fingerprint(stage, teacher)
     if stage.whole_dataset:
@@ -267,7 +304,7 @@ def _run_stage(
         reused = len(records) if cached else 0
         budget.spend(sum(tokens), stage.name)
     else:
-        results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options, budget)
+        results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options, budget, executor)
         cached = reused == len(records)
     why = "all records reused" if cached else _explain_change(checkpoints / f"{stem}.json", parts)
     write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
@@ -299,6 +336,7 @@ def _batched_results(
     path: Path,
     options: RunOptions,
     budget: _Budget,
+    executor: Executor,
 ) -> tuple[list[Record | Drop], int, tuple[int, int]]:
     """One result per record, batch by batch, each batch checkpointed as it finishes; and the new
     (completion, prompt) tokens."""
@@ -311,7 +349,6 @@ def _batched_results(
     ]
     started, completion_tokens, prompt_tokens, first = time.time(), 0, 0, True
     bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
-    executor = LocalExecutor()
     try:
         # execute: the executor maps the stage over the planned batches, in any order
         batches = [[records[i] for i in todo] for todo in plan]

@@ -47,12 +47,17 @@ class EngineSpec:
 
     kind: str = "local"
     chunk_size: int | None = None
+    replicas: int = 2  # ray: teacher replicas (actors)
+    num_cpus: float = 1.0  # ray: CPUs per replica (its torch threads)
+    num_gpus: float = 0.0  # ray: GPUs per replica
 
     def __post_init__(self) -> None:
-        if self.kind != "local":
-            raise ValueError(f"kind must be 'local' (the only executor in this version), got {self.kind!r}")
+        if self.kind not in ("local", "ray"):
+            raise ValueError(f"kind must be 'local' or 'ray', got {self.kind!r}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.replicas < 1 or self.num_cpus <= 0 or self.num_gpus < 0:
+            raise ValueError("replicas must be >= 1, num_cpus > 0 and num_gpus >= 0")
 
 
 @dataclass

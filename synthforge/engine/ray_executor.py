@@ -1,0 +1,132 @@
+"""Run per-record stages on a pool of Ray actors, each holding one teacher replica (``engine: ray``).
+
+Each actor builds its teacher with the teacher factory inside its own process (the driver never loads
+weights for these stages) and sizes torch's intra-op threads to the CPUs it was given: two processes that
+each run torch with default threads on the same cores slow each other down several-fold. The driver stays
+the only writer: it hands out the batches it planned, receives results as actors finish, and commits them.
+A batch whose actor died (killed worker, out of memory) is re-queued on a fresh actor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from synthforge.engine.executor import Result, process_with_retries
+from synthforge.errors import UserError
+from synthforge.records import Record
+from synthforge.stages.base import Stage
+from synthforge.teachers.config import TeacherSpec
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'synthforge[ray]'") from None
+    return ray
+
+
+@dataclass
+class RayResources:
+    """Replicas and the resources each one asks Ray for."""
+
+    replicas: int = 2
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+class TeacherReplica:
+    """The actor: one teacher replica, built on first use, running stages over the batches it is sent."""
+
+    def __init__(self, spec: TeacherSpec, threads: int):
+        import torch
+
+        from synthforge.teachers.factory import LazyTeacher
+
+        torch.set_num_threads(max(1, threads))
+        self.teacher = LazyTeacher(spec)
+
+    def process(self, number: int, stage: Stage, batch: list[Record], retries: int) -> tuple[int, list[Result]]:
+        return number, process_with_retries(stage, batch, self.teacher, retries)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayExecutor:
+    """An actor pool over Ray (joins ``RAY_ADDRESS`` when set, else starts a local instance)."""
+
+    def __init__(self, teacher: TeacherSpec, resources: RayResources):
+        self.ray = import_ray()
+        self.spec = teacher
+        self.resources = resources
+        if not self.ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                self.ray.init(address=address, **kwargs)
+            else:
+                cpus = max(int(resources.replicas * resources.num_cpus), 1)
+                self.ray.init(num_cpus=cpus, num_gpus=resources.num_gpus * resources.replicas or None, **kwargs)
+        self._remote = self.ray.remote(TeacherReplica)
+        self.actors: list[Any] = [self._new_actor() for _ in range(resources.replicas)]
+        self.restarts = 0
+
+    def _new_actor(self) -> Any:
+        options = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}
+        return self._remote.options(**options).remote(self.spec, max(1, int(self.resources.num_cpus)))
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the engine."""
+        return {
+            "kind": "ray",
+            "replicas": self.resources.replicas,
+            "num_cpus": self.resources.num_cpus,
+            "num_gpus": self.resources.num_gpus,
+            "actor_restarts": self.restarts,
+        }
+
+    def completed(self, actor: Any, number: int) -> None:
+        """Called after each batch comes back (a hook for tests that kill an actor mid-run)."""
+
+    def run(
+        self, stage: Stage, batches: list[list[Record]], teacher: Any, retries: int
+    ) -> Iterator[tuple[int, list[Result]]]:
+        ray = self.ray
+        queue = list(range(len(batches)))
+        running: dict[Any, tuple[Any, int]] = {}
+        idle = list(self.actors)
+        stage_ref = ray.put(stage)
+        while queue or running:
+            while queue and idle:
+                actor, number = idle.pop(), queue.pop(0)
+                running[actor.process.remote(number, stage_ref, batches[number], retries)] = (actor, number)
+            done, _ = ray.wait(list(running), num_returns=1)
+            actor, number = running.pop(done[0])
+            try:
+                _, results = ray.get(done[0])
+            except ray.exceptions.RayActorError:
+                # The actor died with this batch (killed, out of memory): a fresh actor takes it again.
+                self.restarts += 1
+                self.actors = [a for a in self.actors if a is not actor]
+                replacement = self._new_actor()
+                self.actors.append(replacement)
+                idle.append(replacement)
+                queue.insert(0, number)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)  # the stage's own error (a bug, a user error): as it was
+                raise (cause if isinstance(cause, Exception) else exc) from None
+            idle.append(actor)
+            self.completed(actor, number)
+            yield number, results
+
+    def close(self) -> None:
+        """Release the actors (the Ray instance stays for the process; ``ray.shutdown`` ends it)."""
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
