@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from synthforge.train.student import chatml_template
@@ -59,3 +61,45 @@ def build_tiny_model(
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def near_duplicate_corpus(n_docs: int, seed: int, words: int = 100) -> tuple[list[str], list[int]]:
+    """Documents and the group (base text) each came from; about 30 % are edited copies of a base."""
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(50000)]
+    zipf = np.minimum(np_rng.zipf(1.3, size=n_docs * words * 2), len(vocab)) - 1
+    stream = iter(zipf.tolist())
+    docs, groups = [], []
+    group = 0
+    while len(docs) < n_docs:
+        base = [vocab[next(stream)] for _ in range(rng.randint(words // 2, words * 3 // 2))]
+        docs.append(" ".join(base))
+        groups.append(group)
+        if rng.random() < 0.12:  # this base gets 1-5 near-duplicate variants
+            for _ in range(rng.randint(1, 5)):
+                if len(docs) < n_docs:
+                    docs.append(" ".join(_edit(base, rng, vocab)))
+                    groups.append(group)
+        group += 1
+    return docs, groups
+
+
+def _edit(words: list[str], rng: random.Random, vocab: list[str]) -> list[str]:
+    """A copy with each word deleted, substituted or followed by an insertion at rate q/3 each, some
+    adjacent swaps, and sometimes the tail cut; q is drawn in [0, 0.25] so similarities span the threshold."""
+    q = rng.uniform(0.0, 0.25)
+    out: list[str] = []
+    for word in words:
+        roll = rng.random()
+        if roll < q / 3:
+            continue
+        out.append(rng.choice(vocab) if roll < 2 * q / 3 else word)
+        if roll > 1 - q / 3:
+            out.append(rng.choice(vocab))
+    for i in range(len(out) - 1):
+        if rng.random() < q / 4:
+            out[i], out[i + 1] = out[i + 1], out[i]
+    if rng.random() < 0.2:
+        out = out[: max(1, int(len(out) * rng.uniform(0.8, 1.0)))]
+    return out

@@ -77,3 +77,28 @@ def test_a_teacher_object_cannot_be_sent_to_ray(project, tiny_model_dir, tiny_te
             teacher=tiny_teacher,
             log=lambda _: None,
         )
+
+
+def test_ray_dedup_equals_local_dedup_on_20k_documents_with_transitive_clusters():
+    import numpy as np
+
+    from synthforge.dedup.near_duplicates import DedupSettings, find_clusters
+    from synthforge.dedup.ray_dedup import find_clusters_ray
+    from synthforge.testing import near_duplicate_corpus
+
+    docs, _ = near_duplicate_corpus(20_000, seed=5, words=40)
+    base = [f"chainword{i}" for i in range(100)]
+    middle = list(base)
+    middle[90] = "zzzzzz"  # Jaccard(base, middle) = 0.90 (5-word shingles)
+    end = list(middle)
+    end[10] = "yyyyyy"  # Jaccard(middle, end) = 0.90, Jaccard(base, end) = 0.81 < 0.85
+    docs += [" ".join(base), " ".join(middle), " ".join(end)]
+    for verify in ("signature", "exact"):
+        settings = DedupSettings(threshold=0.85, num_perm=128, verify=verify)
+        local = find_clusters(docs, settings)
+        remote = find_clusters_ray(docs, settings, workers=2, chunk=4_000)
+        assert np.array_equal(local.labels, remote.labels)
+        assert np.array_equal(local.left, remote.left) and np.array_equal(local.right, remote.right)
+        assert len(set(local.labels.tolist())) < len(docs) - 300  # hundreds of planted duplicates found
+    assert local.labels[-1] == local.labels[-2] == local.labels[-3]  # the transitive chain is one cluster
+    assert (len(docs) - 3, len(docs) - 1) not in set(zip(local.left.tolist(), local.right.tolist(), strict=True))

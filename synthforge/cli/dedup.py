@@ -26,7 +26,15 @@ RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest
 @click.option("--keep", type=click.Choice(["first", "longest", "confidence"]), default="first", show_default=True)
 @click.option("--file", "name", default="sft.jsonl", show_default=True, help="File to read in a run directory.")
 @click.option("--seed", type=int, default=1, show_default=True, help="MinHash permutation seed.")
-def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name, seed) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: signatures, band shuffle and bucket edges as a Ray job (same result).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray workers (--engine ray).")
+def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name, seed, engine, workers) -> None:
     """Remove near-duplicates from SOURCE (a JSONL file, or a run directory's --file) into --out.
 
     \b
@@ -46,7 +54,11 @@ def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name
             raise UserError(f"--out {out}: {target} is a file of the run directory being read; write elsewhere")
     settings = DedupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, verify=verify, seed=seed)
     with tqdm(desc="dedup", unit="row", disable=None) as bar:
-        report = dedup_file(path, out, settings, key, keep, bar.update)
+        if engine == "ray":
+            from synthforge.engine.ray_executor import import_ray
+
+            import_ray()  # one line telling how to install it when missing
+        report = dedup_file(path, out, settings, key, keep, bar.update, workers if engine == "ray" else 0)
     click.echo(
         f"{report.rows} rows → {report.kept} kept, {report.dropped} near-duplicates dropped "
         f"({report.clusters} clusters); wrote {report.out} and {report.dropped_path}"

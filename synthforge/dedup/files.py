@@ -96,7 +96,13 @@ def dropped_path_for(out: Path) -> Path:
 
 
 def dedup_file(
-    path: Path, out: Path, settings: DedupSettings, key: str = "prompt", keep: str = "first", progress=None
+    path: Path,
+    out: Path,
+    settings: DedupSettings,
+    key: str = "prompt",
+    keep: str = "first",
+    progress=None,
+    workers: int = 0,
 ) -> DedupReport:
     """Write ``out`` with one row per near-duplicate cluster and ``<out>.dropped.jsonl`` with the rest."""
     rows = read_jsonl(path)
@@ -104,7 +110,7 @@ def dedup_file(
         raise UserError(f"{path}: no rows to deduplicate (the file is empty)")
     texts = key_texts(rows, key, path)
     confidences = [_confidence(row, number, path) for number, row in enumerate(rows, 1)]
-    best, clusters = choose_kept(texts, confidences, settings, keep, progress)
+    best, clusters = choose_kept(texts, confidences, settings, keep, progress, workers)
     sizes = clusters.sizes()
     kept = [row for i, row in enumerate(rows) if best[i] == i]
     dropped = [

@@ -96,6 +96,13 @@ def find_clusters(
     sigs, sets = signatures(texts, settings, progress)
     bands, rows = settings.bands()
     left, right = bucket_edges(band_keys(sigs, bands, rows))
+    return verified_clusters(sigs, sets, left, right, settings)
+
+
+def verified_clusters(
+    sigs: np.ndarray, sets: list[np.ndarray] | None, left: np.ndarray, right: np.ndarray, settings: DedupSettings
+) -> Clusters:
+    """Candidate edges checked as ``settings.verify`` says, then joined into connected components."""
     if settings.verify == "exact":
         assert sets is not None
         similarity = np.array([exact_jaccard(sets[a], sets[b]) for a, b in zip(left, right, strict=True)])
@@ -105,7 +112,7 @@ def find_clusters(
         floor = settings.threshold - (settings.tolerance if settings.verify == "signature" else 0.0)
         keep = similarity >= floor
         left, right, similarity = left[keep], right[keep], similarity[keep]
-    return Clusters(components(len(texts), left, right), left, right, similarity)
+    return Clusters(components(len(sigs), left, right), left, right, similarity)
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,8 +154,15 @@ def choose_kept(
     settings: DedupSettings,
     keep: str,
     progress: Callable[[int], None] | None = None,
+    workers: int = 0,
 ) -> tuple[np.ndarray, Clusters]:
     """Cluster ``texts`` and pick each cluster's kept member by the ``keep`` policy: returns, per document,
-    the index of the document kept for its cluster (itself when it is kept), and the clusters."""
-    clusters = find_clusters(texts, settings, progress)
+    the index of the document kept for its cluster (itself when it is kept), and the clusters. ``workers``
+    > 0 runs the clustering as a Ray job on that many workers (same result)."""
+    if workers > 0:
+        from synthforge.dedup.ray_dedup import find_clusters_ray
+
+        clusters = find_clusters_ray(texts, settings, workers, progress=progress)
+    else:
+        clusters = find_clusters(texts, settings, progress)
     return representatives(clusters.labels, keep_scores(keep, texts, confidences)), clusters

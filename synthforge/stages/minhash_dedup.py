@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from synthforge.dedup.near_duplicates import KEEP, DedupSettings, choose_kept
 from synthforge.records import Drop, Record
@@ -25,6 +26,7 @@ class MinHashDedupConfig:
     key: str = "prompt"
     keep: str = "first"
     minhash: DedupSettings = field(default_factory=DedupSettings)
+    ray_workers: int = 0  # > 0: cluster as a Ray job on this many workers (same result; not in the cache key)
 
     def __post_init__(self) -> None:
         if self.key not in KEYS:
@@ -50,6 +52,12 @@ class MinHashDedup(DatasetStage):
     def fields_read(self) -> tuple[str, ...]:
         return ("prompt", "response") if self.config.key == "both" else (self.config.key,)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Where the clustering runs doesn't change it: ``ray_workers`` is left out of the cache key."""
+        parts = super().fingerprint()
+        parts["config"] = {k: v for k, v in parts["config"].items() if k != "ray_workers"}
+        return parts
+
     def process_all(
         self,
         records: list[Record],
@@ -59,7 +67,9 @@ class MinHashDedup(DatasetStage):
     ) -> list[Record | Drop]:
         texts = [key_text(r, self.config.key) for r in records]
         confidences = [float((r.meta.get("preference") or {}).get("confidence", 0.0)) for r in records]
-        best, clusters = choose_kept(texts, confidences, self.config.minhash, self.config.keep, progress)
+        best, clusters = choose_kept(
+            texts, confidences, self.config.minhash, self.config.keep, progress, self.config.ray_workers
+        )
         sizes = clusters.sizes()
         results: list[Record | Drop] = []
         for i, record in enumerate(records):
