@@ -14,7 +14,7 @@ from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.judge import OPTIONS, option_probability
+from synthforge.stages.judge import OPTIONS, judge_question, option_probability
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher, choice_logprobs
 
@@ -80,10 +80,7 @@ class CompareJudge(Stage):
         return rng.sample(list(self.principles), self.config.principles)
 
     def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
-        text = self.template.render(
-            prompt=prompt, question=principle.compare, response_a=first, response_b=second, chain_of_thought=False
-        )
-        return [{"role": "user", "content": text}]
+        return judge_question(self.template, prompt, principle, first, second)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None

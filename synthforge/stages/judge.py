@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
@@ -20,6 +21,21 @@ from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
+
+
+def judge_question(
+    template: Any, prompt: str, principle: Principle, first: str, second: str, chain_of_thought: bool = False
+) -> Conversation:
+    """The judge's multiple-choice question: ``principle``'s compare question about ``first`` as (A) and
+    ``second`` as (B), rendered by ``template`` (``prompts/judge.j2``)."""
+    text = template.render(
+        prompt=prompt,
+        question=principle.compare,
+        response_a=first,
+        response_b=second,
+        chain_of_thought=chain_of_thought,
+    )
+    return [{"role": "user", "content": text}]
 
 
 def option_probability(logprob_a: float, logprob_b: float) -> float:
@@ -96,14 +112,7 @@ class Judge(Stage):
         self.answer_template = self.use_template("judge_answer", self.config.answer_template)
 
     def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
-        text = self.template.render(
-            prompt=prompt,
-            question=principle.compare,
-            response_a=first,
-            response_b=second,
-            chain_of_thought=self.config.chain_of_thought,
-        )
-        return [{"role": "user", "content": text}]
+        return judge_question(self.template, prompt, principle, first, second, self.config.chain_of_thought)
 
     def _principles(self, record: Record) -> list[Principle]:
         assert self.constitution is not None

@@ -12,7 +12,7 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
-from synthforge.stages.judge import OPTIONS, first_wins, option_probability
+from synthforge.stages.judge import OPTIONS, first_wins, judge_question, option_probability
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher, choice_logprobs
 
@@ -67,10 +67,7 @@ class VerifyPairs(Stage):
         return next((self.by_name[n] for n in reversed(names) if n in self.by_name), next(iter(self.by_name.values())))
 
     def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
-        text = self.template.render(
-            prompt=prompt, question=principle.compare, response_a=first, response_b=second, chain_of_thought=False
-        )
-        return [{"role": "user", "content": text}]
+        return judge_question(self.template, prompt, principle, first, second)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None

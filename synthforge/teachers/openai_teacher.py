@@ -104,8 +104,8 @@ def _chat_logprobs(choice: Any) -> list[dict[str, Any]] | None:
     ]
 
 
-def parse_chat_response(response: Any, n: int) -> list[Completion]:
-    """Completions of one chat response; a response without its ``n`` choices or text is a teacher error."""
+def _parse_choices(response: Any, n: int, text_of, logprobs_of) -> list[Completion]:
+    """Completions of one response (chat or raw text): exactly ``n`` choices, each with text, or a teacher error."""
     choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index)
     if len(choices) != n:
         raise TeacherError(f"server returned {len(choices)} choices, expected {n}")
@@ -114,10 +114,10 @@ def parse_chat_response(response: Any, n: int) -> list[Completion]:
     completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
     completions = []
     for k, choice in enumerate(choices):
-        text = getattr(choice.message, "content", None)
+        text = text_of(choice)
         if text is None:
             raise TeacherError("server returned a choice without message content")
-        logprobs = _chat_logprobs(choice)
+        logprobs = logprobs_of(choice)
         count = len(logprobs) if logprobs is not None else _share(completion_tokens, n, k)
         completions.append(
             Completion(
@@ -131,27 +131,14 @@ def parse_chat_response(response: Any, n: int) -> list[Completion]:
     return completions
 
 
+def parse_chat_response(response: Any, n: int) -> list[Completion]:
+    """Completions of one chat response; a response without its ``n`` choices or text is a teacher error."""
+    return _parse_choices(response, n, lambda c: getattr(c.message, "content", None), _chat_logprobs)
+
+
 def parse_completion_response(response: Any, n: int) -> list[Completion]:
     """Completions of one ``/v1/completions`` response."""
-    choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index)
-    if len(choices) != n:
-        raise TeacherError(f"server returned {len(choices)} choices, expected {n}")
-    usage = getattr(response, "usage", None)
-    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    out = []
-    for k, choice in enumerate(choices):
-        if choice.text is None:
-            raise TeacherError("server returned a choice without text")
-        out.append(
-            Completion(
-                text=choice.text.strip(),
-                finish_reason=_finish_reason(choice.finish_reason),  # type: ignore[arg-type]
-                prompt_tokens=prompt_tokens,
-                completion_tokens=_share(completion_tokens, n, k),
-            )
-        )
-    return out
+    return _parse_choices(response, n, lambda c: c.text, lambda c: None)
 
 
 def _share(total: int, n: int, k: int) -> int:
