@@ -28,6 +28,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+MASK32 = 0xFFFFFFFF
+
+
+def fmix32(h: Any) -> Any:
+    """MurmurHash3's 32-bit finaliser on an integer array holding values below 2**32: numpy ``uint32`` (which
+    wraps by itself) or a numpy / torch ``int64`` array (masked back to 32 bits after each product)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & MASK32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & MASK32
+    return h ^ (h >> 16)
+
+
 def derive_seed(*parts: Any) -> int:
     """A 63-bit integer seed derived from any JSON-able parts (global seed, record id, stage, round)."""
     return int(stable_hash(list(parts), 16), 16) & ((1 << 63) - 1)

@@ -10,17 +10,10 @@ from __future__ import annotations
 import numpy as np
 from datasketch import MinHash
 
+from synthforge.hashing import fmix32
+
 EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for a MinHash that saw no shingle
 _CHUNK = 16384  # shingles per block: the (num_perm x chunk) block stays in cache (measured best)
-
-
-def fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer (the pre-mix datasketch applies before its affine permutations)."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
 
 
 class MinHasher:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from synthforge.dedup.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from synthforge.records import Drop, Record, same_text
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
 from synthforge.stages.revision_text import clean_revision
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 
@@ -73,7 +74,7 @@ STOP_WORDS = frozenset(
         "please",
     }
 )
-_SORRY = re.compile(r"\b(sorry|apologi[sz]e|i cannot|i can't|i am unable|i'm unable)\b", re.IGNORECASE)
+_SORRY = re.compile(r"\b(sorry|apologi[sz]e)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -122,7 +123,8 @@ def elimination_reason(
     words = rouge_tokens(evolved)
     if not words or all(w in STOP_WORDS for w in words):
         return "only punctuation and stop words"
-    if _SORRY.search(evolved) and len(evolved.split()) < max_apology_words:
+    short = len(evolved.split()) < max_apology_words
+    if short and (_SORRY.search(evolved) or is_refusal_only(evolved, DEFAULT_PHRASES, max_apology_words)):
         return "an apology instead of a prompt"
     before = rouge_tokens(original)
     score = rouge_l_f1(lcs_length(before, words), len(before), len(words))

@@ -15,6 +15,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from synthforge.errors import TeacherError
+from synthforge.hashing import MASK32, fmix32
 from synthforge.teachers.base import (
     CHOICE,
     LOGPROBS,
@@ -26,17 +27,6 @@ from synthforge.teachers.base import (
     per_conversation,
 )
 
-_MASK32 = 0xFFFFFFFF
-
-
-def _mix32(h: torch.Tensor) -> torch.Tensor:
-    """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2**32)."""
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _MASK32
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _MASK32
-    return h ^ (h >> 16)
-
 
 def row_uniforms(seeds: torch.Tensor, step: int, tokens: torch.Tensor | int) -> torch.Tensor:
     """Uniform noise in (0, 1) for each row and token: a pure function of (row seed, step, token id).
@@ -47,9 +37,9 @@ def row_uniforms(seeds: torch.Tensor, step: int, tokens: torch.Tensor | int) -> 
     """
     if isinstance(tokens, int):
         tokens = torch.arange(tokens, device=seeds.device, dtype=torch.int64)[None, :]
-    lo, hi = seeds & _MASK32, (seeds >> 32) & _MASK32
-    h = _mix32((lo ^ ((step * 0x9E3779B1) & _MASK32))[:, None] ^ ((tokens * 0x85EBCA77) & _MASK32))
-    h = _mix32(h ^ hi[:, None])
+    lo, hi = seeds & MASK32, (seeds >> 32) & MASK32
+    h = fmix32((lo ^ ((step * 0x9E3779B1) & MASK32))[:, None] ^ ((tokens * 0x85EBCA77) & MASK32))
+    h = fmix32(h ^ hi[:, None])
     return ((h.to(torch.float32) + 0.5) / 4294967296.0).clamp_(1e-7, 1.0 - 1e-7)
 
 
