@@ -30,9 +30,12 @@ lint: $(STAMP)
 bench: $(STAMP)   # every figure of the README's performance table (tens of minutes on 2 cores)
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/teacher.py
+	$(BIN)/python benchmarks/teacher.py --mode overhead
+	$(BIN)/python benchmarks/teacher.py --mode serve
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/novelty.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/ray_dedup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
