@@ -30,7 +30,11 @@ def cli() -> None:
       synthforge dedup outputs/cai-harmless --key prompt --out deduped.jsonl
       synthforge train sft --data outputs/cai-harmless --model embedded
       synthforge train dpo --data outputs/cai-harmless --model outputs/cai-harmless/student-sft
+      synthforge train reward --data outputs/rlaif --model embedded --out outputs/reward-model
+      synthforge train rlhf --prompts outputs/rlaif --model outputs/cai-harmless/student-sft --reward outputs/reward-model
       synthforge eval --model outputs/cai-harmless/student-dpo --data outputs/cai-harmless
+      synthforge eval compare --models embedded,outputs/cai-harmless/student-dpo
+      synthforge report outputs/cai-harmless                # report.html (generate writes it too)
     """
 
 
