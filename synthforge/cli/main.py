@@ -31,7 +31,7 @@ def cli() -> None:
       synthforge train sft --data outputs/cai-harmless --model embedded
       synthforge train dpo --data outputs/cai-harmless --model outputs/cai-harmless/student-sft
       synthforge train reward --data outputs/rlaif --model embedded --out outputs/reward-model
-      synthforge train rlhf --prompts outputs/rlaif --model outputs/cai-harmless/student-sft --reward outputs/reward-model
+      synthforge train rlhf --prompts outputs/rlaif --model outputs/student-sft --reward outputs/reward-model
       synthforge eval --model outputs/cai-harmless/student-dpo --data outputs/cai-harmless
       synthforge eval compare --models embedded,outputs/cai-harmless/student-dpo
       synthforge report outputs/cai-harmless                # report.html (generate writes it too)
