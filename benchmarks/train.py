@@ -103,6 +103,53 @@ def plain_reward_loop(model_ref: str, rows: list[dict], batch_size: int, steps: 
     return tokens / (time.perf_counter() - started)
 
 
+def rloo_step_split(model_ref: str, reward_dir: str, out: Path, device: str | None) -> dict[str, float]:
+    """Seconds of one RLOO step spent generating, scoring with the reward model and optimising (the rest),
+    averaged over a few steps; measured by timing TRL's own methods."""
+    from trl import RLOOTrainer
+
+    from synthforge.train.config import RLHFTrainingConfig
+    from synthforge.train.rlhf import RLHFTraining
+
+    spent = {"generation": 0.0, "scoring": 0.0}
+    originals = {"generation": RLOOTrainer._generate, "scoring": RLOOTrainer._calculate_rewards}
+
+    def timed(name):
+        def wrapper(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return originals[name](self, *args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+
+        return wrapper
+
+    prompts = out / "prompts.txt"
+    prompts.write_text("\n".join(f"Explain {t} to a curious twelve-year-old." for t in TOPICS) + "\n")
+    steps = 3
+    RLOOTrainer._generate, RLOOTrainer._calculate_rewards = timed("generation"), timed("scoring")
+    try:
+        config = RLHFTrainingConfig(
+            model=model_ref,
+            reward=reward_dir,
+            data=str(prompts),
+            out=str(out / "rlhf-out"),
+            max_steps=steps,
+            batch_size=4,
+            num_generations=4,
+            max_completion_length=48,
+            eval_fraction=0.0,
+            device=device,
+        )
+        result = RLHFTraining(config).run()
+    finally:
+        RLOOTrainer._generate, RLOOTrainer._calculate_rewards = originals["generation"], originals["scoring"]
+    total = float(result.metrics["train_runtime_s"])
+    split = {name: seconds / steps for name, seconds in spent.items()}
+    split["optimisation and the rest"] = total / steps - sum(split.values())
+    return split
+
+
 def trainer_tokens_per_s(result) -> float:
     """Tokens/s from the trainer's own log: tokens seen over its train runtime."""
     seen = max((e.get("num_tokens", 0) for e in result.log_history), default=0)
@@ -159,6 +206,11 @@ def main() -> None:
         print(
             f"synthforge reward model: {reward_speed:,.0f} tokens/s = {reward_speed / plain_rm:.2f}x the plain "
             "reward loop (target >= 0.7x)"
+        )
+        split = rloo_step_split(args.model, str(reward.out_dir), data, args.device)
+        print(
+            "one RLOO step (batch 4, 4 samples per prompt, 48 new tokens): "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in split.items())
         )
 
 
