@@ -35,6 +35,12 @@ def _common(function):
         click.option("--lora-r", type=int, help="LoRA rank (default 16)."),
         click.option("--lora-alpha", type=int, help="LoRA alpha (default 32)."),
         click.option("--lora-targets", help="Comma-separated module names (default q_proj,k_proj,v_proj,o_proj)."),
+        click.option(
+            "--compare-prompts",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="After training, judge the trained model against the starting one on these held-out prompts "
+            "(eval compare, embedded judge) and record the result in training.json.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -44,6 +50,7 @@ def _common(function):
 def _settings(options: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
     """The --config path and the given options as config keys (LoRA options nested under ``lora``)."""
     config_path = options.pop("config_path")
+    options.pop("compare_prompts", None)  # handled after training by _compare_after
     targets = options.pop("lora_targets")
     options["lora"] = {
         "enabled": options.pop("lora"),
@@ -52,6 +59,26 @@ def _settings(options: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
         "target_modules": [t.strip() for t in targets.split(",") if t.strip()] if targets else None,
     }
     return config_path, options
+
+
+def _compare_after(prompts: Path | None, start: str, result) -> None:
+    """``--compare-prompts``: judge the trained model against the one it started from, record it in
+    training.json and print the summary."""
+    if prompts is None:
+        return
+    import json
+
+    from synthforge.engine.compare import CompareOptions, format_report, run_compare
+    from synthforge.files import write_atomic
+
+    report = run_compare(
+        CompareOptions(models=[start, str(result.out_dir)], prompts=prompts, out=result.out_dir / "compare")
+    )
+    path = result.out_dir / "training.json"
+    training = json.loads(path.read_text(encoding="utf-8"))
+    training["compare"] = {k: v for k, v in report.items() if k != "out_dir"}
+    write_atomic(path, json.dumps(training, indent=2, ensure_ascii=False, default=str) + "\n")
+    click.echo("\n".join(format_report(report)))
 
 
 def _require_data(config) -> None:
@@ -80,12 +107,14 @@ def train_sft(**options) -> None:
     """Supervised fine-tuning; the loss covers the assistant's answer only."""
     from synthforge.train.sft import SFTTraining
 
+    compare_prompts = options.get("compare_prompts")
     path, settings = _settings(options)
     config = load_training_config(SFTTrainingConfig, path, settings)
     _require_data(config)
     result = SFTTraining(config).run()
     click.echo(f"train loss {result.metrics['train_loss']:.4f} after {result.metrics['train_steps']} steps")
     click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
+    _compare_after(compare_prompts, config.model, result)
 
 
 @train.command("dpo")
@@ -98,6 +127,7 @@ def train_dpo(**options) -> None:
     """Direct preference optimisation on chosen/rejected pairs, evaluated before and after."""
     from synthforge.train.dpo import DPOTraining
 
+    compare_prompts = options.get("compare_prompts")
     path, settings = _settings(options)
     config = load_training_config(DPOTrainingConfig, path, settings)
     _require_data(config)
@@ -111,6 +141,7 @@ def train_dpo(**options) -> None:
             f"mean margin {before['mean_margin']:+.4f} → {after['mean_margin']:+.4f} ({after['pairs']} pairs)"
         )
     click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
+    _compare_after(compare_prompts, config.model, result)
 
 
 @train.command("reward")
@@ -127,6 +158,8 @@ def train_reward(**options) -> None:
     from synthforge.train.config import RewardTrainingConfig
     from synthforge.train.reward import RewardTraining
 
+    if options.get("compare_prompts"):
+        raise click.UsageError("--compare-prompts compares models that answer prompts; a reward model scores them")
     path, settings = _settings(options)
     config = load_training_config(RewardTrainingConfig, path, settings)
     _require_data(config)
@@ -161,6 +194,7 @@ def train_rlhf(**options) -> None:
     prompts = options.pop("prompts")
     if prompts and not options.get("data"):
         options["data"] = prompts
+    compare_prompts = options.get("compare_prompts")
     path, settings = _settings(options)
     config = load_training_config(RLHFTrainingConfig, path, settings)
     _require_data(config)
@@ -176,6 +210,7 @@ def train_rlhf(**options) -> None:
     for warning in metrics.get("warnings") or []:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {result.out_dir}/ (policy, tokenizer, training.json, loss.png)")
+    _compare_after(compare_prompts, config.model, result)
 
 
 @click.group("eval", invoke_without_command=True)

@@ -67,7 +67,7 @@ def compare_overrides(options: CompareOptions) -> list[str]:
         {"answer": {"name": f"answer-{label}", "model": model, "label": label, "sampling": sampling}}
         for model, label in zip(options.models, labels_for(options.models), strict=True)
     ]
-    judge: dict[str, Any] = {}
+    judge = _pipeline_judge_settings(options.pipeline)
     if options.constitution:
         judge["constitution"] = options.constitution
     if options.principles is not None:
@@ -83,6 +83,22 @@ def compare_overrides(options: CompareOptions) -> list[str]:
     if options.judge:
         sets += teacher_overrides(options.judge)
     return sets
+
+
+def _pipeline_judge_settings(pipeline: Path) -> dict[str, Any]:
+    """The ``compare_judge`` settings the pipeline file gives (kept when the stages are rebuilt per model)."""
+    import yaml
+
+    from synthforge.files import read_text
+
+    try:
+        data = yaml.safe_load(read_text(pipeline, "pipeline file"))
+    except yaml.YAMLError:
+        return {}  # load_pipeline reports it with the line
+    for entry in (data or {}).get("stages") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("compare_judge"), dict):
+            return dict(entry["compare_judge"])
+    return {}
 
 
 def run_compare(options: CompareOptions, log: Log | None = None) -> dict[str, Any]:
