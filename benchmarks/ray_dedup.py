@@ -11,6 +11,7 @@ measured per-worker rate (an estimate: it assumes the per-worker rate holds and 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -52,9 +53,9 @@ def main() -> None:
         )
     ray.shutdown()
     per_worker = rates[2] / 2
-    needed = 100_000_000 / 3600 / per_worker
+    needed = math.ceil(100_000_000 / 3600 / per_worker)
     print(
-        f"estimate: 100M documents in an hour need ~{needed:,.0f} workers at {per_worker:,.0f} docs/s each "
+        f"estimate: 100M documents in an hour need >= {needed} workers at {per_worker:,.0f} docs/s each "
         "(measured on this machine; assumes the rate per worker holds and the shuffle scales)"
     )
 
