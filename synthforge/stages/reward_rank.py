@@ -6,11 +6,9 @@ the score gap as ``margin``. Pairs whose gap is below ``min_gap`` go to the drop
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from synthforge.records import Drop, Record, same_text
-from synthforge.settings import SpecError
 from synthforge.stages.base import Stage, completion_step
 from synthforge.stages.reward_score import RewardScorer
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
@@ -95,17 +93,3 @@ class RewardRank(Stage):
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [("samples", self.conversation(record))] if self.config.n else []
-
-
-def reward_model_path(ref: str, base_dir: Path | None, where: str) -> Path:
-    """The reward-model directory, relative to the pipeline file; a spec error when it isn't one."""
-    from synthforge.errors import UserError
-    from synthforge.train.reward_model import check_reward_dir
-
-    path = Path(ref).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    try:
-        return check_reward_dir(str(path))
-    except UserError as exc:
-        raise SpecError(f"{where}.reward_model: {exc}") from None

@@ -7,15 +7,29 @@ from pathlib import Path
 from typing import Any
 
 from synthforge.records import Drop, Record
+from synthforge.settings import SpecError
 from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
+
+
+def reward_model_path(ref: str, base_dir: Path | None, where: str) -> Path:
+    """The reward-model directory, relative to the pipeline file; a spec error when it isn't one."""
+    from synthforge.errors import UserError
+    from synthforge.train.reward_model import check_reward_dir
+
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        return check_reward_dir(str(path))
+    except UserError as exc:
+        raise SpecError(f"{where}.reward_model: {exc}") from None
 
 
 class RewardScorer:
     """A reward model found relative to the pipeline file, identified by its weights, loaded on first use."""
 
     def __init__(self, ref: str, base_dir: Path | None, where: str):
-        from synthforge.stages.reward_rank import reward_model_path
         from synthforge.teachers.loading import weights_id
 
         self.path = reward_model_path(ref, base_dir, where)

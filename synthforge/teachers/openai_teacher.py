@@ -178,7 +178,7 @@ def options_from_top_logprobs(options: Sequence[str], positions: Sequence[dict[s
     prefix tokens cancel when the options are normalised against each other. An option absent from the top
     list gets one nat below the least likely listed token (an upper bound of its true value).
     """
-    prefix = os_common_prefix(options)
+    prefix = os.path.commonprefix(list(options))
     spelled = ""
     for position in positions:
         if spelled.rstrip().endswith(prefix) or (not prefix and not spelled.strip()):
@@ -191,10 +191,6 @@ def options_from_top_logprobs(options: Sequence[str], positions: Sequence[dict[s
                 return [floor if s is None else s for s in scores]
         spelled += str(position["token"])
     raise TeacherError(f"the answer {spelled!r} names none of {', '.join(options)}", retryable=False)
-
-
-def os_common_prefix(options: Sequence[str]) -> str:
-    return os.path.commonprefix(list(options))
 
 
 def _option_score(remainder: str, top: list[tuple[str, float]]) -> float | None:
