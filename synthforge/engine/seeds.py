@@ -15,7 +15,7 @@ from typing import Any
 from synthforge.errors import UserError
 from synthforge.files import read_text
 from synthforge.jsonl import iter_json_lines
-from synthforge.records import Record, make_record_id
+from synthforge.records import Record, first_user_message, make_record_id
 
 _HUMAN = re.compile(r"^\s*Human:\s*(.*?)(?:\n\s*\n\s*Assistant:|\Z)", re.DOTALL)
 
@@ -24,7 +24,7 @@ def prompt_text(value: Any) -> str | None:
     """The prompt in a cell: text, the first user message of a message list, or an HH-RLHF transcript's first
     human turn; None when there is none."""
     if isinstance(value, list):
-        value = next((m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"), None)
+        value = first_user_message(value)
     if not isinstance(value, str) or not value.strip():
         return None
     match = _HUMAN.match(value)

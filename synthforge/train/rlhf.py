@@ -16,6 +16,7 @@ import torch
 
 from synthforge.errors import UserError
 from synthforge.jsonl import read_jsonl
+from synthforge.records import first_user_message
 from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
 from synthforge.train.config import RLHFTrainingConfig
 from synthforge.train.reward_model import check_reward_dir, load_reward_model, reward_scores
@@ -41,7 +42,7 @@ def read_prompts(source: str | Path) -> list[str]:
     for number, row in enumerate(read_jsonl(path, "prompts file"), 1):
         value = row.get("prompt", row.get("messages"))
         if isinstance(value, list):
-            value = next((m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"), None)
+            value = first_user_message(value)
         if not isinstance(value, str) or not value.strip():
             raise UserError(f"{path}: row {number}: no prompt (expected 'prompt' or 'messages' with a user turn)")
         prompts.append(value.strip())
