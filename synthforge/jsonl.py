@@ -12,8 +12,11 @@ from synthforge.files import read_text
 
 
 def iter_json_lines(path: Path, what: str = "JSONL file") -> Iterator[tuple[int, Any]]:
-    """(line number, JSON value) of every non-blank line; a line that isn't JSON is named by file and line."""
-    for number, line in enumerate(read_text(path, what).splitlines(), 1):
+    """(line number, JSON value) of every non-blank line; a line that isn't JSON is named by file and line.
+
+    Lines end at "\n" only: JSON strings may hold U+2028, U+0085 and other characters that
+    ``str.splitlines`` would break a row at (``json.dumps(..., ensure_ascii=False)`` writes them raw)."""
+    for number, line in enumerate(read_text(path, what).split("\n"), 1):
         if not line.strip():
             continue
         try:

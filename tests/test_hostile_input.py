@@ -346,3 +346,13 @@ def test_manifest_and_card_hold_no_absolute_local_paths(cai, tiny_teacher, tiny_
     manifest = json.loads((result.out_dir / "manifest.json").read_text())
     assert manifest["pipeline"]["path"] == "tiny-cai.yaml"
     assert "seeds/red-team.jsonl" in manifest["files"] and "../prompts/respond.j2" in manifest["files"]
+
+
+def test_rows_holding_line_separators_read_back_as_written(tmp_path):
+    """U+2028, U+0085 and friends are legal raw inside JSON strings (we write them raw): a row is one "\\n" line."""
+    from synthforge.files import write_jsonl
+    from synthforge.jsonl import read_jsonl
+
+    rows = [{"prompt": "a\u2028b\u2029c\x85d\x1ce\x0bf"}, {"prompt": "second"}]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert read_jsonl(tmp_path / "rows.jsonl") == rows

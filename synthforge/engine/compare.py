@@ -18,6 +18,7 @@ from synthforge.engine.runner import Log, RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
 from synthforge.files import write_atomic
+from synthforge.jsonl import read_jsonl
 from synthforge.records import Record
 from synthforge.teachers.factory import teacher_overrides
 
@@ -105,7 +106,7 @@ def run_compare(options: CompareOptions, log: Log | None = None) -> dict[str, An
     """Run the comparison pipeline and write ``compare.json`` / ``compare.md`` into its run directory."""
     spec = load_pipeline(options.pipeline, compare_overrides(options))
     result = run_pipeline(spec, RunOptions(out_dir=options.out, limit=options.limit), log=log)
-    records = [Record.from_dict(json.loads(line)) for line in (result.out_dir / "trace.jsonl").read_text().splitlines()]
+    records = [Record.from_dict(row) for row in read_jsonl(result.out_dir / "trace.jsonl", "trace")]
     tie = next(s["config"]["tie_margin"] for s in result.manifest["stages"] if s["kind"] == "compare_judge")
     report = summarize(records, labels_for(options.models), tie, options.bootstrap, spec.seed)
     report["judge"] = result.manifest["teacher"]
