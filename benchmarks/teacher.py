@@ -169,9 +169,7 @@ def serve_batching(teacher, args) -> None:
         server.terminate()
         server.wait()
     print(f"in-process, batch 16: {local_tokens} tokens, {local:.1f} tok/s")
-    print(
-        f"in-process, batch {args.clients} (the rows the clients keep in flight): {rates[args.clients]:.1f} tok/s"
-    )
+    print(f"in-process, batch {args.clients} (the rows the clients keep in flight): {rates[args.clients]:.1f} tok/s")
     print(
         f"synthforge serve, {args.clients} concurrent clients one request at a time: {served_tokens[0]} tokens, "
         f"{served:.1f} tok/s = {served / local:.2f}x in-process batch 16 (target >= 0.8x), "

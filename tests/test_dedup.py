@@ -177,3 +177,51 @@ def test_cli_dedup_bad_input_is_one_line_exit_2(tmp_path, capsys, content, messa
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_dedup_of_a_directory_of_jsonl_and_parquet_into_shards(tmp_path, capsys):
+    """A directory is one dataset (files in sorted order); a non-.jsonl --out is a directory of shards that
+    `datasets` loads as is; --out inside the directory being read is refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import load_dataset
+
+    source = tmp_path / "corpus"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.jsonl").write_text(
+        json.dumps({"text": "the cat sat on the mat today\u2028again"})
+        + "\n"
+        + json.dumps({"text": "unique one"})
+        + "\n"
+    )
+    pq.write_table(
+        pa.Table.from_pylist([{"text": "the cat sat on the mat today\u2028again"}]), source / "sub" / "b.parquet"
+    )
+    (source / ".hidden.jsonl").write_text("not read\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dedup", str(source), "--out", str(tmp_path / "clean"), "--ngram", "2"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert load_dataset("json", data_dir=str(tmp_path / "clean"))["train"]["text"] == [
+        "the cat sat on the mat today\u2028again",
+        "unique one",
+    ]
+    dropped = [json.loads(line) for p in (tmp_path / "clean.dropped").glob("*.jsonl") for line in p.open()]
+    assert dropped == [
+        {
+            "reason": "near-duplicate",
+            "duplicate_of_row": 1,
+            "cluster_size": 2,
+            "row": {"text": dropped[0]["row"]["text"]},
+        }
+    ]
+    provenance = json.loads((tmp_path / "clean" / ".synthforge-dedup.json").read_text())
+    assert [i["file"] for i in provenance["inputs"]] == ["a.jsonl", "b.parquet"] and provenance["counts"]["kept"] == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dedup", str(source), "--out", str(source / "out")])
+    assert exit_info.value.code == 2 and "inside the directory being read" in capsys.readouterr().err
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dedup", str(source), "--out", str(tmp_path / "foreign")])
+    assert exit_info.value.code == 2 and "not written by synthforge dedup" in capsys.readouterr().err
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"

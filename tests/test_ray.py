@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 ray = pytest.importorskip(
@@ -83,7 +85,7 @@ def test_ray_dedup_equals_local_dedup_on_20k_documents_with_transitive_clusters(
     import numpy as np
 
     from synthforge.dedup.near_duplicates import DedupSettings, find_clusters
-    from synthforge.dedup.ray_dedup import find_clusters_ray
+    from synthforge.dedup.ray_dedup import cluster_blocks, find_clusters_ray, text_block
     from synthforge.testing import near_duplicate_corpus
 
     docs, _ = near_duplicate_corpus(20_000, seed=5, words=40)
@@ -99,6 +101,83 @@ def test_ray_dedup_equals_local_dedup_on_20k_documents_with_transitive_clusters(
         remote = find_clusters_ray(docs, settings, workers=2, chunk=4_000)
         assert np.array_equal(local.labels, remote.labels)
         assert np.array_equal(local.left, remote.left) and np.array_equal(local.right, remote.right)
+        assert np.array_equal(local.similarity, remote.similarity)
+        # Past the edge limit the components are joined by distributed label propagation: same labels.
+        blocks = [ray.remote(text_block).remote(docs[s : s + 3_000], s, settings) for s in range(0, len(docs), 3_000)]
+        labels, edges = cluster_blocks(blocks, np.zeros(1, np.int64), len(docs), settings, parts=3, edge_limit=0)
+        assert edges is None and np.array_equal(labels, local.labels)
         assert len(set(local.labels.tolist())) < len(docs) - 300  # hundreds of planted duplicates found
     assert local.labels[-1] == local.labels[-2] == local.labels[-3]  # the transitive chain is one cluster
     assert (len(docs) - 3, len(docs) - 1) not in set(zip(local.left.tolist(), local.right.tolist(), strict=True))
+
+
+def _corpus_files(root, n_docs=12_000):
+    """A corpus split over three JSONL files and a parquet file, with planted near-duplicates across them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synthforge.testing import near_duplicate_corpus
+
+    docs, _ = near_duplicate_corpus(n_docs, seed=7, words=40)
+    rows = [{"prompt": d, "confidence": (i % 7) / 7, "n": i} for i, d in enumerate(docs)]
+    root.mkdir()
+    quarter = n_docs // 4
+    for k in range(3):
+        lines = "".join(json.dumps(r) + "\n" for r in rows[k * quarter : (k + 1) * quarter])
+        (root / f"part{k}.jsonl").write_text(lines if k != 1 else "\n" + lines)  # a blank line: rows != lines
+    pq.write_table(pa.Table.from_pylist(rows[3 * quarter :]), root / "z.parquet")
+    return rows
+
+
+def test_ray_file_dedup_streams_blocks_and_writes_what_the_local_engine_writes(tmp_path):
+    """JSONL and parquet read by Ray Data in blocks; kept rows written as shards whose concatenation (in name
+    order) is the local engine's output byte for byte, also with distributed components (edge limit 0)."""
+    from synthforge.dedup.files import dedup_files
+    from synthforge.dedup.near_duplicates import DedupSettings
+    from synthforge.dedup.ray_files import dedup_files_ray
+    from synthforge.dedup.sources import data_files
+
+    rows = _corpus_files(tmp_path / "in")
+    inputs = data_files(tmp_path / "in")
+    assert [p.name for p in inputs] == ["part0.jsonl", "part1.jsonl", "part2.jsonl", "z.parquet"]
+    settings = DedupSettings(threshold=0.85)
+    local = dedup_files(inputs, tmp_path / "local.jsonl", settings, keep="confidence")
+    assert 0 < local.dropped < len(rows) // 5
+    remote = dedup_files_ray(inputs, tmp_path / "ray.jsonl", settings, keep="confidence", rows_per_block=1_000)
+    for name in ("{}.jsonl", "{}.dropped.jsonl"):
+        assert (tmp_path / name.format("ray")).read_bytes() == (tmp_path / name.format("local")).read_bytes()
+    assert (remote.kept, remote.dropped, remote.clusters) == (local.kept, local.dropped, local.clusters)
+    shards = dedup_files_ray(
+        inputs, tmp_path / "shards", settings, keep="confidence", rows_per_block=1_000, edge_limit=0
+    )
+    parts = sorted((tmp_path / "shards").glob("part-*.jsonl"))
+    assert len(parts) >= 4 and shards.kept == local.kept
+    assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "local.jsonl").read_bytes()
+    dropped = b"".join(p.read_bytes() for p in sorted((tmp_path / "shards.dropped").glob("part-*.jsonl")))
+    assert dropped == (tmp_path / "local.dropped.jsonl").read_bytes()
+    provenance = json.loads((tmp_path / "shards" / ".synthforge-dedup.json").read_text())
+    assert provenance["engine"]["kind"] == "ray" and provenance["counts"]["kept"] == local.kept
+    assert not list(tmp_path.glob(".*partial*"))  # the staging directories are gone
+
+
+def test_ray_file_dedup_cli_bad_row_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from synthforge.cli.main import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"prompt": "a b c d e f g"}\n{"prompt": "a b c d e f g"}\n')
+    (tmp_path / "in" / "b.jsonl").write_text('{"prompt": "x y z"}\n\n{"nope": 1}\n')
+    with pytest.raises(SystemExit) as info:
+        main(["dedup", str(tmp_path / "in"), "--engine", "ray", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1, err
+    assert "b.jsonl:3: row 2 has no prompt" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    (tmp_path / "in" / "b.jsonl").write_text('{"prompt": "x y z"}\n')
+    for _ in range(2):  # a rerun replaces its own earlier output
+        with pytest.raises(SystemExit) as info:
+            main(["dedup", str(tmp_path / "in"), "--engine", "ray", "--out", str(tmp_path / "out")])
+        assert info.value.code == 0
+    assert "3 rows → 2 kept, 1 near-duplicates dropped" in capsys.readouterr().out
+    from datasets import load_dataset
+
+    assert load_dataset("json", data_dir=str(tmp_path / "out"))["train"]["prompt"] == ["a b c d e f g", "x y z"]

@@ -1,4 +1,4 @@
-"""``synthforge dedup``: MinHash near-duplicate removal on any JSONL file or run directory."""
+"""``synthforge dedup``: MinHash near-duplicate removal on JSONL / parquet files, a directory of them, or a run."""
 
 from __future__ import annotations
 
@@ -7,16 +7,25 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from synthforge.dedup.files import dedup_file, dropped_path_for, resolve_input
+from synthforge.dedup.files import dedup_files, dropped_path_for
 from synthforge.dedup.near_duplicates import VERIFY, DedupSettings
+from synthforge.dedup.ray_dedup import EDGE_LIMIT
+from synthforge.dedup.sources import data_files
+from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
+from synthforge.ray_support import import_ray
 
 RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest.json", "README.md")
 
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output JSONL.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output: a .jsonl file, or else a directory of JSONL shards.",
+)
 @click.option("--key", type=click.Choice(["prompt", "response", "both"]), default="prompt", show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8, show_default=True)
 @click.option("--num-perm", type=click.IntRange(min=2), default=128, show_default=True)
@@ -31,35 +40,68 @@ RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="ray: signatures, band shuffle and bucket edges as a Ray job (same result).",
+    help="ray: rows streamed by Ray Data in blocks, signatures, band shuffle, verification and (past "
+    "--edge-limit) components as a Ray job; same result. Joins RAY_ADDRESS when set.",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray workers (--engine ray).")
-def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name, seed, engine, workers) -> None:
-    """Remove near-duplicates from SOURCE (a JSONL file, or a run directory's --file) into --out.
+@click.option(
+    "--edge-limit",
+    type=click.IntRange(min=0),
+    default=EDGE_LIMIT,
+    show_default=True,
+    help="--engine ray: verified edges joined on the driver; more are joined by distributed label propagation.",
+)
+def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name, seed, engine, workers, edge_limit):
+    """Remove near-duplicates from SOURCE into --out.
 
     \b
-    Rows are compared by --key text (word or character n-gram shingles, MinHash, LSH); clusters are
-    global and transitive; one row per cluster is kept (--keep) unchanged, the others are written with
-    the row they duplicate to <out>.dropped.jsonl.
+    SOURCE: a .jsonl or .parquet file, a directory of them (read in sorted order, as one dataset), or a
+    run directory (any directory holding --file: that file). Rows are compared by --key text (word or
+    character n-gram shingles, MinHash, LSH); clusters are global and transitive; one row per cluster is
+    kept (--keep) unchanged.
+    --out X.jsonl writes one file and X.dropped.jsonl; any other --out is a directory of JSONL shards
+    (part-FILE-ROW.jsonl, in input order by name) and OUT.dropped/. What made the output is recorded in
+    X.provenance.json, or OUT/.synthforge-dedup.json.
     \b
-    Example:
+    Examples:
       synthforge dedup outputs/cai-harmless --key prompt --threshold 0.8 --out prompts.dedup.jsonl
+      synthforge dedup corpus/ --engine ray --workers 8 --out corpus.dedup/
     """
-    path = resolve_input(source, name)
+    source = source.expanduser()
     out = out.expanduser()
-    for target in (out, dropped_path_for(out)):
-        if target.resolve() == path.resolve():
-            raise UserError(f"--out {out}: {target} is the input file; write somewhere else")
-        if source.is_dir() and target.resolve().parent == source.resolve() and target.name in RUN_FILES:
-            raise UserError(f"--out {out}: {target} is a file of the run directory being read; write elsewhere")
+    inputs = [source / name] if _run_like(source, name) else data_files(source)
+    check_targets(source, name, inputs, out)
     settings = DedupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, verify=verify, seed=seed)
     with tqdm(desc="dedup", unit="row", disable=None) as bar:
         if engine == "ray":
-            from synthforge.engine.ray_executor import import_ray
-
             import_ray()  # one line telling how to install it when missing
-        report = dedup_file(path, out, settings, key, keep, bar.update, workers if engine == "ray" else 0)
+            from synthforge.dedup.ray_files import dedup_files_ray
+
+            report = dedup_files_ray(inputs, out, settings, key, keep, workers, bar.update, edge_limit=edge_limit)
+        else:
+            report = dedup_files(inputs, out, settings, key, keep, bar.update)
     click.echo(
         f"{report.rows} rows → {report.kept} kept, {report.dropped} near-duplicates dropped "
         f"({report.clusters} clusters); wrote {report.out} and {report.dropped_path}"
     )
+
+
+def check_targets(source: Path, name: str, inputs: list[Path], out: Path) -> None:
+    """Refuse outputs that would write over an input, into the directory being read, or over a run's files."""
+    read = {p.resolve() for p in inputs}
+    for target in (out, dropped_path_for(out)):
+        resolved = target.resolve()
+        if resolved in read:
+            raise UserError(f"--out {out}: {target} is the input file; write somewhere else")
+        if _run_like(source, name):
+            if resolved.parent == source.resolve() and target.name in RUN_FILES:
+                raise UserError(f"--out {out}: {target} is a file of the run directory being read; write elsewhere")
+        elif source.is_dir() and resolved.is_relative_to(source.resolve()):
+            raise UserError(f"--out {out}: {target} is inside the directory being read; write elsewhere")
+        if any(p.is_relative_to(resolved) for p in read):
+            raise UserError(f"--out {out}: the input {inputs[0]} is inside {target}; write elsewhere")
+
+
+def _run_like(source: Path, name: str) -> bool:
+    """SOURCE is read as a run directory (its --file) when it is one, or holds that file."""
+    return source.is_dir() and (is_run_dir(source) or (source / name).is_file())

@@ -1,28 +1,34 @@
-"""Dedup any JSONL file of chat or instruction data (or a run directory's file), keeping rows unchanged.
+"""Dedup JSONL / parquet files (one, or a directory of them), keeping rows unchanged, on the local engine.
 
-Rows are read in the layouts users have: TRL conversational (``messages``; ``prompt`` / ``chosen``
-lists), TRL standard (``prompt``, ``completion``, ``chosen``), Alpaca / Self-Instruct (``instruction``,
-``input``, ``output``), or plain ``text``.
+Both engines write through the same staging: kept and dropped rows go to shard files named by (input file,
+first row), so the shards in name order are the rows in input order; then :func:`publish` turns the staging
+into the output — a directory of shards, or one JSONL file — so a failed run leaves no half-written output.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from synthforge.dedup.near_duplicates import DedupSettings, choose_kept
+from synthforge.dedup.sources import confidence, iter_file, json_line, key_text, where
 from synthforge.errors import UserError
-from synthforge.files import write_jsonl
-from synthforge.jsonl import read_jsonl
+from synthforge.files import make_dirs, write_atomic
+from synthforge.provenance import package_versions
+
+PROVENANCE = ".synthforge-dedup.json"  # inside an output directory (hidden: dataset loaders skip it)
 
 
 @dataclass
 class DedupReport:
-    """What a file dedup did."""
+    """What a dedup did, and where it wrote."""
 
     rows: int
     kept: int
@@ -30,95 +36,160 @@ class DedupReport:
     clusters: int
     out: Path
     dropped_path: Path
-
-
-def resolve_input(path: Path, name: str = "sft.jsonl") -> Path:
-    """A JSONL file as given, or file ``name`` inside a run directory."""
-    if path.is_dir():
-        path = path / name
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (give a JSONL file or a run directory holding {name})")
-    return path
-
-
-def _content(value: Any, role: str) -> str | None:
-    """Text of a plain string, or of the messages with ``role`` in a conversational list."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = [m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") == role]
-        return "\n".join(t for t in texts if isinstance(t, str)) if texts else None
-    return None
-
-
-def row_texts(row: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(prompt, response) of a row in any supported layout; None where the layout has none."""
-    if "messages" in row:
-        return _content(row["messages"], "user"), _content(row["messages"][-1:], "assistant")
-    if "instruction" in row:
-        prompt = "\n".join(p for p in (row["instruction"], row.get("input")) if isinstance(p, str) and p)
-        return prompt, row.get("output") if isinstance(row.get("output"), str) else None
-    if "prompt" in row:
-        answer = row.get("chosen", row.get("completion", row.get("response")))
-        return _content(row["prompt"], "user"), _content(answer, "assistant")
-    if "text" in row:
-        return row["text"] if isinstance(row["text"], str) else None, None
-    return None, None
-
-
-def key_texts(rows: list[dict[str, Any]], key: str, path: Path) -> list[str]:
-    """The compared text of every row; names the first row whose layout lacks ``key``."""
-    texts = []
-    for number, row in enumerate(rows, 1):
-        prompt, response = row_texts(row)
-        parts = {"prompt": [prompt], "response": [response], "both": [prompt, response]}[key]
-        if any(p is None for p in parts):
-            raise UserError(
-                f"{path}: row {number} has no {key} (expected messages, prompt/chosen/completion, "
-                f"instruction/output or text; keys found: {', '.join(sorted(row)) or 'none'})"
-            )
-        texts.append("\n".join(p for p in parts if p))
-    return texts
-
-
-def _confidence(row: dict[str, Any], number: int, path: Path) -> float:
-    value = row.get("confidence")
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise UserError(f"{path}: row {number}: confidence must be a finite number, got {value!r}")
-    return float(value)
+    engine: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
 
 
 def dropped_path_for(out: Path) -> Path:
-    """Where ``synthforge dedup --out OUT`` writes the rows it dropped."""
-    return out.with_name(out.name.removesuffix(".jsonl") + ".dropped.jsonl")
+    """Where ``synthforge dedup --out OUT`` writes the rows it dropped: ``X.dropped.jsonl`` beside a
+    ``X.jsonl`` file, ``OUT.dropped/`` beside an output directory."""
+    if out.suffix == ".jsonl":
+        return out.with_name(out.name.removesuffix(".jsonl") + ".dropped.jsonl")
+    return out.with_name(out.name + ".dropped")
 
 
-def dedup_file(
-    path: Path,
+def provenance_path_for(out: Path) -> Path:
+    """Where the record of what made ``out`` goes."""
+    if out.suffix == ".jsonl":
+        return out.with_name(out.name.removesuffix(".jsonl") + ".provenance.json")
+    return out / PROVENANCE
+
+
+def shard_name(file_index: int, first_row: int) -> str:
+    """Shard of input file ``file_index`` starting at its row ``first_row`` (name order = input order)."""
+    return f"part-{file_index:05d}-{first_row:012d}.jsonl"
+
+
+def dropped_entry(row_json: str, duplicate_of: int, cluster_size: int) -> str:
+    """One line of the dropped file: the row unchanged, with the (1-based, whole-input) row it duplicates."""
+    return (
+        f'{{"reason": "near-duplicate", "duplicate_of_row": {duplicate_of + 1}, '
+        f'"cluster_size": {cluster_size}, "row": {row_json.rstrip(chr(10))}}}\n'
+    )
+
+
+def write_shard(directory: Path, name: str, lines: Iterable[str]) -> int:
+    """Write one shard (skipped when empty); returns its line count."""
+    lines = list(lines)
+    if lines:
+        (directory / name).write_text("".join(lines), encoding="utf-8")
+    return len(lines)
+
+
+def stage_dir(out: Path) -> Path:
+    """A fresh staging directory beside ``out`` with ``kept/`` and ``dropped/`` (removed by :func:`publish`)."""
+    make_dirs(out.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    (staging / "kept").mkdir()
+    (staging / "dropped").mkdir()
+    return staging
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output directory that exists and is not an earlier dedup output (we never delete others' files)."""
+    for target in (out, dropped_path_for(out)):
+        if target.is_dir() and any(target.iterdir()) and not _ours(target, out):
+            raise UserError(f"--out {out}: {target} exists and was not written by synthforge dedup; choose another")
+        if target.suffix != ".jsonl" and target.exists() and not target.is_dir():
+            raise UserError(f"--out {out}: {target} is a file; an output directory is written there")
+
+
+def _ours(target: Path, out: Path) -> bool:
+    if target == out:
+        return (out / PROVENANCE).is_file()
+    return (out / PROVENANCE).is_file() and all(p.name.startswith("part-") for p in target.iterdir())
+
+
+def publish(staging: Path, out: Path, provenance: dict[str, Any]) -> None:
+    """Turn the staging shards into the output (a directory of shards, or one JSONL file) and remove it."""
+    dropped = dropped_path_for(out)
+    try:
+        if out.suffix == ".jsonl":
+            _concatenate(staging / "dropped", dropped)
+            _concatenate(staging / "kept", out)
+            write_atomic(provenance_path_for(out), json.dumps(provenance, indent=2) + "\n")
+        else:
+            (staging / "kept" / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+            for source, target in ((staging / "dropped", dropped), (staging / "kept", out)):
+                if target.exists():
+                    shutil.rmtree(target)
+                source.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _concatenate(shards: Path, target: Path) -> None:
+    """Concatenate shards in name order into ``target`` atomically, streaming (constant memory)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with open(fd, "wb") as handle:
+            for shard in sorted(shards.glob("part-*.jsonl")):
+                with shard.open("rb") as part:
+                    shutil.copyfileobj(part, handle)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def provenance_record(
+    inputs: list[Path], settings: DedupSettings, key: str, keep: str, report: DedupReport
+) -> dict[str, Any]:
+    """What made a dedup output: settings, inputs (names and sizes), engine, counts and versions."""
+    bands, rows = settings.bands()
+    return {
+        "made_by": "synthforge dedup",
+        "settings": {**asdict(settings), "bands": bands, "rows_per_band": rows, "key": key, "keep": keep},
+        "inputs": [{"file": p.name, "bytes": p.stat().st_size} for p in inputs],
+        "engine": report.engine,
+        "counts": {"rows": report.rows, "kept": report.kept, "dropped": report.dropped, "clusters": report.clusters},
+        "versions": package_versions(),
+    }
+
+
+def _read_all(inputs: list[Path], key: str) -> Iterator[tuple[int, int, str, str, float]]:
+    """(file index, row index in file, row JSON, compared text, confidence) of every row of every input."""
+    for index, path in enumerate(inputs):
+        for row_index, (number, row) in enumerate(iter_file(path)):
+            at = where(path, number, row_index + 1)
+            yield index, row_index, json_line(row, at), key_text(row, key, at), confidence(row, at)
+
+
+def dedup_files(
+    inputs: list[Path],
     out: Path,
     settings: DedupSettings,
     key: str = "prompt",
     keep: str = "first",
     progress=None,
-    workers: int = 0,
 ) -> DedupReport:
-    """Write ``out`` with one row per near-duplicate cluster and ``<out>.dropped.jsonl`` with the rest."""
-    rows = read_jsonl(path)
-    if not rows:
-        raise UserError(f"{path}: no rows to deduplicate (the file is empty)")
-    texts = key_texts(rows, key, path)
-    confidences = [_confidence(row, number, path) for number, row in enumerate(rows, 1)]
-    best, clusters = choose_kept(texts, confidences, settings, keep, progress, workers)
+    """Keep one row per near-duplicate cluster of the rows of ``inputs`` (in memory); write ``out`` (a
+    ``.jsonl`` file or a directory of shards) and the dropped rows beside it."""
+    check_output(out)
+    files, rows, lines, texts, scores = [], [], [], [], []
+    for index, row_index, line, text, score in _read_all(inputs, key):
+        files.append(index)
+        rows.append(row_index)
+        lines.append(line)
+        texts.append(text)
+        scores.append(score)
+    if not lines:
+        raise UserError(f"{inputs[0] if len(inputs) == 1 else 'the input files'}: no rows to deduplicate (empty)")
+    best, clusters = choose_kept(texts, scores, settings, keep, progress)
     sizes = clusters.sizes()
-    kept = [row for i, row in enumerate(rows) if best[i] == i]
-    dropped = [
-        {"reason": "near-duplicate", "duplicate_of_row": int(best[i]) + 1, "cluster_size": int(sizes[i]), "row": row}
-        for i, row in enumerate(rows)
-        if best[i] != i
-    ]
-    dropped_path = dropped_path_for(out)
-    write_jsonl(out, kept)
-    write_jsonl(dropped_path, dropped)
-    return DedupReport(len(rows), len(kept), len(dropped), len(np.unique(clusters.labels)), out, dropped_path)
+    staging = stage_dir(out)
+    try:
+        file_of = np.asarray(files)
+        for index in np.unique(file_of).tolist():
+            members = np.flatnonzero(file_of == index).tolist()
+            name = shard_name(index, rows[members[0]])
+            write_shard(staging / "kept", name, (lines[i] for i in members if best[i] == i))
+            dropped = (dropped_entry(lines[i], int(best[i]), int(sizes[i])) for i in members if best[i] != i)
+            write_shard(staging / "dropped", name, dropped)
+        kept = int(np.sum(best == np.arange(len(best))))
+        clusters_n = len(np.unique(clusters.labels))
+        report = DedupReport(len(lines), kept, len(lines) - kept, clusters_n, out, dropped_path_for(out))
+        publish(staging, out, provenance_record(inputs, settings, key, keep, report))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report

@@ -76,11 +76,16 @@ def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         before = labels.copy()
         np.minimum.at(labels, left, low)
         np.minimum.at(labels, right, low)
-        labels = labels[labels]
-        while True:
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
+        labels = pointer_jump(labels)
         if np.array_equal(labels, before):
             return labels
+
+
+def pointer_jump(labels: np.ndarray) -> np.ndarray:
+    """Follow label pointers to their end (``labels[labels]`` until it stops changing)."""
+    labels = labels[labels]
+    while True:
+        jumped = labels[labels]
+        if np.array_equal(jumped, labels):
+            return labels
+        labels = jumped

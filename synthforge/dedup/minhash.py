@@ -58,5 +58,10 @@ def estimated_jaccard(signatures: np.ndarray, left: np.ndarray, right: np.ndarra
     result = np.empty(len(left), dtype=np.float64)
     for start in range(0, len(left), 65536):
         stop = start + 65536
-        result[start:stop] = (signatures[left[start:stop]] == signatures[right[start:stop]]).mean(axis=1)
+        result[start:stop] = slot_agreement(signatures[left[start:stop]], signatures[right[start:stop]])
     return result
+
+
+def slot_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of equal slots, row by row, of two equally shaped signature matrices."""
+    return (a == b).mean(axis=1)

@@ -108,11 +108,16 @@ def verified_clusters(
         similarity = np.array([exact_jaccard(sets[a], sets[b]) for a, b in zip(left, right, strict=True)])
     else:
         similarity = estimated_jaccard(sigs, left, right)
-    if settings.verify != "none":
-        floor = settings.threshold - (settings.tolerance if settings.verify == "signature" else 0.0)
-        keep = similarity >= floor
-        left, right, similarity = left[keep], right[keep], similarity[keep]
+    keep = accepted(similarity, settings)
+    left, right, similarity = left[keep], right[keep], similarity[keep]
     return Clusters(components(len(sigs), left, right), left, right, similarity)
+
+
+def accepted(similarity: np.ndarray, settings: DedupSettings) -> np.ndarray:
+    """Which candidate pairs are near-duplicates, given their similarity and ``settings.verify``."""
+    if settings.verify == "none":
+        return np.ones(len(similarity), dtype=bool)
+    return similarity >= settings.threshold - (settings.tolerance if settings.verify == "signature" else 0.0)
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,41 +1,171 @@
 """MinHash dedup as a Ray job, equal to the local result document for document.
 
-1. Signatures and band keys are computed in parallel Ray tasks over chunks of the corpus (the same
-   vectorised code as locally, so the same values).
-2. Band keys are shuffled by (band, key): each partition task receives every (band, key, document) whose
-   key hashes to it, so a bucket lands whole on one worker, and turns each bucket into the local edges:
-   every member to the bucket's first (smallest) member and to the member before it.
-3. Edges are verified and joined into connected components on the driver (while the edge list fits in
-   memory, which it does far past the signature matrix), then the kept ids are chosen as locally.
+Signature blocks live in Ray's object store — ``{"file", "row", "sig"[, "sets"]}`` per block, made by Ray
+tasks from text chunks (:func:`find_clusters_ray`) or by Ray Data from files (``ray_files``); a document's id
+is its row's place in the whole input (``offsets[file] + row``). Nothing corpus-sized reaches the driver but
+one label per document:
+
+1. scatter: each block's band keys go to one of P partitions by hash of (band, key), so a bucket lands whole
+   on one worker; its signatures go to the partition owning their id range;
+2. buckets: each partition turns its buckets into candidate edges (each member to the bucket's smallest
+   member and to the member before it, as locally), routed to the range of the edge's smaller id;
+3. verify, in two hops: a range attaches the left document's signature to its edges and sends them to the
+   range of the right document, which compares and keeps the near-duplicates;
+4. components: on the driver while the verified edges number at most ``edge_limit``, else distributed
+   min-label propagation (:func:`synthforge.dedup.ray_components.components_ray`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from synthforge.dedup.lsh import band_keys
-from synthforge.dedup.near_duplicates import Clusters, DedupSettings, signatures, verified_clusters
+from synthforge.dedup.lsh import band_keys, components
+from synthforge.dedup.minhash import slot_agreement
+from synthforge.dedup.near_duplicates import Clusters, DedupSettings, accepted, exact_jaccard, signatures
+from synthforge.dedup.ray_components import components_ray
+from synthforge.ray_support import init_ray
+
+EDGE_LIMIT = 50_000_000  # verified edges gathered on the driver (16 bytes each) before going distributed
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+Block = dict[str, Any]
 
 
-def _signature_task(texts: Sequence[str], settings: DedupSettings, bands: int, rows: int):
+def text_block(texts: Sequence[str], start: int, settings: DedupSettings) -> Block:
+    """A signature block of documents ``start .. start + len(texts)`` of an in-memory corpus."""
     sigs, sets = signatures(texts, settings)
-    return sigs, sets, band_keys(sigs, bands, rows)
+    rows = np.arange(start, start + len(texts), dtype=np.int64)
+    return {"file": np.zeros(len(texts), np.int64), "row": rows, "sig": sigs, "sets": sets}
 
 
-def _bucket_task(bands_idx: np.ndarray, keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edges of the buckets in one partition: (band, key) groups of document ids, sorted."""
-    order = np.lexsort((docs, keys, bands_idx))
-    b, k, d = bands_idx[order], keys[order], docs[order]
+def _split(order_key: np.ndarray, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions sorted by part, and where each part starts (for ``np.split``)."""
+    order = np.argsort(order_key, kind="stable")
+    counts = np.bincount(order_key, minlength=parts)
+    return order, np.cumsum(counts)[:-1]
+
+
+def _range_of(ids: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    return np.searchsorted(bounds, ids, side="right") - 1
+
+
+def _take(block_sets: list[np.ndarray] | None, positions: np.ndarray) -> list[np.ndarray] | None:
+    return None if block_sets is None else [block_sets[i] for i in positions.tolist()]
+
+
+def scatter(block: Block, offsets: np.ndarray, bounds: np.ndarray, bands: int, rows: int) -> tuple:
+    """Split a block into P band-key partitions (band, key, id) and P id-range signature pieces."""
+    parts = len(bounds) - 1
+    ids = offsets[block["file"]] + block["row"]
+    keys = band_keys(block["sig"], bands, rows).reshape(-1)
+    band_of = np.tile(np.arange(bands, dtype=np.int64), len(ids))
+    docs = np.repeat(ids, bands)
+    partition = ((keys ^ (band_of.astype(np.uint64) * _MIX)) % np.uint64(parts)).astype(np.int64)
+    order, cuts = _split(partition, parts)
+    band_parts = [(band_of[o], keys[o], docs[o]) for o in np.split(order, cuts)]
+    order, cuts = _split(_range_of(ids, bounds), parts)
+    sig_parts = [
+        {"ids": ids[o], "sig": block["sig"][o], "sets": _take(block.get("sets"), o)} for o in np.split(order, cuts)
+    ]
+    return (*band_parts, *sig_parts)
+
+
+def bucket_edges(bounds: np.ndarray, *pieces: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple:
+    """Candidate edges of every bucket in one partition, as (smaller id, larger id), split by the smaller id's range."""
+    parts = len(bounds) - 1
+    band_of = np.concatenate([p[0] for p in pieces])
+    keys = np.concatenate([p[1] for p in pieces])
+    docs = np.concatenate([p[2] for p in pieces])
+    order = np.lexsort((docs, keys, band_of))
+    b, k, d = band_of[order], keys[order], docs[order]
     same = (b[1:] == b[:-1]) & (k[1:] == k[:-1])
-    if not same.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     head_pos = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(d)), 0))
     members = np.flatnonzero(same) + 1
     left = np.concatenate([d[head_pos[members]], d[members - 1]])
     right = np.concatenate([d[members], d[members]])
-    return left, right
+    low, high = np.minimum(left, right), np.maximum(left, right)
+    keep = low != high
+    low, high = low[keep], high[keep]
+    order, cuts = _split(_range_of(low, bounds), parts)
+    return tuple((low[o], high[o]) for o in np.split(order, cuts))
+
+
+def _merged(sig_pieces: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+    """The signatures of one id range (from every block), sorted by id."""
+    ids = np.concatenate([p["ids"] for p in sig_pieces])
+    sig = np.concatenate([p["sig"] for p in sig_pieces])
+    sets = None if sig_pieces[0]["sets"] is None else [s for p in sig_pieces for s in p["sets"]]
+    order = np.argsort(ids, kind="stable")
+    return ids[order], sig[order], _take(sets, order)
+
+
+def attach_left(bounds: np.ndarray, n_sig: int, *pieces) -> tuple:
+    """Hop 1 of verification in one id range (``pieces``: its ``n_sig`` signature pieces, then its edges):
+    the edges, deduplicated, with the left document's signature (and shingle set), split by the right's range."""
+    parts = len(bounds) - 1
+    ids, sig, sets = _merged(pieces[:n_sig])
+    edge_pieces = pieces[n_sig:]
+    pairs = np.stack([np.concatenate([p[0] for p in edge_pieces]), np.concatenate([p[1] for p in edge_pieces])], 1)
+    pairs = np.unique(pairs, axis=0) if len(pairs) else pairs
+    at = np.searchsorted(ids, pairs[:, 0])
+    order, cuts = _split(_range_of(pairs[:, 1], bounds), parts)
+    return tuple((pairs[o, 0], pairs[o, 1], sig[at[o]], _take(sets, at[o])) for o in np.split(order, cuts))
+
+
+def verify(settings: DedupSettings, n_sig: int, *pieces) -> tuple[np.ndarray, ...]:
+    """Hop 2 in one id range (its ``n_sig`` signature pieces, then the hop-1 edges sent to it): compare each
+    edge's two documents; (left, right, similarity) of those kept."""
+    ids, sig, sets = _merged(pieces[:n_sig])
+    hops = pieces[n_sig:]
+    left = np.concatenate([h[0] for h in hops])
+    right = np.concatenate([h[1] for h in hops])
+    at = np.searchsorted(ids, right)
+    if settings.verify == "exact":
+        left_sets = [s for h in hops for s in h[3]]
+        similarity = np.array([exact_jaccard(a, sets[i]) for a, i in zip(left_sets, at.tolist(), strict=True)])
+    else:
+        similarity = slot_agreement(np.concatenate([h[2] for h in hops]), sig[at])
+    keep = accepted(similarity.astype(np.float64), settings)
+    return left[keep], right[keep], similarity[keep]
+
+
+def _length(edges: tuple[np.ndarray, ...]) -> int:
+    return len(edges[0])
+
+
+def cluster_blocks(
+    blocks: list[Any], offsets: np.ndarray, n: int, settings: DedupSettings, parts: int, edge_limit: int = EDGE_LIMIT
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Cluster labels (smallest member id) of the ``n`` documents in signature ``blocks`` (object refs), and
+    the verified edges sorted by (left, right) when they were gathered (at most ``edge_limit`` of them)."""
+    import ray
+
+    def fanout(fn: Callable, returns: int, *args: Any) -> list[Any]:
+        refs = ray.remote(fn).options(num_returns=returns).remote(*args)
+        return refs if returns > 1 else [refs]
+
+    bands, rows = settings.bands()
+    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+    scattered = [fanout(scatter, 2 * parts, b, offsets, bounds, bands, rows) for b in blocks]
+    buckets = [fanout(bucket_edges, parts, bounds, *[s[p] for s in scattered]) for p in range(parts)]
+    sig_pieces = [[s[parts + q] for s in scattered] for q in range(parts)]
+    hops = [
+        fanout(attach_left, parts, bounds, len(blocks), *sig_pieces[q], *[b[q] for b in buckets]) for q in range(parts)
+    ]
+    edges = [fanout(verify, 1, settings, len(blocks), *sig_pieces[q], *[h[q] for h in hops])[0] for q in range(parts)]
+    total = sum(ray.get([ray.remote(_length).remote(e) for e in edges]))
+    if total > edge_limit:
+        return components_ray(n, edges), None
+    found = ray.get(edges)
+    left = np.concatenate([e[0] for e in found])
+    right = np.concatenate([e[1] for e in found])
+    similarity = np.concatenate([e[2] for e in found]).astype(np.float64)
+    order = np.lexsort((right, left))
+    left, right, similarity = left[order], right[order], similarity[order]
+    return components(n, left, right), (left, right, similarity)
 
 
 def find_clusters_ray(
@@ -45,41 +175,19 @@ def find_clusters_ray(
     chunk: int = 20_000,
     progress: Callable[[int], None] | None = None,
 ) -> Clusters:
-    """The same clusters as :func:`synthforge.dedup.near_duplicates.find_clusters`, computed on Ray."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    bands, rows = settings.bands()
-    remote_sig = ray.remote(num_cpus=1)(_signature_task)
+    """The same clusters as :func:`synthforge.dedup.near_duplicates.find_clusters`, computed on Ray (the
+    corpus is in memory, so its verified edges are gathered too)."""
+    ray = init_ray(workers)
     settings_ref = ray.put(settings)
-    futures = [
-        remote_sig.remote(list(texts[start : start + chunk]), settings_ref, bands, rows)
-        for start in range(0, len(texts), chunk)
-    ]
-    parts = []
-    for future in futures:  # in corpus order
-        parts.append(ray.get(future))
+    make = ray.remote(num_cpus=1)(text_block)
+    starts = range(0, len(texts), chunk)
+    blocks = [make.remote(list(texts[s : s + chunk]), s, settings_ref) for s in starts]
+    for start, block in zip(starts, blocks, strict=True):
+        ray.wait([block], fetch_local=False)
         if progress:
-            progress(len(parts[-1][0]))
-    sigs = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, settings.num_perm), np.uint32)
-    keys = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, bands), np.uint64)
-    sets = [s for p in parts for s in (p[1] or [])] if settings.verify == "exact" else None
-    # Shuffle by (band, key): a bucket's members all go to the partition its key hashes to.
-    flat_keys = keys.reshape(-1)
-    flat_bands = np.tile(np.arange(bands, dtype=np.int64), len(keys))
-    flat_docs = np.repeat(np.arange(len(keys), dtype=np.int64), bands)
-    partition = (flat_keys ^ (flat_bands.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) % np.uint64(workers)
-    remote_bucket = ray.remote(num_cpus=1)(_bucket_task)
-    edge_futures = []
-    for p in range(workers):
-        mask = partition == np.uint64(p)
-        edge_futures.append(remote_bucket.remote(flat_bands[mask], flat_keys[mask], flat_docs[mask]))
-    edges = ray.get(edge_futures)
-    left = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
-    right = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
-    if len(left):
-        pairs = np.unique(np.stack([np.minimum(left, right), np.maximum(left, right)], axis=1), axis=0)
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-        left, right = pairs[:, 0], pairs[:, 1]
-    return verified_clusters(sigs, sets, left, right, settings)
+            progress(min(chunk, len(texts) - start))
+    labels, edges = cluster_blocks(
+        blocks, np.zeros(1, np.int64), len(texts), settings, workers, edge_limit=len(texts) ** 2
+    )
+    assert edges is not None
+    return Clusters(labels, *edges)

@@ -15,19 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthforge.engine.executor import Result, process_with_retries
-from synthforge.errors import UserError
+from synthforge.ray_support import init_ray
 from synthforge.records import Record
 from synthforge.stages.base import Stage
 from synthforge.teachers.config import TeacherSpec
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--engine ray needs Ray: pip install 'synthforge[ray]'") from None
-    return ray
 
 
 @dataclass
@@ -61,17 +52,9 @@ class RayExecutor:
     """An actor pool over Ray (joins ``RAY_ADDRESS`` when set, else starts a local instance)."""
 
     def __init__(self, teacher: TeacherSpec, resources: RayResources):
-        self.ray = import_ray()
+        self.ray = init_ray(int(resources.replicas * resources.num_cpus), resources.num_gpus * resources.replicas)
         self.spec = teacher
         self.resources = resources
-        if not self.ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address:
-                self.ray.init(address=address, **kwargs)
-            else:
-                cpus = max(int(resources.replicas * resources.num_cpus), 1)
-                self.ray.init(num_cpus=cpus, num_gpus=resources.num_gpus * resources.replicas or None, **kwargs)
         self._remote = self.ray.remote(TeacherReplica)
         self.actors: list[Any] = [self._new_actor() for _ in range(resources.replicas)]
         self.restarts = 0
