@@ -21,7 +21,7 @@ FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl")
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)  # GPUs: only declared
     yield
     ray.shutdown()
 
@@ -55,6 +55,37 @@ def test_two_replicas_one_killed_mid_run_give_byte_identical_records_to_the_loca
     assert killed and remote.manifest["engine"]["actor_restarts"] >= 1
     assert remote.manifest["engine"]["kind"] == "ray" and remote.manifest["engine"]["replicas"] == 2
     assert local.manifest["engine"] == {"kind": "local"}
+
+
+def test_each_replica_runs_torch_on_its_own_cpus_and_a_multi_gpu_vllm_replica_gets_a_placement_group(
+    tiny_model_dir,
+):
+    """Two processes each running torch with default threads on 2 cores run ~6x slower each: an actor sizes
+    torch's threads to its CPUs (the timing itself is benchmarks/ray_generate.py). A vLLM replica over 2 GPUs
+    (tensor parallel) runs in a placement group of 2 GPU bundles with vLLM's Ray executor (Ray's GPUs are only
+    declared here; vLLM is not built: the replica loads its teacher on first use)."""
+    from synthforge.engine.ray_executor import RayExecutor, RayResources
+    from synthforge.teachers.config import TeacherSpec, VLLMSettings
+    from synthforge.teachers.factory import teacher_identity
+
+    executor = RayExecutor(TeacherSpec(model=str(tiny_model_dir), device="cpu"), RayResources(replicas=2, num_cpus=1))
+    try:
+        replicas = ray.get([actor.describe.remote() for actor in executor.actors])
+    finally:
+        executor.close()
+    assert [r["threads"] for r in replicas] == [1, 1] and len({r["pid"] for r in replicas}) == 2
+    assert [r["bundles"] for r in replicas] == [0, 0]
+    spec = TeacherSpec(backend="vllm", model="org/big-model", vllm=VLLMSettings(tensor_parallel_size=2))
+    executor = RayExecutor(spec, RayResources(replicas=1, num_cpus=1))
+    try:
+        replica = ray.get(executor.actors[0].describe.remote())
+        assert executor.describe()["devices_per_replica"] == 2
+    finally:
+        executor.close()
+    assert replica["bundles"] == 2
+    assert replica["spec"].vllm.extra == {"distributed_executor_backend": "ray"}
+    assert teacher_identity(replica["spec"]) == teacher_identity(spec)  # same cache keys as a local vLLM run
+    assert not executor.groups
 
 
 def test_a_run_stopped_under_ray_resumes_locally_to_the_same_output(project, tiny_model_dir):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from synthforge.dedup.near_duplicates import DedupSettings, choose_kept
-from synthforge.dedup.sources import confidence, iter_file, json_line, key_text, where
+from synthforge.dedup.sources import confidence, iter_rows, json_line, key_text
 from synthforge.errors import UserError
 from synthforge.files import make_dirs, write_atomic
 from synthforge.provenance import package_versions
@@ -148,11 +148,12 @@ def provenance_record(
 
 
 def _read_all(inputs: list[Path], key: str) -> Iterator[tuple[int, int, str, str, float]]:
-    """(file index, row index in file, row JSON, compared text, confidence) of every row of every input."""
+    """(file index, row index in file, output line, compared text, confidence) of every row of every input."""
     for index, path in enumerate(inputs):
-        for row_index, (number, row) in enumerate(iter_file(path)):
-            at = where(path, number, row_index + 1)
-            yield index, row_index, json_line(row, at), key_text(row, key, at), confidence(row, at)
+        for row_index, (number, row, text) in enumerate(iter_rows(path, str(path))):
+            at = (str(path), number, row_index + 1)
+            line = text + "\n" if text is not None else json_line(row, at)
+            yield index, row_index, line, key_text(row, key, at), confidence(row, at)
 
 
 def dedup_files(

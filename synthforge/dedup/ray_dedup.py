@@ -41,6 +41,20 @@ def text_block(texts: Sequence[str], start: int, settings: DedupSettings) -> Blo
     return {"file": np.zeros(len(texts), np.int64), "row": rows, "sig": sigs, "sets": sets}
 
 
+def columns(block: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The named columns of a signature block as numpy arrays: a dict as is, or a Ray Data block (an Arrow
+    table; ragged shingle sets become a list of arrays)."""
+    if isinstance(block, dict):
+        return {name: block.get(name) for name in names}
+    from ray.data.block import BlockAccessor
+
+    present = [name for name in names if name in block.column_names]
+    found = dict(BlockAccessor.for_block(block.select(present)).to_numpy())
+    if "sets" in found:
+        found["sets"] = [np.asarray(s, dtype=np.uint32) for s in found["sets"]]
+    return {name: found.get(name) for name in names}
+
+
 def _split(order_key: np.ndarray, parts: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions sorted by part, and where each part starts (for ``np.split``)."""
     order = np.argsort(order_key, kind="stable")
@@ -59,6 +73,7 @@ def _take(block_sets: list[np.ndarray] | None, positions: np.ndarray) -> list[np
 def scatter(block: Block, offsets: np.ndarray, bounds: np.ndarray, bands: int, rows: int) -> tuple:
     """Split a block into P band-key partitions (band, key, id) and P id-range signature pieces."""
     parts = len(bounds) - 1
+    block = columns(block, ("file", "row", "sig", "sets"))
     ids = offsets[block["file"]] + block["row"]
     keys = band_keys(block["sig"], bands, rows).reshape(-1)
     band_of = np.tile(np.arange(bands, dtype=np.int64), len(ids))
@@ -68,7 +83,7 @@ def scatter(block: Block, offsets: np.ndarray, bounds: np.ndarray, bands: int, r
     band_parts = [(band_of[o], keys[o], docs[o]) for o in np.split(order, cuts)]
     order, cuts = _split(_range_of(ids, bounds), parts)
     sig_parts = [
-        {"ids": ids[o], "sig": block["sig"][o], "sets": _take(block.get("sets"), o)} for o in np.split(order, cuts)
+        {"ids": ids[o], "sig": block["sig"][o], "sets": _take(block["sets"], o)} for o in np.split(order, cuts)
     ]
     return (*band_parts, *sig_parts)
 
@@ -132,6 +147,12 @@ def verify(settings: DedupSettings, n_sig: int, *pieces) -> tuple[np.ndarray, ..
     return left[keep], right[keep], similarity[keep]
 
 
+def _only(fn: Callable, *args: Any) -> Any:
+    """The one part of a one-part split."""
+    (part,) = fn(*args)
+    return part
+
+
 def _length(edges: tuple[np.ndarray, ...]) -> int:
     return len(edges[0])
 
@@ -144,8 +165,10 @@ def cluster_blocks(
     import ray
 
     def fanout(fn: Callable, returns: int, *args: Any) -> list[Any]:
-        refs = ray.remote(fn).options(num_returns=returns).remote(*args)
-        return refs if returns > 1 else [refs]
+        """Run ``fn`` (which returns a tuple of ``returns`` parts) as a task with one object per part."""
+        if returns == 1:
+            return [ray.remote(_only).remote(fn, *args)]
+        return ray.remote(fn).options(num_returns=returns).remote(*args)
 
     bands, rows = settings.bands()
     bounds = np.linspace(0, n, parts + 1).astype(np.int64)
@@ -155,7 +178,8 @@ def cluster_blocks(
     hops = [
         fanout(attach_left, parts, bounds, len(blocks), *sig_pieces[q], *[b[q] for b in buckets]) for q in range(parts)
     ]
-    edges = [fanout(verify, 1, settings, len(blocks), *sig_pieces[q], *[h[q] for h in hops])[0] for q in range(parts)]
+    check = ray.remote(verify)
+    edges = [check.remote(settings, len(blocks), *sig_pieces[q], *[h[q] for h in hops]) for q in range(parts)]
     total = sum(ray.get([ray.remote(_length).remote(e) for e in edges]))
     if total > edge_limit:
         return components_ray(n, edges), None

@@ -53,8 +53,8 @@ def _lines(read: Callable[[int], bytes]) -> Iterator[bytes]:
         yield rest
 
 
-def iter_jsonl(read: Callable[[int], bytes], path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) of every non-blank line of a JSONL byte stream; a bad line names file and line."""
+def jsonl_lines(read: Callable[[int], bytes], path: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every non-blank line of a JSONL byte stream (without its line ending)."""
     for number, raw in enumerate(_lines(read), 1):
         try:
             text = raw.decode("utf-8")
@@ -62,19 +62,29 @@ def iter_jsonl(read: Callable[[int], bytes], path: str) -> Iterator[tuple[int, d
             raise UserError(
                 f"{path}:{number}: JSONL file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start})"
             ) from None
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        yield number, row
+        if text.strip():
+            yield number, text.removesuffix("\r")
 
 
-def iter_parquet(source: Any, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, row) of a parquet file (a path or a random-access file), read in record batches."""
+def parse_row(text: str, path: str, number: int) -> dict[str, Any]:
+    """The JSON object on line ``number``; anything else names the file and line."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def iter_jsonl(read: Callable[[int], bytes], path: str) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """(line number, row, line) of every non-blank line of a JSONL byte stream; a bad line names file and line."""
+    for number, text in jsonl_lines(read, path):
+        yield number, parse_row(text, path, number), text
+
+
+def iter_parquet(source: Any, path: str) -> Iterator[tuple[int, dict[str, Any], None]]:
+    """(row number, row, None) of a parquet file (a path or a random-access file), read in record batches."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -86,19 +96,33 @@ def iter_parquet(source: Any, path: str) -> Iterator[tuple[int, dict[str, Any]]]
     for batch in batches:
         for row in batch.to_pylist():
             number += 1
-            yield number, row
+            yield number, row, None
 
 
-def iter_file(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line or row number, row) of one input file, streamed."""
+def iter_rows(source: Any, path: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """(line or row number, row, the JSONL line as read or None for parquet) of one input file, streamed;
+    ``source`` is the path or an open binary file."""
     try:
-        if path.suffix == ".parquet":
-            yield from iter_parquet(str(path), str(path))
-            return
-        with path.open("rb") as handle:
-            yield from iter_jsonl(handle.read, str(path))
+        if path.endswith(".parquet"):
+            yield from iter_parquet(source, path)
+        elif isinstance(source, str | Path):
+            with open(source, "rb") as handle:
+                yield from iter_jsonl(handle.read, path)
+        else:
+            yield from iter_jsonl(source.read, path)
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def iter_lines(source: Any, path: str) -> Iterator[str]:
+    """The output line of each row of one input file, in order: a JSONL line as read (not parsed again), a
+    parquet row as JSON."""
+    if path.endswith(".parquet"):
+        for number, row, _ in iter_parquet(source, path):
+            yield json_line(row, (path, number, number))
+    else:
+        for _, text in jsonl_lines(source.read, path):
+            yield text + "\n"
 
 
 def _content(value: Any, role: str) -> str | None:
@@ -127,36 +151,39 @@ def row_texts(row: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def key_text(row: dict[str, Any], key: str, where: str) -> str:
-    """The compared text of a row (``key``: prompt, response or both); ``where`` names the row in errors."""
+Place = tuple[str, int, int]  # (file, line number, row number): where a row is, named in errors
+
+
+def key_text(row: dict[str, Any], key: str, at: Place) -> str:
+    """The compared text of a row (``key``: prompt, response or both)."""
     prompt, response = row_texts(row)
     parts = {"prompt": [prompt], "response": [response], "both": [prompt, response]}[key]
     if any(p is None for p in parts):
         raise UserError(
-            f"{where} has no {key} (expected messages, prompt/chosen/completion, "
+            f"{where(*at)} has no {key} (expected messages, prompt/chosen/completion, "
             f"instruction/output or text; keys found: {', '.join(sorted(row)) or 'none'})"
         )
     return "\n".join(p for p in parts if p)
 
 
-def confidence(row: dict[str, Any], where: str) -> float:
+def confidence(row: dict[str, Any], at: Place) -> float:
     """The row's ``confidence`` (0 when absent) for ``--keep confidence``."""
     value = row.get("confidence")
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise UserError(f"{where}: confidence must be a finite number, got {value!r}")
+        raise UserError(f"{where(*at)}: confidence must be a finite number, got {value!r}")
     return float(value)
 
 
-def json_line(row: dict[str, Any], where: str) -> str:
+def json_line(row: dict[str, Any], at: Place) -> str:
     """The row as one JSON line (as ``write_jsonl`` writes it); a value JSON cannot hold names the row."""
     try:
         return json.dumps(row, ensure_ascii=False) + "\n"
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{where}: a value cannot be written as JSON ({exc})") from None
+        raise UserError(f"{where(*at)}: a value cannot be written as JSON ({exc})") from None
 
 
-def where(path: Path | str, number: int, row: int) -> str:
+def where(path: str, number: int, row: int) -> str:
     """How errors name a row: ``file:line: row N``."""
     return f"{path}:{number}: row {row}"

@@ -19,6 +19,7 @@ from synthforge.ray_support import init_ray
 from synthforge.records import Record
 from synthforge.stages.base import Stage
 from synthforge.teachers.config import TeacherSpec
+from synthforge.teachers.factory import placement_group_replica, replica_devices
 
 
 @dataclass
@@ -39,13 +40,20 @@ class TeacherReplica:
         from synthforge.teachers.factory import LazyTeacher
 
         torch.set_num_threads(max(1, threads))
+        self.spec = spec
         self.teacher = LazyTeacher(spec)
 
     def process(self, number: int, stage: Stage, batch: list[Record], retries: int) -> tuple[int, list[Result]]:
         return number, process_with_retries(stage, batch, self.teacher, retries)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def describe(self) -> dict[str, Any]:
+        """Where and how this replica runs: process, torch threads, placement group bundles, its spec."""
+        import ray
+        import torch
+
+        group = ray.util.get_current_placement_group()
+        bundles = len(group.bundle_specs) if group is not None else 0
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(), "bundles": bundles, "spec": self.spec}
 
 
 class RayExecutor:
@@ -56,12 +64,37 @@ class RayExecutor:
         self.spec = teacher
         self.resources = resources
         self._remote = self.ray.remote(TeacherReplica)
+        self.groups: dict[str, Any] = {}  # actor id -> placement group of a multi-device replica
         self.actors: list[Any] = [self._new_actor() for _ in range(resources.replicas)]
         self.restarts = 0
 
     def _new_actor(self) -> Any:
-        options = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}
-        return self._remote.options(**options).remote(self.spec, max(1, int(self.resources.num_cpus)))
+        options, spec, group = self._placement()
+        actor = self._remote.options(**options).remote(spec, max(1, int(self.resources.num_cpus)))
+        if group is not None:
+            self.groups[actor._actor_id.hex()] = group
+        return actor
+
+    def _release(self, actor: Any) -> None:
+        """Kill an actor (if still alive) and free its placement group."""
+        self.ray.kill(actor)
+        group = self.groups.pop(actor._actor_id.hex(), None)
+        if group is not None:
+            self.ray.util.remove_placement_group(group)
+
+    def _placement(self) -> tuple[dict[str, Any], TeacherSpec, Any]:
+        """Actor options and replica spec: a replica spanning several devices (vLLM tensor/pipeline parallel)
+        gets a placement group of one GPU bundle per device, its workers captured in it."""
+        devices = replica_devices(self.spec)
+        if devices == 1:
+            return {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}, self.spec, None
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        cpus = max(self.resources.num_cpus, 1.0)
+        group = self.ray.util.placement_group([{"GPU": 1, "CPU": cpus}] + [{"GPU": 1, "CPU": 1}] * (devices - 1))
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
+        options = {"num_cpus": cpus, "num_gpus": 0, "scheduling_strategy": strategy}
+        return options, placement_group_replica(self.spec), group
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the engine."""
@@ -70,6 +103,7 @@ class RayExecutor:
             "replicas": self.resources.replicas,
             "num_cpus": self.resources.num_cpus,
             "num_gpus": self.resources.num_gpus,
+            "devices_per_replica": replica_devices(self.spec),
             "actor_restarts": self.restarts,
         }
 
@@ -95,6 +129,7 @@ class RayExecutor:
             except ray.exceptions.RayActorError:
                 # The actor died with this batch (killed, out of memory): a fresh actor takes it again.
                 self.restarts += 1
+                self._release(actor)
                 self.actors = [a for a in self.actors if a is not actor]
                 replacement = self._new_actor()
                 self.actors.append(replacement)
@@ -111,5 +146,5 @@ class RayExecutor:
     def close(self) -> None:
         """Release the actors (the Ray instance stays for the process; ``ray.shutdown`` ends it)."""
         for actor in self.actors:
-            self.ray.kill(actor)
+            self._release(actor)
         self.actors = []

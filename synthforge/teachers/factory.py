@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,24 @@ def build_teacher(spec: TeacherSpec, identity: dict[str, Any] | None = None) -> 
 
     assert spec.vllm is not None
     return VLLMTeacher(spec.model, spec.vllm, identity)
+
+
+def replica_devices(spec: TeacherSpec) -> int:
+    """Accelerators one replica of this teacher spans: a vLLM engine's tensor x pipeline parallel size, else 1."""
+    if spec.backend != "vllm":
+        return 1
+    assert spec.vllm is not None
+    return spec.vllm.tensor_parallel_size * int(spec.vllm.extra.get("pipeline_parallel_size", 1))
+
+
+def placement_group_replica(spec: TeacherSpec) -> TeacherSpec:
+    """The spec a Ray actor builds a multi-device replica from: vLLM runs its workers with its Ray executor in
+    the replica's placement group (as Ray Data LLM does); the identity, hence cache keys, is unchanged."""
+    if spec.backend != "vllm" or replica_devices(spec) == 1:
+        return spec
+    assert spec.vllm is not None
+    extra = {"distributed_executor_backend": "ray", **spec.vllm.extra}
+    return replace(spec, vllm=replace(spec.vllm, extra=extra))
 
 
 class LazyTeacher:
