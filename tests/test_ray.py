@@ -70,7 +70,9 @@ def test_each_replica_runs_torch_on_its_own_cpus_and_a_multi_gpu_vllm_replica_ge
 
     executor = RayExecutor(TeacherSpec(model=str(tiny_model_dir), device="cpu"), RayResources(replicas=2, num_cpus=1))
     try:
-        replicas = ray.get([actor.describe.remote() for actor in executor.actors])
+        assert executor.workers() == 2  # no replica started yet
+        replicas = ray.get([actor.describe.remote() for actor in executor.start()])
+        assert executor.workers() == 0  # the replicas hold both CPUs: dedup would run on the driver
     finally:
         executor.close()
     assert [r["threads"] for r in replicas] == [1, 1] and len({r["pid"] for r in replicas}) == 2
@@ -78,7 +80,7 @@ def test_each_replica_runs_torch_on_its_own_cpus_and_a_multi_gpu_vllm_replica_ge
     spec = TeacherSpec(backend="vllm", model="org/big-model", vllm=VLLMSettings(tensor_parallel_size=2))
     executor = RayExecutor(spec, RayResources(replicas=1, num_cpus=1))
     try:
-        replica = ray.get(executor.actors[0].describe.remote())
+        replica = ray.get(executor.start()[0].describe.remote())
         assert executor.describe()["devices_per_replica"] == 2
     finally:
         executor.close()
@@ -212,3 +214,31 @@ def test_ray_file_dedup_cli_bad_row_is_one_line_and_writes_nothing(tmp_path, cap
     from datasets import load_dataset
 
     assert load_dataset("json", data_dir=str(tmp_path / "out"))["train"]["prompt"] == ["a b c d e f g", "x y z"]
+
+
+def test_minhash_dedup_stage_under_engine_ray_clusters_on_ray_with_the_same_result(project, monkeypatch):
+    """A whole-dataset stage with a distributed form uses the CPUs the replicas don't hold (here all: no
+    per-record stage started them); same records, same cache."""
+    from synthforge.dedup import ray_dedup
+    from tests.test_dedup import _dup_seeds
+
+    calls: list[int] = []
+    original = ray_dedup.find_clusters_ray
+
+    def counted(texts, settings, workers=2, **kwargs):
+        calls.append(workers)
+        return original(texts, settings, workers, **kwargs)
+
+    monkeypatch.setattr(ray_dedup, "find_clusters_ray", counted)
+    pipeline = _dup_seeds(project)
+    local = run_pipeline(load_pipeline(pipeline), RunOptions(out_dir=project / "local"), log=lambda _: None)
+    remote = run_pipeline(
+        load_pipeline(pipeline, ["engine.kind=ray", "engine.replicas=2"]),
+        RunOptions(out_dir=project / "ray"),
+        log=lambda _: None,
+    )
+    assert calls == [2]
+    for name in FILES:
+        assert (local.out_dir / name).read_bytes() == (remote.out_dir / name).read_bytes(), name
+    again = run_pipeline(load_pipeline(pipeline), RunOptions(out_dir=project / "ray"), log=lambda _: None)
+    assert again.reports[0].computed == 0  # the local engine reuses what Ray made

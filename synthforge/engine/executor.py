@@ -30,6 +30,10 @@ class Executor(Protocol):
         """What the manifest records about how the run was executed."""
         ...
 
+    def workers(self) -> int:
+        """Workers a whole-dataset stage with a distributed form may use (0: run it in this process)."""
+        ...
+
     def close(self) -> None:
         """Release what the executor holds (workers, actors)."""
         ...
@@ -40,6 +44,9 @@ class LocalExecutor:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local"}
+
+    def workers(self) -> int:
+        return 0
 
     def close(self) -> None:
         """Nothing to release."""

@@ -65,8 +65,14 @@ class RayExecutor:
         self.resources = resources
         self._remote = self.ray.remote(TeacherReplica)
         self.groups: dict[str, Any] = {}  # actor id -> placement group of a multi-device replica
-        self.actors: list[Any] = [self._new_actor() for _ in range(resources.replicas)]
+        self.actors: list[Any] = []  # started on the first per-record stage (a dedup-only run needs none)
         self.restarts = 0
+
+    def start(self) -> list[Any]:
+        """The replicas, started if they are not yet."""
+        if not self.actors:
+            self.actors = [self._new_actor() for _ in range(self.resources.replicas)]
+        return self.actors
 
     def _new_actor(self) -> Any:
         options, spec, group = self._placement()
@@ -107,6 +113,11 @@ class RayExecutor:
             "actor_restarts": self.restarts,
         }
 
+    def workers(self) -> int:
+        """The cluster's CPUs the replicas don't hold: what a distributed whole-dataset stage (dedup) may use
+        (0 when the replicas hold them all: the stage then runs on the driver rather than wait for them)."""
+        return max(0, int(self.ray.available_resources().get("CPU", 0)))
+
     def completed(self, actor: Any, number: int) -> None:
         """Called after each batch comes back (a hook for tests that kill an actor mid-run)."""
 
@@ -116,7 +127,7 @@ class RayExecutor:
         ray = self.ray
         queue = list(range(len(batches)))
         running: dict[Any, tuple[Any, int]] = {}
-        idle = list(self.actors)
+        idle = list(self.start())
         stage_ref = ray.put(stage)
         while queue or running:
             while queue and idle:

@@ -300,7 +300,10 @@ def _run_stage(
     path = checkpoints / f"{stem}-{fingerprint[:16]}.jsonl"
     started = time.time()
     if stage.whole_dataset:
-        results, cached, tokens = _dataset_results(stage, records, teacher, path, options, spec.teacher.max_retries)
+        distributed = stage.distributed(executor.workers())  # same fingerprint, same results
+        results, cached, tokens = _dataset_results(
+            distributed, records, teacher, path, options, spec.teacher.max_retries
+        )
         reused = len(records) if cached else 0
         budget.spend(sum(tokens), stage.name)
     else:

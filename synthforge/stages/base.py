@@ -147,6 +147,11 @@ class DatasetStage(Stage):
         """What the progress bar counts to (input records by default)."""
         return len(records)
 
+    def distributed(self, workers: int) -> DatasetStage:
+        """This stage set to use ``workers`` workers of the run's executor, if it has a distributed form
+        (the same results and fingerprint); itself by default."""
+        return self
+
     @abstractmethod
     def process_all(
         self,

@@ -26,7 +26,8 @@ class MinHashDedupConfig:
     key: str = "prompt"
     keep: str = "first"
     minhash: DedupSettings = field(default_factory=DedupSettings)
-    ray_workers: int = 0  # > 0: cluster as a Ray job on this many workers (same result; not in the cache key)
+    ray_workers: int = 0  # > 0: cluster as a Ray job on this many workers (same result; not in the cache key);
+    # 0 under --engine ray: the engine's CPUs
 
     def __post_init__(self) -> None:
         if self.key not in KEYS:
@@ -57,6 +58,12 @@ class MinHashDedup(DatasetStage):
         parts = super().fingerprint()
         parts["config"] = {k: v for k, v in parts["config"].items() if k != "ray_workers"}
         return parts
+
+    def distributed(self, workers: int) -> MinHashDedup:
+        """Under an executor with workers (``--engine ray``), cluster as a Ray job unless ``ray_workers`` says."""
+        if workers < 1 or self.config.ray_workers:
+            return self
+        return MinHashDedup(self.name, {**self.settings, "ray_workers": workers}, self.resources, self.where)
 
     def process_all(
         self,
