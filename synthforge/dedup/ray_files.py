@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,34 @@ def _user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+@dataclass
+class RayDedupJob:
+    """What one Ray file dedup reads, writes and how (plain data)."""
+
+    inputs: list[Path]
+    out: Path
+    settings: DedupSettings
+    key: str = "prompt"
+    keep: str = "first"
+    workers: int = 2
+    rows_per_block: int = ROWS_PER_BLOCK
+    edge_limit: int = EDGE_LIMIT
+
+    def paths(self) -> list[str]:
+        return [os.path.normpath(str(p.resolve())) for p in self.inputs]
+
+    def read(self, mode: str) -> Any:
+        """A Ray Data dataset of the inputs' blocks (mode "keys" or "rows"). One read task per file, fused
+        with the map that follows (measured 2x faster than Ray Data's default of splitting each file's blocks
+        for separate map tasks); with fewer files than workers, splitting keeps the workers busy."""
+        from ray.data import read_datasource
+
+        paths = self.paths()
+        hint = {"override_num_blocks": len(paths)} if len(paths) >= self.workers else {}
+        source = _datasource_class()(paths, self.key, self.keep, mode, self.rows_per_block)
+        return read_datasource(source, **hint)
+
+
 def dedup_files_ray(
     inputs: list[Path],
     out: Path,
@@ -166,8 +195,20 @@ def dedup_files_ray(
     """Keep one row per near-duplicate cluster of the rows of ``inputs``, streaming them through Ray Data;
     write ``out`` (a directory of shards, or a ``.jsonl`` file) and the dropped rows beside it."""
     check_output(out)
+    job = RayDedupJob(inputs, out, settings, key, keep, workers, rows_per_block, edge_limit)
+    ray = init_ray(workers)
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = context.print_on_execution_start = False  # our own bar reports progress
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors come back to us: a user error is one line
     try:
-        return _dedup(inputs, out, settings, key, keep, workers, progress, rows_per_block, edge_limit)
+        blocks, offsets = _signature_blocks(job, progress)
+        n = int(offsets[-1])
+        labels, _ = cluster_blocks(blocks, offsets[:-1], n, settings, max(workers, 1), edge_limit)
+        best = _kept(job, blocks, offsets[:-1], labels)
+        del blocks
+        return _write(job, ray, labels, best, offsets[:-1])
     except Exception as exc:
         error = _user_error(exc)
         if error is None:
@@ -175,60 +216,64 @@ def dedup_files_ray(
         raise error from None
 
 
-def _dedup(inputs, out, settings, key, keep, workers, progress, rows_per_block, edge_limit) -> DedupReport:
-    ray = init_ray(workers)
-    from ray.data import DataContext, read_datasource
+def _signature_blocks(job: RayDedupJob, progress: Callable[[int], None] | None) -> tuple[list[Any], np.ndarray]:
+    """Pass 1: signature blocks (object refs) of every row, and each file's first id (plus the total last)."""
+    import ray
 
-    context = DataContext.get_current()
-    context.enable_progress_bars = context.print_on_execution_start = False  # our own bar reports progress
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # errors come back to us: a user error is one line
-    paths = [os.path.normpath(str(p.resolve())) for p in inputs]
-    source = _datasource_class()
-    # One read task per file, fused with its signatures (measured 2x faster than Ray Data's default of splitting
-    # each file's blocks for separate map tasks); with fewer files than workers, splitting keeps workers busy.
-    blocks_hint = {"override_num_blocks": len(paths)} if len(paths) >= workers else {}
-    keys = read_datasource(source(paths, key, keep, "keys", rows_per_block), **blocks_hint)
-    sigs = keys.map_batches(signature_batch, fn_kwargs={"settings": settings}, batch_format="numpy", batch_size=None)
+    signed = job.read("keys").map_batches(
+        signature_batch, fn_kwargs={"settings": job.settings}, batch_format="numpy", batch_size=None
+    )
     blocks = []
-    for bundle in sigs.iter_internal_ref_bundles():
+    for bundle in signed.iter_internal_ref_bundles():
         blocks += bundle.block_refs
         if progress:
             progress(bundle.num_rows() or 0)
-    ends = np.zeros(len(paths), np.int64)
+    ends = np.zeros(len(job.inputs), np.int64)
     for files, file_ends in ray.get([ray.remote(_extent).remote(b) for b in blocks]):
         np.maximum.at(ends, files, file_ends)
-    offsets = np.r_[0, np.cumsum(ends)[:-1]].astype(np.int64)
-    n = int(ends.sum())
-    if n == 0:
-        raise UserError(f"{inputs[0] if len(inputs) == 1 else 'the input files'}: no rows to deduplicate (empty)")
-    labels, _ = cluster_blocks(blocks, offsets, n, settings, max(workers, 1), edge_limit)
-    best = labels  # keep "first": a cluster's label is its first member
-    if keep != "first":
-        scores = np.zeros(n)
-        for ids, values in ray.get([ray.remote(_scores).remote(b, offsets) for b in blocks]):
-            scores[ids] = values
-        best = representatives(labels, scores)
-        del scores
+    if not ends.sum():
+        where = job.inputs[0] if len(job.inputs) == 1 else "the input files"
+        raise UserError(f"{where}: no rows to deduplicate (empty)")
+    return blocks, np.r_[0, np.cumsum(ends)].astype(np.int64)
+
+
+def _kept(job: RayDedupJob, blocks: list[Any], offsets: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The kept id of every document's cluster under the keep policy."""
+    import ray
+
+    if job.keep == "first":
+        return labels  # a cluster's label is its first member
+    scores = np.zeros(len(labels))
+    for ids, values in ray.get([ray.remote(_scores).remote(b, offsets) for b in blocks]):
+        scores[ids] = values
+    return representatives(labels, scores)
+
+
+def _write(job: RayDedupJob, ray: Any, labels: np.ndarray, best: np.ndarray, offsets: np.ndarray) -> DedupReport:
+    """Pass 2: every block writes its kept and dropped rows to shards; then the output is published."""
+    n = len(labels)
     sizes = np.bincount(labels, minlength=n)[labels]
     clusters = int(np.count_nonzero(labels == np.arange(n)))
-    del blocks
-    staging = stage_dir(out)
+    staging = stage_dir(job.out)
     try:
         shared = {"best": ray.put(best), "sizes": ray.put(sizes), "offsets": ray.put(offsets)}
-        rows = read_datasource(source(paths, key, keep, "rows", rows_per_block), **blocks_hint)
-        written = rows.map_batches(
-            write_batch,
-            fn_kwargs={"shared": shared, "staging": str(staging)},
-            batch_format="numpy",
-            batch_size=None,
-        ).take_all()
+        written = (
+            job.read("rows")
+            .map_batches(
+                write_batch,
+                fn_kwargs={"shared": shared, "staging": str(staging)},
+                batch_format="numpy",
+                batch_size=None,
+            )
+            .take_all()
+        )
         kept = sum(int(w["kept"]) for w in written)
         dropped = sum(int(w["dropped"]) for w in written)
         if kept + dropped != n:
             raise RuntimeError(f"dedup wrote {kept} + {dropped} rows of {n}: a block was lost")
-        engine = {"kind": "ray", "workers": workers, "blocks": len(written)}
-        report = DedupReport(n, kept, dropped, clusters, out, dropped_path_for(out), engine)
-        publish(staging, out, provenance_record(inputs, settings, key, keep, report))
+        engine = {"kind": "ray", "workers": job.workers, "blocks": len(written)}
+        report = DedupReport(n, kept, dropped, clusters, job.out, dropped_path_for(job.out), engine)
+        publish(staging, job.out, provenance_record(job.inputs, job.settings, job.key, job.keep, report))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
