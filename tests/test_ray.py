@@ -242,3 +242,25 @@ def test_minhash_dedup_stage_under_engine_ray_clusters_on_ray_with_the_same_resu
         assert (local.out_dir / name).read_bytes() == (remote.out_dir / name).read_bytes(), name
     again = run_pipeline(load_pipeline(pipeline), RunOptions(out_dir=project / "ray"), log=lambda _: None)
     assert again.reports[0].computed == 0  # the local engine reuses what Ray made
+
+
+def test_a_file_missing_on_a_workers_node_is_one_line_naming_the_node(project, tiny_model_dir):
+    """Actors rebuild each stage from its plain data; a pipeline file absent on that node (every node needs
+    the pipeline's files at the same paths) is a user error, not a Ray deserialization traceback."""
+    import dataclasses
+
+    from synthforge.engine.ray_executor import RayExecutor, RayResources
+    from synthforge.engine.runner import prepare
+    from synthforge.errors import UserError
+    from synthforge.records import Record
+
+    spec = load_pipeline(write_pipeline(project, tiny_model_dir), ["teacher.device=cpu"])
+    stage = prepare(spec, limit=2).stages[0]
+    stage.resources = dataclasses.replace(stage.resources, prompts_dir=project / "not-on-this-node")
+    executor = RayExecutor(spec.teacher, RayResources(replicas=1, num_cpus=1))
+    try:
+        with pytest.raises(UserError, match=r"^on Ray node .+: prompt template 'respond' not found") as info:
+            list(executor.run(stage, [[Record(id="a", prompt="hi")]], None, 0))
+    finally:
+        executor.close()
+    assert "\n" not in str(info.value)

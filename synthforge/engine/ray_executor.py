@@ -10,11 +10,14 @@ A batch whose actor died (killed worker, out of memory) is re-queued on a fresh 
 from __future__ import annotations
 
 import os
+import pickle
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from synthforge.engine.executor import Result, process_with_retries
+from synthforge.errors import UserError
 from synthforge.ray_support import init_ray
 from synthforge.records import Record
 from synthforge.stages.base import Stage
@@ -42,9 +45,22 @@ class TeacherReplica:
         torch.set_num_threads(max(1, threads))
         self.spec = spec
         self.teacher = LazyTeacher(spec)
+        self._stage: tuple[bytes, Stage] | None = None
 
-    def process(self, number: int, stage: Stage, batch: list[Record], retries: int) -> tuple[int, list[Result]]:
-        return number, process_with_retries(stage, batch, self.teacher, retries)
+    def process(self, number: int, plan: tuple, batch: list[Record], retries: int) -> tuple[int, list[Result]]:
+        """Results of one batch; ``plan`` is the stage as plain data (``Stage.__reduce__``), rebuilt here once.
+        A user error here (a file or model missing on this node) is one line naming the node."""
+        try:
+            return number, process_with_retries(self._rebuilt(plan), batch, self.teacher, retries)
+        except UserError as exc:
+            raise UserError(f"on Ray node {socket.gethostname()}: {exc}") from None
+
+    def _rebuilt(self, plan: tuple) -> Stage:
+        rebuild, args = plan
+        key = pickle.dumps(args)
+        if self._stage is None or self._stage[0] != key:
+            self._stage = (key, rebuild(*args))
+        return self._stage[1]
 
     def describe(self) -> dict[str, Any]:
         """Where and how this replica runs: process, torch threads, placement group bundles, its spec."""
@@ -128,7 +144,7 @@ class RayExecutor:
         queue = list(range(len(batches)))
         running: dict[Any, tuple[Any, int]] = {}
         idle = list(self.start())
-        stage_ref = ray.put(stage)
+        stage_ref = ray.put(stage.__reduce__())  # plain data: rebuilt in the actor, where errors are ours
         while queue or running:
             while queue and idle:
                 actor, number = idle.pop(), queue.pop(0)
