@@ -356,3 +356,15 @@ def test_rows_holding_line_separators_read_back_as_written(tmp_path):
     rows = [{"prompt": "a\u2028b\u2029c\x85d\x1ce\x0bf"}, {"prompt": "second"}]
     write_jsonl(tmp_path / "rows.jsonl", rows)
     assert read_jsonl(tmp_path / "rows.jsonl") == rows
+
+
+def test_engine_ray_without_ray_installed_is_one_line_saying_how_to_install_it(cai, capsys, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where the extra is not installed
+    code, _, err = generate(cai, cai.parent.parent / "o", capsys, "--engine", "ray")
+    one_line_error(code, err, "pip install 'synthforge[ray]'")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a b c d e f g"}\n')
+    code, _, err = run_cli(["dedup", rows, "--out", tmp_path / "o.jsonl", "--engine", "ray"], capsys)
+    one_line_error(code, err, "pip install 'synthforge[ray]'")

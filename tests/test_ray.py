@@ -264,3 +264,19 @@ def test_a_file_missing_on_a_workers_node_is_one_line_naming_the_node(project, t
     finally:
         executor.close()
     assert "\n" not in str(info.value)
+
+
+def test_init_ray_joins_the_cluster_at_ray_address():
+    """With RAY_ADDRESS set, a fresh process joins that cluster instead of starting its own."""
+    import os
+    import subprocess
+    import sys
+
+    address = ray.get_runtime_context().gcs_address
+    code = (
+        "import ray; from synthforge.ray_support import init_ray; init_ray(1); "
+        "print(ray.get_runtime_context().gcs_address, ray.cluster_resources()['CPU'])"
+    )
+    env = {**os.environ, "RAY_ADDRESS": address}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == [address, "2.0"]  # the test's 2-CPU instance, not a new 1-CPU one
