@@ -36,6 +36,7 @@ bench: $(STAMP)   # every figure of the README's performance table (tens of minu
 	$(BIN)/python benchmarks/novelty.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/ray_dedup.py
+	$(BIN)/python benchmarks/ray_generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
