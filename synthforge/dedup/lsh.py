@@ -42,16 +42,23 @@ def bucket_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         same = sorted_keys[1:] == sorted_keys[:-1]
         if not same.any():
             continue
-        head_pos = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(order)), 0))
-        members = np.flatnonzero(same) + 1
-        lefts += [order[head_pos[members]], order[members - 1]]
-        rights += [order[members], order[members]]
+        left, right = sorted_bucket_edges(order, same)
+        lefts.append(left)
+        rights.append(right)
     if not lefts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     left, right = np.concatenate(lefts), np.concatenate(rights)
     pairs = np.unique(np.stack([np.minimum(left, right), np.maximum(left, right)], axis=1), axis=0)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return pairs[:, 0], pairs[:, 1]
+
+
+def sorted_bucket_edges(docs: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of buckets in ``docs`` sorted by bucket (``same[i]``: ``docs[i + 1]`` shares ``docs[i]``'s bucket):
+    each member to its bucket's first member and to the member before it."""
+    head_pos = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(docs)), 0))
+    members = np.flatnonzero(same) + 1
+    return np.concatenate([docs[head_pos[members]], docs[members - 1]]), np.concatenate([docs[members], docs[members]])
 
 
 def bucket_pairs(keys: np.ndarray) -> set[tuple[int, int]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from synthforge.dedup.lsh import band_keys, components
+from synthforge.dedup.lsh import band_keys, components, sorted_bucket_edges
 from synthforge.dedup.minhash import slot_agreement
 from synthforge.dedup.near_duplicates import Clusters, DedupSettings, accepted, exact_jaccard, signatures
 from synthforge.dedup.ray_components import components_ray
@@ -96,11 +96,7 @@ def bucket_edges(bounds: np.ndarray, *pieces: tuple[np.ndarray, np.ndarray, np.n
     docs = np.concatenate([p[2] for p in pieces])
     order = np.lexsort((docs, keys, band_of))
     b, k, d = band_of[order], keys[order], docs[order]
-    same = (b[1:] == b[:-1]) & (k[1:] == k[:-1])
-    head_pos = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(d)), 0))
-    members = np.flatnonzero(same) + 1
-    left = np.concatenate([d[head_pos[members]], d[members - 1]])
-    right = np.concatenate([d[members], d[members]])
+    left, right = sorted_bucket_edges(d, (b[1:] == b[:-1]) & (k[1:] == k[:-1]))
     low, high = np.minimum(left, right), np.maximum(left, right)
     keep = low != high
     low, high = low[keep], high[keep]
