@@ -280,3 +280,26 @@ def test_init_ray_joins_the_cluster_at_ray_address():
     env = {**os.environ, "RAY_ADDRESS": address}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == [address, "2.0"]  # the test's 2-CPU instance, not a new 1-CPU one
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_bad_files_in_a_dedup_folder_are_one_line_and_write_nothing(tmp_path, capsys, engine):
+    from synthforge.cli.main import main
+
+    cases = {
+        "binary": (
+            b'{"text": "ok fine"}\n{"text": "bad \xff byte"}\n',
+            "x.jsonl",
+            "x.jsonl:2: JSONL file is not UTF-8",
+        ),
+        "parquet": (b"garbage", "y.parquet", "y.parquet: not a readable parquet file"),
+        "empty": (b"", "empty.jsonl", "empty.jsonl: no rows to deduplicate"),
+    }
+    for name, (content, filename, message) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / filename).write_bytes(content)
+        with pytest.raises(SystemExit) as info:
+            main(["dedup", str(tmp_path / name), "--engine", engine, "--out", str(tmp_path / f"{name}-out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)  # no output, no staging left behind
