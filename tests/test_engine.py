@@ -188,3 +188,18 @@ def test_a_stage_reading_a_field_nothing_writes_is_a_spec_error(project, tiny_mo
     ok = "  - respond: {}\n  - critique_revise: {}\n  - filter_pairs: {}\n  - minhash_dedup: {key: both}\n"
     path.write_text(f"name: flow\nseeds: {{path: seeds/red-team.jsonl}}\nstages:\n{ok}", encoding="utf-8")
     prepare(load_pipeline(path), limit=2, teacher=CountingTeacher(None))
+
+
+def test_engine_ray_shorthand_and_mapping(project, tiny_model_dir):
+    from synthforge.settings import SpecError
+
+    path = write_pipeline(project, tiny_model_dir)
+    text = path.read_text()
+    path.write_text(text + "engine: ray\n")
+    assert load_pipeline(path).engine.kind == "ray"
+    path.write_text(text + "engine: {kind: ray, replicas: 3, num_cpus: 2}\n")
+    engine = load_pipeline(path).engine
+    assert (engine.kind, engine.replicas, engine.num_cpus) == ("ray", 3, 2)
+    path.write_text(text + "engine: rey\n")
+    with pytest.raises(SpecError, match="engine: kind must be 'local' or 'ray'"):
+        load_pipeline(path)

@@ -60,6 +60,11 @@ class EngineSpec:
             raise ValueError("replicas must be >= 1, num_cpus > 0 and num_gpus >= 0")
 
 
+def _engine_settings(value: Any) -> Any:
+    """``engine: ray`` is short for ``engine: {kind: ray}``."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
 @dataclass
 class StageSpec:
     kind: str
@@ -205,7 +210,7 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         stages=_stage_entries(data, source),
         export=build_config(ExportSpec, data.get("export"), f"{source}: export"),
         paths=build_config(PathsSpec, data.get("paths"), f"{source}: paths"),
-        engine=build_config(EngineSpec, data.get("engine"), f"{source}: engine"),
+        engine=build_config(EngineSpec, _engine_settings(data.get("engine")), f"{source}: engine"),
         description=str(data.get("description", "")),
         raw=data,
     )
