@@ -225,3 +225,26 @@ def test_cli_dedup_of_a_directory_of_jsonl_and_parquet_into_shards(tmp_path, cap
         main(["dedup", str(source), "--out", str(tmp_path / "foreign")])
     assert exit_info.value.code == 2 and "not written by synthforge dedup" in capsys.readouterr().err
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_a_file_changed_between_the_two_passes_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, change):
+    """The rows are read twice (signatures, then output) and never held: a file that changed in between is a
+    user error, not a misaligned output."""
+    from synthforge.dedup import files
+
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"text": f"row number {i} with some words"}) + "\n" for i in range(5)))
+    original = files.stage_dir
+
+    def changing(out):
+        text = source.read_text()
+        source.write_text(text + '{"text": "late"}\n' if change == "append" else "\n".join(text.splitlines()[:3]))
+        return original(out)
+
+    monkeypatch.setattr(files, "stage_dir", changing)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dedup", str(source), "--out", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "rows.jsonl: the file changed" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]

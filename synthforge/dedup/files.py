@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from synthforge.dedup.near_duplicates import DedupSettings, choose_kept
-from synthforge.dedup.sources import confidence, iter_rows, json_line, key_text
+from synthforge.dedup.near_duplicates import DedupSettings, cluster_signatures, representatives, signatures
+from synthforge.dedup.sources import confidence, iter_lines, iter_rows, key_text
 from synthforge.errors import UserError
 from synthforge.files import make_dirs, write_atomic
 from synthforge.provenance import package_versions
@@ -67,12 +68,38 @@ def dropped_entry(row_json: str, duplicate_of: int, cluster_size: int) -> str:
     )
 
 
-def write_shard(directory: Path, name: str, lines: Iterable[str]) -> int:
-    """Write one shard (skipped when empty); returns its line count."""
-    lines = list(lines)
-    if lines:
-        (directory / name).write_text("".join(lines), encoding="utf-8")
-    return len(lines)
+def write_rows(
+    staging: Path,
+    name: str,
+    lines: Iterable[str],
+    first_id: int,
+    best: np.ndarray,
+    sizes: np.ndarray,
+    source: str,
+    expected: int | None = None,
+) -> tuple[int, int]:
+    """Route consecutive rows (ids ``first_id``, ``first_id + 1``, ...) to shard ``name`` of ``kept/`` or, with
+    the row each duplicates, of ``dropped/``; streamed (a shard file is opened at its first row). Returns
+    (kept, dropped) counts; rows beyond those the first pass read (``expected``, or ``best``'s length), or
+    fewer than ``expected``, mean ``source`` changed while it was being read: a user error."""
+    handles: dict[str, Any] = {}
+    counts = {"kept": 0, "dropped": 0}
+    try:
+        for doc, line in enumerate(lines, first_id):
+            if doc >= len(best) or (expected is not None and doc - first_id >= expected):
+                raise UserError(f"{source}: the file changed while it was being deduplicated; run again")
+            kept = best[doc] == doc
+            where = "kept" if kept else "dropped"
+            if where not in handles:
+                handles[where] = (staging / where / name).open("w", encoding="utf-8")
+            handles[where].write(line if kept else dropped_entry(line, int(best[doc]), int(sizes[doc])))
+            counts[where] += 1
+    finally:
+        for handle in handles.values():
+            handle.close()
+    if expected is not None and counts["kept"] + counts["dropped"] != expected:
+        raise UserError(f"{source}: the file changed while it was being deduplicated; run again")
+    return counts["kept"], counts["dropped"]
 
 
 def stage_dir(out: Path) -> Path:
@@ -147,13 +174,14 @@ def provenance_record(
     }
 
 
-def _read_all(inputs: list[Path], key: str) -> Iterator[tuple[int, int, str, str, float]]:
-    """(file index, row index in file, output line, compared text, confidence) of every row of every input."""
+def _read_keys(inputs: list[Path], key: str, keep: str) -> Iterator[tuple[int, str, float]]:
+    """(file index, compared text, keep score) of every row of every input, streamed."""
     for index, path in enumerate(inputs):
-        for row_index, (number, row, text) in enumerate(iter_rows(path, str(path))):
+        for row_index, (number, row, _) in enumerate(iter_rows(path, str(path))):
             at = (str(path), number, row_index + 1)
-            line = text + "\n" if text is not None else json_line(row, at)
-            yield index, row_index, line, key_text(row, key, at), confidence(row, at)
+            text = key_text(row, key, at)
+            score = len(text) if keep == "longest" else confidence(row, at) if keep == "confidence" else 0.0
+            yield index, text, score
 
 
 def dedup_files(
@@ -162,34 +190,43 @@ def dedup_files(
     settings: DedupSettings,
     key: str = "prompt",
     keep: str = "first",
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> DedupReport:
-    """Keep one row per near-duplicate cluster of the rows of ``inputs`` (in memory); write ``out`` (a
-    ``.jsonl`` file or a directory of shards) and the dropped rows beside it."""
+    """Keep one row per near-duplicate cluster of the rows of ``inputs``; write ``out`` (a ``.jsonl`` file or
+    a directory of shards) and the dropped rows beside it. Two streaming passes: signatures (kept in memory,
+    4 bytes per permutation per row), then the rows again into shards; the rows themselves are never held."""
     check_output(out)
-    files, rows, lines, texts, scores = [], [], [], [], []
-    for index, row_index, line, text, score in _read_all(inputs, key):
-        files.append(index)
-        rows.append(row_index)
-        lines.append(line)
-        texts.append(text)
-        scores.append(score)
-    if not lines:
+    counts, sig_parts, set_parts, scores = np.zeros(len(inputs), np.int64), [], [], []
+    rows = _read_keys(inputs, key, keep)
+    while chunk := list(islice(rows, settings.batch_size)):
+        sigs, sets = signatures([text for _, text, _ in chunk], settings)
+        sig_parts.append(sigs)
+        set_parts += sets or []
+        scores += [score for _, _, score in chunk]
+        np.add.at(counts, [index for index, _, _ in chunk], 1)
+        if progress:
+            progress(len(chunk))
+    if not sig_parts:
         raise UserError(f"{inputs[0] if len(inputs) == 1 else 'the input files'}: no rows to deduplicate (empty)")
-    best, clusters = choose_kept(texts, scores, settings, keep, progress)
+    sets = set_parts if settings.verify == "exact" else None
+    clusters = cluster_signatures(np.concatenate(sig_parts), sets, settings)
+    del sig_parts, set_parts
+    labels = clusters.labels
+    best = labels if keep == "first" else representatives(labels, np.asarray(scores))
     sizes = clusters.sizes()
     staging = stage_dir(out)
     try:
-        file_of = np.asarray(files)
-        for index in np.unique(file_of).tolist():
-            members = np.flatnonzero(file_of == index).tolist()
-            name = shard_name(index, rows[members[0]])
-            write_shard(staging / "kept", name, (lines[i] for i in members if best[i] == i))
-            dropped = (dropped_entry(lines[i], int(best[i]), int(sizes[i])) for i in members if best[i] != i)
-            write_shard(staging / "dropped", name, dropped)
-        kept = int(np.sum(best == np.arange(len(best))))
-        clusters_n = len(np.unique(clusters.labels))
-        report = DedupReport(len(lines), kept, len(lines) - kept, clusters_n, out, dropped_path_for(out))
+        kept = 0
+        firsts = np.r_[0, np.cumsum(counts)[:-1]].tolist()  # the id of each file's first row
+        for index, path in enumerate(inputs):
+            with path.open("rb") as handle:
+                lines = islice(iter_lines(handle, str(path)), int(counts[index]) + 1)
+                name = shard_name(index, 0)
+                written = write_rows(staging, name, lines, firsts[index], best, sizes, str(path), counts[index])
+            kept += written[0]
+        n = len(labels)
+        clusters_n = int(np.count_nonzero(labels == np.arange(n)))
+        report = DedupReport(n, kept, n - kept, clusters_n, out, dropped_path_for(out))
         publish(staging, out, provenance_record(inputs, settings, key, keep, report))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

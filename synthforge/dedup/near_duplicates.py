@@ -94,6 +94,11 @@ def find_clusters(
 ) -> Clusters:
     """Near-duplicate clusters of ``texts`` (global and transitive: A~B and B~C puts A, B, C together)."""
     sigs, sets = signatures(texts, settings, progress)
+    return cluster_signatures(sigs, sets, settings)
+
+
+def cluster_signatures(sigs: np.ndarray, sets: list[np.ndarray] | None, settings: DedupSettings) -> Clusters:
+    """Near-duplicate clusters of documents given their signatures (and shingle sets for exact verification)."""
     bands, rows = settings.bands()
     left, right = bucket_edges(band_keys(sigs, bands, rows))
     return verified_clusters(sigs, sets, left, right, settings)

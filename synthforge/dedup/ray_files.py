@@ -28,13 +28,12 @@ import numpy as np
 from synthforge.dedup.files import (
     DedupReport,
     check_output,
-    dropped_entry,
     dropped_path_for,
     provenance_record,
     publish,
     shard_name,
     stage_dir,
-    write_shard,
+    write_rows,
 )
 from synthforge.dedup.near_duplicates import DedupSettings, representatives, signatures
 from synthforge.dedup.ray_dedup import EDGE_LIMIT, cluster_blocks, columns
@@ -119,7 +118,9 @@ def _scores(block: Any, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return offsets[block["file"]] + block["row"], block["score"]
 
 
-def write_batch(batch: dict[str, np.ndarray], shared: dict[str, Any], staging: str) -> dict[str, np.ndarray]:
+def write_batch(
+    batch: dict[str, np.ndarray], shared: dict[str, Any], staging: str, paths: list[str]
+) -> dict[str, np.ndarray]:
     """Write one block's kept rows and dropped rows to shards (one per run of consecutive rows of a file)."""
     import ray
 
@@ -131,13 +132,10 @@ def write_batch(batch: dict[str, np.ndarray], shared: dict[str, Any], staging: s
         if not len(run):
             continue
         name = shard_name(int(batch["file"][run[0]]), int(batch["row"][run[0]]))
-        lines = batch["json"]
-        kept += write_shard(Path(staging, "kept"), name, (lines[i] for i in run if best[ids[i]] == ids[i]))
-        dropped += write_shard(
-            Path(staging, "dropped"),
-            name,
-            (dropped_entry(lines[i], int(best[ids[i]]), int(sizes[ids[i]])) for i in run if best[ids[i]] != ids[i]),
-        )
+        lines = (batch["json"][i] for i in run)
+        source = paths[int(batch["file"][run[0]])]
+        counts = write_rows(Path(staging), name, lines, int(ids[run[0]]), best, sizes, source)
+        kept, dropped = kept + counts[0], dropped + counts[1]
     return {"kept": np.array([kept]), "dropped": np.array([dropped])}
 
 
@@ -261,7 +259,7 @@ def _write(job: RayDedupJob, ray: Any, labels: np.ndarray, best: np.ndarray, off
             job.read("rows")
             .map_batches(
                 write_batch,
-                fn_kwargs={"shared": shared, "staging": str(staging)},
+                fn_kwargs={"shared": shared, "staging": str(staging), "paths": job.paths()},
                 batch_format="numpy",
                 batch_size=None,
             )
@@ -269,8 +267,11 @@ def _write(job: RayDedupJob, ray: Any, labels: np.ndarray, best: np.ndarray, off
         )
         kept = sum(int(w["kept"]) for w in written)
         dropped = sum(int(w["dropped"]) for w in written)
-        if kept + dropped != n:
-            raise RuntimeError(f"dedup wrote {kept} + {dropped} rows of {n}: a block was lost")
+        if kept + dropped != n:  # rows ran short: the second read saw fewer rows than the first
+            raise UserError(
+                f"wrote {kept + dropped} of the {n} rows read first: an input file changed while it was being "
+                "deduplicated; run again"
+            )
         engine = {"kind": "ray", "workers": job.workers, "blocks": len(written)}
         report = DedupReport(n, kept, dropped, clusters, job.out, dropped_path_for(job.out), engine)
         publish(staging, job.out, provenance_record(job.inputs, job.settings, job.key, job.keep, report))
