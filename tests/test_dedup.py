@@ -225,6 +225,10 @@ def test_cli_dedup_of_a_directory_of_jsonl_and_parquet_into_shards(tmp_path, cap
         main(["dedup", str(source), "--out", str(tmp_path / "foreign")])
     assert exit_info.value.code == 2 and "not written by synthforge dedup" in capsys.readouterr().err
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dedup", str(source), "--out", str(tmp_path / "clean.parquet")])
+    assert exit_info.value.code == 2 and "writes a .jsonl file, or a directory" in capsys.readouterr().err
+    assert not (tmp_path / "clean.parquet").exists()
 
 
 @pytest.mark.parametrize("change", ["append", "truncate"])

@@ -24,6 +24,7 @@ from synthforge.errors import UserError
 from synthforge.files import make_dirs, write_atomic
 from synthforge.provenance import package_versions
 
+FILE_LIKE = (".json", ".parquet", ".gz", ".csv", ".txt", ".arrow", ".zst")  # --out names that are not a directory
 PROVENANCE = ".synthforge-dedup.json"  # inside an output directory (hidden: dataset loaders skip it)
 
 
@@ -112,7 +113,12 @@ def stage_dir(out: Path) -> Path:
 
 
 def check_output(out: Path) -> None:
-    """Refuse an output directory that exists and is not an earlier dedup output (we never delete others' files)."""
+    """Refuse an output directory that exists and is not an earlier dedup output (we never delete others' files),
+    and a file name we would not write (a directory would appear under a name like ``x.json``)."""
+    if out.suffix.lower() in FILE_LIKE:
+        raise UserError(
+            f"--out {out}: dedup writes a .jsonl file, or a directory of shards (a name without {out.suffix})"
+        )
     for target in (out, dropped_path_for(out)):
         if target.is_dir() and any(target.iterdir()) and not _ours(target, out):
             raise UserError(f"--out {out}: {target} exists and was not written by synthforge dedup; choose another")
