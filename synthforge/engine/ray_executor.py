@@ -22,7 +22,7 @@ from synthforge.ray_support import init_ray
 from synthforge.records import Record
 from synthforge.stages.base import Stage
 from synthforge.teachers.config import TeacherSpec
-from synthforge.teachers.factory import placement_group_replica, replica_devices
+from synthforge.teachers.factory import LazyTeacher, placement_group_replica, replica_devices
 
 
 @dataclass
@@ -39,8 +39,6 @@ class TeacherReplica:
 
     def __init__(self, spec: TeacherSpec, threads: int):
         import torch
-
-        from synthforge.teachers.factory import LazyTeacher
 
         torch.set_num_threads(max(1, threads))
         self.spec = spec
