@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from synthforge.dedup.near_duplicates import DedupSettings, cluster_signatures, representatives, signatures
-from synthforge.dedup.sources import confidence, iter_lines, iter_rows, key_text
+from synthforge.dedup.sources import iter_lines, keyed_rows
 from synthforge.errors import UserError
 from synthforge.files import make_dirs, write_atomic
 from synthforge.provenance import package_versions
@@ -183,10 +183,7 @@ def provenance_record(
 def _read_keys(inputs: list[Path], key: str, keep: str) -> Iterator[tuple[int, str, float]]:
     """(file index, compared text, keep score) of every row of every input, streamed."""
     for index, path in enumerate(inputs):
-        for row_index, (number, row, _) in enumerate(iter_rows(path, str(path))):
-            at = (str(path), number, row_index + 1)
-            text = key_text(row, key, at)
-            score = len(text) if keep == "longest" else confidence(row, at) if keep == "confidence" else 0.0
+        for text, score in keyed_rows(path, str(path), key, keep):
             yield index, text, score
 
 

@@ -37,7 +37,7 @@ from synthforge.dedup.files import (
 )
 from synthforge.dedup.near_duplicates import DedupSettings, representatives, signatures
 from synthforge.dedup.ray_dedup import EDGE_LIMIT, cluster_blocks, columns
-from synthforge.dedup.sources import confidence, iter_lines, iter_rows, key_text
+from synthforge.dedup.sources import iter_lines, keyed_rows
 from synthforge.errors import UserError
 from synthforge.ray_support import init_ray
 
@@ -73,18 +73,11 @@ def _datasource_class() -> type:
                 while chunk := list(islice(numbered, self._rows_per_block)):
                     yield pa.table({**self._place(index, chunk), "json": [line for _, line in chunk]})
                 return
-            numbered = enumerate(iter_rows(f, path))
+            numbered = enumerate(keyed_rows(f, path, self._key, self._keep))
             while chunk := list(islice(numbered, self._rows_per_block)):
-                places = [(path, number, i + 1) for i, (number, _, _) in chunk]
-                rows = [row for _, (_, row, _) in chunk]
-                texts = [key_text(row, self._key, at) for row, at in zip(rows, places, strict=True)]
-                columns = {**self._place(index, chunk), "text": texts}
-                if self._keep == "longest":
-                    columns["score"] = np.array([len(t) for t in texts], np.float64)
-                elif self._keep == "confidence":
-                    columns["score"] = np.array(
-                        [confidence(row, at) for row, at in zip(rows, places, strict=True)], np.float64
-                    )
+                columns = {**self._place(index, chunk), "text": [text for _, (text, _) in chunk]}
+                if self._keep != "first":
+                    columns["score"] = np.array([score for _, (_, score) in chunk], np.float64)
                 yield pa.table(columns)
 
         @staticmethod

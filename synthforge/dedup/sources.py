@@ -125,6 +125,15 @@ def iter_lines(source: Any, path: str) -> Iterator[str]:
             yield text + "\n"
 
 
+def keyed_rows(source: Any, path: str, key: str, keep: str) -> Iterator[tuple[str, float]]:
+    """(compared text, keep score) of each row of one input file, streamed: the score is the text's length
+    for keep "longest", the row's confidence for "confidence", else 0."""
+    for row_index, (number, row, _) in enumerate(iter_rows(source, path)):
+        at = (path, number, row_index + 1)
+        text = key_text(row, key, at)
+        yield text, float(len(text)) if keep == "longest" else confidence(row, at) if keep == "confidence" else 0.0
+
+
 def _content(value: Any, role: str) -> str | None:
     """Text of a plain string, or of the messages with ``role`` in a conversational list."""
     if isinstance(value, str):
