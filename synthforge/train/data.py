@@ -131,3 +131,8 @@ def split(dataset, eval_fraction: float, seed: int):
     size = max(1, round(dataset.num_rows * eval_fraction))
     parts = dataset.train_test_split(test_size=size, seed=seed)
     return parts["train"], parts["test"]
+
+
+def row_count(rows) -> int:
+    """Rows in a split part (0 for the eval part :func:`split` leaves out)."""
+    return rows.num_rows if rows is not None else 0

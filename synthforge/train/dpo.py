@@ -11,7 +11,7 @@ import time
 
 from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
 from synthforge.train.config import DPOTrainingConfig
-from synthforge.train.data import load_rows, split
+from synthforge.train.data import load_rows, row_count, split
 from synthforge.train.evaluate import preference_margins, summarize
 from synthforge.train.student import load_student
 
@@ -67,7 +67,7 @@ class DPOTraining:
             config,
             out_dir,
             train_rows.num_rows,
-            eval_rows.num_rows if eval_rows is not None else 0,
+            row_count(eval_rows),
             started,
             extra,
         )

@@ -16,7 +16,7 @@ import torch
 from synthforge.errors import UserError
 from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
 from synthforge.train.config import RewardTrainingConfig
-from synthforge.train.data import load_rows, split
+from synthforge.train.data import load_rows, row_count, split
 from synthforge.train.reward_model import evaluate_rewards, load_reward_model, soft_label_loss
 from synthforge.train.student import Student
 
@@ -130,7 +130,7 @@ class RewardTraining:
             config,
             out_dir,
             train_rows.num_rows,
-            eval_rows.num_rows if eval_rows is not None else 0,
+            row_count(eval_rows),
             started,
             extra,
             data_kind="dpo",

@@ -19,6 +19,7 @@ from synthforge.jsonl import read_jsonl
 from synthforge.records import first_user_message
 from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
 from synthforge.train.config import RLHFTrainingConfig
+from synthforge.train.data import row_count, split
 from synthforge.train.reward_model import check_reward_dir, load_reward_model, reward_scores
 from synthforge.train.student import load_student
 
@@ -165,7 +166,7 @@ class RLHFTraining:
             config,
             out_dir,
             train_rows.num_rows,
-            eval_rows.num_rows if eval_rows is not None else 0,
+            row_count(eval_rows),
             started,
             extra,
             data_kind="dpo" if (Path(config.data) / "dpo.jsonl").is_file() else "sft",
@@ -173,8 +174,6 @@ class RLHFTraining:
 
 
 def _split(rows, config: RLHFTrainingConfig):
-    from synthforge.train.data import split
-
     return split(rows, config.eval_fraction, config.seed)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments
 from synthforge.train.config import SFTTrainingConfig
-from synthforge.train.data import load_rows, split
+from synthforge.train.data import load_rows, row_count, split
 from synthforge.train.student import Student, load_student
 
 
@@ -45,7 +45,7 @@ class SFTTraining:
             processing_class=student.tokenizer,
             peft_config=peft_config(config.lora),
         )
-        return SFTSetup(trainer, student, train_rows.num_rows, eval_rows.num_rows if eval_rows is not None else 0)
+        return SFTSetup(trainer, student, train_rows.num_rows, row_count(eval_rows))
 
     def run(self) -> TrainingResult:
         started = time.time()
