@@ -86,6 +86,15 @@ def _require_data(config) -> None:
         raise click.UsageError("give --data (or 'data:' in --config)")
 
 
+def _run_training(options: dict[str, Any], config_cls: type, training_cls: type) -> tuple[Any, Any, Path | None]:
+    """--config and the options → the training config → its run: (config, result, --compare-prompts)."""
+    compare_prompts = options.get("compare_prompts")
+    path, settings = _settings(options)
+    config = load_training_config(config_cls, path, settings)
+    _require_data(config)
+    return config, training_cls(config).run(), compare_prompts
+
+
 @click.group()
 def train() -> None:
     """Train a student on generated data with TRL: SFT, then DPO, or a reward model and RLHF (RLOO).
@@ -107,11 +116,7 @@ def train_sft(**options) -> None:
     """Supervised fine-tuning; the loss covers the assistant's answer only."""
     from synthforge.train.sft import SFTTraining
 
-    compare_prompts = options.get("compare_prompts")
-    path, settings = _settings(options)
-    config = load_training_config(SFTTrainingConfig, path, settings)
-    _require_data(config)
-    result = SFTTraining(config).run()
+    config, result, compare_prompts = _run_training(options, SFTTrainingConfig, SFTTraining)
     click.echo(f"train loss {result.metrics['train_loss']:.4f} after {result.metrics['train_steps']} steps")
     click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
     _compare_after(compare_prompts, config.model, result)
@@ -127,11 +132,7 @@ def train_dpo(**options) -> None:
     """Direct preference optimisation on chosen/rejected pairs, evaluated before and after."""
     from synthforge.train.dpo import DPOTraining
 
-    compare_prompts = options.get("compare_prompts")
-    path, settings = _settings(options)
-    config = load_training_config(DPOTrainingConfig, path, settings)
-    _require_data(config)
-    result = DPOTraining(config).run()
+    config, result, compare_prompts = _run_training(options, DPOTrainingConfig, DPOTraining)
     metrics = result.metrics
     click.echo(f"train loss {metrics['train_loss']:.4f} after {metrics['train_steps']} steps")
     before, after = metrics.get("eval_before"), metrics.get("eval_after")
@@ -160,10 +161,7 @@ def train_reward(**options) -> None:
 
     if options.get("compare_prompts"):
         raise click.UsageError("--compare-prompts compares models that answer prompts; a reward model scores them")
-    path, settings = _settings(options)
-    config = load_training_config(RewardTrainingConfig, path, settings)
-    _require_data(config)
-    result = RewardTraining(config).run()
+    _, result, _ = _run_training(options, RewardTrainingConfig, RewardTraining)
     metrics = result.metrics
     click.echo(
         f"train loss {metrics['train_loss']:.4f} after {metrics['train_steps']} steps ({metrics['labels']} labels)"
@@ -194,11 +192,7 @@ def train_rlhf(**options) -> None:
     prompts = options.pop("prompts")
     if prompts and not options.get("data"):
         options["data"] = prompts
-    compare_prompts = options.get("compare_prompts")
-    path, settings = _settings(options)
-    config = load_training_config(RLHFTrainingConfig, path, settings)
-    _require_data(config)
-    result = RLHFTraining(config).run()
+    config, result, compare_prompts = _run_training(options, RLHFTrainingConfig, RLHFTraining)
     metrics = result.metrics
     click.echo(f"RLOO loss {metrics['train_loss']:.4f} after {metrics['train_steps']} steps")
     before, after = metrics.get("eval_before"), metrics.get("eval_after")
