@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -96,7 +95,7 @@ def overhead(teacher, args) -> None:
 
 def serve_batching(teacher, args) -> None:
     """8 clients, each sending one request at a time to `synthforge serve`, vs in-process at batch 16."""
-    from tests.fault_server import free_port
+    from tests.fault_server import serve_process
 
     convs = prompts(args.prompts)
     params = [SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=i) for i in range(len(convs))]
@@ -109,30 +108,8 @@ def serve_batching(teacher, args) -> None:
         rates[size] = local_tokens / (time.perf_counter() - started)
     local = rates[16]
     del teacher.model  # free the in-process copy's memory before the server loads its own
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "synthforge.cli.main",
-        "serve",
-        "--teacher",
-        args.teacher,
-        "--port",
-        str(port),
-        "--batch-size",
-        "16",
-        "--model-name",
-        "bench",
-    ]
-    server = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+    serve_args = ["--teacher", args.teacher, "--batch-size", "16", "--model-name", "bench"]
+    with serve_process(serve_args, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)}) as url:
         todo, lock, served_tokens = list(range(len(convs))), threading.Lock(), [0]
 
         def client() -> None:
@@ -165,9 +142,6 @@ def serve_batching(teacher, args) -> None:
         for thread in threads:
             thread.join()
         served = served_tokens[0] / (time.perf_counter() - started)
-    finally:
-        server.terminate()
-        server.wait()
     print(f"in-process, batch 16: {local_tokens} tokens, {local:.1f} tok/s")
     print(f"in-process, batch {args.clients} (the rows the clients keep in flight): {rates[args.clients]:.1f} tok/s")
     print(

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,6 +27,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    """Whether an HTTP server answers at ``url`` (any status: one requiring a key answers 401)."""
+    try:
+        urllib.request.urlopen(url, timeout=1).read()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def serve_process(args: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`synthforge serve ARGS` on a free 127.0.0.1 port: yields its /v1 URL once it answers, stops it after.
+    Its stderr goes to a temporary file (a pipe nobody reads would fill and block it), shown if it fails."""
+    port = free_port()
+    command = [sys.executable, "-m", "synthforge.cli.main", "serve", *args, "--port", str(port)]
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, stderr=log, env=env)
+        url = f"http://127.0.0.1:{port}/v1"
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(f"{url}/models"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"serve did not start: {log.read()[-4000:]}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def chat_completion(request: dict[str, Any], text: str | None = None) -> dict[str, Any]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,7 +17,7 @@ from synthforge.teachers.config import OpenAISettings
 from synthforge.teachers.openai_teacher import OpenAITeacher
 from synthforge.teachers.serve import Batcher
 from tests.conftest import write_pipeline
-from tests.fault_server import free_port
+from tests.fault_server import serve_process
 
 KEY = "serve-test-key"
 
@@ -28,24 +25,9 @@ KEY = "serve-test-key"
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
     """A `synthforge serve` process on the tiny model (one torch thread: the test process is the other core)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "synthforge.cli.main", "serve", "--teacher", str(tiny_model_dir)]
-    cmd += ["--port", str(port), "--model-name", "tiny", "--threads", "1", "--device", "cpu"]
-    process = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"serve did not start: {process.stderr.read() if process.stderr else ''}")
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    args = ["--teacher", str(tiny_model_dir), "--model-name", "tiny", "--threads", "1", "--device", "cpu"]
+    with serve_process(args) as url:
+        yield url
 
 
 def _post(url: str, path: str, body: dict | bytes, key: str | None = None) -> tuple[int, dict]:
@@ -199,39 +181,12 @@ def test_bad_requests_get_openai_error_objects_and_the_server_keeps_serving(serv
 
 
 def test_api_key_is_enforced(tiny_model_dir):
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "synthforge.cli.main",
-        "serve",
-        "--teacher",
-        str(tiny_model_dir),
-        "--port",
-        str(port),
-        "--model-name",
-        "tiny",
-        "--threads",
-        "1",
-        "--api-key",
-        KEY,
-    ]
-    process = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(600):
-            try:
-                _post(url, "/chat/completions", {})
-                break
-            except OSError:
-                time.sleep(0.1)
+    args = ["--teacher", str(tiny_model_dir), "--model-name", "tiny", "--threads", "1", "--api-key", KEY]
+    with serve_process(args) as url:
         code, answer = _post(url, "/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 2})
         assert code == 401 and answer["error"]["type"] == "authentication_error"
         code, _ = _post(url, "/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 2}, key=KEY)
         assert code == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_requests_that_arrive_together_are_batched_together(tiny_teacher):
