@@ -154,10 +154,16 @@ def _length(edges: tuple[np.ndarray, ...]) -> int:
 
 
 def cluster_blocks(
-    blocks: list[Any], offsets: np.ndarray, n: int, settings: DedupSettings, parts: int, edge_limit: int = EDGE_LIMIT
+    blocks: list[Any],
+    offsets: np.ndarray,
+    n: int,
+    settings: DedupSettings,
+    parts: int,
+    edge_limit: int | None = EDGE_LIMIT,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """Cluster labels (smallest member id) of the ``n`` documents in signature ``blocks`` (object refs), and
-    the verified edges sorted by (left, right) when they were gathered (at most ``edge_limit`` of them)."""
+    the verified edges sorted by (left, right) when they were gathered (at most ``edge_limit`` of them; None:
+    always)."""
     import ray
 
     def fanout(fn: Callable, returns: int, *args: Any) -> list[Any]:
@@ -176,8 +182,7 @@ def cluster_blocks(
     ]
     check = ray.remote(verify)
     edges = [check.remote(settings, len(blocks), *sig_pieces[q], *[h[q] for h in hops]) for q in range(parts)]
-    total = sum(ray.get([ray.remote(_length).remote(e) for e in edges]))
-    if total > edge_limit:
+    if edge_limit is not None and sum(ray.get([ray.remote(_length).remote(e) for e in edges])) > edge_limit:
         return components_ray(n, edges), None
     found = ray.get(edges)
     left = np.concatenate([e[0] for e in found])
@@ -206,8 +211,6 @@ def find_clusters_ray(
         ray.wait([block], fetch_local=False)
         if progress:
             progress(min(chunk, len(texts) - start))
-    labels, edges = cluster_blocks(
-        blocks, np.zeros(1, np.int64), len(texts), settings, workers, edge_limit=len(texts) ** 2
-    )
+    labels, edges = cluster_blocks(blocks, np.zeros(1, np.int64), len(texts), settings, workers, edge_limit=None)
     assert edges is not None
     return Clusters(labels, *edges)
