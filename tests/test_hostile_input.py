@@ -368,3 +368,250 @@ def test_engine_ray_without_ray_installed_is_one_line_saying_how_to_install_it(c
     rows.write_text('{"text": "a b c d e f g"}\n')
     code, _, err = run_cli(["dedup", rows, "--out", tmp_path / "o.jsonl", "--engine", "ray"], capsys)
     one_line_error(code, err, "pip install 'synthforge[ray]'")
+
+
+# == every command keeps generate's promises ==========================================================
+HF = {"constitutions": [{"critic": "Is it harmful?", "revision": "Make it harmless."}]}
+DUPLICATES = "".join(json.dumps({"text": t}) + "\n" for t in ["a b c d e f g h", "a b c d e f g h", "x y z w v u"])
+
+
+def dedup(source, out, capsys, *extra):
+    return run_cli(["dedup", source, "--out", out, "--key", "prompt", *extra], capsys)
+
+
+def hidden_leftovers(folder: Path) -> list[str]:
+    """Helper files a writer leaves beside its output when killed (temp files, staging, journals, locks)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".synthforge-dedup.json")
+
+
+@pytest.fixture
+def finished_run(cai, tiny_teacher) -> Path:
+    out = cai.parent.parent / "finished"
+    run_pipeline(load_pipeline(cai), RunOptions(out_dir=out, limit=3), teacher=tiny_teacher, log=lambda _: None)
+    return out
+
+
+class TestConvert:
+    def test_convert_never_replaces_its_input(self, tmp_path, capsys):
+        source = tmp_path / "good.json"
+        source.write_text(json.dumps(HF))
+        code, _, err = run_cli(["constitution", "convert", source, "-o", source], capsys)
+        one_line_error(code, err, "input of this command")
+        assert json.loads(source.read_text()) == HF
+
+    def test_convert_writes_only_over_what_it_converted_before(self, tmp_path, capsys):
+        source, out = tmp_path / "c.json", tmp_path / "notes.txt"
+        source.write_text(json.dumps(HF))
+        out.write_text("my notes\n")
+        code, _, err = run_cli(["constitution", "convert", source, "-o", out], capsys)
+        one_line_error(code, err, "not written by synthforge constitution convert")
+        assert out.read_text() == "my notes\n"
+        converted = tmp_path / "c.txt"
+        assert run_cli(["constitution", "convert", source, "-o", converted], capsys)[0] == 0
+        assert run_cli(["constitution", "convert", source, "-o", converted], capsys)[0] == 0  # its own file
+        assert hidden_leftovers(tmp_path) == []
+
+
+class TestDedupOutputs:
+    def test_a_jsonl_output_and_its_siblings_are_never_someone_elses_files(self, tmp_path, capsys):
+        data = tmp_path / "rows.jsonl"
+        data.write_text(DUPLICATES)
+        for sibling in ("precious.jsonl", "precious.dropped.jsonl", "precious.provenance.json"):
+            (tmp_path / sibling).write_text("mine\n")
+            code, _, err = dedup(data, tmp_path / "precious.jsonl", capsys)
+            one_line_error(code, err, sibling, "not written by synthforge dedup")
+            assert (tmp_path / sibling).read_text() == "mine\n"
+            (tmp_path / sibling).unlink()
+        assert dedup(data, tmp_path / "precious.jsonl", capsys)[0] == 0
+        assert dedup(data, tmp_path / "precious.jsonl", capsys)[0] == 0  # its own output: replaced
+        assert len((tmp_path / "precious.jsonl").read_text().splitlines()) == 2
+
+    @pytest.mark.parametrize("out_name", ["out", "out.jsonl"])
+    def test_kill_9_mid_publish_then_a_rerun_completes_the_new_set(self, tmp_path, out_name):
+        """A real SIGKILL between the moves that publish the output (after the first): a rerun finds the
+        journal, completes the publication, and leaves a whole set and no helper files behind."""
+        import subprocess
+        import sys
+
+        data = tmp_path / "rows.jsonl"
+        data.write_text(DUPLICATES)
+        out = tmp_path / out_name
+        script = f"""
+import os, signal, sys
+import synthforge.files as files
+real = os.replace
+moves = []
+def replace(a, b):
+    real(a, b)
+    moves.append(b)
+    if "kill" in os.environ and any(".old-" in str(m) for m in moves) and ".old-" not in str(b):
+        os.kill(os.getpid(), signal.SIGKILL)
+files.os.replace = replace
+from synthforge.cli.main import main
+main(["dedup", {str(data)!r}, "--out", {str(out)!r}])
+"""
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+        first = _published(out)
+        data.write_text(DUPLICATES + json.dumps({"text": "brand new row here"}) + "\n")
+        env = {**__import__("os").environ, "kill": "1"}
+        killed = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env)
+        assert killed.returncode == -9
+        assert any(".publish.json" in name for name in hidden_leftovers(tmp_path))  # caught mid-publish
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+        second = _published(out)
+        assert second != first and "brand new row here" in second["kept"]
+        assert json.loads(second["provenance"])["counts"]["rows"] == 4
+        assert hidden_leftovers(tmp_path) == []
+
+    def test_a_second_dedup_into_the_same_output_is_refused_naming_the_holder(self, tmp_path, capsys):
+        import os
+
+        from synthforge.files import output_lock
+
+        data = tmp_path / "rows.jsonl"
+        data.write_text(DUPLICATES)
+        with output_lock(tmp_path / "out", "--out", "dedup"):
+            code, _, err = dedup(data, tmp_path / "out", capsys)
+            one_line_error(code, err, "another synthforge dedup", f"pid {os.getpid()}")
+        assert dedup(data, tmp_path / "out", capsys)[0] == 0
+
+    def test_what_killed_writes_left_behind_is_removed_by_the_next_write(self, tmp_path, capsys):
+        from synthforge.files import write_atomic
+
+        data = tmp_path / "rows.jsonl"
+        data.write_text(DUPLICATES)
+        dead = 2**22 + 12345  # above any pid this machine hands out
+        (tmp_path / f".out.jsonl.synthforge-tmp-{dead}-abc").write_text("x" * 10_000)
+        (tmp_path / f".out.jsonl.partial-{dead}-abc").mkdir()
+        (tmp_path / f".notes.txt.synthforge-tmp-{dead}-q").write_text("half")
+        assert dedup(data, tmp_path / "out.jsonl", capsys)[0] == 0
+        write_atomic(tmp_path / "notes.txt", "whole\n")
+        assert hidden_leftovers(tmp_path) == []
+
+    def test_dedup_of_a_run_whose_export_did_not_finish_is_refused(self, finished_run, capsys):
+        (finished_run / "manifest.json").unlink()
+        code, _, err = dedup(finished_run, finished_run.parent / "d.jsonl", capsys)
+        one_line_error(code, err, "export did not finish")
+
+
+def _published(out: Path) -> dict[str, str]:
+    if out.suffix == ".jsonl":
+        names = {
+            "kept": out,
+            "dropped": out.with_name("out.dropped.jsonl"),
+            "provenance": out.with_name("out.provenance.json"),
+        }
+        return {k: p.read_text() for k, p in names.items()}
+    kept = "".join(p.read_text() for p in sorted(out.glob("part-*.jsonl")))
+    dropped = "".join(p.read_text() for p in sorted(out.with_name("out.dropped").glob("part-*.jsonl")))
+    return {"kept": kept, "dropped": dropped, "provenance": (out / ".synthforge-dedup.json").read_text()}
+
+
+class TestReport:
+    def test_report_never_replaces_a_dataset_or_a_file_it_did_not_write(self, finished_run, capsys):
+        before = (finished_run / "sft.jsonl").read_text()
+        code, _, err = run_cli(["report", finished_run, "--out", finished_run / "sft.jsonl"], capsys)
+        one_line_error(code, err, "sft.jsonl")
+        assert (finished_run / "sft.jsonl").read_text() == before
+        mine = finished_run.parent / "page.html"
+        mine.write_text("<html>my page</html>")
+        code, _, err = run_cli(["report", finished_run, "--out", mine], capsys)
+        one_line_error(code, err, "not written by synthforge report")
+        assert run_cli(["report", finished_run], capsys)[0] == 0  # its own report.html
+        assert run_cli(["report", finished_run, "--out", finished_run.parent / "r.html"], capsys)[0] == 0
+        assert run_cli(["report", finished_run, "--out", finished_run.parent / "r.html"], capsys)[0] == 0
+
+    @pytest.mark.parametrize(
+        ("file", "content", "fragment"),
+        [
+            ("manifest.json", '{"pipeline": {"name": "x"', "manifest.json:1: manifest is not valid JSON"),
+            ("manifest.json", "[1, 2]", "manifest.json: $: [1, 2] is not of type 'object'"),
+            ("manifest.json", '{"pipeline": {"name": 5}}', "$.pipeline.name"),
+            ("trace.jsonl", '{"id": "a", "prompt": "p"}\n[1]\n', "trace.jsonl:2: $"),
+            ("trace.jsonl", '{"id": "a", "prompt": 7}\n', "trace.jsonl:1: $.prompt"),
+            ("training.json", '{"kind": "sft", "metrics": {', "training.json:1: training.json is not valid JSON"),
+        ],
+    )
+    def test_corrupt_metadata_is_one_line(self, finished_run, capsys, file, content, fragment):
+        if file == "training.json":
+            folder = finished_run.parent / "model"
+            folder.mkdir()
+            (folder / file).write_text(content)
+        else:
+            folder = finished_run
+            (folder / file).write_text(content)
+        code, _, err = run_cli(["report", folder], capsys)
+        one_line_error(code, err, fragment)
+
+
+class TestReadOnly:
+    """Read-only directories (root ignores permission bits, so there the file system's answer is simulated)."""
+
+    @pytest.fixture
+    def read_only(self, monkeypatch):
+        import errno
+        import os
+
+        def make(folder: Path) -> None:
+            if os.geteuid() != 0:
+                for path in [folder, *folder.rglob("*")]:
+                    path.chmod(0o555 if path.is_dir() else 0o444)
+                return
+            real_open, real_mkstemp = os.open, __import__("tempfile").mkstemp
+
+            def refuse(path, *args, **kwargs):
+                if str(path).startswith(str(folder)):
+                    raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+            monkeypatch.setattr(os, "open", lambda p, *a, **k: refuse(p) or real_open(p, *a, **k))
+            monkeypatch.setattr("tempfile.mkstemp", lambda *a, **k: refuse(k.get("dir", "")) or real_mkstemp(*a, **k))
+
+        return make
+
+    def test_generate_into_a_read_only_run_directory(self, cai, finished_run, capsys, read_only):
+        read_only(finished_run)
+        code, _, err = generate(cai, finished_run, capsys)
+        one_line_error(code, err, str(finished_run), "cannot write here")
+
+    def test_report_into_a_read_only_directory(self, finished_run, tmp_path, capsys, read_only):
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        read_only(folder)
+        code, _, err = run_cli(["report", finished_run, "--out", folder / "r.html"], capsys)
+        one_line_error(code, err, "cannot write here")
+
+
+class TestTrainOutputs:
+    def args(self, data, out, model):
+        return ["train", "sft", "--data", data, "--model", model, "--out", out, "--max-steps", "1", "--batch-size", "2"]
+
+    def test_train_never_writes_into_its_data_or_a_folder_it_did_not_write(
+        self, finished_run, tiny_model_dir, capsys, monkeypatch
+    ):
+        import synthforge.teachers.loading as loading
+
+        monkeypatch.setattr(loading, "load_pretrained", lambda *a, **k: pytest.fail("a model loaded"))
+        report = (finished_run / "report.html").read_text()
+        code, _, err = run_cli(self.args(finished_run, finished_run, tiny_model_dir), capsys)
+        one_line_error(code, err, "input of this command")
+        assert (finished_run / "report.html").read_text() == report
+        mine = finished_run.parent / "userdir"
+        mine.mkdir()
+        (mine / "config.json").write_text("{}")
+        code, _, err = run_cli(self.args(finished_run, mine, tiny_model_dir), capsys)
+        one_line_error(code, err, "not written by synthforge train sft")
+        assert (mine / "config.json").read_text() == "{}"
+        a_file = finished_run.parent / "a-file"
+        a_file.write_text("x")
+        code, _, err = run_cli(self.args(finished_run, a_file, tiny_model_dir), capsys)
+        one_line_error(code, err, "a file is in the way")
+        code, _, err = run_cli(self.args(finished_run, tiny_model_dir, tiny_model_dir), capsys)
+        one_line_error(code, err, "input of this command")
+
+    def test_train_replaces_its_own_output_whole(self, finished_run, tiny_model_dir, capsys):
+        out = finished_run.parent / "student"
+        assert run_cli(self.args(finished_run, out, tiny_model_dir), capsys)[0] == 0
+        first = json.loads((out / "training.json").read_text())
+        assert run_cli([*self.args(finished_run, out, tiny_model_dir), "--seed", "3"], capsys)[0] == 0
+        assert json.loads((out / "training.json").read_text())["config"]["seed"] == 3 != first["config"]["seed"]
+        assert hidden_leftovers(out.parent) == []

@@ -162,6 +162,43 @@ def test_bad_input_is_one_line(tiny_model_dir, tmp_path, capsys, case, fragment)
     assert code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+class TestTrainingThatWouldDoNothing:
+    def test_rlhf_on_fewer_prompts_than_a_step_takes_shrinks_its_batch_and_says_so(
+        self, tiny_model_dir, reward_dir, tmp_path, capsys
+    ):
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("Tell me a story.\n")
+        args = ["train", "rlhf", "--prompts", prompts, "--model", tiny_model_dir, "--reward", reward_dir]
+        args += ["--out", tmp_path / "policy", "--batch-size", "8", "--num-generations", "4", "--device", "cpu"]
+        args += ["--eval-fraction", "0", "--max-completion-length", "4", "--max-steps", "1"]
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        saved = json.loads((tmp_path / "policy" / "training.json").read_text())
+        assert info.value.code == 0 and "after 1 steps" in out and "batch shrunk to 4 completions" in err
+        assert saved["metrics"]["train_steps"] == 1 and "batch shrunk" in saved["metrics"]["warnings"][0]
+        assert "no held-out evaluation: eval_fraction is 0" in err
+
+    def test_rlhf_whose_batch_cant_hold_whole_prompt_groups_is_one_line(
+        self, tiny_model_dir, reward_dir, tmp_path, capsys
+    ):
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("a\nb\nc\n")
+        args = ["train", "rlhf", "--prompts", prompts, "--model", tiny_model_dir, "--reward", reward_dir]
+        code, err = _cli([*args, "--out", tmp_path / "p", "--batch-size", "6", "--num-generations", "4"], capsys)
+        assert code == 2 and "must be a multiple of --num-generations" in err and len(err.strip().splitlines()) == 1
+
+    def test_a_reward_model_on_one_pair_says_it_evaluated_nothing(self, tiny_model_dir, tmp_path, capsys):
+        pairs = write_pairs(tmp_path / "one.jsonl", 1)
+        args = ["train", "reward", "--data", pairs, "--model", tiny_model_dir, "--out", tmp_path / "rm"]
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in [*args, "--max-steps", "1", "--device", "cpu"]])
+        err = capsys.readouterr().err
+        saved = json.loads((tmp_path / "rm" / "training.json").read_text())
+        reason = "no held-out evaluation: only 1 row(s), too few to hold any out"
+        assert info.value.code == 0 and reason in err and saved["metrics"]["no_evaluation"] == reason
+
+
 def test_reward_rank_picks_best_and_worst_and_ledgers_small_gaps(project, reward_dir, tiny_model_dir):
     from synthforge.engine.runner import RunOptions, run_pipeline
     from synthforge.engine.spec import load_pipeline

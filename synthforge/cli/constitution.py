@@ -11,7 +11,7 @@ from synthforge.constitution.importers import import_constitution
 from synthforge.constitution.parser import ConstitutionError, load_constitution, parse_constitution
 from synthforge.constitution.writer import format_constitution
 from synthforge.errors import UserError
-from synthforge.files import write_atomic
+from synthforge.files import check_not_input, claim_file, output_lock, write_atomic
 
 
 @click.group()
@@ -37,14 +37,27 @@ def check(files: tuple[Path, ...]) -> None:
         sys.exit(2)
 
 
+CONVERTED = "Converted by `synthforge constitution convert`"
+
+
+def _converted(path: Path) -> bool:
+    """A file this command wrote: its first line is the header it writes."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().startswith(f"# {CONVERTED}")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 @constitution.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 def convert(source: Path, out: Path | None) -> None:
     """Convert a JSON constitution (Hugging Face CAI recipe or Anthropic layout) to synthforge's text format."""
+    if out is not None:
+        check_not_input(out, [source], "-o")
     imported = import_constitution(source)
-    header = f"Converted by `synthforge constitution convert` from {source.name}.\nEdit freely; check with "
-    header += "`synthforge constitution check`."
+    header = f"{CONVERTED} from {source.name}.\nEdit freely; check with `synthforge constitution check`."
     text = format_constitution(imported, header=header)
     # Never hand over a file that `constitution check` would reject: parse what we would write.
     target = str(out) if out is not None else f"{source.name} (converted)"
@@ -54,7 +67,9 @@ def convert(source: Path, out: Path | None) -> None:
         return
     if not out.parent.is_dir():
         raise UserError(f"-o {out}: directory {out.parent} does not exist")
-    write_atomic(out, text)
+    with output_lock(out, "-o", "constitution convert"):
+        claim_file(out, _converted, "-o", "constitution convert")
+        write_atomic(out, text)
     click.echo(f"wrote {out}: {len(imported.principles)} principles, {len(imported.examples)} few-shot examples")
 
 

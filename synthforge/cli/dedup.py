@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from synthforge.dedup.files import dedup_files, dropped_path_for
+from synthforge.dedup.files import dedup_files, dropped_path_for, provenance_path_for
 from synthforge.dedup.near_duplicates import VERIFY, DedupSettings
 from synthforge.dedup.ray_dedup import EDGE_LIMIT
 from synthforge.dedup.sources import data_files
 from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
+from synthforge.files import output_lock
+from synthforge.provenance import unfinished_export
 from synthforge.ray_support import import_ray
 
 RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest.json", "README.md")
@@ -69,12 +71,16 @@ def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name
     """
     source = source.expanduser()
     out = out.expanduser()
+    if unfinished_export(source):
+        raise UserError(f"{source}: this run's export did not finish (no manifest.json): rerun synthforge generate")
     inputs = [source / name] if _run_like(source, name) else data_files(source)
     check_targets(source, name, inputs, out)
     settings = DedupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, verify=verify, seed=seed)
-    with tqdm(desc="dedup", unit="row", disable=None) as bar:
+    if engine == "ray":
+        import_ray()  # one line telling how to install it when missing
+    siblings = [dropped_path_for(out), provenance_path_for(out)]
+    with output_lock(out, "--out", "dedup", siblings), tqdm(desc="dedup", unit="row", disable=None) as bar:
         if engine == "ray":
-            import_ray()  # one line telling how to install it when missing
             from synthforge.dedup.ray_files import dedup_files_ray
 
             report = dedup_files_ray(inputs, out, settings, key, keep, workers, bar.update, edge_limit=edge_limit)

@@ -18,17 +18,12 @@ def report(directory: Path, out: Path | None) -> None:
     """Write DIRECTORY/report.html: for a run directory, the funnel, lengths, per-principle statistics, the
     judge's confidence, a searchable record browser with word diffs and the drop ledger; for a directory
     written by `synthforge train`, its curves, held-out evaluation and data provenance. One HTML file: CSS,
-    script and charts inline, it loads nothing from the network."""
-    from synthforge.report.html import render_training_report, write_run_report
+    script and charts inline, it loads nothing from the network. --out never replaces a file that isn't a
+    synthforge report."""
+    from synthforge.report.html import write_report
 
     if not directory.is_dir():
         raise UserError(f"{directory}: no such directory")
-    if (directory / "training.json").is_file():
-        from synthforge.files import write_atomic
-
-        target = out or directory / "report.html"
-        write_atomic(target, render_training_report(directory))
-    else:
-        target = write_run_report(directory, out)
+    target = write_report(directory, out)
     size = target.stat().st_size
     click.echo(f"wrote {target} ({size / 1024:.0f} KiB)")

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from synthforge.builtin import builtin_path
 from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingConfig, load_training_config
 
 
@@ -66,19 +67,22 @@ def _compare_after(prompts: Path | None, start: str, result) -> None:
     training.json and print the summary."""
     if prompts is None:
         return
-    import json
-
     from synthforge.engine.compare import CompareOptions, format_report, run_compare
-    from synthforge.files import write_atomic
+    from synthforge.train.report import record_comparison
 
     report = run_compare(
         CompareOptions(models=[start, str(result.out_dir)], prompts=prompts, out=result.out_dir / "compare")
     )
-    path = result.out_dir / "training.json"
-    training = json.loads(path.read_text(encoding="utf-8"))
-    training["compare"] = {k: v for k, v in report.items() if k != "out_dir"}
-    write_atomic(path, json.dumps(training, indent=2, ensure_ascii=False, default=str) + "\n")
+    record_comparison(result.out_dir, {k: v for k, v in report.items() if k != "out_dir"})
     click.echo("\n".join(format_report(report)))
+
+
+def _notes(metrics: dict[str, Any]) -> None:
+    """What a reader must not miss: no held-out evaluation, a shrunk batch, a drifting policy."""
+    if metrics.get("no_evaluation"):
+        click.echo(f"note: {metrics['no_evaluation']}", err=True)
+    for warning in metrics.get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _require_data(config) -> None:
@@ -118,6 +122,7 @@ def train_sft(**options) -> None:
 
     config, result, compare_prompts = _run_training(options, SFTTrainingConfig, SFTTraining)
     click.echo(f"train loss {result.metrics['train_loss']:.4f} after {result.metrics['train_steps']} steps")
+    _notes(result.metrics)
     click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
     _compare_after(compare_prompts, config.model, result)
 
@@ -141,6 +146,7 @@ def train_dpo(**options) -> None:
             f"held-out preference accuracy {before['accuracy']:.2f} → {after['accuracy']:.2f}, "
             f"mean margin {before['mean_margin']:+.4f} → {after['mean_margin']:+.4f} ({after['pairs']} pairs)"
         )
+    _notes(result.metrics)
     click.echo(f"wrote {result.out_dir}/ (model, tokenizer, training.json, loss.png)")
     _compare_after(compare_prompts, config.model, result)
 
@@ -172,6 +178,7 @@ def train_reward(**options) -> None:
             f"held-out pairwise accuracy {before['accuracy']:.2f} → {after['accuracy']:.2f}, mean reward gap "
             f"{before['mean_gap']:+.4f} → {after['mean_gap']:+.4f} ({after['pairs']} pairs)"
         )
+    _notes(metrics)
     click.echo(f"wrote {result.out_dir}/ (reward model, tokenizer, training.json, loss.png)")
 
 
@@ -201,8 +208,7 @@ def train_rlhf(**options) -> None:
             f"held-out mean reward {before['mean_reward']:+.4f} → {after['mean_reward']:+.4f}, KL to the start "
             f"{before['mean_kl']:.4f} → {after['mean_kl']:.4f} nats ({after['prompts']} prompts)"
         )
-    for warning in metrics.get("warnings") or []:
-        click.echo(f"warning: {warning}", err=True)
+    _notes(metrics)
     click.echo(f"wrote {result.out_dir}/ (policy, tokenizer, training.json, loss.png)")
     _compare_after(compare_prompts, config.model, result)
 
@@ -260,8 +266,8 @@ def evaluate(ctx, model, data, reference, eval_fraction, seed, batch_size, max_l
 @click.option(
     "--pipeline",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("pipelines/eval-compare.yaml"),
-    show_default=True,
+    default=builtin_path("pipelines", "eval-compare.yaml"),
+    show_default="the shipped eval-compare pipeline",
     help="The comparison pipeline to run.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")

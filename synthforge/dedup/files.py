@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -21,11 +20,13 @@ import numpy as np
 from synthforge.dedup.near_duplicates import DedupSettings, cluster_signatures, representatives, signatures
 from synthforge.dedup.sources import iter_lines, keyed_rows
 from synthforge.errors import UserError
-from synthforge.files import make_dirs, write_atomic
+from synthforge.files import claim_dir, claim_file, discard_staging, journal_path_for, staging_dir
+from synthforge.files import publish as publish_moves
 from synthforge.provenance import package_versions
 
 FILE_LIKE = (".json", ".parquet", ".gz", ".csv", ".txt", ".arrow", ".zst")  # --out names that are not a directory
 PROVENANCE = ".synthforge-dedup.json"  # inside an output directory (hidden: dataset loaders skip it)
+MADE_BY = "synthforge dedup"
 
 
 @dataclass
@@ -104,65 +105,71 @@ def write_rows(
 
 
 def stage_dir(out: Path) -> Path:
-    """A fresh staging directory beside ``out`` with ``kept/`` and ``dropped/`` (removed by :func:`publish`)."""
-    make_dirs(out.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    """A fresh staging directory beside ``out`` with ``kept/`` and ``dropped/`` (removed by :func:`publish`, or
+    by the next dedup into ``out`` if this one is killed)."""
+    staging = staging_dir(out)
     (staging / "kept").mkdir()
     (staging / "dropped").mkdir()
     return staging
 
 
+def ours(path: Path) -> bool:
+    """A provenance file written by ``synthforge dedup``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("made_by") == MADE_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_output(out: Path) -> None:
-    """Refuse an output directory that exists and is not an earlier dedup output (we never delete others' files),
+    """Refuse outputs that exist and were not written by ``synthforge dedup`` (we never replace others' files),
     and a file name we would not write (a directory would appear under a name like ``x.json``)."""
     if out.suffix.lower() in FILE_LIKE:
         raise UserError(
             f"--out {out}: dedup writes a .jsonl file, or a directory of shards (a name without {out.suffix})"
         )
-    for target in (out, dropped_path_for(out)):
-        if target.is_dir() and any(target.iterdir()) and not _ours(target, out):
-            raise UserError(f"--out {out}: {target} exists and was not written by synthforge dedup; choose another")
-        if target.suffix != ".jsonl" and target.exists() and not target.is_dir():
-            raise UserError(f"--out {out}: {target} is a file; an output directory is written there")
-
-
-def _ours(target: Path, out: Path) -> bool:
-    if target == out:
-        return (out / PROVENANCE).is_file()
-    return (out / PROVENANCE).is_file() and all(p.name.startswith("part-") for p in target.iterdir())
+    provenance = provenance_path_for(out)
+    if out.suffix == ".jsonl":
+        for target in (out, dropped_path_for(out), provenance):
+            claim_file(target, lambda _: ours(provenance), "--out", "dedup")
+        return
+    claim_dir(out, lambda _: ours(provenance), "--out", "dedup")
+    dropped = dropped_path_for(out)
+    shards_only = lambda d: ours(provenance) and all(p.name.startswith("part-") for p in d.iterdir())  # noqa: E731
+    claim_dir(dropped, shards_only, "--out", "dedup")
 
 
 def publish(staging: Path, out: Path, provenance: dict[str, Any]) -> None:
-    """Turn the staging shards into the output (a directory of shards, or one JSONL file) and remove it."""
+    """Turn the staging shards into the output (a directory of shards, or one JSONL file with its dropped rows
+    and provenance beside it), as one unit: the old output is taken away first, the provenance comes last."""
     dropped = dropped_path_for(out)
+    text = json.dumps(provenance, indent=2) + "\n"
     try:
         if out.suffix == ".jsonl":
-            _concatenate(staging / "dropped", dropped)
-            _concatenate(staging / "kept", out)
-            write_atomic(provenance_path_for(out), json.dumps(provenance, indent=2) + "\n")
+            _concatenate(staging / "dropped", staging / "dropped.jsonl")
+            _concatenate(staging / "kept", staging / "kept.jsonl")
+            (staging / "provenance.json").write_text(text, encoding="utf-8")
+            moves = [
+                (None, provenance_path_for(out)),
+                (staging / "dropped.jsonl", dropped),
+                (staging / "kept.jsonl", out),
+                (staging / "provenance.json", provenance_path_for(out)),
+            ]
         else:
-            (staging / "kept" / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-            for source, target in ((staging / "dropped", dropped), (staging / "kept", out)):
-                if target.exists():
-                    shutil.rmtree(target)
-                source.rename(target)
+            (staging / "kept" / PROVENANCE).write_text(text, encoding="utf-8")
+            moves = [(None, out), (staging / "dropped", dropped), (staging / "kept", out)]
+        publish_moves(moves, journal_path_for(out))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging, out)
 
 
 def _concatenate(shards: Path, target: Path) -> None:
-    """Concatenate shards in name order into ``target`` atomically, streaming (constant memory)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with open(fd, "wb") as handle:
-            for shard in sorted(shards.glob("part-*.jsonl")):
-                with shard.open("rb") as part:
-                    shutil.copyfileobj(part, handle)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Concatenate shards in name order into ``target``, streaming (constant memory)."""
+    with open(target, "wb") as handle:
+        for shard in sorted(shards.glob("part-*.jsonl")):
+            with shard.open("rb") as part:
+                shutil.copyfileobj(part, handle)
+    target.chmod(0o644)
 
 
 def provenance_record(
@@ -171,7 +178,7 @@ def provenance_record(
     """What made a dedup output: settings, inputs (names and sizes), engine, counts and versions."""
     bands, rows = settings.bands()
     return {
-        "made_by": "synthforge dedup",
+        "made_by": MADE_BY,
         "settings": {**asdict(settings), "bands": bands, "rows_per_band": rows, "key": key, "keep": keep},
         "inputs": [{"file": p.name, "bytes": p.stat().st_size} for p in inputs],
         "engine": report.engine,
@@ -232,5 +239,5 @@ def dedup_files(
         report = DedupReport(n, kept, n - kept, clusters_n, out, dropped_path_for(out))
         publish(staging, out, provenance_record(inputs, settings, key, keep, report))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging, out)
     return report

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -39,6 +38,7 @@ from synthforge.dedup.near_duplicates import DedupSettings, representatives, sig
 from synthforge.dedup.ray_dedup import EDGE_LIMIT, cluster_blocks, columns
 from synthforge.dedup.sources import iter_lines, keyed_rows
 from synthforge.errors import UserError
+from synthforge.files import discard_staging
 from synthforge.ray_support import init_ray
 
 ROWS_PER_BLOCK = 8192
@@ -269,5 +269,5 @@ def _write(job: RayDedupJob, ray: Any, labels: np.ndarray, best: np.ndarray, off
         report = DedupReport(n, kept, dropped, clusters, job.out, dropped_path_for(job.out), engine)
         publish(staging, job.out, provenance_record(job.inputs, job.settings, job.key, job.keep, report))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging, job.out)
     return report

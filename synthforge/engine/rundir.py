@@ -5,24 +5,21 @@ run writes to it; ``--fresh`` removes only the checkpoints a run wrote there.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from synthforge import __version__
-from synthforge.errors import UserError
-from synthforge.files import make_dirs, write_atomic
+from synthforge.files import claim_dir, exclusive_lock, make_dirs, write_atomic
 from synthforge.provenance import RUN_MARKER
 
 MARKER = RUN_MARKER
 LOCK = ".synthforge-lock"
 CHECKPOINTS = "checkpoints"
 # What a run writes under checkpoints/: NN-stage-fingerprint.jsonl, NN-stage.json, their journals and temp files.
-CHECKPOINT_FILE = re.compile(r"^\.?\d{2}-[A-Za-z0-9._-]+\.(jsonl|json)(\.[A-Za-z0-9_]+)?$")
+CHECKPOINT_FILE = re.compile(r"^\.?\d{2}-[A-Za-z0-9._-]+\.(jsonl|json)(\.[A-Za-z0-9_-]+)?$")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -40,13 +37,7 @@ def is_run_dir(path: Path) -> bool:
 
 def _claim(out_dir: Path, pipeline: str) -> None:
     """Make sure ``out_dir`` is ours to write: new, empty, or a marked run; mark it."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir}: a file is in the way (expected a run directory)")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_run_dir(out_dir):
-        raise UserError(
-            f"--out {out_dir}: the directory holds files that synthforge did not write; "
-            "give a new or empty directory (synthforge never writes over what isn't a run of its own)"
-        )
+    claim_dir(out_dir, is_run_dir, "--out", "generate")
     make_dirs(out_dir)
     if not (out_dir / MARKER).is_file():
         marker = {"synthforge_version": __version__, "pipeline": pipeline, "created": int(time.time())}
@@ -58,21 +49,10 @@ def run_directory(out_dir: Path, pipeline: str) -> Iterator[Path]:
     """Claim and exclusively lock ``out_dir`` for one run; a second run on it exits naming the holder."""
     out_dir = out_dir.expanduser()
     _claim(out_dir, pipeline)
-    fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise UserError(
-                f"--out {out_dir}: another synthforge run is writing there (pid {holder}); "
-                "wait for it to finish or give another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    busy = f"--out {out_dir}: another synthforge run is writing there (pid {{pid}}); wait for it to finish or give "
+    busy += "another --out"
+    with exclusive_lock(out_dir / LOCK, busy):
         yield out_dir
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def remove_checkpoints(out_dir: Path) -> int:

@@ -11,21 +11,92 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.files import read_text
-from synthforge.jsonl import read_jsonl
+from synthforge.jsonl import iter_json_lines
 from synthforge.records import reason_kind
+from synthforge.validation import check_json
 
 EXAMPLES_PER_REASON = 3
 
 
+_COUNT = {"type": "number"}
+_RECORD = {
+    "type": "object",
+    "required": ["id", "prompt"],
+    "properties": {
+        "id": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response": {"type": ["string", "null"]},
+        "rejected": {"type": ["string", "null"]},
+        "steps": {"type": "array", "items": {"type": "object"}},
+        "meta": {"type": "object"},
+    },
+}
+_DROP = {
+    "type": "object",
+    "required": ["stage", "reason", "record"],
+    "properties": {"stage": {"type": "string"}, "reason": {"type": "string"}, "record": _RECORD},
+}
+# What the report reads of a manifest (everything else in it is optional here).
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["pipeline"],
+    "properties": {
+        "pipeline": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        "teacher": {"type": ["object", "null"]},
+        "usage": {"type": "object"},
+        "seconds": _COUNT,
+        "stages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "kind", "report"],
+                "properties": {
+                    "report": {
+                        "type": "object",
+                        "required": ["inputs", "kept", "dropped", "reused", "seconds"],
+                        "properties": {k: _COUNT for k in ("inputs", "kept", "dropped", "reused", "seconds")},
+                    }
+                },
+            },
+        },
+        "funnel": {
+            "type": "array",
+            "items": {"type": "object", "required": ["step", "records"], "properties": {"records": _COUNT}},
+        },
+        "groups": {"type": "object", "additionalProperties": {"type": "object", "required": ["members"]}},
+    },
+}
+
+
 def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(manifest, kept records, drops) of a finished run directory."""
+    """(manifest, kept records, drops) of a finished run directory; files of another shape are one line."""
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{run_dir}: not a finished run directory (no manifest.json)")
-    manifest = json.loads(read_text(manifest_path, "manifest"))
-    kept = read_jsonl(run_dir / "trace.jsonl") if (run_dir / "trace.jsonl").is_file() else []
-    dropped = read_jsonl(run_dir / "dropped.jsonl") if (run_dir / "dropped.jsonl").is_file() else []
+    manifest = read_json(manifest_path, "manifest")
+    check_json(manifest, MANIFEST_SCHEMA, str(manifest_path))
+    kept = _rows(run_dir / "trace.jsonl", _RECORD)
+    dropped = _rows(run_dir / "dropped.jsonl", _DROP)
     return manifest, kept, dropped
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's value; a file that isn't JSON (or was cut short) names the file and line."""
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+
+
+def _rows(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a run's JSONL file, each checked against ``schema``; a missing file has none."""
+    if not path.is_file():
+        return []
+    found = []
+    for number, row in iter_json_lines(path):
+        check_json(row, schema, f"{path}:{number}")
+        found.append(row)
+    return found
 
 
 def _words(text: str | None) -> int:
@@ -123,6 +194,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": completion,
         "tokens_per_second": round(completion / seconds, 1) if seconds else None,
         "version": manifest.get("synthforge_version"),
+        "notes": [f"{s['name']}: {n}" for s in manifest.get("stages", []) for n in s.get("notes") or []],
     }
 
 

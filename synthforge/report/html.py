@@ -15,9 +15,10 @@ from typing import Any
 from markupsafe import Markup
 
 from synthforge.errors import UserError
-from synthforge.files import read_text, write_atomic
+from synthforge.files import check_not_input, claim_file, output_lock, write_atomic
 from synthforge.report import aggregates as agg
 from synthforge.report.svg import bar_chart, histogram, line_chart
+from synthforge.validation import check_json
 
 TEMPLATES = files("synthforge.report").joinpath("templates")
 
@@ -70,6 +71,19 @@ def render_run_report(run_dir: Path) -> str:
     return page
 
 
+GENERATOR = '<meta name="generator" content="synthforge">'
+
+
+def is_report(path: Path) -> bool:
+    """A file synthforge wrote as a report (its generator tag, or the title reports had before the tag)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(2048)
+    except OSError:
+        return False
+    return head.startswith("<!doctype html>") and (GENERATOR in head or "<title>synthforge \u00b7" in head)
+
+
 def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) for a run directory; returns its path."""
     target = out or run_dir / "report.html"
@@ -83,12 +97,24 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def render_training_report(model_dir: Path) -> str:
+TRAINING_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "log_history": {"type": "array", "items": {"type": "object"}},
+        "metrics": {"type": "object"},
+        "data": {"type": ["object", "null"]},
+        "base_model": {"type": ["object", "null"]},
+    },
+}
+
+
+def render_training_report(model_dir: Path, name: str | None = None) -> str:
     """The HTML report of a training run (its ``training.json``): curves, evaluation, data provenance."""
     path = model_dir / "training.json"
     if not path.is_file():
         raise UserError(f"{model_dir}: no training.json (not a directory written by synthforge train)")
-    run = json.loads(read_text(path, "training.json"))
+    run = agg.read_json(path, "training.json")
+    check_json(run, TRAINING_SCHEMA, str(path))
     history, metrics = run.get("log_history", []), run.get("metrics", {})
 
     def series(key: str) -> list[tuple[float, float]]:
@@ -109,7 +135,7 @@ def render_training_report(model_dir: Path) -> str:
         .render(
             kind=run.get("kind", "?"),
             base=(run.get("base_model") or {}).get("name", "?"),
-            out_dir=model_dir.name,
+            out_dir=name or model_dir.name,
             summary=summary,
             curves=curves,
             evaluation=evaluation,
@@ -121,8 +147,22 @@ def render_training_report(model_dir: Path) -> str:
     )
 
 
-def write_training_report(model_dir: Path) -> Path:
-    """Write ``report.html`` beside a trained model; returns its path."""
+def write_training_report(model_dir: Path, name: str | None = None) -> Path:
+    """Write ``report.html`` beside a trained model (``name``: the directory's published name); returns its path."""
     target = model_dir / "report.html"
-    write_atomic(target, render_training_report(model_dir))
+    write_atomic(target, render_training_report(model_dir, name))
     return target
+
+
+def write_report(directory: Path, out: Path | None = None) -> Path:
+    """``synthforge report``: the report of a run or training directory to ``out`` (default
+    ``DIRECTORY/report.html``), only ever over a report synthforge wrote, never over an input; one writer."""
+    target = (out or directory / "report.html").expanduser()
+    inputs = [directory / name for name in ("manifest.json", "trace.jsonl", "dropped.jsonl", "training.json")]
+    check_not_input(target, [directory, *inputs], "--out")
+    with output_lock(target, "--out", "report"):
+        claim_file(target, is_report, "--out", "report")
+        if (directory / "training.json").is_file():
+            write_atomic(target, render_training_report(directory))
+            return target
+        return write_run_report(directory, target)

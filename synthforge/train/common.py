@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,15 @@ import torch
 
 from synthforge import __version__
 from synthforge.errors import UserError
+from synthforge.files import (
+    check_not_input,
+    claim_dir,
+    discard_staging,
+    journal_path_for,
+    output_lock,
+    publish,
+    staging_dir,
+)
 from synthforge.provenance import package_versions
 from synthforge.report.html import write_training_report
 from synthforge.settings import config_to_dict
@@ -33,9 +45,49 @@ class TrainingResult:
 def out_dir_for(config: TrainingConfig, kind: str) -> Path:
     """``config.out``, or ``<data>/student-<kind>`` next to the training data."""
     if config.out:
-        return Path(config.out)
-    data = Path(config.data)
+        return Path(config.out).expanduser()
+    data = Path(config.data).expanduser()
     return (data if data.is_dir() else data.parent) / f"student-{kind}"
+
+
+def is_training_dir(path: Path, kind: str) -> bool:
+    """A directory ``synthforge train KIND`` wrote (its ``training.json`` says so)."""
+    try:
+        written = json.loads((path / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and written.get("kind") == kind and "synthforge_version" in written
+
+
+@dataclass
+class TrainingOutput:
+    """Where a training run builds its output (``work``, hidden beside it) and where it is published."""
+
+    final: Path
+    work: Path
+    kind: str
+
+
+@contextlib.contextmanager
+def training_output(config: TrainingConfig, kind: str, inputs: list[str | None]) -> Iterator[TrainingOutput]:
+    """Claim the output directory before anything loads (new, empty, or written by ``train KIND`` before; never
+    an input such as the data or the model), hold its lock, and build the output in a staging folder that
+    :func:`publish_output` moves into place whole."""
+    final = out_dir_for(config, kind)
+    option, command = "--out", f"train {kind}"
+    check_not_input(final, [Path(p).expanduser() for p in inputs if p and Path(p).expanduser().exists()], option)
+    with output_lock(final, option, command):
+        claim_dir(final, lambda d: is_training_dir(d, kind), option, command)
+        work = staging_dir(final)
+        try:
+            yield TrainingOutput(final, work, kind)
+        finally:
+            discard_staging(work, final)
+
+
+def publish_output(output: TrainingOutput) -> None:
+    """Replace the output directory with the finished one in one step (journaled, see ``files.publish``)."""
+    publish([(output.work, output.final)], journal_path_for(output.final))
 
 
 def trl_arguments(config: TrainingConfig, device: torch.device, out_dir: Path, has_eval: bool) -> dict[str, Any]:
@@ -107,15 +159,18 @@ def finish(
     trainer,
     student: Student,
     config: TrainingConfig,
-    out_dir: Path,
+    output: TrainingOutput,
     train_rows: int,
     eval_rows: int,
     started: float,
     extra: dict[str, Any],
     data_kind: str | None = None,
 ) -> TrainingResult:
-    """Save the student, training.json (config, metrics, versions) and loss.png; ``data_kind``: which file of a
-    run directory the data came from (default: ``kind``'s)."""
+    """Save the student, training.json (config, metrics, versions), loss.png and the report into the output, then
+    publish it whole; ``data_kind``: which file of a run directory the data came from (default: ``kind``'s)."""
+    if trainer.state.global_step == 0:
+        raise UserError(f"train {kind}: the trainer took no optimisation step ({train_rows} training rows)")
+    out_dir = output.work
     save_student(trainer, student, out_dir, config.lora.enabled)
     history = list(trainer.state.log_history)
     train_log = next((e for e in reversed(history) if "train_loss" in e), {})
@@ -132,6 +187,8 @@ def finish(
         **({"tokens_seen": tokens} if tokens else {}),
         **extra,
     }
+    if eval_rows == 0:
+        metrics["no_evaluation"] = no_evaluation_reason(train_rows, config.eval_fraction)
     plotted = save_loss_curve(history, out_dir / "loss.png", f"{kind.upper()} · {student.name}")
     write_training_json(
         out_dir / "training.json",
@@ -148,5 +205,13 @@ def finish(
             "versions": package_versions(),
         },
     )
-    write_training_report(out_dir)
-    return TrainingResult(out_dir, metrics, history)
+    write_training_report(out_dir, name=output.final.name)
+    publish_output(output)
+    return TrainingResult(output.final, metrics, history)
+
+
+def no_evaluation_reason(train_rows: int, eval_fraction: float) -> str:
+    """Why a training run held nothing out to evaluate on (said in its output and training.json)."""
+    if eval_fraction <= 0:
+        return "no held-out evaluation: eval_fraction is 0"
+    return f"no held-out evaluation: only {train_rows} row(s), too few to hold any out"

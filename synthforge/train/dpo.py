@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import time
 
-from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
+from synthforge.train.common import (
+    TrainingOutput,
+    TrainingResult,
+    finish,
+    peft_config,
+    training_output,
+    trl_arguments,
+    trl_config,
+)
 from synthforge.train.config import DPOTrainingConfig
 from synthforge.train.data import load_rows, row_count, split
 from synthforge.train.evaluate import preference_margins, summarize
@@ -23,9 +31,14 @@ class DPOTraining:
         self.config = config
 
     def run(self) -> TrainingResult:
-        from trl import DPOConfig, DPOTrainer
 
         config = self.config
+        with training_output(config, "dpo", [config.data, config.model, config.reference]) as output:
+            return self._run(config, output)
+
+    def _run(self, config: DPOTrainingConfig, output: TrainingOutput) -> TrainingResult:
+        from trl import DPOConfig, DPOTrainer
+
         started = time.time()
         train_rows, eval_rows = split(load_rows(config.data, "dpo"), config.eval_fraction, config.seed)
         student = load_student(config.model, config.device)
@@ -34,10 +47,9 @@ class DPOTraining:
             reference = load_student(config.reference or config.model, config.device, for_training=False).model
         held_out = list(eval_rows) if (eval_rows is not None and config.evaluate) else []
         before = self._margins(student.model, student.tokenizer, held_out)
-        out_dir = out_dir_for(config, "dpo")
         args = trl_config(
             DPOConfig,
-            **trl_arguments(config, student.model.device, out_dir, eval_rows is not None),
+            **trl_arguments(config, student.model.device, output.work, eval_rows is not None),
             beta=config.beta,
             loss_type=[config.loss_type],
             precompute_ref_log_probs=config.precompute_ref,
@@ -65,7 +77,7 @@ class DPOTraining:
             trainer,
             student,
             config,
-            out_dir,
+            output,
             train_rows.num_rows,
             row_count(eval_rows),
             started,

@@ -46,3 +46,14 @@ def save_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str) -
 
 def write_training_json(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def record_comparison(out_dir: Path, comparison: dict[str, Any]) -> None:
+    """Add a judged comparison (``eval compare``) to a training run's ``training.json``, holding its lock."""
+    from synthforge.files import output_lock, read_text
+
+    with output_lock(out_dir, "--out", "train"):
+        path = out_dir / "training.json"
+        training = json.loads(read_text(path, "training.json"))
+        training["compare"] = comparison
+        write_training_json(path, training)

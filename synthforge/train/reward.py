@@ -14,7 +14,15 @@ from typing import Any
 import torch
 
 from synthforge.errors import UserError
-from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
+from synthforge.train.common import (
+    TrainingOutput,
+    TrainingResult,
+    finish,
+    peft_config,
+    training_output,
+    trl_arguments,
+    trl_config,
+)
 from synthforge.train.config import RewardTrainingConfig
 from synthforge.train.data import load_rows, row_count, split
 from synthforge.train.reward_model import evaluate_rewards, load_reward_model, soft_label_loss
@@ -92,9 +100,14 @@ class RewardTraining:
         self.config = config
 
     def run(self) -> TrainingResult:
-        from trl import RewardConfig
 
         config = self.config
+        with training_output(config, "reward", [config.data, config.model]) as output:
+            return self._run(config, output)
+
+    def _run(self, config: RewardTrainingConfig, output: TrainingOutput) -> TrainingResult:
+        from trl import RewardConfig
+
         started = time.time()
         rows = load_rows(config.data, "dpo", optional=("confidence", "margin"))
         mode = label_mode(config, rows.column_names)
@@ -102,8 +115,7 @@ class RewardTraining:
         held_out = [{**r, **({"confidence": r["soft_label"]} if "soft_label" in r else {})} for r in (eval_rows or [])]
         model, tokenizer, name, location = load_reward_model(config.model, config.device)
         before = evaluate_rewards(model, tokenizer, held_out, config.batch_size, config.max_length)
-        out_dir = out_dir_for(config, "reward")
-        arguments = trl_arguments(config, model.device, out_dir, eval_rows is not None)
+        arguments = trl_arguments(config, model.device, output.work, eval_rows is not None)
         args = trl_config(RewardConfig, **arguments, center_rewards_coefficient=config.center_rewards)
         trainer_class, collator_class = _soft_trainer_class()
         trainer = trainer_class(
@@ -128,7 +140,7 @@ class RewardTraining:
             trainer,
             student,
             config,
-            out_dir,
+            output,
             train_rows.num_rows,
             row_count(eval_rows),
             started,

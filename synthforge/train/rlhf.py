@@ -17,7 +17,15 @@ import torch
 from synthforge.errors import UserError
 from synthforge.jsonl import read_jsonl
 from synthforge.records import first_user_message
-from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments, trl_config
+from synthforge.train.common import (
+    TrainingOutput,
+    TrainingResult,
+    finish,
+    peft_config,
+    training_output,
+    trl_arguments,
+    trl_config,
+)
 from synthforge.train.config import RLHFTrainingConfig
 from synthforge.train.data import row_count, split
 from synthforge.train.reward_model import check_reward_dir, load_reward_model, reward_scores
@@ -110,17 +118,22 @@ class RLHFTraining:
         self.config = config
 
     def run(self) -> TrainingResult:
-        import datasets
-        from trl import RLOOConfig, RLOOTrainer
-
         config = self.config
         if not config.reward:
             raise UserError("give --reward (a directory made by `synthforge train reward`)")
         check_reward_dir(config.reward)
+        with training_output(config, "rlhf", [config.data, config.model, config.reward]) as output:
+            return self._run(config, output)
+
+    def _run(self, config: RLHFTrainingConfig, output: TrainingOutput) -> TrainingResult:
+        import datasets
+        from trl import RLOOConfig, RLOOTrainer
+
         started = time.time()
         prompts = read_prompts(config.data)
         rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
         train_rows, eval_rows = (rows, None) if config.eval_fraction <= 0 else _split(rows, config)
+        batch_size, grad_accum, note = rloo_batch(config, train_rows.num_rows)
         held_out = [r["prompt"][0]["content"] for r in eval_rows] if (eval_rows is not None and config.evaluate) else []
         student = load_student(config.model, config.device)
         reference = load_student(config.model, config.device, for_training=False).model
@@ -130,9 +143,9 @@ class RLHFTraining:
         before = (
             evaluate_policy(student.model, reference, student.tokenizer, reward, held_out, config) if held_out else None
         )
-        out_dir = out_dir_for(config, "rlhf")
-        arguments = trl_arguments(config, student.model.device, out_dir, False)
+        arguments = trl_arguments(config, student.model.device, output.work, False)
         arguments.pop("max_length")
+        arguments.update(per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum)
         args = trl_config(
             RLOOConfig,
             **arguments,
@@ -157,20 +170,43 @@ class RLHFTraining:
         extra: dict[str, Any] = {
             "eval_before": before.as_dict() if before else None,
             "eval_after": after.as_dict() if after else None,
-            "warnings": _warnings(before, after),
+            "warnings": [*([note] if note else []), *_warnings(before, after)],
         }
         return finish(
             "rlhf",
             trainer,
             student,
             config,
-            out_dir,
+            output,
             train_rows.num_rows,
             row_count(eval_rows),
             started,
             extra,
             data_kind="dpo" if (Path(config.data) / "dpo.jsonl").is_file() else "sft",
         )
+
+
+def rloo_batch(config: RLHFTrainingConfig, prompts: int) -> tuple[int, int, str | None]:
+    """(batch size, gradient accumulation, a note when changed): RLOO samples ``num_generations`` answers per
+    prompt, so a step takes ``batch_size × grad_accum / num_generations`` prompts, and TRL skips an incomplete
+    group — fewer prompts than that would train no step, so the batch shrinks to the prompts there are."""
+    completions = config.batch_size * config.grad_accum
+    if completions % config.num_generations:
+        raise UserError(
+            f"--batch-size × --grad-accum ({completions}) must be a multiple of --num-generations "
+            f"({config.num_generations}): RLOO compares each prompt's answers within one batch"
+        )
+    per_step = completions // config.num_generations
+    if prompts >= per_step:
+        return config.batch_size, config.grad_accum, None
+    if prompts == 0:
+        raise UserError(f"{config.data}: no training prompts left after holding out the evaluation share")
+    batch = prompts * config.num_generations
+    note = (
+        f"only {prompts} training prompt(s), fewer than the {per_step} a step takes: batch shrunk to {batch} "
+        f"completions ({prompts} prompt(s) × {config.num_generations}), gradient accumulation 1"
+    )
+    return batch, 1, note
 
 
 def _split(rows, config: RLHFTrainingConfig):

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from synthforge.train.common import TrainingResult, finish, out_dir_for, peft_config, trl_arguments
+from synthforge.train.common import (
+    TrainingResult,
+    finish,
+    out_dir_for,
+    peft_config,
+    training_output,
+    trl_arguments,
+)
 from synthforge.train.config import SFTTrainingConfig
 from synthforge.train.data import load_rows, row_count, split
 from synthforge.train.student import Student, load_student
@@ -27,15 +35,16 @@ class SFTTraining:
     def __init__(self, config: SFTTrainingConfig):
         self.config = config
 
-    def setup(self) -> SFTSetup:
-        """Load data and student and build TRL's trainer (rows become prompt/completion: answer-only loss)."""
+    def setup(self, work: Path | None = None) -> SFTSetup:
+        """Load data and student and build TRL's trainer (rows become prompt/completion: answer-only loss);
+        ``work``: where the run builds its output (default: the output directory)."""
         from trl import SFTConfig, SFTTrainer
 
         config = self.config
         train_rows, eval_rows = split(load_rows(config.data, "sft"), config.eval_fraction, config.seed)
         student = load_student(config.model, config.device)
         args = SFTConfig(
-            **trl_arguments(config, student.model.device, out_dir_for(config, "sft"), eval_rows is not None)
+            **trl_arguments(config, student.model.device, work or out_dir_for(config, "sft"), eval_rows is not None)
         )
         trainer = SFTTrainer(
             model=student.model,
@@ -49,9 +58,10 @@ class SFTTraining:
 
     def run(self) -> TrainingResult:
         started = time.time()
-        setup = self.setup()
-        setup.trainer.train()
-        out_dir = out_dir_for(self.config, "sft")
-        return finish(
-            "sft", setup.trainer, setup.student, self.config, out_dir, setup.train_rows, setup.eval_rows, started, {}
-        )
+        config = self.config
+        with training_output(config, "sft", [config.data, config.model]) as output:
+            setup = self.setup(output.work)
+            setup.trainer.train()
+            return finish(
+                "sft", setup.trainer, setup.student, config, output, setup.train_rows, setup.eval_rows, started, {}
+            )
