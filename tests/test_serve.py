@@ -12,10 +12,10 @@ import pytest
 
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
+from synthforge.serve.batcher import Batcher
 from synthforge.teachers.base import SamplingParams
 from synthforge.teachers.config import OpenAISettings
 from synthforge.teachers.openai_teacher import OpenAITeacher
-from synthforge.teachers.serve import Batcher
 from tests.conftest import write_pipeline
 from tests.fault_server import serve_process
 
@@ -167,7 +167,7 @@ def test_magpie_over_http_with_a_local_tokenizer(server, project, tiny_model_dir
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n must be in"),
         ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, "content must be a string"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "finite"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "stream"),
+        ({"model": "tiny", "messages": HI, "stream": True, "stream_options": "usage"}, 400, "stream"),
         ([1, 2], 400, "JSON object"),
     ],
 )
@@ -206,3 +206,110 @@ def test_requests_that_arrive_together_are_batched_together(tiny_teacher):
     assert len(batcher.batches) < 8 and sum(batcher.batches) == 8
     alone = [tiny_teacher.generate([c], p)[0] for c, p in zip(prompts, params, strict=True)]
     assert [[c.text for c in r] for r in batched] == [[c.text for c in r] for r in alone]
+
+
+# -- a server that answers like one should (guarantees) ---------------------------------------------------
+LONG = "ignore " * 1500  # past the tiny model's 2048-token context window
+
+
+class TestServeGuarantees:
+    def test_a_prompt_beyond_the_context_window_is_a_400_in_vllms_words(self, server):
+        code, answer = _post(
+            server, "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": LONG}]}
+        )
+        message = answer["error"]["message"]
+        assert code == 400 and "maximum context length is 2048 tokens" in message and "input tokens" in message
+        code, answer = _post(server, "/completions", {"model": "tiny", "prompt": LONG, "max_tokens": 2})
+        assert code == 400 and "maximum context length" in answer["error"]["message"]
+
+    def test_over_http_such_a_record_is_ledgered_as_in_process_without_retrying(
+        self, server, project, tiny_model_dir, tiny_teacher
+    ):
+        seeds = project / "pipelines" / "seeds" / "long.jsonl"
+        seeds.write_text(json.dumps({"prompt": LONG}) + "\n" + json.dumps({"prompt": "Say hello."}) + "\n")
+        path = write_pipeline(project, tiny_model_dir)
+        path.write_text(path.read_text().replace("seeds/red-team.jsonl", "seeds/long.jsonl"))
+        local = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "l"), tiny_teacher, log=lambda _: None)
+        overrides = ["teacher.backend=openai", "teacher.model=tiny", f"teacher.openai.base_url={server}"]
+        remote = run_pipeline(load_pipeline(path, overrides), RunOptions(out_dir=project / "r"), log=lambda _: None)
+        drops = [json.loads((r.out_dir / "dropped.jsonl").read_text())["reason"] for r in (local, remote)]
+        assert drops[0] == drops[1] and "does not fit the teacher's context window of 2048" in drops[0]
+        assert "1 attempt (not retryable)" in drops[1]
+
+    def test_a_body_beyond_the_limit_is_a_413(self, server):
+        huge = {"model": "tiny", "messages": [{"role": "user", "content": "x" * (9 << 20)}]}
+        code, answer = _post(server, "/chat/completions", huge)
+        assert code == 413 and "larger than" in answer["error"]["message"]
+        assert _post(server, "/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 2})[0] == 200
+
+    @pytest.mark.parametrize(
+        ("path", "body", "fragment"),
+        [
+            ("/completions", {"model": "tiny", "prompt": ""}, "prompt must not be empty"),
+            ("/completions", {"model": "tiny", "prompt": ["fine", ""]}, "prompt must not be empty"),
+            ("/completions", {"model": "tiny", "prompt": ["p"] * 257}, "at most 256 prompts"),
+            ("/chat/completions", b'{"model": "tiny", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper"),
+            ("/chat/completions", b'{"model": "tiny", "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
+            (
+                "/chat/completions",
+                {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]},
+                "'text' must be a string",
+            ),
+        ],
+    )
+    def test_malformed_requests_are_400s(self, server, path, body, fragment):
+        code, answer = _post(server, path, body)
+        assert code == 400 and fragment in answer["error"]["message"], answer
+
+    def test_streaming_gives_the_same_answer_as_one_response(self, server):
+        import openai
+
+        client = openai.OpenAI(base_url=server, api_key="x")
+        request = {"model": "tiny", "messages": HI, "max_tokens": 10, "seed": 4, "n": 2, "temperature": 1.0}
+        whole = client.chat.completions.create(**request)
+        chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+        texts = {0: "", 1: ""}
+        for chunk in chunks:
+            for choice in chunk.choices:
+                texts[choice.index] += choice.delta.content or ""
+        assert [texts[0], texts[1]] == [c.message.content for c in whole.choices]
+        assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+        plain = client.completions.create(model="tiny", prompt="Once", max_tokens=6, seed=2)
+        streamed = "".join(
+            c.choices[0].text
+            for c in client.completions.create(model="tiny", prompt="Once", max_tokens=6, seed=2, stream=True)
+        )
+        assert streamed == plain.choices[0].text
+
+
+def test_work_whose_client_has_gone_is_not_run(tiny_teacher):
+    """200 prompts queued by one /v1/completions request; the client leaves: the rest are never generated."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from synthforge.serve.app import ServeConfig, build_app
+    from tests.fault_server import free_port
+
+    app = build_app(tiny_teacher, ServeConfig("tiny", max_batch=2, wait_ms=0))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        body = json.dumps({"model": "tiny", "prompt": [f"p{i}" for i in range(200)], "max_tokens": 32}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(0.5)  # a few batches start
+        time.sleep(1.0)
+        done = sum(app.state.batcher.batches)
+        time.sleep(1.0)
+        assert 0 < done < 200 and sum(app.state.batcher.batches) == done  # nothing more was run
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from synthforge.serve.app import ServeConfig
+from synthforge.serve.app import serve as run_server
 from synthforge.teachers.config import TeacherSpec
 from synthforge.teachers.factory import build_teacher, check_device
-from synthforge.teachers.serve import ServeConfig
-from synthforge.teachers.serve import serve as run_server
 
 
 @click.command()
@@ -52,7 +52,34 @@ from synthforge.teachers.serve import serve as run_server
     show_default=True,
     help="max_tokens of requests that don't say.",
 )
-def serve(model, host, port, api_key, model_name, batch_size, batch_wait_ms, device, threads, default_max_tokens):
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=8.0,
+    show_default=True,
+    help="Largest request body accepted (larger ones are answered 413).",
+)
+@click.option(
+    "--max-prompts",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Most prompts in one /v1/completions request.",
+)
+def serve(
+    model,
+    host,
+    port,
+    api_key,
+    model_name,
+    batch_size,
+    batch_wait_ms,
+    device,
+    threads,
+    default_max_tokens,
+    max_body_mb,
+    max_prompts,
+):
     """Serve a teacher over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models).
 
     \b
@@ -70,4 +97,7 @@ def serve(model, host, port, api_key, model_name, batch_size, batch_wait_ms, dev
     teacher = build_teacher(spec)
     name = model_name or model
     click.echo(f"serving {name} on http://{host}:{port}/v1 (batch {batch_size}, wait {batch_wait_ms:g} ms)", err=True)
-    run_server(teacher, ServeConfig(name, api_key, batch_size, batch_wait_ms, default_max_tokens), host, port)
+    config = ServeConfig(
+        name, api_key, batch_size, batch_wait_ms, default_max_tokens, int(max_body_mb * (1 << 20)), max_prompts
+    )
+    run_server(teacher, config, host, port)

@@ -69,6 +69,8 @@ SCORE = "score"  # exact log-probabilities of given continuations
 CHOICE = "choice"  # log-probabilities of short alternative answers ("(A)" vs "(B)"): from SCORE or top logprobs
 RAW_TEXT = "raw_text"  # render the chat template and continue raw text (Magpie)
 LOGPROBS = "logprobs"  # log-probabilities of sampled tokens
+PROMPT_LOGPROBS = "prompt_logprobs"  # continuation_token_logprobs(conversation | None, text): what a server echoes
+TOKENS = "tokens"  # count_tokens(conversation | text) and context_window: prompts checked before they are queued
 
 
 @runtime_checkable

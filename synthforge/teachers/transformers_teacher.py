@@ -19,8 +19,10 @@ from synthforge.hashing import MASK32, fmix32
 from synthforge.teachers.base import (
     CHOICE,
     LOGPROBS,
+    PROMPT_LOGPROBS,
     RAW_TEXT,
     SCORE,
+    TOKENS,
     Completion,
     Conversation,
     SamplingParams,
@@ -99,7 +101,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class TransformersTeacher:
     """A :class:`~synthforge.teachers.base.Teacher` over a loaded model and tokenizer."""
 
-    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS})
+    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS, PROMPT_LOGPROBS, TOKENS})
 
     def __init__(self, model: Any, tokenizer: Any, name: str, weights_id: str, batch_size: int = 16):
         self.model = model.eval()
@@ -247,6 +249,15 @@ class TransformersTeacher:
     ) -> list[list[Completion]]:
         """Continue raw texts (no chat template applied), e.g. a chat template's pre-query prefix (Magpie)."""
         return self._generate_encoded([self._encode_text(t) for t in texts], params)
+
+    @property
+    def context_window(self) -> int | None:
+        """Tokens the model can attend to (a prompt must leave room for at least one new token)."""
+        return self.context
+
+    def count_tokens(self, prompt: Conversation | str) -> int:
+        """Tokens of a prompt as it would be sent: a conversation up to the assistant's turn, or raw text."""
+        return len(self._encode_text(prompt) if isinstance(prompt, str) else self.encode_chat(prompt))
 
     def _check_context(self, rows: Sequence[list[int]]) -> None:
         """A prompt that fills the model's context window can't be answered: a teacher error for its record

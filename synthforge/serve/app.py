@@ -1,0 +1,282 @@
+"""The HTTP application of ``synthforge serve``: OpenAI-compatible endpoints over one in-process teacher.
+
+``GET /v1/models``, ``POST /v1/chat/completions`` (n, temperature, top_p, max_tokens / max_completion_tokens,
+stop, seed, logprobs / top_logprobs, usage, stream; vLLM's ``prompt_logprobs`` with ``continue_final_message``
+scores a final assistant message), ``POST /v1/completions`` (a prompt or a list of them, echo + logprobs,
+stream). Bad requests get an OpenAI-style error object (400/401/404/413), never a traceback; a prompt that does
+not fit the context window is a 400 in vLLM's words; a request whose client has gone is not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import sys
+import traceback
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from synthforge.serve.batcher import Batcher
+from synthforge.serve.protocol import (
+    BadRequest,
+    chat_choices,
+    context_error,
+    envelope,
+    integer,
+    messages_of,
+    parse_body,
+    sampling_from_request,
+    stream_events,
+    stream_options,
+    text_logprobs,
+    usage_of,
+)
+from synthforge.teachers.base import PROMPT_LOGPROBS, TOKENS, Completion, SamplingParams, capabilities_of
+
+DISCONNECT_POLL_S = 0.1
+DRAIN_LIMIT = 16  # a body this many times the limit is not even read to the end
+
+
+@dataclass
+class ServeConfig:
+    """What ``synthforge serve`` serves and how."""
+
+    model_name: str
+    api_key: str | None = None
+    max_batch: int = 16
+    wait_ms: float = 5.0
+    default_max_tokens: int = 256
+    max_body_bytes: int = 8 << 20  # a larger request body is answered 413
+    max_prompts: int = 256  # prompts in one /v1/completions request
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready: its work is dropped."""
+
+
+def build_app(teacher: Any, config: ServeConfig) -> Any:
+    """The Starlette application serving ``teacher`` under ``config.model_name``."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    batcher = Batcher(teacher, max_batch=config.max_batch, wait_ms=config.wait_ms)
+    capabilities = capabilities_of(teacher)
+
+    def error(message: str, status: int, kind: str = "invalid_request_error", param: str | None = None):
+        body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+        return JSONResponse(body, status_code=status)
+
+    def check_key(request: Request) -> None:
+        if config.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
+            raise BadRequest("invalid or missing API key", status=401, kind="authentication_error")
+
+    async def read_limited(request: Request) -> bytes:
+        """The body; past the limit it is read on but not kept (so the client hears the 413 rather than a reset
+        connection), and refused."""
+        limit = config.max_body_bytes
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                parts.append(chunk)
+            elif size > DRAIN_LIMIT * limit:
+                break  # not worth reading on: the client gets a closed connection
+        if size > limit:
+            raise BadRequest(f"request body is larger than {limit} bytes", status=413, kind="request_too_large")
+        return b"".join(parts)
+
+    async def body_of(request: Request) -> dict:
+        check_key(request)
+        body = parse_body(await read_limited(request))
+        model = body.get("model")
+        if model != config.model_name:
+            raise BadRequest(
+                f"The model {model!r} does not exist (this server serves {config.model_name!r})",
+                status=404,
+                param="model",
+                kind="not_found_error",
+            )
+        return body
+
+    def check_fits(prompt: Any) -> int | None:
+        """A prompt that leaves no room in the context window is the client's to fix (as vLLM answers it)."""
+        if TOKENS not in capabilities:
+            return None
+        limit = teacher.context_window
+        tokens = teacher.count_tokens(prompt)
+        if limit and tokens >= limit:
+            raise context_error(tokens, limit)
+        return tokens
+
+    async def unless_gone(request: Request, work: Awaitable[Any]) -> Any:
+        """``work``'s result; if the client disconnects first, the work is cancelled (queued requests are
+        skipped) and :class:`ClientGone` raised."""
+        task = asyncio.ensure_future(work)
+
+        async def watch() -> None:
+            while not await request.is_disconnected():
+                await asyncio.sleep(DISCONNECT_POLL_S)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ClientGone
+        return task.result()
+
+    def respond(kind: str, body: dict, choices: list, prompt_tokens: int, completion_tokens: int, **extra: Any):
+        include_usage = stream_options(body)
+        if include_usage is None:
+            return JSONResponse(envelope(kind, config.model_name, choices, prompt_tokens, completion_tokens, **extra))
+        usage = usage_of(prompt_tokens, completion_tokens) if include_usage else None
+        events = stream_events(kind, config.model_name, choices, usage)
+        return StreamingResponse(iter(events), media_type="text/event-stream")
+
+    def token_logprobs(conversation: Any, text: str) -> tuple[int, list]:
+        if PROMPT_LOGPROBS not in capabilities:
+            raise BadRequest("prompt log-probabilities are not supported by this server's backend")
+        return teacher.continuation_token_logprobs(conversation, text)
+
+    async def chat(request: Request) -> Response:
+        body = await body_of(request)
+        messages = messages_of(body)
+        top = integer(body, "top_logprobs", None, 0, 20)
+        logprobs = body.get("logprobs")
+        if logprobs not in (None, True, False):
+            raise BadRequest("logprobs must be a boolean", param="logprobs")
+        params = sampling_from_request(body, config.default_max_tokens, (top or 0) if logprobs else None)
+        stream_options(body)  # a malformed stream_options is a 400 before any work
+        if integer(body, "prompt_logprobs", None, 0, 20) is not None:
+            return await score_final_message(body, messages, params)
+        check_fits(messages)
+        completions = await unless_gone(request, batcher.run("chat", messages, params))
+        used = sum(c.completion_tokens for c in completions)
+        return respond("chat.completion", body, chat_choices(completions), completions[0].prompt_tokens, used)
+
+    async def score_final_message(body: dict, messages: list, params: SamplingParams) -> Response:
+        """vLLM's scoring idiom: prompt_logprobs + continue_final_message scores the last assistant message."""
+        if not body.get("continue_final_message") or messages[-1]["role"] != "assistant":
+            raise BadRequest(
+                "prompt_logprobs needs continue_final_message: true and a final assistant message to score",
+                param="prompt_logprobs",
+            )
+        if params.n != 1:
+            raise BadRequest("prompt_logprobs needs n = 1", param="n")
+        check_fits(messages)
+        prefix_len, tokens = await asyncio.to_thread(token_logprobs, messages[:-1], messages[-1]["content"])
+        entries: list[Any] = [None] * prefix_len
+        entries += [
+            None if lp is None else {str(tid): {"logprob": lp, "rank": None, "decoded_token": text}}
+            for tid, text, lp in tokens
+        ]
+        choice = {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length"}
+        choices = [{**choice, "logprobs": None}]
+        return respond("chat.completion", body, choices, len(entries), 0, prompt_logprobs=entries)
+
+    def prompts_of(body: dict) -> list[str]:
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise BadRequest("prompt must be a string or a non-empty list of strings", param="prompt")
+        if len(prompts) > config.max_prompts:
+            raise BadRequest(f"prompt: at most {config.max_prompts} prompts in one request", param="prompt")
+        if not all(prompts):
+            raise BadRequest("prompt must not be empty", param="prompt")
+        return prompts
+
+    async def completions(request: Request) -> Response:
+        body = await body_of(request)
+        prompts = prompts_of(body)
+        echo = bool(body.get("echo"))
+        top = integer(body, "logprobs", None, 0, 20)
+        zero_tokens = echo and body.get("max_tokens") == 0
+        request_body = {k: v for k, v in body.items() if not (zero_tokens and k == "max_tokens")}
+        params = sampling_from_request(request_body, config.default_max_tokens, top)
+        stream_options(body)
+        for text in prompts:
+            check_fits(text)
+
+        async def one(text: str) -> tuple[Any, list[Completion]]:
+            echoed = await asyncio.to_thread(token_logprobs, None, text) if echo and top is not None else None
+            generated = [] if zero_tokens else await batcher.run("text", text, params)
+            return echoed, generated
+
+        # Every prompt is queued at once: they batch together, and a client that leaves cancels them all.
+        answers = await unless_gone(request, asyncio.gather(*(one(text) for text in prompts)))
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for p_index, (text, (echoed, generated)) in enumerate(zip(prompts, answers, strict=True)):
+            samples = generated or [Completion("", "length", len(echoed[1]) if echoed else 0, 0)]
+            for k, sample in enumerate(samples):
+                choice: dict[str, Any] = {
+                    "index": p_index * params.n + k,
+                    "text": (text if echo else "") + sample.text,
+                    "finish_reason": sample.finish_reason,
+                    "logprobs": text_logprobs(echoed, sample, text if echo else "") if top is not None else None,
+                }
+                choices.append(choice)
+                completion_tokens += sample.completion_tokens
+            prompt_tokens += samples[0].prompt_tokens
+        return respond("text_completion", body, choices, prompt_tokens, completion_tokens)
+
+    async def models(request: Request) -> JSONResponse:
+        check_key(request)
+        data = [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "synthforge"}]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def on_bad_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BadRequest)
+        return error(str(exc), exc.status, exc.kind, exc.param)
+
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client closed the connection
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        status = getattr(exc, "status_code", 500)
+        return error(str(getattr(exc, "detail", "error")), status, "invalid_request_error")
+
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        traceback.print_exception(exc, file=sys.stderr)
+        return error(f"internal error: {type(exc).__name__}", 500, "server_error")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+        ],
+        exception_handlers={
+            BadRequest: on_bad_request,
+            ClientGone: on_client_gone,
+            HTTPException: on_http,
+            Exception: on_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    return app
+
+
+def serve(teacher: Any, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    uvicorn.run(build_app(teacher, config), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,241 @@
+"""The OpenAI API as ``synthforge serve`` speaks it: request bodies in (validated: a bad one is a 400 naming the
+parameter), sampling parameters out; completions in, OpenAI response objects and stream chunks out."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from typing import Any
+
+from synthforge.teachers.base import Completion, SamplingParams
+
+MAX_N = 16
+MAX_DEPTH = 32  # JSON nesting a request may have (a request is shallow; a deep one is an attack or a bug)
+
+
+class BadRequest(Exception):
+    """A request the client must fix: answered with an OpenAI-style error object."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.param, self.kind = status, param, kind
+
+
+# -- request validation ------------------------------------------------------------------------------
+def _number(body: dict, key: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"{key} must be a finite number", param=key)
+    if value < low or value > high or (low_open and value == low):
+        raise BadRequest(f"{key} must be in {'(' if low_open else '['}{low}, {high}]", param=key)
+    return float(value)
+
+
+def integer(body: dict, key: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key} must be an integer", param=key)
+    if not low <= value <= high:
+        raise BadRequest(f"{key} must be in [{low}, {high}]", param=key)
+    return value
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 16:
+        return tuple(stop)
+    raise BadRequest("stop must be a string or a list of at most 16 strings", param="stop")
+
+
+def sampling_from_request(body: dict, default_max_tokens: int, logprobs: int | None) -> SamplingParams:
+    """Our sampling parameters from an OpenAI request body (OpenAI's defaults: temperature 1, top_p 1)."""
+    max_tokens = integer(body, "max_completion_tokens", None, 1, 1 << 20)
+    max_tokens = integer(body, "max_tokens", max_tokens or default_max_tokens, 1, 1 << 20)
+    return SamplingParams(
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
+        max_new_tokens=max_tokens or default_max_tokens,
+        n=integer(body, "n", 1, 1, MAX_N) or 1,
+        stop=_stop(body),
+        seed=integer(body, "seed", None, -(1 << 63), (1 << 63) - 1),
+        logprobs=logprobs,
+    )
+
+
+def messages_of(body: dict) -> list[dict[str, str]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list of {role, content} objects", param="messages")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(f"messages[{i}] must be an object with a role", param="messages")
+        if message["role"] not in ("system", "user", "assistant"):
+            raise BadRequest(f"messages[{i}].role must be system, user or assistant", param="messages")
+        content = message.get("content")
+        if isinstance(content, list):  # content parts: text only
+            if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+                raise BadRequest(f"messages[{i}].content: only text parts are supported", param="messages")
+            if not all(isinstance(p.get("text"), str) for p in content):
+                raise BadRequest(f"messages[{i}].content: a text part's 'text' must be a string", param="messages")
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise BadRequest(f"messages[{i}].content must be a string", param="messages")
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chat_logprobs(completion: Completion) -> dict[str, Any] | None:
+    if completion.logprobs is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": entry["token"],
+                "logprob": entry["logprob"],
+                "bytes": list(entry["token"].encode("utf-8")),
+                "top_logprobs": [
+                    {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8"))} for tok, lp in entry["top"]
+                ],
+            }
+            for entry in completion.logprobs
+        ]
+    }
+
+
+def text_logprobs(echoed: tuple[int, list] | None, sample: Completion, prefix: str) -> dict[str, Any]:
+    """The legacy completions ``logprobs`` object: tokens, their log-probabilities, text offsets."""
+    tokens, values, tops, offsets, position = [], [], [], [], 0
+    for _, text, lp in echoed[1] if echoed else []:
+        tokens.append(text)
+        values.append(lp)
+        tops.append(None)
+        offsets.append(position)
+        position += len(text)
+    position = len(prefix)
+    for entry in sample.logprobs or []:
+        tokens.append(entry["token"])
+        values.append(entry["logprob"])
+        tops.append(dict(entry["top"]))
+        offsets.append(position)
+        position += len(entry["token"])
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; not JSON, nested deeper than ``MAX_DEPTH`` or not an object: a 400."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels")
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (iteratively: a deep value must not exhaust the stack here either)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def context_error(prompt_tokens: int, limit: int) -> BadRequest:
+    """vLLM's answer to a prompt that doesn't fit the context window (its wording, which clients parse)."""
+    return BadRequest(
+        f"This model's maximum context length is {limit} tokens. However, your request has {prompt_tokens} input "
+        "tokens. Please reduce the length of the input messages.",
+        param="messages",
+    )
+
+
+def envelope(kind: str, model: str, choices: list, prompt_tokens: int, completion_tokens: int, **extra: Any) -> dict:
+    """A whole (non-streamed) response object of ``kind`` ("chat.completion" or "text_completion")."""
+    prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage_of(prompt_tokens, completion_tokens),
+        **extra,
+    }
+
+
+def chat_choices(completions: list[Completion]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": k,
+            "message": {"role": "assistant", "content": c.text},
+            "finish_reason": c.finish_reason,
+            "logprobs": chat_logprobs(c),
+        }
+        for k, c in enumerate(completions)
+    ]
+
+
+def stream_events(kind: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> list[str]:
+    """Server-sent events of a finished response, as the OpenAI API streams one: per choice a first chunk
+    (the role, for chat), its text, and a last chunk with its finish reason; the usage chunk when asked
+    (``stream_options.include_usage``); then ``[DONE]``."""
+    chat = kind == "chat.completion"
+    common = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+    }
+    chunks: list[dict[str, Any]] = []
+    for choice in choices:
+        index = choice["index"]
+        if chat:
+            text = choice["message"]["content"]
+            chunks.append({"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+            chunks.append({"index": index, "delta": {"content": text}, "logprobs": choice["logprobs"]})
+            chunks.append({"index": index, "delta": {}, "finish_reason": choice["finish_reason"]})
+        else:
+            chunks.append({"index": index, "text": choice["text"], "logprobs": choice["logprobs"]})
+            chunks.append({"index": index, "text": "", "finish_reason": choice["finish_reason"]})
+    events = [{**common, "choices": [{"finish_reason": None, **c}]} for c in chunks]
+    if usage is not None:
+        events.append({**common, "choices": [], "usage": usage})
+    return [f"data: {json.dumps(e, ensure_ascii=False)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+
+
+def stream_options(body: dict[str, Any]) -> bool | None:
+    """None when the response is not streamed; else whether the usage chunk is asked for."""
+    if not body.get("stream"):
+        return None
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("stream_options must be an object", param="stream_options")
+    return bool(options.get("include_usage"))
