@@ -121,7 +121,7 @@ class FaultServer:
                     time.sleep(3.0)
                     fault = None
                 status, headers, payload = fault if fault is not None else (200, {}, chat_completion(body))
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()  # bytes: sent as is
                 self.send_response(status)
                 for key, value in {**headers, "content-type": "application/json"}.items():
                     self.send_header(key, value)

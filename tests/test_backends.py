@@ -13,7 +13,10 @@ from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.settings import SpecError
+from synthforge.teachers.base import SamplingParams
+from synthforge.teachers.config import OpenAISettings
 from synthforge.teachers.factory import LazyTeacher, teacher_identity, teacher_overrides
+from synthforge.teachers.openai_teacher import OpenAITeacher
 from tests.fault_server import FaultServer, chat_completion
 
 
@@ -321,3 +324,58 @@ def test_max_tokens_stops_cleanly_and_the_same_command_resumes(project):
         assert len(server.requests) == 12  # the first batch was not asked again
         _run(path, project / "fresh", limit=12)
     assert (resumed.out_dir / "sft.jsonl").read_bytes() == (project / "fresh" / "sft.jsonl").read_bytes()
+
+
+# -- servers that misbehave (guarantees) -----------------------------------------------------------------
+class TestMisbehavingServers:
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            b"<html>502 Bad Gateway</html>",
+            {
+                "choices": [{"index": 0, "message": {"content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": "x"},
+            },
+            {"choices": "none"},
+        ],
+    )
+    def test_a_malformed_200_answer_is_retried_then_ledgered_never_a_crash(self, project, answer):
+        def script(i, body):
+            return (200, {}, answer) if "hotwire" in body["messages"][-1]["content"] else None
+
+        with FaultServer(script) as server:
+            result = _run(_pipeline(project, _openai(server.url)), project / "out", limit=6)
+        dropped = _lines(result.out_dir / "dropped.jsonl")
+        assert len(dropped) == 1 and "malformed answer from the server" in dropped[0]["reason"]
+        assert "2 attempt(s)" in dropped[0]["reason"] and len(_lines(result.out_dir / "sft.jsonl")) == 5
+
+    @pytest.mark.parametrize(
+        ("ref", "fragment"),
+        [
+            ("openai:m@http://127.0.0.1:99999/v1", "Port out of range"),
+            ("openai:m@localhost:8000/v1", "must be a URL starting with http:// or https://"),
+            ("openai:m@http:///v1", "names no host"),
+        ],
+    )
+    def test_a_bad_server_url_is_one_line_before_any_request(self, project, capsys, ref, fragment):
+        path = _pipeline(project, _openai("http://127.0.0.1:9/v1"))
+        code, _, err = _cli(["generate", str(path), "--teacher", ref, "--out", str(project / "o")], capsys)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+        assert not (project / "o").exists()
+
+    def test_a_server_that_ignores_n_gets_one_request_per_sample(self, project, capsys):
+        def script(i, body):
+            return (200, {}, chat_completion({**body, "n": 1}))  # whatever n was asked
+
+        with FaultServer(script) as server:
+            teacher = OpenAITeacher("m", OpenAISettings(base_url=server.url, retries=0), {"backend": "openai"})
+            try:
+                params = SamplingParams(temperature=1.0, max_new_tokens=4, n=3, seed=11)
+                samples = teacher.generate([[{"role": "user", "content": "hi"}]] * 2, params)
+                again = teacher.generate([[{"role": "user", "content": "hi"}]], params)
+            finally:
+                teacher.close()
+        assert [len(s) for s in samples] == [3, 3] and len({c.text for c in samples[0]}) == 3
+        assert [c.text for c in again[0]] == [c.text for c in samples[0]]  # the fallback is deterministic
+        assert "ignores 'n'" in capsys.readouterr().err
+        assert all(r["n"] == 1 for r in server.requests[2:])

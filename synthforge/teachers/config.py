@@ -17,6 +17,24 @@ def _finite_positive(name: str, value: float | None) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can't be a server's base URL (scheme, host, port), or None."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "port 0 is not a port a server listens on"
+    return None
+
+
 @dataclass
 class OpenAISettings:
     """An OpenAI-compatible HTTP server (vLLM, SGLang, TGI, Ollama, ``synthforge serve``) or a hosted API."""
@@ -35,8 +53,9 @@ class OpenAISettings:
     revision: str | None = None  # what the server runs, if you know it (goes into the identity, so cache keys)
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        problem = url_problem(self.base_url)
+        if problem:
+            raise ValueError(f"base_url {self.base_url!r}: {problem}")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if self.retries < 0:

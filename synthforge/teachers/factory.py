@@ -15,7 +15,7 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.teachers.base import CHOICE, GENERATE, RAW_TEXT, Teacher
-from synthforge.teachers.config import TeacherSpec
+from synthforge.teachers.config import TeacherSpec, url_problem
 
 DEFAULT_BATCH_SIZE = {"transformers": 16, "openai": 256, "vllm": 1024}
 _URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
@@ -48,11 +48,18 @@ def teacher_overrides(ref: str) -> list[str]:
     sets = [f"teacher.backend={backend}"]
     others = {"transformers": ("openai", "vllm"), "vllm": ("openai",), "openai": ("vllm",)}[backend]
     sets += [f"teacher.{other}=null" for other in others]
-    if backend == "openai":
+    if backend == "openai" and "@" in rest:
         match = _URL.match(rest)
-        if match:
-            rest = match["model"]
-            sets.append(f"teacher.openai.base_url={json.dumps(match['url'])}")
+        if not match:
+            raise UserError(
+                f"--teacher {ref!r}: the server after '@' must be a URL starting with http:// or https://, "
+                "e.g. openai:MODEL@http://127.0.0.1:8000/v1"
+            )
+        rest = match["model"]
+        problem = url_problem(match["url"])
+        if problem:
+            raise UserError(f"--teacher {ref!r}: {match['url']} {problem}")
+        sets.append(f"teacher.openai.base_url={json.dumps(match['url'])}")
     sets.append(f"teacher.model={json.dumps(rest)}")
     return sets
 

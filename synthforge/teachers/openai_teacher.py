@@ -8,8 +8,11 @@ event-loop thread, so the synchronous teacher protocol can be called from anywhe
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Sequence
@@ -98,37 +101,64 @@ def _chat_logprobs(choice: Any) -> list[dict[str, Any]] | None:
     content = getattr(getattr(choice, "logprobs", None), "content", None)
     if content is None:
         return None
-    return [
-        {"token": t.token, "logprob": t.logprob, "top": [[a.token, a.logprob] for a in (t.top_logprobs or [])]}
-        for t in content
-    ]
+    try:
+        return [
+            {
+                "token": str(t.token),
+                "logprob": float(t.logprob),
+                "top": [[str(a.token), float(a.logprob)] for a in (t.top_logprobs or [])],
+            }
+            for t in content
+        ]
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise TeacherError(f"malformed answer from the server: bad logprobs ({exc})") from None
 
 
 def _parse_choices(response: Any, n: int, text_of, logprobs_of) -> list[Completion]:
-    """Completions of one response (chat or raw text): exactly ``n`` choices, each with text, or a teacher error."""
-    choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index)
+    """Completions of one response (chat or raw text): exactly ``n`` choices, each with text, or a teacher error.
+    A response of another shape (a server bug, a proxy's error page) is a teacher error too, never a crash."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not all(isinstance(getattr(c, "index", None), int) for c in choices):
+        raise TeacherError(f"malformed answer from the server: no list of choices ({_shape(response)})")
+    choices = sorted(choices, key=lambda c: c.index)
     if len(choices) != n:
         raise TeacherError(f"server returned {len(choices)} choices, expected {n}")
     usage = getattr(response, "usage", None)
-    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    prompt_tokens = _count(getattr(usage, "prompt_tokens", 0), "usage.prompt_tokens")
+    completion_tokens = _count(getattr(usage, "completion_tokens", 0), "usage.completion_tokens")
     completions = []
     for k, choice in enumerate(choices):
         text = text_of(choice)
         if text is None:
             raise TeacherError("server returned a choice without message content")
+        if not isinstance(text, str):
+            raise TeacherError(f"malformed answer from the server: choice text is {type(text).__name__}, not text")
         logprobs = logprobs_of(choice)
         count = len(logprobs) if logprobs is not None else _share(completion_tokens, n, k)
         completions.append(
             Completion(
                 text=text.strip(),
-                finish_reason=_finish_reason(choice.finish_reason),  # type: ignore[arg-type]
+                finish_reason=_finish_reason(getattr(choice, "finish_reason", None)),  # type: ignore[arg-type]
                 prompt_tokens=prompt_tokens,
                 completion_tokens=count,
                 logprobs=logprobs,
             )
         )
     return completions
+
+
+def _count(value: Any, what: str) -> int:
+    """A token count the server reported (absent: 0); anything but a non-negative integer is a teacher error."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TeacherError(f"malformed answer from the server: {what} is {value!r}, not a token count")
+    return value
+
+
+def _shape(response: Any) -> str:
+    text = response if isinstance(response, str) else type(response).__name__
+    return text[:80]
 
 
 def parse_chat_response(response: Any, n: int) -> list[Completion]:
@@ -211,11 +241,11 @@ class OpenAITeacher:
         self.settings = settings
         self._identity = identity
         self.capabilities = openai_capabilities(settings)
+        self.native_n = settings.native_n  # turned off when the server turns out to ignore n
         self.tokenizer = tokenizer
         self.window = AdaptiveWindow(settings.max_concurrency)
         self.requests = RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
         self.tokens = RateLimiter(settings.tokens_per_minute) if settings.tokens_per_minute else None
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
         self._salvage: dict[str, Any] = {}  # results of a failed call's successful requests, for its retry
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="synthforge-openai", daemon=True)
@@ -266,16 +296,14 @@ class OpenAITeacher:
             raise TeacherError(f"request timed out after {self.settings.timeout:g} s (and retries)") from None
         except self._openai.APIConnectionError as exc:
             raise TeacherError(f"connection to {self.settings.base_url} failed: {exc}") from None
+        except (json.JSONDecodeError, self._openai.APIResponseValidationError) as exc:
+            raise TeacherError(f"malformed answer from the server: the body is not the JSON expected ({exc})") from None
         finally:
             await self.window.release()
         if time.monotonic() - started > self.settings.timeout / 2:
             self.window.on_congestion()
         else:
             self.window.on_success()
-        usage = getattr(response, "usage", None)
-        self.usage["requests"] += 1
-        self.usage["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
-        self.usage["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
         return response
 
     def _classify_status(self, exc: Any) -> Exception:
@@ -290,6 +318,9 @@ class OpenAITeacher:
             return UserError(
                 f"teacher server {self.settings.base_url}: {detail} (HTTP 404; is model {self.model!r} served?)"
             )
+        too_long = context_overflow(detail) if status == 400 else None
+        if too_long is not None:
+            return TeacherError(too_long, retryable=False)
         retryable = status in (408, 409, 429) or status >= 500
         return TeacherError(f"HTTP {status}: {detail}", retryable=retryable)
 
@@ -337,7 +368,7 @@ class OpenAITeacher:
         """Send each request with its ``n`` samples natively, or fanned out with distinct seeds."""
         plan: list[tuple[int, dict[str, Any]]] = []
         for index, (request, params) in enumerate(zip(requests, all_params, strict=True)):
-            if self.settings.native_n or params.n == 1:
+            if self.native_n or params.n == 1:
                 plan.append((index, {**request, "n": params.n}))
             else:
                 for j in range(params.n):
@@ -348,6 +379,14 @@ class OpenAITeacher:
             self._call(key, lambda r=r: create(**r), _cost(r)) for key, (_, r) in zip(keys, plan, strict=True)
         ]
         responses = self._run(coroutines, keys)
+        if self.native_n and any(_ignored_n(r, request["n"]) for (_, request), r in zip(plan, responses, strict=True)):
+            self.native_n = False  # the server answered n > 1 with one choice: ask once per sample from now on
+            print(
+                f"synthforge: teacher server {self.settings.base_url} ignores 'n'; sending one request per sample "
+                "(set teacher.openai.native_n: false to say so)",
+                file=sys.stderr,
+            )
+            return self._sample(requests, all_params, create, parse)
         out: list[list[Completion]] = [[] for _ in requests]
         for (index, request), response in zip(plan, responses, strict=True):
             out[index].extend(parse(response, request["n"]))
@@ -385,9 +424,9 @@ class OpenAITeacher:
             if entries is None:
                 entries = (getattr(response, "model_extra", None) or {}).get("prompt_logprobs")
             if not entries:
-                raise TeacherError(
-                    "server returned no prompt_logprobs: set teacher.openai.score to top_logprobs for this server",
-                    retryable=False,
+                raise UserError(
+                    f"teacher server {self.settings.base_url} returned no prompt_logprobs (it doesn't support them): "
+                    "set teacher.openai.score to top_logprobs for this server"
                 )
             scores[c][k] = trailing_logprob(entries, cand)
         return scores
@@ -401,7 +440,11 @@ class OpenAITeacher:
         out = []
         for opts, (answer, *_) in zip(options, answers, strict=True):
             if not answer.logprobs:
-                raise TeacherError("server returned no logprobs for the judge's answer", retryable=False)
+                raise UserError(
+                    f"teacher server {self.settings.base_url} returned no logprobs for the judge's answer (it ignores "
+                    "'logprobs'), so the judge can't read its choice there: point teacher.openai.base_url at a server "
+                    "that returns them (vLLM, synthforge serve; there teacher.openai.score: prompt_logprobs is exact)"
+                )
             out.append(options_from_top_logprobs(list(opts), answer.logprobs))
         return out
 
@@ -414,10 +457,33 @@ class OpenAITeacher:
         )
 
 
+def _ignored_n(response: Any, n: int) -> bool:
+    """A server that ignores ``n`` answers a request for several samples with one."""
+    choices = getattr(response, "choices", None)
+    return n > 1 and isinstance(choices, list) and len(choices) == 1
+
+
 def _cost(request: dict[str, Any]) -> float:
     """Tokens a request may use, estimated before sending (4 characters a token) for tokens-per-minute."""
     text = request.get("prompt") or "".join(m.get("content", "") for m in request.get("messages", []))
     return len(text) / 4 + request.get("max_tokens", 0) * request.get("n", 1)
+
+
+_CONTEXT = re.compile(
+    r"maximum context length is (?P<limit>\d+) tokens.*?(?:request has (?P<has>\d+) input tokens|"
+    r"requested \d+ tokens \((?P<messages>\d+) in the messages)",
+    re.DOTALL,
+)
+
+
+def context_overflow(detail: str) -> str | None:
+    """A server's "prompt too long for the context window" answer (vLLM's wording, which ``synthforge serve``
+    uses too), said as the in-process teacher says it, so the record is ledgered the same way; else None."""
+    match = _CONTEXT.search(detail)
+    if match is None:
+        return None
+    tokens = match["has"] or match["messages"]
+    return f"prompt of {tokens} tokens does not fit the teacher's context window of {match['limit']} tokens"
 
 
 def _error_detail(exc: Any) -> str:
