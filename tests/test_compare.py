@@ -181,7 +181,7 @@ def test_bad_input_is_one_line(project, capsys, monkeypatch, case):
         fragment = "no prompts"
     else:
         (project / "constitutions" / "plain.txt").write_text("[a]\ncritique: c\nrevision: r\n")
-        args += ["--constitution", "plain"]
+        args += ["--constitution", "plain", "--pipeline", "pipelines/eval-compare.yaml"]  # the project's own copy
         fragment = "has no 'compare:' questions"
     code, err = _cli(args, capsys)
     assert code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -220,3 +220,35 @@ def test_verify_pairs_keeps_what_the_judge_prefers_with_its_confidence(project):
     assert kept.steps[-1]["principle"] == "illegal-activity"
     assert dropped.reason.startswith("judge does not prefer the revision (P = 0.100")
     assert unchanged is records[2]  # no pair to verify: passed through
+
+
+class PositionJudge(LengthJudge):
+    """Always prefers whichever answer is shown first: its two orders never agree."""
+
+    def score(self, conversations, continuations):
+        return [[math.log(0.9), math.log(0.1)] for _ in conversations]
+
+
+class TestVerdictsThatMeanNothing:
+    def test_a_position_biased_judge_is_called_position_noise_everywhere(self, project, two_models, monkeypatch):
+        from synthforge.engine.compare import format_report, run_compare
+        from synthforge.train.report import record_comparison
+
+        monkeypatch.chdir(project.parent)  # the default pipeline is found from any working directory
+        model = project / "model"
+        model.mkdir()
+        (model / "training.json").write_text(json.dumps({"kind": "sft", "synthforge_version": "0"}))
+        options = CompareOptions(models=two_models, principles=1, max_new_tokens=6, out=model / "compare", limit=3)
+        report = run_compare(options, log=lambda _: None, judge=PositionJudge())
+        pair = report["pairs"][0]
+        assert pair["swap_agreement"] == 0 and pair["reliable"] is False and "position noise" in pair["note"]
+        assert report["notes"] and "position noise" in "\n".join(format_report(report))
+        assert "position noise" in (model / "compare" / "compare.md").read_text()
+        card = (model / "compare" / "README.md").read_text()
+        assert "## Notes" in card and "agree on 0% of 3 judgements" in card
+        record_comparison(model, {k: v for k, v in report.items() if k != "out_dir"})
+        assert "position noise" in json.loads((model / "training.json").read_text())["compare"]["notes"][0]
+
+    def test_a_consistent_judge_gets_no_such_note(self, project, two_models):
+        _, report = _compare(project, two_models, LengthJudge(), "consistent")
+        assert report["pairs"][0]["reliable"] is True and report["notes"] == []

@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synthforge.builtin import builtin_path
 from synthforge.engine.runner import Log, RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
 from synthforge.files import write_atomic
 from synthforge.jsonl import read_jsonl
 from synthforge.records import Record
+from synthforge.stages.compare_judge import position_noise, swap_agrees
 from synthforge.teachers.factory import teacher_overrides
 
-DEFAULT_PIPELINE = Path("pipelines/eval-compare.yaml")
+DEFAULT_PIPELINE = builtin_path("pipelines", "eval-compare.yaml")
 
 
 @dataclass
@@ -102,13 +104,15 @@ def _pipeline_judge_settings(pipeline: Path) -> dict[str, Any]:
     return {}
 
 
-def run_compare(options: CompareOptions, log: Log | None = None) -> dict[str, Any]:
-    """Run the comparison pipeline and write ``compare.json`` / ``compare.md`` into its run directory."""
+def run_compare(options: CompareOptions, log: Log | None = None, judge: Any = None) -> dict[str, Any]:
+    """Run the comparison pipeline and write ``compare.json`` / ``compare.md`` into its run directory;
+    ``judge``: a teacher object to judge with instead of the pipeline's."""
     spec = load_pipeline(options.pipeline, compare_overrides(options))
-    result = run_pipeline(spec, RunOptions(out_dir=options.out, limit=options.limit), log=log)
+    result = run_pipeline(spec, RunOptions(out_dir=options.out, limit=options.limit), teacher=judge, log=log)
     records = [Record.from_dict(row) for row in read_jsonl(result.out_dir / "trace.jsonl", "trace")]
-    tie = next(s["config"]["tie_margin"] for s in result.manifest["stages"] if s["kind"] == "compare_judge")
-    report = summarize(records, labels_for(options.models), tie, options.bootstrap, spec.seed)
+    judge = next(s["config"] for s in result.manifest["stages"] if s["kind"] == "compare_judge")
+    labels = labels_for(options.models)
+    report = summarize(records, labels, judge["tie_margin"], options.bootstrap, spec.seed, judge["min_swap_agreement"])
     report["judge"] = result.manifest["teacher"]
     write_atomic(result.out_dir / "compare.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     write_atomic(result.out_dir / "compare.md", "\n".join(format_report(report)) + "\n")
@@ -147,13 +151,21 @@ def bootstrap_interval(per_prompt: list[list[str]], rounds: int, seed: int) -> t
     return rates[int(0.025 * (len(rates) - 1))], rates[int(0.975 * (len(rates) - 1))]
 
 
-def summarize(records: list[Record], labels: list[str], tie_margin: float, rounds: int, seed: int) -> dict[str, Any]:
-    """Per pair of models: win/tie/loss, win rate with its interval, per principle, swap agreement and the
-    largest wins and losses; per model: harmful compliance and benign refusal shares."""
+def summarize(
+    records: list[Record],
+    labels: list[str],
+    tie_margin: float,
+    rounds: int,
+    seed: int,
+    min_swap_agreement: float = 0.6,
+) -> dict[str, Any]:
+    """Per pair of models: win/tie/loss, win rate with its interval, per principle, swap agreement (and whether
+    it is high enough for the verdicts to mean anything) and the largest wins and losses; per model: harmful
+    compliance and benign refusal shares."""
     pairs = []
     for i, a in enumerate(labels):
         for b in labels[i + 1 :]:
-            pairs.append(_pair(records, a, b, tie_margin, rounds, seed))
+            pairs.append(_pair(records, a, b, tie_margin, rounds, seed, min_swap_agreement))
     safety = {}
     for label in labels:
         harmful = [r.meta["refusals"][label] for r in records if r.meta.get("harmful") is True]
@@ -164,10 +176,21 @@ def summarize(records: list[Record], labels: list[str], tie_margin: float, round
             "benign_prompts": len(benign),
             "benign_refusal": None if not benign else round(sum(benign) / len(benign), 4),
         }
-    return {"models": labels, "prompts": len(records), "tie_margin": tie_margin, "pairs": pairs, "safety": safety}
+    notes = [f"{p['a']} vs {p['b']}: {p['note']}" for p in pairs if p["note"]]
+    return {
+        "models": labels,
+        "prompts": len(records),
+        "tie_margin": tie_margin,
+        "min_swap_agreement": min_swap_agreement,
+        "pairs": pairs,
+        "safety": safety,
+        "notes": notes,
+    }
 
 
-def _pair(records: list[Record], a: str, b: str, tie_margin: float, rounds: int, seed: int) -> dict[str, Any]:
+def _pair(
+    records: list[Record], a: str, b: str, tie_margin: float, rounds: int, seed: int, min_agreement: float
+) -> dict[str, Any]:
     per_prompt: list[list[str]] = []
     by_principle: dict[str, list[str]] = {}
     scored: list[tuple[float, Record]] = []
@@ -184,7 +207,7 @@ def _pair(records: list[Record], a: str, b: str, tie_margin: float, rounds: int,
         for step in record.steps:
             if step.get("role") == "comparison" and step.get("a") == a and step.get("b") == b:
                 orders += 1
-                agree += (step["ab"] > 0.5) == (step["ba"] < 0.5)
+                agree += swap_agrees(step["ab"], step["ba"])
     flat = [o for outcomes in per_prompt for o in outcomes]
     interval = bootstrap_interval(per_prompt, rounds, seed)
     scored.sort(key=lambda item: item[0])
@@ -195,6 +218,8 @@ def _pair(records: list[Record], a: str, b: str, tie_margin: float, rounds: int,
         "win_rate": _round(win_rate(flat)),
         "interval_95": None if interval is None else [round(interval[0], 4), round(interval[1], 4)],
         "swap_agreement": _round(agree / orders if orders else None),
+        "reliable": bool(orders) and agree / orders >= min_agreement,
+        "note": position_noise(agree, orders, min_agreement),
         "per_principle": {
             name: {**_counts(o), "win_rate": _round(win_rate(o))} for name, o in sorted(by_principle.items())
         },
@@ -236,4 +261,6 @@ def format_report(report: dict[str, Any]) -> list[str]:
         comply = "–" if s["harmful_compliance"] is None else f"{s['harmful_compliance']:.0%} of {s['harmful_prompts']}"
         refuse = "–" if s["benign_refusal"] is None else f"{s['benign_refusal']:.0%} of {s['benign_prompts']}"
         lines.append(f"| {label} | {comply} | {refuse} |")
+    for note in report.get("notes") or []:
+        lines += ["", f"**Note:** {note}"]
     return lines

@@ -56,6 +56,9 @@ def render_card(manifest: dict[str, Any]) -> str:
     ]
     if drops:
         lines += ["", "Dropped records by stage and reason (each one is in `dropped.jsonl`):", "", *drops]
+    notes = [f"- `{stage['name']}`: {note}" for stage in manifest["stages"] for note in stage.get("notes") or []]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
     lines += _group_tables(manifest.get("groups") or {})
     lines += [
         "",

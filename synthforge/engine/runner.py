@@ -96,9 +96,9 @@ class RunResult:
 def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | None = None) -> PreparedRun:
     """Build every stage and render every prompt once, and check that the teacher can do what each stage
     needs, so bad files and settings fail before a model loads or a request is sent."""
+    records = seed_records(spec.seeds_path, spec.seeds.field, limit, spec.seeds.harmful_field) if spec.seeds else []
     resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
-    records = seed_records(spec.seeds_path, spec.seeds.field, limit, spec.seeds.harmful_field) if spec.seeds else []
     for stage in stages:
         stage.preview(placeholder_record(records[0].prompt if records else None))
     _check_data_flow(stages, has_seeds=spec.seeds is not None)
@@ -218,8 +218,11 @@ def _run_stages(
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
     manifest["engine"] = executor.describe()
     summaries = collect_metrics(prepared.stages, [*records, *(d.record for d in drops)])
-    for entry, summary in zip(manifest["stages"], summaries, strict=True):
+    for entry, summary, stage in zip(manifest["stages"], summaries, prepared.stages, strict=True):
         entry["metrics"] = summary
+        entry["notes"] = stage.notes(summary)
+        for note in entry["notes"]:
+            log(f"note [{stage.name}]: {note}")
     manifest["groups"] = group_tables(prepared.stages, summaries)
     manifest["principles"] = manifest["groups"].get("principle", {}).get("members", {})
     for group, table in manifest["groups"].items():

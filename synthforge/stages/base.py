@@ -102,6 +102,10 @@ class Stage(ABC):
     def tally(self, step: dict[str, Any], metrics: Metrics) -> None:  # noqa: B027 - optional hook
         """Count what this stage reports about one of its own trace steps (see ``metric_groups``)."""
 
+    def notes(self, summary: dict[str, Any]) -> list[str]:
+        """What a reader of this stage's results must not miss, from its metrics ``summary`` (log, card, report)."""
+        return []
+
     def fields_read(self) -> tuple[str, ...]:
         """The record fields this stage reads, as configured (checked against what earlier stages write)."""
         return self.reads

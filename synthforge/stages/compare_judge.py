@@ -21,6 +21,22 @@ from synthforge.teachers.base import CHOICE, Conversation, Teacher, choice_logpr
 REFUSAL_WORDS = 60  # an answer this short that contains a refusal phrase counts as a refusal
 
 
+def swap_agrees(p_ab: float, p_ba: float) -> bool:
+    """The judge picked the same answer whichever order it was shown in."""
+    return (p_ab > 0.5) == (p_ba < 0.5)
+
+
+def position_noise(agreed: float, judged: float, threshold: float) -> str | None:
+    """A note saying the verdicts are position noise when the two orders agree less often than ``threshold``."""
+    if not judged or agreed / judged >= threshold:
+        return None
+    return (
+        f"the judge's two orders agree on {agreed / judged:.0%} of {int(judged)} judgements (below "
+        f"{threshold:.0%}): its verdicts follow the order the answers are shown in, so these win rates are "
+        "position noise, not a comparison; use a stronger judge (--judge)"
+    )
+
+
 def refuses(text: str) -> bool:
     """A refusal (or no answer): empty, or short and containing a refusal phrase (the refusal filter's list)."""
     return not text.strip() or is_refusal_only(text, DEFAULT_PHRASES, REFUSAL_WORDS) is not None
@@ -35,8 +51,11 @@ class CompareJudgeConfig:
     principles: int = 0
     template: str = "judge"
     tie_margin: float = 0.05
+    min_swap_agreement: float = 0.6  # below it, the judge's verdicts follow the order answers are shown in
 
     def __post_init__(self) -> None:
+        if not 0 <= self.min_swap_agreement <= 1:
+            raise ValueError("min_swap_agreement must be in [0, 1]")
         if self.principles < 0:
             raise ValueError("principles must be >= 0 (0: all)")
         if not 0 <= self.tie_margin < 0.5:
@@ -70,8 +89,18 @@ class CompareJudge(Stage):
 
     def tally(self, step: dict, metrics: Metrics) -> None:
         if step.get("role") == "comparison":
-            agreed = (step["ab"] > 0.5) == (step["ba"] < 0.5)
+            agreed = swap_agrees(step["ab"], step["ba"])
             metrics.add("principle", step["principle"], compared=1, swap_agreed=agreed)
+            metrics.count("compared")
+            metrics.count("swap_agreed", agreed)
+
+    def notes(self, summary: dict) -> list[str]:
+        """The verdicts mean nothing when the judge's two orders mostly disagree (a position-biased judge)."""
+        counters = summary.get("counters", {})
+        note = position_noise(
+            counters.get("swap_agreed", 0), counters.get("compared", 0), self.config.min_swap_agreement
+        )
+        return [note] if note else []
 
     def _principles(self, record: Record) -> list[Principle]:
         if not self.config.principles or self.config.principles >= len(self.principles):
