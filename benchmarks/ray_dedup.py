@@ -34,7 +34,7 @@ from synthforge.dedup.files import dedup_files  # noqa: E402
 from synthforge.dedup.near_duplicates import DedupSettings, find_clusters  # noqa: E402
 from synthforge.dedup.ray_dedup import find_clusters_ray  # noqa: E402
 from synthforge.dedup.ray_files import dedup_files_ray  # noqa: E402
-from synthforge.dedup.sources import data_files  # noqa: E402
+from synthforge.rows import data_files  # noqa: E402
 from synthforge.testing import near_duplicate_corpus  # noqa: E402
 
 

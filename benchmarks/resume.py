@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from synthforge.engine.runner import RunOptions, run_pipeline  # noqa: E402
 from synthforge.engine.spec import load_pipeline  # noqa: E402
-from synthforge.teachers.loading import load_teacher  # noqa: E402
+from synthforge.teachers.backends.transformers import load_teacher  # noqa: E402
 from synthforge.testing import build_tiny_model  # noqa: E402
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthforge.models import resolve_model  # noqa: E402
+from synthforge.teachers.backends.transformers import load_teacher  # noqa: E402
 from synthforge.teachers.base import SamplingParams  # noqa: E402
-from synthforge.teachers.loading import load_teacher, resolve_teacher_dir  # noqa: E402
 
 
 def prompts(count: int) -> list[list[dict[str, str]]]:
@@ -163,7 +164,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
-    resolve_teacher_dir(args.teacher)  # converts a GGUF teacher once, outside the timing
+    resolve_model(args.teacher)  # converts a GGUF teacher once, outside the timing
     started = time.perf_counter()
     teacher = load_teacher(args.teacher, device=args.device)
     print(f"teacher start (cached weights): {time.perf_counter() - started:.2f} s  [{teacher.identity}]")

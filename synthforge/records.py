@@ -74,11 +74,6 @@ def same_text(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
-def first_user_message(messages: list[Any]) -> Any:
-    """The content of the first user message of a chat message list (None when there is none)."""
-    return next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
-
-
 def reason_kind(reason: str) -> str:
     """A drop reason without its details (what follows ": " or " ("), for counting drops by kind."""
     return re.split(r": | \(", reason, maxsplit=1)[0]

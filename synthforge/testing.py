@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthforge.train.student import chatml_template
+from synthforge.models import chatml_template
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -20,7 +20,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_teacher(tiny_model_dir):
-    from synthforge.teachers.loading import load_teacher
+    from synthforge.teachers.backends.transformers import load_teacher
 
     return load_teacher(str(tiny_model_dir), batch_size=4, device="cpu")
 

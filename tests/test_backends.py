@@ -13,10 +13,9 @@ from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.settings import SpecError
+from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
 from synthforge.teachers.base import SamplingParams
-from synthforge.teachers.config import OpenAISettings
 from synthforge.teachers.factory import LazyTeacher, teacher_identity, teacher_overrides
-from synthforge.teachers.openai_teacher import OpenAITeacher
 from tests.fault_server import FaultServer, chat_completion
 
 
@@ -69,7 +68,7 @@ def test_identity_is_known_before_loading_and_equals_the_loaded_teachers(project
     spec = load_pipeline(_pipeline(project, json.dumps({"model": str(tiny_model_dir), "device": "cpu"})))
     lazy = LazyTeacher(spec.teacher)
     assert not lazy.loaded and lazy.identity["backend"] == "transformers"
-    from synthforge.teachers.loading import load_teacher
+    from synthforge.teachers.backends.transformers import load_teacher
 
     assert lazy.identity == load_teacher(str(tiny_model_dir), device="cpu").identity
     http = load_pipeline(_pipeline(project, _openai("http://127.0.0.1:9/v1", revision="abc"))).teacher
@@ -242,9 +241,8 @@ def test_api_key_comes_from_the_environment_and_is_written_nowhere(project, monk
 
 
 def test_n_is_native_or_fanned_out_with_distinct_seeds(project):
+    from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
     from synthforge.teachers.base import SamplingParams
-    from synthforge.teachers.config import OpenAISettings
-    from synthforge.teachers.openai_teacher import OpenAITeacher
 
     with FaultServer() as server:
         for native in (True, False):
@@ -273,9 +271,8 @@ def test_adaptive_window_halves_on_congestion_and_grows_back():
 
 
 def test_429s_shrink_the_window(project):
+    from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
     from synthforge.teachers.base import SamplingParams
-    from synthforge.teachers.config import OpenAISettings
-    from synthforge.teachers.openai_teacher import OpenAITeacher
 
     with FaultServer(lambda i, b: (429, {"retry-after": "0.01"}, {}) if i < 3 else None) as server:
         teacher = OpenAITeacher("m", OpenAISettings(base_url=server.url, max_concurrency=16, retries=5), {})

@@ -19,9 +19,10 @@ from synthforge.engine.compare import (
     summarize,
 )
 from synthforge.engine.runner import RunOptions, run_pipeline
-from synthforge.engine.seeds import prompt_text, read_prompt_rows
 from synthforge.engine.spec import load_pipeline
 from synthforge.records import Record
+from synthforge.rows import prompt_text
+from synthforge.rows import read_prompts as read_prompt_rows
 from synthforge.testing import build_tiny_model
 from tests.conftest import REPO
 

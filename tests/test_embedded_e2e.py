@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def _require_embedded() -> None:
     pytest.importorskip("gguf")
     from synthforge.errors import UserError
-    from synthforge.teachers.loading import embedded_gguf
+    from synthforge.models import embedded_gguf
 
     try:
         embedded_gguf()

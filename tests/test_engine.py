@@ -199,7 +199,7 @@ def test_engine_ray_shorthand_and_mapping(project, tiny_model_dir):
     assert load_pipeline(path).engine.kind == "ray"
     path.write_text(text + "engine: {kind: ray, replicas: 3, num_cpus: 2}\n")
     engine = load_pipeline(path).engine
-    assert (engine.kind, engine.replicas, engine.num_cpus) == ("ray", 3, 2)
+    assert (engine.kind, engine.options.replicas, engine.options.num_cpus) == ("ray", 3, 2)
     path.write_text(text + "engine: rey\n")
     with pytest.raises(SpecError, match="engine: kind must be 'local' or 'ray'"):
         load_pipeline(path)

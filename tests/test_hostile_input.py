@@ -351,7 +351,7 @@ def test_manifest_and_card_hold_no_absolute_local_paths(cai, tiny_teacher, tiny_
 def test_rows_holding_line_separators_read_back_as_written(tmp_path):
     """U+2028, U+0085 and friends are legal raw inside JSON strings (we write them raw): a row is one "\\n" line."""
     from synthforge.files import write_jsonl
-    from synthforge.jsonl import read_jsonl
+    from synthforge.rows import read_jsonl
 
     rows = [{"prompt": "a\u2028b\u2029c\x85d\x1ce\x0bf"}, {"prompt": "second"}]
     write_jsonl(tmp_path / "rows.jsonl", rows)
@@ -588,9 +588,9 @@ class TestTrainOutputs:
     def test_train_never_writes_into_its_data_or_a_folder_it_did_not_write(
         self, finished_run, tiny_model_dir, capsys, monkeypatch
     ):
-        import synthforge.teachers.loading as loading
+        import synthforge.train.student as student
 
-        monkeypatch.setattr(loading, "load_pretrained", lambda *a, **k: pytest.fail("a model loaded"))
+        monkeypatch.setattr(student, "load_pretrained", lambda *a, **k: pytest.fail("a model loaded"))
         report = (finished_run / "report.html").read_text()
         code, _, err = run_cli(self.args(finished_run, finished_run, tiny_model_dir), capsys)
         one_line_error(code, err, "input of this command")

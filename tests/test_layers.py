@@ -6,11 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "synthforge"
-BACKENDS = (
-    "synthforge.teachers.transformers_teacher",
-    "synthforge.teachers.openai_teacher",
-    "synthforge.teachers.vllm_teacher",
-)
+BACKENDS = ("synthforge.teachers.backends",)
 
 
 def _imports() -> dict[str, set[str]]:

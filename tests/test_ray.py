@@ -65,7 +65,8 @@ def test_each_replica_runs_torch_on_its_own_cpus_and_a_multi_gpu_vllm_replica_ge
     (tensor parallel) runs in a placement group of 2 GPU bundles with vLLM's Ray executor (Ray's GPUs are only
     declared here; vLLM is not built: the replica loads its teacher on first use)."""
     from synthforge.engine.ray_executor import RayExecutor, RayResources
-    from synthforge.teachers.config import TeacherSpec, VLLMSettings
+    from synthforge.teachers.backends.vllm import VLLMSettings
+    from synthforge.teachers.config import TeacherSpec
     from synthforge.teachers.factory import teacher_identity
 
     executor = RayExecutor(TeacherSpec(model=str(tiny_model_dir), device="cpu"), RayResources(replicas=2, num_cpus=1))
@@ -77,7 +78,7 @@ def test_each_replica_runs_torch_on_its_own_cpus_and_a_multi_gpu_vllm_replica_ge
         executor.close()
     assert [r["threads"] for r in replicas] == [1, 1] and len({r["pid"] for r in replicas}) == 2
     assert [r["bundles"] for r in replicas] == [0, 0]
-    spec = TeacherSpec(backend="vllm", model="org/big-model", vllm=VLLMSettings(tensor_parallel_size=2))
+    spec = TeacherSpec(backend="vllm", model="org/big-model", options=VLLMSettings(tensor_parallel_size=2))
     executor = RayExecutor(spec, RayResources(replicas=1, num_cpus=1))
     try:
         replica = ray.get(executor.start()[0].describe.remote())
@@ -85,7 +86,7 @@ def test_each_replica_runs_torch_on_its_own_cpus_and_a_multi_gpu_vllm_replica_ge
     finally:
         executor.close()
     assert replica["bundles"] == 2
-    assert replica["spec"].vllm.extra == {"distributed_executor_backend": "ray"}
+    assert replica["spec"].options.extra == {"distributed_executor_backend": "ray"}
     assert teacher_identity(replica["spec"]) == teacher_identity(spec)  # same cache keys as a local vLLM run
     assert not executor.groups
 
@@ -168,7 +169,7 @@ def test_ray_file_dedup_streams_blocks_and_writes_what_the_local_engine_writes(t
     from synthforge.dedup.files import dedup_files
     from synthforge.dedup.near_duplicates import DedupSettings
     from synthforge.dedup.ray_files import dedup_files_ray
-    from synthforge.dedup.sources import data_files
+    from synthforge.rows import data_files
 
     rows = _corpus_files(tmp_path / "in")
     inputs = data_files(tmp_path / "in")

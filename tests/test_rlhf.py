@@ -216,7 +216,7 @@ def test_reward_rank_picks_best_and_worst_and_ledgers_small_gaps(project, reward
         " sampling: {temperature: 1.0, max_new_tokens: 8}}\n",
         encoding="utf-8",
     )
-    from synthforge.teachers.loading import load_teacher
+    from synthforge.teachers.backends.transformers import load_teacher
 
     teacher = load_teacher(str(tiny_model_dir), batch_size=4, device="cpu")
     result = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=teacher, log=lambda _: None)

@@ -13,9 +13,8 @@ import pytest
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.serve.batcher import Batcher
+from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
 from synthforge.teachers.base import SamplingParams
-from synthforge.teachers.config import OpenAISettings
-from synthforge.teachers.openai_teacher import OpenAITeacher
 from tests.conftest import write_pipeline
 from tests.fault_server import serve_process
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from synthforge.errors import UserError
+from synthforge.models import resolve_model
+from synthforge.teachers.backends.transformers import load_teacher
 from synthforge.teachers.base import SamplingParams, Teacher
-from synthforge.teachers.loading import load_teacher, resolve_teacher_dir
 
 CONVS = [
     [{"role": "user", "content": "hello"}],
@@ -101,14 +102,14 @@ def test_score_matches_manual_log_probabilities(tiny_teacher):
 
 def test_missing_teacher_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        resolve_teacher_dir(str(tmp_path / "no-such-model"))
+        resolve_model(str(tmp_path / "no-such-model"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no config.json"):
-        resolve_teacher_dir(str(tmp_path / "empty"))
+        resolve_model(str(tmp_path / "empty"))
 
 
 def test_row_noise_is_uniform_and_independent_of_other_rows():
-    from synthforge.teachers.transformers_teacher import row_uniforms
+    from synthforge.teachers.backends.transformers import row_uniforms
 
     seeds = torch.tensor([1, 2, (1 << 62) + 5], dtype=torch.int64)
     noise = row_uniforms(seeds, step=3, tokens=50_000)
@@ -120,7 +121,7 @@ def test_row_noise_is_uniform_and_independent_of_other_rows():
 
 
 def test_sampling_follows_the_distribution():
-    from synthforge.teachers.transformers_teacher import SeededSampler
+    from synthforge.teachers.backends.transformers import SeededSampler
 
     probs = torch.tensor([0.6, 0.3, 0.1])
     rows = 20_000
@@ -136,7 +137,7 @@ def test_partial_sort_sampler_picks_what_a_full_sort_picks():
     """The nucleus from the top 256 tokens (falling back to a full sort) draws exactly what sorting all does."""
     import torch
 
-    from synthforge.teachers.transformers_teacher import SeededSampler
+    from synthforge.teachers.backends.transformers import SeededSampler
 
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):

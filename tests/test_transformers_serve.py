@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from synthforge.cli.main import main
+from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
 from synthforge.teachers.base import SamplingParams
-from synthforge.teachers.config import OpenAISettings
-from synthforge.teachers.openai_teacher import OpenAITeacher
 from tests.conftest import write_pipeline
 from tests.fault_server import free_port
 
@@ -29,9 +28,9 @@ pytest.importorskip("fastapi", reason="transformers serve needs the transformers
 @pytest.fixture(scope="module")
 def smollm_dir() -> Path:
     """The embedded SmolLM2-135M as a transformers directory (a random tiny model only writes whitespace there)."""
-    from synthforge.teachers.loading import resolve_teacher_dir
+    from synthforge.models import resolve_model
 
-    return Path(resolve_teacher_dir("embedded")[2])
+    return Path(resolve_model("embedded")[2])
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from synthforge.teachers.base import SamplingParams
-from synthforge.teachers.config import VLLMSettings
-from synthforge.teachers.vllm_teacher import (
+from synthforge.teachers.backends.vllm import (
+    VLLMSettings,
     VLLMTeacher,
     continuation_logprob,
     engine_kwargs,
@@ -24,6 +23,7 @@ from synthforge.teachers.vllm_teacher import (
     sampling_kwargs,
     score_kwargs,
 )
+from synthforge.teachers.base import SamplingParams
 
 
 @dataclass

@@ -10,12 +10,12 @@ from tqdm.auto import tqdm
 from synthforge.dedup.files import dedup_files, dropped_path_for, provenance_path_for
 from synthforge.dedup.near_duplicates import VERIFY, DedupSettings
 from synthforge.dedup.ray_dedup import EDGE_LIMIT
-from synthforge.dedup.sources import data_files
 from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
 from synthforge.files import output_lock
 from synthforge.provenance import unfinished_export
 from synthforge.ray_support import import_ray
+from synthforge.rows import data_files
 
 RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest.json", "README.md")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from synthforge.engine.executor import EXECUTORS
 from synthforge.engine.runner import RunOptions, default_out_dir, prepare, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import TokenBudgetSpent
@@ -51,7 +52,7 @@ BUDGET_SPENT_EXIT = 3
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(list(EXECUTORS)),
     help="Executor: local (this process) or ray (teacher replicas as Ray actors; pip install 'synthforge[ray]'; "
     "joins RAY_ADDRESS when set). Same as engine.kind in the pipeline.",
 )

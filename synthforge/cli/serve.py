@@ -6,8 +6,7 @@ import click
 
 from synthforge.serve.app import ServeConfig
 from synthforge.serve.app import serve as run_server
-from synthforge.teachers.config import TeacherSpec
-from synthforge.teachers.factory import build_teacher, check_device
+from synthforge.teachers.factory import build_teacher, check_device, spec_from_ref
 
 
 @click.command()
@@ -17,7 +16,8 @@ from synthforge.teachers.factory import build_teacher, check_device
     default="embedded",
     show_default=True,
     metavar="REF",
-    help="The model: 'embedded', a transformers model directory, or a .gguf file.",
+    help="The model: 'embedded', a transformers model directory, a .gguf file, or any --teacher reference "
+    "of `synthforge generate` (e.g. vllm:MODEL).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -88,8 +88,8 @@ def serve(
     at it with --teacher openai:NAME@http://127.0.0.1:PORT/v1. Requests that arrive together are
     batched together; each keeps its own seed, so results don't depend on what shared its batch.
     """
-    spec = TeacherSpec(model=model, backend="transformers", batch_size=batch_size, device=device)
-    check_device(spec, "--device")
+    spec = spec_from_ref(model, batch_size=batch_size, device=device)
+    check_device(spec, "serve")
     if threads:
         import torch
 

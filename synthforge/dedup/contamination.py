@@ -13,7 +13,7 @@ import numpy as np
 from synthforge.dedup.shingles import ShingleHasher, Shingling, tokens
 from synthforge.errors import UserError
 from synthforge.files import read_text
-from synthforge.jsonl import iter_json_lines
+from synthforge.rows import iter_json_values
 
 EVAL_SUFFIXES = (".jsonl", ".json", ".txt", ".parquet")
 
@@ -40,7 +40,7 @@ def read_eval_texts(path: Path) -> list[str]:
         table = pq.read_table(path)
         return [v for row in table.to_pylist() for v in _strings(row)]
     if suffix in (".jsonl", ".json"):
-        return [text for _, value in iter_json_lines(path, "eval file") for text in _strings(value)]
+        return [text for _, value in iter_json_values(path, "eval file") for text in _strings(value)]
     raise UserError(f"evaluation file {path}: unsupported type (expected one of {', '.join(EVAL_SUFFIXES)})")
 
 

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from synthforge.dedup.near_duplicates import DedupSettings, cluster_signatures, representatives, signatures
-from synthforge.dedup.sources import iter_lines, keyed_rows
+from synthforge.dedup.sources import keyed_rows
 from synthforge.errors import UserError
 from synthforge.files import claim_dir, claim_file, discard_staging, journal_path_for, staging_dir
 from synthforge.files import publish as publish_moves
 from synthforge.provenance import package_versions
+from synthforge.rows import iter_lines
 
 FILE_LIKE = (".json", ".parquet", ".gz", ".csv", ".txt", ".arrow", ".zst")  # --out names that are not a directory
 PROVENANCE = ".synthforge-dedup.json"  # inside an output directory (hidden: dataset loaders skip it)

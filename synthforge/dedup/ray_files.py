@@ -36,10 +36,11 @@ from synthforge.dedup.files import (
 )
 from synthforge.dedup.near_duplicates import DedupSettings, representatives, signatures
 from synthforge.dedup.ray_dedup import EDGE_LIMIT, cluster_blocks, columns
-from synthforge.dedup.sources import iter_lines, keyed_rows
+from synthforge.dedup.sources import keyed_rows
 from synthforge.errors import UserError
 from synthforge.files import discard_staging
 from synthforge.ray_support import init_ray
+from synthforge.rows import iter_lines
 
 ROWS_PER_BLOCK = 8192
 

@@ -19,8 +19,8 @@ from synthforge.engine.runner import Log, RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
 from synthforge.files import write_atomic
-from synthforge.jsonl import read_jsonl
 from synthforge.records import Record
+from synthforge.rows import read_jsonl
 from synthforge.stages.compare_judge import position_noise, swap_agrees
 from synthforge.teachers.factory import teacher_overrides
 

@@ -1,19 +1,24 @@
 """Executors map a stage over the batches the driver planned; the driver alone commits results.
 
-The split is datatrove's: blocks (stages) know nothing of how they are run. :class:`LocalExecutor` runs the
-batches in this process, in order; another executor (e.g. Ray actors holding teacher replicas) may run them
-elsewhere and yield them in any order, since the driver checkpoints each result as it arrives.
+The split is datatrove's: blocks (stages) know nothing of how they are run. The local executor runs the
+batches in this process, in order; another (e.g. Ray actors holding teacher replicas) may run them elsewhere
+and yield them in any order, since the driver checkpoints each result as it arrives. ``EXECUTORS`` is the
+registry: a new executor is one module beside the local one exporting an :class:`ExecutorKind`, plus its line.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from synthforge.errors import StageFailed, TeacherError, UserError
 from synthforge.records import Drop, Record
+from synthforge.settings import SpecError
 from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
+from synthforge.teachers.config import TeacherSpec
 
 TEACHER_FAILURE = "teacher error"
 Result = Record | Drop
@@ -39,23 +44,30 @@ class Executor(Protocol):
         ...
 
 
-class LocalExecutor:
-    """Today's loop: each batch in this process, in plan order, with retries and splitting."""
+@dataclass(frozen=True)
+class ExecutorKind:
+    """One executor: its settings (the ``engine:`` keys beyond ``kind`` and ``chunk_size``; None: it has none),
+    how to build it from them, the teacher spec and the run's teacher, and a line for ``--help``."""
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "local"}
+    name: str
+    settings: type | None
+    build: Callable[[Any, TeacherSpec, Teacher | None], Executor]
+    help: str
 
-    def workers(self) -> int:
-        return 0
 
-    def close(self) -> None:
-        """Nothing to release."""
+EXECUTORS: dict[str, str] = {
+    "local": "synthforge.engine.local_executor:EXECUTOR",
+    "ray": "synthforge.engine.ray_executor:EXECUTOR",
+}
 
-    def run(
-        self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
-    ) -> Iterator[tuple[int, list[Result]]]:
-        for number, batch in enumerate(batches):
-            yield number, process_with_retries(stage, batch, teacher, retries)
+
+def executor_kind(name: str, where: str = "engine") -> ExecutorKind:
+    """The registered executor called ``name``; an unknown one names the known ones."""
+    if name not in EXECUTORS:
+        known = " or ".join(repr(k) for k in EXECUTORS)
+        raise SpecError(f"{where}: kind must be {known}, got {name!r}")
+    module, _, attribute = EXECUTORS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def stage_bug(stage: Stage, exc: Exception) -> StageFailed:

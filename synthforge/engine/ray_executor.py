@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from synthforge.engine.executor import Result, process_with_retries
+from synthforge.engine.executor import ExecutorKind, Result, process_with_retries
 from synthforge.errors import UserError
 from synthforge.ray_support import init_ray
 from synthforge.records import Record
@@ -27,11 +27,15 @@ from synthforge.teachers.factory import LazyTeacher, placement_group_replica, re
 
 @dataclass
 class RayResources:
-    """Replicas and the resources each one asks Ray for."""
+    """Replicas and the resources each one asks Ray for (``engine: {kind: ray, replicas, num_cpus, num_gpus}``)."""
 
     replicas: int = 2
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.num_cpus <= 0 or self.num_gpus < 0:
+            raise ValueError("replicas must be >= 1, num_cpus > 0 and num_gpus >= 0")
 
 
 class TeacherReplica:
@@ -173,3 +177,19 @@ class RayExecutor:
         for actor in self.actors:
             self._release(actor)
         self.actors = []
+
+
+def _build(settings: RayResources | None, teacher_spec: TeacherSpec, teacher: Any) -> RayExecutor:
+    if teacher is not None and not isinstance(teacher, LazyTeacher):
+        raise UserError(
+            "engine ray builds its teacher replicas from the pipeline's teacher: settings, not from an object"
+        )
+    return RayExecutor(teacher_spec, settings or RayResources())
+
+
+EXECUTOR = ExecutorKind(
+    name="ray",
+    settings=RayResources,
+    build=lambda settings, teacher_spec, teacher: _build(settings, teacher_spec, teacher),
+    help="teacher replicas as Ray actors (pip install 'synthforge[ray]'; joins RAY_ADDRESS when set)",
+)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from synthforge import __version__
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
-from synthforge.engine.executor import TEACHER_FAILURE, Executor, LocalExecutor, whole_with_retries
+from synthforge.engine.executor import TEACHER_FAILURE, Executor, executor_kind, whole_with_retries
 from synthforge.engine.exporters import export_run
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.seeds import seed_records
@@ -37,7 +37,14 @@ from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
 from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
 from synthforge.teachers.base import Teacher, capabilities_of
-from synthforge.teachers.factory import LazyTeacher, batch_size, check_device, missing_capability, teacher_capabilities
+from synthforge.teachers.factory import (
+    LazyTeacher,
+    batch_size,
+    check_device,
+    missing_capability,
+    teacher_capabilities,
+    teacher_settings,
+)
 
 Log = Callable[[str], None]
 
@@ -171,17 +178,8 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, o
 
 
 def build_executor(spec: PipelineSpec, teacher: Teacher | None) -> Executor:
-    """The executor ``engine.kind`` names (Ray's only when asked for: it is an optional extra)."""
-    if spec.engine.kind == "local":
-        return LocalExecutor()
-    from synthforge.engine.ray_executor import RayExecutor, RayResources
-
-    if teacher is not None and not isinstance(teacher, LazyTeacher):
-        raise UserError(
-            "engine ray builds its teacher replicas from the pipeline's teacher: settings, not from an object"
-        )
-    engine = spec.engine
-    return RayExecutor(spec.teacher, RayResources(engine.replicas, engine.num_cpus, engine.num_gpus))
+    """The executor ``engine.kind`` names, built from its settings (an optional extra is imported only then)."""
+    return executor_kind(spec.engine.kind).build(spec.engine.options, spec.teacher, teacher)
 
 
 def _run_stages(
@@ -489,7 +487,7 @@ def build_manifest(
             "resolved": redact_paths(spec.raw, base),
         },
         "teacher": redact_paths(teacher.identity, base) if teacher is not None else None,
-        "teacher_settings": redact_paths(config_to_dict(spec.teacher), base),
+        "teacher_settings": redact_paths(teacher_settings(spec.teacher), base),
         "usage": {
             "prompt_tokens": sum(r.prompt_tokens for r in reports),
             "completion_tokens": sum(r.completion_tokens for r in reports),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 import yaml
 
+from synthforge.engine.executor import EXECUTORS, executor_kind
 from synthforge.files import read_text
 from synthforge.settings import SpecError, build_config
 from synthforge.stages import STAGES, stage_class
 from synthforge.teachers.config import TeacherSpec
+from synthforge.teachers.factory import teacher_spec
 
 
 @dataclass
@@ -43,26 +46,40 @@ class PathsSpec:
 
 @dataclass
 class EngineSpec:
-    """How stages are executed. ``chunk_size``: records per checkpointed unit (null: the teacher's batch size)."""
+    """How stages are executed: ``kind`` names an executor (``engine.executor.EXECUTORS``); ``chunk_size``:
+    records per checkpointed unit (null: the teacher's batch size); ``options``: the executor's own settings
+    (the other keys of ``engine:``, e.g. ray's ``replicas``), or None for its defaults."""
 
     kind: str = "local"
     chunk_size: int | None = None
-    replicas: int = 2  # ray: teacher replicas (actors)
-    num_cpus: float = 1.0  # ray: CPUs per replica (its torch threads)
-    num_gpus: float = 0.0  # ray: GPUs per replica
+    options: Any = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("local", "ray"):
-            raise ValueError(f"kind must be 'local' or 'ray', got {self.kind!r}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.replicas < 1 or self.num_cpus <= 0 or self.num_gpus < 0:
-            raise ValueError("replicas must be >= 1, num_cpus > 0 and num_gpus >= 0")
 
 
-def _engine_settings(value: Any) -> Any:
-    """``engine: ray`` is short for ``engine: {kind: ray}``."""
-    return {"kind": value} if isinstance(value, str) else value
+def engine_spec(value: Any, where: str) -> EngineSpec:
+    """The ``engine:`` section (``engine: ray`` is short for ``engine: {kind: ray}``): ``kind`` and ``chunk_size``,
+    then the chosen executor's settings; keys of another executor's settings are accepted and unused (so
+    ``--engine local`` runs a pipeline written for Ray), any other key names itself."""
+    data = {"kind": value} if isinstance(value, str) else value
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping of settings, got {type(data).__name__} {data!r}")
+    kind = executor_kind(data.get("kind", "local"), where)
+    common = {k: data[k] for k in ("kind", "chunk_size") if k in data}
+    spec = build_config(EngineSpec, common, where)
+    others = {f.name for name in EXECUTORS if (k := executor_kind(name).settings) for f in dataclasses.fields(k)}
+    own = {f.name for f in dataclasses.fields(kind.settings)} if kind.settings else set()
+    for key in data:
+        if key not in common and key not in others:
+            known = ", ".join(sorted({"kind", "chunk_size", *others}))
+            raise SpecError(f"{where}.{key}: unknown setting (expected one of: {known})")
+    if kind.settings is not None:
+        spec.options = build_config(kind.settings, {k: v for k, v in data.items() if k in own}, where)
+    return spec
 
 
 @dataclass
@@ -205,12 +222,12 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         name=name,
         source=source,
         seed=seed,
-        teacher=build_config(TeacherSpec, data.get("teacher"), f"{source}: teacher"),
+        teacher=teacher_spec(data.get("teacher"), f"{source}: teacher"),
         seeds=build_config(SeedsSpec, data["seeds"], f"{source}: seeds") if data.get("seeds") is not None else None,
         stages=_stage_entries(data, source),
         export=build_config(ExportSpec, data.get("export"), f"{source}: export"),
         paths=build_config(PathsSpec, data.get("paths"), f"{source}: paths"),
-        engine=build_config(EngineSpec, _engine_settings(data.get("engine")), f"{source}: engine"),
+        engine=engine_spec(data.get("engine"), f"{source}: engine"),
         description=str(data.get("description", "")),
         raw=data,
     )

@@ -11,8 +11,8 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.files import read_text
-from synthforge.jsonl import iter_json_lines
 from synthforge.records import reason_kind
+from synthforge.rows import iter_json_values
 from synthforge.validation import check_json
 
 EXAMPLES_PER_REASON = 3
@@ -93,7 +93,7 @@ def _rows(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     found = []
-    for number, row in iter_json_lines(path):
+    for number, row in iter_json_values(path):
         check_json(row, schema, f"{path}:{number}")
         found.append(row)
     return found

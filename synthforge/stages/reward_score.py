@@ -30,7 +30,7 @@ class RewardScorer:
     """A reward model found relative to the pipeline file, identified by its weights, loaded on first use."""
 
     def __init__(self, ref: str, base_dir: Path | None, where: str):
-        from synthforge.teachers.loading import weights_id
+        from synthforge.models import weights_id
 
         self.path = reward_model_path(ref, base_dir, where)
         self.identity = {"name": self.path.name, "weights": weights_id(self.path)}

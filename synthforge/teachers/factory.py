@@ -1,126 +1,131 @@
-"""The only module that knows the teacher backends: identity, capabilities and construction from a spec.
+"""The only module that knows the teacher backends: a registry of them, and identity, capabilities and
+construction from a spec by looking the backend up.
 
 A teacher's identity (part of every cache key) and its capabilities are computed from the spec alone,
 before any model loads or any request is sent; :class:`LazyTeacher` builds the backend on first use, so
-a run whose every stage is reused never loads a model.
+a run whose every stage is reused never loads a model. A new backend is one module in ``teachers/backends/``
+exporting a :class:`~synthforge.teachers.config.Backend` record, plus its line in ``BACKENDS``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import re
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from synthforge.errors import UserError
-from synthforge.teachers.base import CHOICE, GENERATE, RAW_TEXT, Teacher
-from synthforge.teachers.config import TeacherSpec, url_problem
+from synthforge.settings import SpecError, build_config
+from synthforge.teachers.base import CHOICE, RAW_TEXT, Teacher
+from synthforge.teachers.config import COMMON_KEYS, Backend, TeacherSpec
 
-DEFAULT_BATCH_SIZE = {"transformers": 16, "openai": 256, "vllm": 1024}
-_URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
-
-CAPABILITY_HINTS = {
-    (
-        "openai",
-        CHOICE,
-    ): "set teacher.openai.score to top_logprobs (hosted APIs) or prompt_logprobs (vLLM, synthforge serve)",
-    ("openai", RAW_TEXT): "set teacher.openai.tokenizer to a local copy of the model's tokenizer (its chat template)",
+BACKENDS: dict[str, str] = {
+    "transformers": "synthforge.teachers.backends.transformers:BACKEND",
+    "openai": "synthforge.teachers.backends.openai:BACKEND",
+    "vllm": "synthforge.teachers.backends.vllm:BACKEND",
 }
+
 CAPABILITY_WORDS = {
     CHOICE: "log-probabilities of the judge's answers",
     RAW_TEXT: "raw-text completion with the model's chat template",
 }
 
 
-def teacher_overrides(ref: str) -> list[str]:
-    """``--set`` assignments for a ``--teacher`` reference.
+def backend_of(name: str, where: str = "teacher.backend") -> Backend:
+    """The registered backend called ``name``; an unknown one is a one-line error naming the known ones."""
+    if name not in BACKENDS:
+        raise SpecError(f"{where}: backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    module, _, attribute = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
-    ``embedded``, ``DIR``, ``FILE.gguf`` or ``transformers:REF`` (in-process transformers); ``vllm:REF``
-    (in-process vLLM); ``openai:MODEL@URL`` or ``openai:MODEL`` (an OpenAI-compatible server; the URL
-    defaults to the pipeline's ``teacher.openai.base_url``).
-    """
-    backend, _, rest = ref.partition(":")
-    if backend not in ("transformers", "vllm", "openai"):
-        backend, rest = "transformers", ref
+
+def options_of(spec: TeacherSpec) -> Any:
+    """The backend's own settings of ``spec``: as given, or the backend's defaults."""
+    backend = backend_of(spec.backend)
+    if spec.options is None and backend.settings is not None:
+        return backend.settings()
+    return spec.options
+
+
+def teacher_spec(data: Any, where: str) -> TeacherSpec:
+    """A :class:`TeacherSpec` from the ``teacher:`` mapping: the common keys, and the backend's own settings under
+    a key named after it (``teacher.openai``); a section for another backend, or an unknown key, names its key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping of settings, got {type(data).__name__} {data!r}")
+    name = data.get("backend", "transformers")
+    backend = backend_of(name, f"{where}")
+    for key in data:
+        if key not in COMMON_KEYS and key not in BACKENDS:
+            known = ", ".join(sorted([*COMMON_KEYS, *BACKENDS]))
+            raise SpecError(f"{where}.{key}: unknown setting (expected one of: {known})")
+    for other in BACKENDS:
+        if other != name and data.get(other) is not None:
+            raise SpecError(f"{where}: settings for backend {other!r} given, but backend is {name!r}")
+    spec = build_config(TeacherSpec, {k: v for k, v in data.items() if k in COMMON_KEYS}, where)
+    section = data.get(name)
+    if backend.settings is not None:
+        spec.options = build_config(backend.settings, section, f"{where}.{name}")
+    elif section is not None:
+        raise SpecError(f"{where}.{name}: backend {name!r} has no settings of its own")
+    return spec
+
+
+def teacher_settings(spec: TeacherSpec) -> dict[str, Any]:
+    """The spec as plain data, the backend's settings under its name (as written in a pipeline)."""
+    from synthforge.settings import config_to_dict
+
+    data = {key: getattr(spec, key) for key in COMMON_KEYS}
+    options = options_of(spec)
+    if options is not None:
+        data[spec.backend] = config_to_dict(options)
+    return data
+
+
+def teacher_overrides(ref: str) -> list[str]:
+    """``--set`` assignments for a ``--teacher`` reference: ``NAME:REST`` for a registered backend (e.g.
+    ``vllm:MODEL``, ``openai:MODEL@URL``), else a transformers model (``embedded``, ``DIR``, ``FILE.gguf``)."""
+    name, _, rest = ref.partition(":")
+    if name not in BACKENDS:
+        name, rest = "transformers", ref
     if not rest.strip():
         raise UserError(f"--teacher {ref!r}: no model given (e.g. openai:MODEL@http://127.0.0.1:8000/v1)")
-    sets = [f"teacher.backend={backend}"]
-    others = {"transformers": ("openai", "vllm"), "vllm": ("openai",), "openai": ("vllm",)}[backend]
-    sets += [f"teacher.{other}=null" for other in others]
-    if backend == "openai" and "@" in rest:
-        match = _URL.match(rest)
-        if not match:
-            raise UserError(
-                f"--teacher {ref!r}: the server after '@' must be a URL starting with http:// or https://, "
-                "e.g. openai:MODEL@http://127.0.0.1:8000/v1"
-            )
-        rest = match["model"]
-        problem = url_problem(match["url"])
-        if problem:
-            raise UserError(f"--teacher {ref!r}: {match['url']} {problem}")
-        sets.append(f"teacher.openai.base_url={json.dumps(match['url'])}")
-    sets.append(f"teacher.model={json.dumps(rest)}")
-    return sets
+    sets = [f"teacher.backend={name}", *(f"teacher.{other}=null" for other in BACKENDS if other != name)]
+    backend = backend_of(name)
+    if backend.ref_overrides is not None:
+        return sets + backend.ref_overrides(rest)
+    return [*sets, f"teacher.model={json.dumps(rest)}"]
+
+
+def spec_from_ref(ref: str, **common: Any) -> TeacherSpec:
+    """The spec a ``--teacher`` reference names, with ``common`` settings (batch_size, device, …) on top."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    for assignment in teacher_overrides(ref):
+        dotted, _, value = assignment.partition("=")
+        *path, last = dotted.split(".")[1:]
+        node = data
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    return teacher_spec({**data, **common}, "--teacher")
 
 
 def batch_size(spec: TeacherSpec) -> int:
     """Records per teacher call and checkpointed unit: the spec's, or the backend's default."""
-    return spec.batch_size or DEFAULT_BATCH_SIZE[spec.backend]
+    return spec.batch_size or backend_of(spec.backend).batch_size
 
 
 def teacher_identity(spec: TeacherSpec) -> dict[str, Any]:
     """What identifies the teacher's outputs, from the spec alone (no model loaded, no request sent)."""
-    if spec.backend == "transformers":
-        from synthforge.teachers.loading import resolve_teacher_dir
-        from synthforge.teachers.transformers_teacher import default_dtype
-
-        name, weights_id, _ = resolve_teacher_dir(spec.model)
-        device = _torch_device(spec.device)
-        return {
-            "backend": "transformers",
-            "name": name,
-            "weights": weights_id,
-            "dtype": str(default_dtype(device)).removeprefix("torch."),
-            "device_type": device.type,
-        }
-    if spec.backend == "openai":
-        assert spec.openai is not None
-        settings = spec.openai
-        return {
-            "backend": "openai",
-            "model": spec.model,
-            "revision": settings.revision,
-            "score": settings.score,
-            "top_logprobs": settings.top_logprobs if settings.score == "top_logprobs" else None,
-            "native_n": settings.native_n,
-        }
-    assert spec.vllm is not None
-    path = Path(spec.model).expanduser()
-    weights = spec.model
-    if path.is_dir() and (path / "config.json").is_file():
-        from synthforge.teachers.loading import weights_id
-
-        weights = weights_id(path)
-    return {
-        "backend": "vllm",
-        "name": path.name if path.is_dir() else spec.model,
-        "weights": weights,
-        "dtype": spec.vllm.dtype,
-        "max_model_len": spec.vllm.max_model_len,
-    }
+    return backend_of(spec.backend).identity(spec, options_of(spec))
 
 
 def teacher_capabilities(spec: TeacherSpec) -> frozenset[str]:
     """What the configured backend can do (every backend generates)."""
-    if spec.backend == "openai":
-        from synthforge.teachers.openai_teacher import openai_capabilities
-
-        assert spec.openai is not None
-        return frozenset({GENERATE}) | openai_capabilities(spec.openai)
-    from synthforge.teachers.base import LOGPROBS, SCORE
-
-    return frozenset({GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS})
+    return backend_of(spec.backend).capabilities(spec, options_of(spec))
 
 
 def missing_capability(backend: str, needed: frozenset[str], have: frozenset[str]) -> str | None:
@@ -129,76 +134,35 @@ def missing_capability(backend: str, needed: frozenset[str], have: frozenset[str
     if not missing:
         return None
     words = "; ".join(CAPABILITY_WORDS.get(m, m) for m in missing)
-    hint = "; ".join(CAPABILITY_HINTS[(backend, m)] for m in missing if (backend, m) in CAPABILITY_HINTS)
+    hints = backend_of(backend).hints if backend in BACKENDS else {}
+    hint = "; ".join(hints[m] for m in missing if m in hints)
     return f"needs {words}, which teacher backend {backend!r} can't provide" + (f" ({hint})" if hint else "")
 
 
 def check_device(spec: TeacherSpec, where: str) -> None:
-    """A device that doesn't exist on this machine is a spec error (before any model loads)."""
-    if spec.backend == "transformers":
-        _torch_device(spec.device, where)
-
-
-def _torch_device(device: str | None, where: str = "teacher") -> Any:
-    import torch
-
-    from synthforge.teachers.transformers_teacher import default_device
-
-    if device is None:
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UserError(f"{where}.device: unknown device {device!r} (expected cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UserError(f"{where}.device: {device!r} asked for, but this machine has no CUDA GPU")
-        if dev.index is not None and dev.index >= count:
-            raise UserError(f"{where}.device: {device!r} asked for, but this machine has {count} CUDA GPU(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{where}.device: 'mps' asked for, but it is not available here")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"{where}.device: unsupported device {device!r} (expected cpu, cuda, cuda:N or mps)")
-    return dev
+    """What the backend can tell is wrong before loading (a device this machine lacks) is a spec error."""
+    backend = backend_of(spec.backend)
+    if backend.check is not None:
+        backend.check(spec, where)
 
 
 def build_teacher(spec: TeacherSpec, identity: dict[str, Any] | None = None) -> Teacher:
     """Load or connect the configured backend."""
+    backend = backend_of(spec.backend)
     identity = identity or teacher_identity(spec)
-    if spec.backend == "transformers":
-        from synthforge.teachers.loading import load_teacher
-
-        return load_teacher(spec.model, batch_size(spec), spec.device)
-    if spec.backend == "openai":
-        from synthforge.teachers.loading import load_tokenizer
-        from synthforge.teachers.openai_teacher import OpenAITeacher
-
-        assert spec.openai is not None
-        tokenizer = load_tokenizer(spec.openai.tokenizer) if spec.openai.tokenizer else None
-        return OpenAITeacher(spec.model, spec.openai, identity, tokenizer)
-    from synthforge.teachers.vllm_teacher import VLLMTeacher
-
-    assert spec.vllm is not None
-    return VLLMTeacher(spec.model, spec.vllm, identity)
+    return backend.build(replace(spec, batch_size=batch_size(spec)), options_of(spec), identity)
 
 
 def replica_devices(spec: TeacherSpec) -> int:
-    """Accelerators one replica of this teacher spans: a vLLM engine's tensor x pipeline parallel size, else 1."""
-    if spec.backend != "vllm":
-        return 1
-    assert spec.vllm is not None
-    return spec.vllm.tensor_parallel_size * int(spec.vllm.extra.get("pipeline_parallel_size", 1))
+    """Accelerators one replica of this teacher spans (e.g. a vLLM engine's tensor x pipeline parallel size)."""
+    return backend_of(spec.backend).devices(spec, options_of(spec))
 
 
 def placement_group_replica(spec: TeacherSpec) -> TeacherSpec:
-    """The spec a Ray actor builds a multi-device replica from: vLLM runs its workers with its Ray executor in
-    the replica's placement group (as Ray Data LLM does); the identity, hence cache keys, is unchanged."""
-    if spec.backend != "vllm" or replica_devices(spec) == 1:
-        return spec
-    assert spec.vllm is not None
-    extra = {"distributed_executor_backend": "ray", **spec.vllm.extra}
-    return replace(spec, vllm=replace(spec.vllm, extra=extra))
+    """The spec a Ray actor builds a multi-device replica from, inside its placement group; the identity,
+    hence cache keys, is unchanged."""
+    backend = backend_of(spec.backend)
+    return spec if backend.replica_spec is None else backend.replica_spec(spec, options_of(spec))
 
 
 class LazyTeacher:

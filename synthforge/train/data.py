@@ -1,6 +1,7 @@
-"""Training data: a run directory, a JSONL file or a saved ``datasets`` directory, in TRL's formats.
+"""Training data: a run directory, a JSONL or parquet file, or a saved ``datasets`` directory, in any layout
+``synthforge.rows`` reads (TRL's formats as they are; ShareGPT, HH-RLHF and Alpaca rows are converted).
 
-SFT rows (``messages``) become conversational prompt-completion rows (every turn before the last
+SFT rows with a conversation become conversational prompt-completion rows (every turn before the last
 assistant message is the prompt), so TRL computes the loss on the assistant's answer only.
 """
 
@@ -13,8 +14,8 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.hashing import file_sha256
-from synthforge.jsonl import read_jsonl
 from synthforge.provenance import unfinished_export
+from synthforge.rows import dialogue, is_saved_dataset, read_rows
 
 SFT_LAYOUTS = "'messages' (chat), 'prompt' + 'completion', or 'text'"
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
@@ -25,15 +26,11 @@ def resolve_data_path(source: str | Path, kind: str) -> Path:
     path = Path(source).expanduser()
     if path.is_dir() and unfinished_export(path):
         raise UserError(f"{path}: this run's export did not finish (no manifest.json): rerun synthforge generate")
-    if path.is_dir() and not _is_saved_dataset(path):
+    if path.is_dir() and not is_saved_dataset(path):
         path = path / f"{kind}.jsonl"
     if not path.exists():
         raise UserError(f"training data {path} not found (give a run directory, a JSONL file or a saved dataset)")
     return path
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
 def load_rows(source: str | Path, kind: str, optional: tuple[str, ...] = ()):
@@ -42,11 +39,7 @@ def load_rows(source: str | Path, kind: str, optional: tuple[str, ...] = ()):
     import datasets
 
     path = resolve_data_path(source, kind)
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        rows = (loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded).to_list()
-    else:
-        rows = read_jsonl(path)
+    rows = [_native(row, kind) for _, row in read_rows(path)]
     if not rows:
         raise UserError(f"{path}: no rows to train on")
     prepared = _prepare(rows, kind, path)
@@ -59,6 +52,15 @@ def load_rows(source: str | Path, kind: str, optional: tuple[str, ...] = ()):
     except (TypeError, ValueError) as exc:  # pyarrow.ArrowInvalid: mixed types in one column
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}: rows don't share one layout: {detail}") from None
+
+
+def _native(row: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A row in TRL's own layouts as it is; a ShareGPT, HH-RLHF or Alpaca row as TRL's conversational one."""
+    if any(k in row for k in ("messages", "prompt", "text")) or not (found := dialogue(row)):
+        return row
+    if kind == "dpo":
+        return {**row, "prompt": found.prompt, "chosen": found.chosen, "rejected": found.rejected}
+    return {**row, "messages": [*found.prompt, *(found.chosen or [])]}
 
 
 def _prepare(rows: list[dict[str, Any]], kind: str, path: Path) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+from synthforge.models import token_logprobs
 
 Message = dict[str, str]
 
@@ -41,26 +41,14 @@ def _encode(tokenizer, prompt: list[Message], completion: list[Message], max_len
     return prompt_ids + answer_ids, len(prompt_ids)
 
 
-@torch.inference_mode()
 def mean_logprobs(model, tokenizer, prompts, completions, batch_size: int = 8, max_length: int = 512) -> list[float]:
     """Mean log-probability per completion token, for each (prompt, completion) pair."""
-    device = next(model.parameters()).device
     encoded = [_encode(tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        batch = encoded[start : start + batch_size]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (tokens, _) in enumerate(batch):
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-            mask[row, : len(tokens)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0]
-        for row, (tokens, answer_start) in enumerate(batch):
-            span = logprobs[row, answer_start - 1 : len(tokens) - 1]
-            scores.append(float(span.mean()) if span.numel() else 0.0)
+        pairs = [(tokens[:at], tokens[at:]) for tokens, at in encoded[start : start + batch_size]]
+        scores += [sum(row) / len(row) if row else 0.0 for row in token_logprobs(model, pairs, pad_id)]
     return scores
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from synthforge.errors import UserError
+from synthforge.models import pad
 
 Message = dict[str, str]
 
@@ -26,24 +27,20 @@ def soft_label_loss(chosen: torch.Tensor, rejected: torch.Tensor, target: torch.
 def load_reward_model(ref: str, device: str | None = None) -> tuple[Any, Any, str, str]:
     """(model, tokenizer, name, location): a sequence classifier with one output, initialised from any causal LM
     we can load (a fresh scalar head) or loaded as it is from a reward-model directory; pad token set."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    from synthforge.teachers.loading import default_device, default_dtype
-    from synthforge.train.student import ensure_chat_template, resolve_model
+    from synthforge.models import ensure_chat_template, load_pretrained
+    from synthforge.train.student import student_location
 
-    name, location = resolve_model(ref)
-    dev = torch.device(device) if device else default_device()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        config = AutoConfig.from_pretrained(location, num_labels=1)
-        model = AutoModelForSequenceClassification.from_pretrained(location, config=config, dtype=default_dtype(dev))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"could not load a reward model from {ref!r}: {str(exc).splitlines()[0]}") from None
+    name, location = student_location(ref)
+    model, tokenizer = load_pretrained(
+        location, device, "a reward model from", ref, AutoModelForSequenceClassification, num_labels=1
+    )
     ensure_chat_template(tokenizer, model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(dev), tokenizer, name, location
+    return model, tokenizer, name, location
 
 
 def check_reward_dir(ref: str) -> Path:
@@ -77,13 +74,7 @@ def reward_scores(
     encoded = [list(e["input_ids"]) if isinstance(e, dict) else list(e) for e in encoded]
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        batch = encoded[start : start + batch_size]
-        width = max(len(ids) for ids in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, tokens in enumerate(batch):
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-            mask[row, : len(tokens)] = 1
+        ids, mask = pad(encoded[start : start + batch_size], tokenizer.pad_token_id)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         scores += logits[:, 0].tolist()
     return scores

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from synthforge import rows
 from synthforge.errors import UserError
-from synthforge.jsonl import read_jsonl
-from synthforge.records import first_user_message
+from synthforge.models import token_logprobs
 from synthforge.train.common import (
     TrainingOutput,
     TrainingResult,
@@ -35,29 +35,15 @@ KL_ALARM = 10.0  # nats per answer: above this the policy has drifted far from w
 
 
 def read_prompts(source: str | Path) -> list[str]:
-    """User prompts from a run directory (its ``dpo.jsonl``, else ``sft.jsonl``) or a JSONL file of TRL rows
-    (``prompt`` text or messages, ``messages``) or ``{"prompt": ...}`` objects, or a text file (one per line)."""
+    """User prompts from a run directory (its ``dpo.jsonl``, else ``sft.jsonl``), or any file of prompts the
+    seeds of a pipeline may be (every layout of ``synthforge.rows``; text: one per line)."""
     path = Path(source).expanduser()
     if path.is_dir():
         candidates = [path / "dpo.jsonl", path / "sft.jsonl"]
         path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise UserError(f"prompts {source}: not found (give a run directory, a JSONL file or a text file)")
-    if path.suffix != ".jsonl":
-        from synthforge.files import read_text
-
-        return [line.strip() for line in read_text(path, "prompts file").splitlines() if line.strip()]
-    prompts = []
-    for number, row in enumerate(read_jsonl(path, "prompts file"), 1):
-        value = row.get("prompt", row.get("messages"))
-        if isinstance(value, list):
-            value = first_user_message(value)
-        if not isinstance(value, str) or not value.strip():
-            raise UserError(f"{path}: row {number}: no prompt (expected 'prompt' or 'messages' with a user turn)")
-        prompts.append(value.strip())
-    if not prompts:
-        raise UserError(f"{path}: no prompts")
-    return prompts
+    return [prompt for prompt, _ in rows.read_prompts(path, harmful_field=None)]
 
 
 @dataclass
@@ -72,11 +58,9 @@ class PolicyReport:
         return {"mean_reward": round(self.mean_reward, 4), "mean_kl": round(self.mean_kl, 4), "prompts": self.prompts}
 
 
-@torch.inference_mode()
-def _sequence_logprob(model, ids: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-    return (logprobs * mask[:, 1:])[:, start - 1 :].sum(dim=-1)
+def _answer_logprob(model, ids: list[int], start: int, pad_id: int) -> float:
+    """log π(answer | prompt) of a generated sequence whose answer starts at token ``start``."""
+    return sum(token_logprobs(model, [(ids[:start], ids[start:])], pad_id)[0])
 
 
 @torch.inference_mode()
@@ -100,9 +84,8 @@ def evaluate_policy(
             max_new_tokens=config.max_completion_length,
             pad_token_id=tokenizer.pad_token_id,
         )
-        start = encoded["input_ids"].shape[1]
-        mask = torch.ones_like(out)
-        kls.append(float(_sequence_logprob(policy, out, mask, start) - _sequence_logprob(reference, out, mask, start)))
+        start, ids, pad_id = encoded["input_ids"].shape[1], out[0].tolist(), tokenizer.pad_token_id
+        kls.append(_answer_logprob(policy, ids, start, pad_id) - _answer_logprob(reference, ids, start, pad_id))
         answer = tokenizer.decode(out[0, start:], skip_special_tokens=True).strip()
         rewards.append(
             reward_scores(reward[0], reward[1], [[*conversation, {"role": "assistant", "content": answer}]])[0]

@@ -77,9 +77,7 @@ def _measurer(unit: str, tokenizer: str | None) -> Callable[[str], int]:
         return len
     if unit == "words":
         return lambda text: len(text.split())
-    from transformers import AutoTokenizer
+    from synthforge.models import load_tokenizer
 
-    from synthforge.teachers.loading import resolve_teacher_dir
-
-    loaded = AutoTokenizer.from_pretrained(str(resolve_teacher_dir(str(tokenizer))[2]))
+    loaded = load_tokenizer(str(tokenizer))
     return lambda text: len(loaded(text, add_special_tokens=False)["input_ids"])

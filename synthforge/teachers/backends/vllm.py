@@ -8,13 +8,17 @@ prefix (few-shot turns, one record's critique and revision) are adjacent for its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from synthforge.errors import TeacherError, UserError
 from synthforge.hashing import canonical_json
 from synthforge.teachers.base import (
     CHOICE,
+    GENERATE,
     LOGPROBS,
     RAW_TEXT,
     SCORE,
@@ -23,7 +27,28 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
-from synthforge.teachers.config import VLLMSettings
+from synthforge.teachers.config import Backend, TeacherSpec
+
+
+@dataclass
+class VLLMSettings:
+    """Engine arguments of an in-process ``vllm.LLM``."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    dtype: str = "auto"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # any other EngineArgs, passed through as given
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ValueError("tensor_parallel_size must be >= 1")
+        if not (math.isfinite(self.gpu_memory_utilization) and 0 < self.gpu_memory_utilization <= 1):
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be >= 1")
 
 
 def engine_kwargs(model: str, settings: VLLMSettings) -> dict[str, Any]:
@@ -185,3 +210,45 @@ class VLLMTeacher:
         for (c, k, ids, start), output in zip(items, outputs, strict=True):
             scores[c][k] = continuation_logprob(output.prompt_logprobs, ids, start)
         return scores
+
+
+def _identity(spec: TeacherSpec, settings: VLLMSettings) -> dict[str, Any]:
+    path = Path(spec.model).expanduser()
+    weights = spec.model
+    if path.is_dir() and (path / "config.json").is_file():
+        from synthforge.models import weights_id
+
+        weights = weights_id(path)
+    return {
+        "backend": "vllm",
+        "name": path.name if path.is_dir() else spec.model,
+        "weights": weights,
+        "dtype": settings.dtype,
+        "max_model_len": settings.max_model_len,
+    }
+
+
+def _devices(spec: TeacherSpec, settings: VLLMSettings) -> int:
+    """Accelerators one replica spans: tensor x pipeline parallel size."""
+    return settings.tensor_parallel_size * int(settings.extra.get("pipeline_parallel_size", 1))
+
+
+def _replica_spec(spec: TeacherSpec, settings: VLLMSettings) -> TeacherSpec:
+    """A replica over several GPUs runs vLLM's own Ray executor in its placement group (as Ray Data LLM does);
+    the identity, hence cache keys, is unchanged."""
+    if _devices(spec, settings) == 1:
+        return spec
+    extra = {"distributed_executor_backend": "ray", **settings.extra}
+    return replace(spec, options=replace(settings, extra=extra))
+
+
+BACKEND = Backend(
+    name="vllm",
+    settings=VLLMSettings,
+    identity=_identity,
+    capabilities=lambda spec, settings: frozenset({GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS}),
+    build=lambda spec, settings, identity: VLLMTeacher(spec.model, settings, identity),
+    batch_size=1024,
+    devices=_devices,
+    replica_spec=_replica_spec,
+)

@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from synthforge.errors import TeacherError, UserError
 from synthforge.hashing import derive_seed, stable_hash
 from synthforge.teachers.base import (
     CHOICE,
+    GENERATE,
     LOGPROBS,
     RAW_TEXT,
     SCORE,
@@ -30,10 +32,68 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
-from synthforge.teachers.config import OpenAISettings
+from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.flow import AdaptiveWindow, RateLimiter
 
 CHOICE_TOKENS = 4  # tokens generated to find where alternative answers such as "(A)" and "(B)" part
+_URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
+
+
+def _finite_positive(name: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can't be a server's base URL (scheme, host, port), or None."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "port 0 is not a port a server listens on"
+    return None
+
+
+@dataclass
+class OpenAISettings:
+    """An OpenAI-compatible HTTP server (vLLM, SGLang, TGI, Ollama, ``synthforge serve``) or a hosted API."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = None  # name of the environment variable holding the key; never the key itself
+    max_concurrency: int = 32  # upper bound of requests in flight; the adaptive window stays below it
+    timeout: float = 600.0  # seconds per request
+    retries: int = 3  # the SDK's own retries (429 with Retry-After, 5xx, timeouts, dropped connections)
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    native_n: bool = True  # send n in one request; false: fan out n requests with distinct seeds
+    score: str = "top_logprobs"  # prompt_logprobs (exact: vLLM, synthforge serve) | top_logprobs | none
+    top_logprobs: int = 20
+    tokenizer: str | None = None  # a local tokenizer (dir, .gguf, embedded) for the chat template: raw text, Magpie
+    revision: str | None = None  # what the server runs, if you know it (goes into the identity, so cache keys)
+
+    def __post_init__(self) -> None:
+        problem = url_problem(self.base_url)
+        if problem:
+            raise ValueError(f"base_url {self.base_url!r}: {problem}")
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+        _finite_positive("timeout", self.timeout)
+        _finite_positive("requests_per_minute", self.requests_per_minute)
+        _finite_positive("tokens_per_minute", self.tokens_per_minute)
+        if self.score not in ("prompt_logprobs", "top_logprobs", "none"):
+            raise ValueError(f"score must be prompt_logprobs, top_logprobs or none, got {self.score!r}")
+        if not 1 <= self.top_logprobs <= 20:
+            raise ValueError("top_logprobs must be in [1, 20] (the OpenAI API's limit)")
 
 
 def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
@@ -494,3 +554,52 @@ def _error_detail(exc: Any) -> str:
         if message:
             return str(message)
     return str(getattr(exc, "message", exc)).splitlines()[0]
+
+
+def ref_overrides(rest: str) -> list[str]:
+    """``--set`` assignments for ``--teacher openai:MODEL@URL`` (or ``openai:MODEL``: the pipeline's URL)."""
+    if "@" not in rest:
+        return [f"teacher.model={json.dumps(rest)}"]
+    match = _URL.match(rest)
+    if not match:
+        raise UserError(
+            f"--teacher 'openai:{rest}': the server after '@' must be a URL starting with http:// or https://, "
+            "e.g. openai:MODEL@http://127.0.0.1:8000/v1"
+        )
+    problem = url_problem(match["url"])
+    if problem:
+        raise UserError(f"--teacher 'openai:{rest}': {match['url']} {problem}")
+    return [f"teacher.openai.base_url={json.dumps(match['url'])}", f"teacher.model={json.dumps(match['model'])}"]
+
+
+def _identity(spec: TeacherSpec, settings: OpenAISettings) -> dict[str, Any]:
+    return {
+        "backend": "openai",
+        "model": spec.model,
+        "revision": settings.revision,
+        "score": settings.score,
+        "top_logprobs": settings.top_logprobs if settings.score == "top_logprobs" else None,
+        "native_n": settings.native_n,
+    }
+
+
+def _build(spec: TeacherSpec, settings: OpenAISettings, identity: dict[str, Any]) -> OpenAITeacher:
+    from synthforge.models import load_tokenizer
+
+    tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
+    return OpenAITeacher(spec.model, settings, identity, tokenizer)
+
+
+BACKEND = Backend(
+    name="openai",
+    settings=OpenAISettings,
+    identity=_identity,
+    capabilities=lambda spec, settings: frozenset({GENERATE}) | openai_capabilities(settings),
+    build=_build,
+    batch_size=256,
+    hints={
+        CHOICE: "set teacher.openai.score to top_logprobs (hosted APIs) or prompt_logprobs (vLLM, synthforge serve)",
+        RAW_TEXT: "set teacher.openai.tokenizer to a local copy of the model's tokenizer (its chat template)",
+    },
+    ref_overrides=ref_overrides,
+)

@@ -16,8 +16,10 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from synthforge.errors import TeacherError
 from synthforge.hashing import MASK32, fmix32
+from synthforge.models import default_dtype, load_pretrained, pad, resolve_model, token_logprobs, torch_device
 from synthforge.teachers.base import (
     CHOICE,
+    GENERATE,
     LOGPROBS,
     PROMPT_LOGPROBS,
     RAW_TEXT,
@@ -28,6 +30,7 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
+from synthforge.teachers.config import Backend, TeacherSpec
 
 
 def row_uniforms(seeds: torch.Tensor, step: int, tokens: torch.Tensor | int) -> torch.Tensor:
@@ -87,17 +90,6 @@ class SeededSampler(LogitsProcessor):
         return out
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU (no fast bf16 there), bf16 on a GPU that supports it."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
 class TransformersTeacher:
     """A :class:`~synthforge.teachers.base.Teacher` over a loaded model and tokenizer."""
 
@@ -140,16 +132,6 @@ class TransformersTeacher:
     def _encode_text(self, text: str) -> list[int]:
         """Token ids of text as it stands (special tokens only where the text spells them)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        return ids.to(self.device), mask.to(self.device)
 
     def _finish(
         self, new_tokens: list[int], prompt_len: int, stop: tuple[str, ...], logprobs: list[dict] | None = None
@@ -200,7 +182,7 @@ class TransformersTeacher:
 
     @torch.inference_mode()
     def _generate_batch(self, rows: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
-        ids, mask = self._left_pad(rows)
+        ids, mask = (t.to(self.device) for t in pad(rows, self.tokenizer.pad_token_id, left=True))
         sampler = SeededSampler(
             temperatures=torch.full((len(rows),), params.temperature, device=self.device),
             top_ps=torch.full((len(rows),), params.top_p, device=self.device),
@@ -311,19 +293,7 @@ class TransformersTeacher:
         return [float(sum(row)) for row in rows]
 
     def _token_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
-        """For each (prefix ids, target ids): the log-probability of each target token after what precedes it
-        (the first token of a sequence with no prefix has none and is left out)."""
-        rows = [p + t for p, t in pairs]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        picked = logprobs.gather(-1, ids[:, 1:].to(self.device)[..., None]).squeeze(-1)
-        return [picked[i, max(len(p) - 1, 0) : len(p) - 1 + len(t)].tolist() for i, (p, t) in enumerate(pairs)]
+        return token_logprobs(self.model, pairs, self.tokenizer.pad_token_id)
 
     @torch.inference_mode()
     def continuation_token_logprobs(
@@ -346,3 +316,39 @@ def _row_seed(seed: int | None, sample_index: int) -> int:
     """Seed of sample ``sample_index`` of a request; an unseeded request gets fresh entropy."""
     base = secrets.randbits(62) if seed is None else seed
     return (base * 1_000_003 + sample_index) & ((1 << 63) - 1)
+
+
+def load_teacher(ref: str = "embedded", batch_size: int = 16, device: str | None = None) -> TransformersTeacher:
+    """Load a transformers teacher; fp32 on CPU, bf16 on a capable GPU."""
+    name, weights, location = resolve_model(ref)
+    model, tokenizer = load_pretrained(location, device, "teacher", ref)
+    tokenizer.padding_side = "left"
+    return TransformersTeacher(model, tokenizer, name=name, weights_id=weights, batch_size=batch_size)
+
+
+def _identity(spec: TeacherSpec, settings: None) -> dict[str, Any]:
+    name, weights, _ = resolve_model(spec.model)
+    device = torch_device(spec.device)
+    return {
+        "backend": "transformers",
+        "name": name,
+        "weights": weights,
+        "dtype": str(default_dtype(device)).removeprefix("torch."),
+        "device_type": device.type,
+    }
+
+
+def _check(spec: TeacherSpec, where: str) -> None:
+    """A device this machine lacks is a spec error before anything loads."""
+    torch_device(spec.device, f"{where}.device")
+
+
+BACKEND = Backend(
+    name="transformers",
+    settings=None,
+    identity=_identity,
+    capabilities=lambda spec, settings: frozenset({GENERATE}) | TransformersTeacher.capabilities,
+    build=lambda spec, settings, identity: load_teacher(spec.model, spec.batch_size or 16, spec.device),
+    batch_size=16,
+    check=_check,
+)
