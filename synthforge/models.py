@@ -99,8 +99,9 @@ def weights_id(model_dir: Path) -> str:
     return stable_hash([config, found], 16)
 
 
-def resolve_model(ref: str) -> tuple[str, str, Path | str]:
-    """``(name, weights_id, location)`` of a model reference, converting GGUF files as needed."""
+def resolve_model(ref: str, what: str = "model") -> tuple[str, str, Path | str]:
+    """``(name, weights_id, location)`` of a model reference, converting GGUF files as needed; errors call it
+    ``what`` (a teacher, a model)."""
     if ref.lower() in EMBEDDED_NAMES:
         gguf = embedded_gguf()
         version = importlib.metadata.version(EMBEDDED_DIST)
@@ -112,11 +113,11 @@ def resolve_model(ref: str) -> tuple[str, str, Path | str]:
         return path.name, weights_id(model_dir), model_dir
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(f"model directory {ref} has no config.json (expected a transformers model directory)")
+            raise UserError(f"{what} directory {ref} has no config.json (expected a transformers model directory)")
         return path.name, weights_id(path), path
     if not path.exists() and HUB_ID.match(ref) and not ref.startswith("."):
         return ref, ref, ref  # a hub id: transformers fetches it where a hub is reachable
-    raise UserError(f"model {ref!r} not found: not a file or directory, and not one of {', '.join(EMBEDDED_NAMES)}")
+    raise UserError(f"{what} {ref!r} not found: not a file or directory, and not one of {', '.join(EMBEDDED_NAMES)}")
 
 
 # -- device and dtype ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A tiny random chat model built from a config, for tests and benchmarks (no hub, a few seconds)."""
+"""For tests and benchmarks: a tiny random chat model built from a config (no hub, a few seconds) and a seeded
+near-duplicate corpus (the scripted teacher tests use is ``synthforge.teachers.scripted``)."""
 
 from __future__ import annotations
 

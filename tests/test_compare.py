@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from synthforge.cli.main import main
-from synthforge.engine.compare import (
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.eval.compare import (
     DEFAULT_PIPELINE,
     CompareOptions,
     bootstrap_interval,
@@ -18,40 +20,43 @@ from synthforge.engine.compare import (
     labels_for,
     summarize,
 )
-from synthforge.engine.runner import RunOptions, run_pipeline
-from synthforge.engine.spec import load_pipeline
 from synthforge.records import Record
 from synthforge.rows import prompt_text
 from synthforge.rows import read_prompts as read_prompt_rows
+from synthforge.teachers.scripted import ScriptedTeacher
 from synthforge.testing import build_tiny_model
 from tests.conftest import REPO
 
 OPTION = re.compile(r"\(A\) (.*)\n\n\(B\) (.*)\n\nAnswer with", re.DOTALL)
 
 
-class LengthJudge:
-    """Prefers the longer of the two answers (0.9 vs 0.1), calls it a tie when they are equally long."""
+def judge_of(prefer) -> object:
+    """A judge whose P(A) for the answers shown as (A) and (B) is ``prefer(first, second)``."""
 
-    capabilities = frozenset({"generate", "score", "choice"})
-    identity = {"backend": "scripted", "name": "length-judge"}
+    def score(conversation, candidate: str) -> float:
+        first, second = OPTION.search(conversation[-1]["content"]).groups()
+        p = prefer(first, second)
+        return math.log(p if candidate == "(A)" else 1 - p)
 
-    def __init__(self, stop_after: int | None = None):
-        self.scored, self.calls, self.stop_after = 0, 0, stop_after
-
-    def score(self, conversations, continuations):
-        self.calls += 1
-        if self.stop_after is not None and self.calls > self.stop_after:
-            raise KeyboardInterrupt  # stands in for kill -9 in the middle of the comparison
-        out = []
-        for conversation in conversations:
-            first, second = OPTION.search(conversation[-1]["content"]).groups()
-            p = 0.5 if len(first) == len(second) else (0.9 if len(first) > len(second) else 0.1)
-            out.append([math.log(p), math.log(1 - p)])
-            self.scored += 1
-        return out
-
-    def generate(self, conversations, params):
+    def only_scores(conversation):
         raise AssertionError("the judge only scores")
+
+    return score, only_scores
+
+
+def LengthJudge(stop_after: int | None = None) -> ScriptedTeacher:  # noqa: N802
+    """Prefers the longer of the two answers (0.9 vs 0.1), calls it a tie when they are equally long; with
+    ``stop_after``, its next call is interrupted (stands in for kill -9 in the middle of the comparison)."""
+    score, reply = judge_of(lambda a, b: 0.5 if len(a) == len(b) else (0.9 if len(a) > len(b) else 0.1))
+    judge = ScriptedTeacher(
+        reply,
+        score=score,
+        identity={"backend": "scripted", "name": "length-judge"},
+        capabilities=frozenset({"generate", "score", "choice"}),
+    )
+    if stop_after is not None:
+        judge.fail = lambda conversations: KeyboardInterrupt() if judge.score_calls > stop_after else None
+    return judge
 
 
 @pytest.fixture(scope="module")
@@ -188,16 +193,10 @@ def test_bad_input_is_one_line(project, capsys, monkeypatch, case):
     assert code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-class RevisionJudge(LengthJudge):
+def RevisionJudge() -> ScriptedTeacher:  # noqa: N802
     """Prefers whichever option starts with 'Better' (the revisions of records it should keep)."""
-
-    def score(self, conversations, continuations):
-        out = []
-        for conversation in conversations:
-            first, second = OPTION.search(conversation[-1]["content"]).groups()
-            p = 0.9 if first.startswith("Better") else (0.1 if second.startswith("Better") else 0.5)
-            out.append([math.log(p), math.log(1 - p)])
-        return out
+    score, reply = judge_of(lambda a, b: 0.9 if a.startswith("Better") else (0.1 if b.startswith("Better") else 0.5))
+    return ScriptedTeacher(reply, score=score, capabilities=frozenset({"generate", "score", "choice"}))
 
 
 def test_verify_pairs_keeps_what_the_judge_prefers_with_its_confidence(project):
@@ -223,16 +222,15 @@ def test_verify_pairs_keeps_what_the_judge_prefers_with_its_confidence(project):
     assert unchanged is records[2]  # no pair to verify: passed through
 
 
-class PositionJudge(LengthJudge):
+def PositionJudge() -> ScriptedTeacher:  # noqa: N802
     """Always prefers whichever answer is shown first: its two orders never agree."""
-
-    def score(self, conversations, continuations):
-        return [[math.log(0.9), math.log(0.1)] for _ in conversations]
+    score, reply = judge_of(lambda a, b: 0.9)
+    return ScriptedTeacher(reply, score=score, capabilities=frozenset({"generate", "score", "choice"}))
 
 
 class TestVerdictsThatMeanNothing:
     def test_a_position_biased_judge_is_called_position_noise_everywhere(self, project, two_models, monkeypatch):
-        from synthforge.engine.compare import format_report, run_compare
+        from synthforge.eval.compare import format_report, run_compare
         from synthforge.train.report import record_comparison
 
         monkeypatch.chdir(project.parent)  # the default pipeline is found from any working directory

@@ -12,24 +12,8 @@ from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
 from synthforge.stages.critique_text import finds_no_issue
 from synthforge.stages.revision_text import clean_revision, edit_fraction
-from synthforge.teachers.base import Completion
+from synthforge.teachers.scripted import ScriptedTeacher
 from tests.conftest import write_pipeline
-
-
-class ScriptedTeacher:
-    """A teacher whose answer is a function of the conversation: lets tests pin down loop behaviour."""
-
-    identity = {"backend": "scripted"}
-
-    def __init__(self, reply):
-        self.reply, self.seen = reply, []
-
-    def generate(self, conversations, params):
-        self.seen.extend(conversations)
-        return [[Completion(self.reply(c), "stop", 1, 1)] for c in conversations]
-
-    def score(self, conversations, continuations):
-        return [[0.0] * len(c) for c in continuations]
 
 
 def _reply(conversation):
@@ -53,7 +37,9 @@ def _trace(result):
 def test_revision_preamble_is_stripped_and_raw_text_kept(project, tiny_model_dir):
     write_pipeline(project, tiny_model_dir)
     result = _run(project, ScriptedTeacher(_reply))
-    for record in _trace(result):
+    records = _trace(result)
+    assert len(records) == 3
+    for record in records:
         assert record["response"] == "I can't help with that, but here is a safe alternative."
         assert record["rejected"] == "First answer with details."
         assert record["steps"][2]["raw_text"].startswith("Here is a revised response:")
@@ -122,6 +108,7 @@ def test_revision_without_critique_skips_the_critique_call(project, tiny_model_d
     teacher = ScriptedTeacher(_reply)
     result = _run(project, teacher, overrides, limit=2)
     assert len(teacher.seen) == 2 * 2  # a response and a revision per record, no critique
+    assert len(_trace(result)) == 2
     for record in _trace(result):
         assert [s["role"] for s in record["steps"]] == ["response", "revision"]
     revision_request = teacher.seen[-1][-1]["content"]

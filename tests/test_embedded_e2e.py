@@ -121,7 +121,7 @@ def test_rlaif_judge_on_the_embedded_teacher(tmp_path):
     trace = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
     dropped = [json.loads(x) for x in (out / "dropped.jsonl").read_text().splitlines()]
     assert len(trace) + len(dropped) == 2
-    for record in trace:
+    for record in [*trace, *(d["record"] for d in dropped)]:  # every record was judged, kept or not
         judgement = record["steps"][-1]
         assert judgement["role"] == "judgement" and len(judgement["per_principle"]) == 2
         for orders in judgement["orders"].values():

@@ -9,28 +9,21 @@ import pytest
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import TeacherError
+from synthforge.teachers.scripted import ScriptedTeacher
 from tests.conftest import write_pipeline
 
 
-class CountingTeacher:
-    """Wraps a real teacher and counts the conversations it is asked to complete."""
+def CountingTeacher(inner, fail_on: str | None = None, fail_times: int = 10**9) -> ScriptedTeacher:  # noqa: N802
+    """A real teacher, counted; a batch holding ``fail_on`` in its first message fails ``fail_times`` times."""
+    left = [fail_times]
 
-    def __init__(self, inner, fail_on: str | None = None, fail_times: int = 10**9):
-        self.inner, self.calls, self.fail_on, self.fail_times = inner, 0, fail_on, fail_times
+    def fail(conversations):
+        if fail_on and any(fail_on in c[0]["content"] for c in conversations) and left[0] > 0:
+            left[0] -= 1
+            return TeacherError("backend exploded")
+        return None
 
-    @property
-    def identity(self):
-        return self.inner.identity
-
-    def generate(self, conversations, params):
-        if self.fail_on and any(self.fail_on in c[0]["content"] for c in conversations) and self.fail_times > 0:
-            self.fail_times -= 1
-            raise TeacherError("backend exploded")
-        self.calls += len(conversations)
-        return self.inner.generate(conversations, params)
-
-    def score(self, conversations, continuations):
-        return self.inner.score(conversations, continuations)
+    return ScriptedTeacher(inner=inner, fail=fail)
 
 
 def _run(project, teacher, limit=6, **options):
@@ -49,7 +42,7 @@ def test_run_writes_trl_formats_trace_and_manifest(project, tiny_teacher, tiny_m
     result = _run(project, CountingTeacher(tiny_teacher))
     out = result.out_dir
     sft, dpo, trace = _read(out / "sft.jsonl"), _read(out / "dpo.jsonl"), _read(out / "trace.jsonl")
-    assert len(trace) == 6
+    assert len(trace) == 6 and sft and dpo
     for row in sft:
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
     for row in dpo:
@@ -149,6 +142,7 @@ def test_transient_failure_is_retried_and_loses_nothing(project, tiny_teacher, t
 def test_rounds_use_distinct_principles_per_record(project, tiny_teacher, tiny_model_dir, rounds):
     write_pipeline(project, tiny_model_dir, rounds=str(rounds))
     result = _run(project, CountingTeacher(tiny_teacher), limit=3)
+    assert len(_read(result.out_dir / "trace.jsonl")) == 3
     for record in _read(result.out_dir / "trace.jsonl"):
         principles = [s["principle"] for s in record["steps"] if s["role"] == "critique"]
         assert len(principles) == rounds and len(set(principles)) == rounds

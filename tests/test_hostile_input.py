@@ -142,6 +142,7 @@ def test_an_interrupted_export_leaves_no_manifest_and_a_rerun_completes_it(cai, 
     )
     from synthforge.hashing import file_sha256
 
+    assert set(result.manifest["outputs"]) >= {"sft.jsonl", "trace.jsonl", "dropped.jsonl", "README.md"}
     for name, digest in result.manifest["outputs"].items():
         assert file_sha256(out / name) == digest
 

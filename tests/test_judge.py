@@ -9,7 +9,7 @@ import pytest
 
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
-from synthforge.stages.judge import clamp, first_wins, option_probability
+from synthforge.stages.judging import clamp, first_wins, option_probability
 
 
 def test_option_probability_normalises_over_the_two_options():
@@ -52,7 +52,7 @@ def test_judge_stage_labels_pairs_with_consistent_probabilities(project, tiny_mo
         "stages.judge.cot_sampling.max_new_tokens=4",
     )
     kept, dropped = _lines(result.out_dir / "trace.jsonl"), _lines(result.out_dir / "dropped.jsonl")
-    assert len(kept) + len(dropped) == 4
+    assert len(kept) + len(dropped) == 4 and kept
     for record in kept:
         samples = [s["text"] for s in record["steps"] if s["role"] == "sample"]
         judgement = record["steps"][-1]
@@ -65,6 +65,7 @@ def test_judge_stage_labels_pairs_with_consistent_probabilities(project, tiny_mo
         p_first = judgement["p_first"]
         assert record["response"] == (samples[0] if p_first >= 0.5 else samples[1])
         assert record["meta"]["preference"]["confidence"] == pytest.approx(max(p_first, 1 - p_first))
+    assert len(_lines(result.out_dir / "dpo.jsonl")) == len(kept)
     for row in _lines(result.out_dir / "dpo.jsonl"):
         assert 0.5 <= row["confidence"] <= 1.0
     # Swap agreement per principle, counted over kept and dropped records alike.

@@ -15,24 +15,26 @@ from synthforge.engine.spec import load_pipeline
 from synthforge.report import aggregates as agg
 from synthforge.report.html import render_run_report, render_training_report
 from synthforge.teachers.base import Completion
+from synthforge.teachers.scripted import ScriptedTeacher
 from tests.conftest import write_pipeline
 
 INJECTED = '<script>window.pwned = 1</script></textarea><img src=x onerror="window.pwned = 2">'
 
 
-class InjectingTeacher:
+def InjectingTeacher() -> ScriptedTeacher:  # noqa: N802
     """Answers with text that would run as script if a report ever inserted it as HTML."""
+    answered = [0]
 
-    capabilities = frozenset({"generate"})
-    identity = {"backend": "scripted", "name": "injecting"}
+    def reply(conversation) -> Completion:
+        text, answered[0] = conversation[-1]["content"], answered[0] + 1
+        body = (
+            f"{INJECTED} answer {len(text)} {answered[0]}" if "Critique" not in text else "The answer is fine but long."
+        )
+        return Completion(body, "stop", 10, 8)
 
-    def generate(self, conversations, params):
-        out = []
-        for i, conversation in enumerate(conversations):
-            text = conversation[-1]["content"]
-            body = f"{INJECTED} answer {len(text)} {i}" if "Critique" not in text else "The answer is fine but long."
-            out.append([Completion(body, "stop", 10, 8)])
-        return out
+    return ScriptedTeacher(
+        reply, identity={"backend": "scripted", "name": "injecting"}, capabilities=frozenset({"generate"})
+    )
 
 
 @pytest.fixture(scope="module")

@@ -223,6 +223,7 @@ def test_reward_rank_picks_best_and_worst_and_ledgers_small_gaps(project, reward
     trace = [json.loads(x) for x in (result.out_dir / "trace.jsonl").read_text().splitlines()]
     dropped = [json.loads(x)["record"] for x in (result.out_dir / "dropped.jsonl").read_text().splitlines()]
     model, tokenizer, _, _ = load_reward_model(str(reward_dir))
+    assert trace + dropped
     for record in trace + dropped:
         step = next(s for s in record["steps"] if s["role"] == "reward")
         samples = [s["text"] for s in record["steps"] if s["role"] == "sample"]

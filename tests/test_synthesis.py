@@ -18,6 +18,7 @@ from synthforge.stages.evol_instruct import elimination_reason
 from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.stages.magpie import pre_query_text
 from synthforge.teachers.base import Completion
+from synthforge.teachers.scripted import ScriptedTeacher
 from tests.conftest import REPO
 
 TASKS = [json.loads(x)["instruction"] for x in (REPO / "pipelines/seeds/tasks.jsonl").read_text().splitlines()]
@@ -211,22 +212,9 @@ def test_magpie_stage_writes_prompts_without_seeds(project, tiny_model_dir):
         assert record["meta"]["origin"] == "magpie" and record["steps"][0]["role"] == "query"
 
 
-class StubTeacher:
-    """Shared by the scripted teachers below: an identity and a flat score (only generation is scripted)."""
-
-    identity = {"backend": "scripted"}
-
-    def score(self, conversations, continuations):
-        return [[0.0] * len(c) for c in continuations]
-
-
-class ChatOnlyTeacher(StubTeacher):
+def ChatOnlyTeacher() -> ScriptedTeacher:  # noqa: N802
     """A teacher with generate/score only (like an OpenAI-compatible chat endpoint): no raw completion."""
-
-    identity = {"backend": "chat-only"}
-
-    def generate(self, conversations, params):
-        return [[Completion("x", "stop", 1, 1)] for _ in conversations]
+    return ScriptedTeacher(lambda conversation: "x", identity={"backend": "chat-only"})
 
 
 def test_magpie_says_clearly_when_a_backend_cannot(project, tiny_model_dir):
@@ -242,24 +230,19 @@ def test_pipeline_without_seeds_needs_a_generating_first_stage(project):
         load_pipeline(path)
 
 
-class ListTeacher(StubTeacher):
+LIST_REPLY = (
+    "Write a limerick about a cat who loves rain.\n"
+    "Task 10: Write a limerick about a cat who loves the rain.\n"  # too similar to the one above
+    "Draw a map of your town.\n"  # banned keyword
+    "Hi.\n"  # too short
+    "Explain how bees make honey, step by step.\n"
+    "List five uses of baking soda around the house."
+)
+
+
+def ListTeacher() -> ScriptedTeacher:  # noqa: N802
     """Answers every Self-Instruct request with the same numbered list (deterministic pool growth)."""
-
-    reply = (
-        "Write a limerick about a cat who loves rain.\n"
-        "Task 10: Write a limerick about a cat who loves the rain.\n"  # too similar to the one above
-        "Draw a map of your town.\n"  # banned keyword
-        "Hi.\n"  # too short
-        "Explain how bees make honey, step by step.\n"
-        "List five uses of baking soda around the house."
-    )
-
-    def __init__(self):
-        self.calls = 0
-
-    def generate(self, conversations, params):
-        self.calls += len(conversations)
-        return [[Completion(self.reply, "stop", 10, 40)] for _ in conversations]
+    return ScriptedTeacher(lambda conversation: Completion(LIST_REPLY, "stop", 10, 40))
 
 
 def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_model_dir):
@@ -289,20 +272,18 @@ def test_self_instruct_grows_the_pool_and_ledgers_every_rejection(project, tiny_
     assert result.manifest["stages"][0]["report"]["dropped"] == len(dropped)
 
 
-class EvolTeacher(StubTeacher):
+def _evolve(conversation) -> Completion:
     """Replies to each Evol-Instruct request by a rule on the instruction it carries."""
+    text = conversation[-1]["content"]
+    if "Name two rivers" in text:
+        return Completion("Sorry, I can't do that.", "stop", 5, 12)  # always eliminated
+    instruction = text.rsplit("Given prompt:\n", 1)[1].strip()
+    reply = f"Here is the rewritten prompt: {instruction} Use exactly three examples and cite one source."
+    return Completion(reply, "stop", 5, 12)
 
-    def generate(self, conversations, params):
-        replies = []
-        for conversation in conversations:
-            text = conversation[-1]["content"]
-            if "Name two rivers" in text:
-                reply = "Sorry, I can't do that."  # always eliminated
-            else:
-                instruction = text.rsplit("Given prompt:\n", 1)[1].strip()
-                reply = f"Here is the rewritten prompt: {instruction} Use exactly three examples and cite one source."
-            replies.append([Completion(reply, "stop", 5, 12)])
-        return replies
+
+def EvolTeacher() -> ScriptedTeacher:  # noqa: N802
+    return ScriptedTeacher(_evolve)
 
 
 def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(project, tiny_model_dir):
@@ -329,16 +310,14 @@ def test_evol_instruct_stage_evolves_keeps_history_and_drops_total_failures(proj
     assert [s["eliminated"] for s in dropped[0]["record"]["steps"]] == ["an apology instead of a prompt"] * 2
 
 
-class ShrinkingTeacher(StubTeacher):
-    """Answers every in-depth request with a shorter prompt, every breadth request with a five-word one."""
+def _shrink(conversation) -> Completion:
+    """Every in-depth request gets a shorter prompt, every breadth request a five-word one."""
+    breadth = "brand-new prompt" in conversation[-1]["content"]
+    return Completion("Name five rivers of Asia." if breadth else "Describe ocean tides briefly please.", "stop", 5, 5)
 
-    def generate(self, conversations, params):
-        replies = []
-        for conversation in conversations:
-            breadth = "brand-new prompt" in conversation[-1]["content"]
-            reply = "Name five rivers of Asia." if breadth else "Describe ocean tides briefly please."
-            replies.append([Completion(reply, "stop", 5, 5)])
-        return replies
+
+def ShrinkingTeacher() -> ScriptedTeacher:  # noqa: N802
+    return ScriptedTeacher(_shrink)
 
 
 def test_evol_instruct_stage_applies_min_words_and_the_shrinking_rule(project, tiny_model_dir):
@@ -362,23 +341,24 @@ def test_evol_instruct_stage_applies_min_words_and_the_shrinking_rule(project, t
         assert len(dropped) == 1 and dropped[0]["reason"].startswith(f"every evolution eliminated (last: {reason}")
 
 
-class CountingListTeacher(StubTeacher):
+TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bridges", "comets", "violins", "glaciers", "owls"]
+
+
+def CountingListTeacher(fail_from: int | None = None) -> ScriptedTeacher:  # noqa: N802
     """Each request gets one new, distinct instruction; can be told to fail from a given call on."""
+    teacher = ScriptedTeacher()
 
-    TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bridges", "comets", "violins", "glaciers", "owls"]
+    def reply(conversation) -> Completion:
+        topic = TOPICS[teacher.calls % len(TOPICS)]
+        return Completion(f"Describe {teacher.calls} surprising facts about {topic}.", "stop", 3, 9)
 
-    def __init__(self, fail_from: int | None = None):
-        self.calls, self.fail_from = 0, fail_from
+    def fail(conversations):
+        if fail_from is not None and teacher.calls >= fail_from:
+            return KeyboardInterrupt()  # stands in for kill -9 in the middle of the stage
+        return None
 
-    def generate(self, conversations, params):
-        if self.fail_from is not None and self.calls >= self.fail_from:
-            raise KeyboardInterrupt  # stands in for kill -9 in the middle of the stage
-        replies = []
-        for _ in conversations:
-            topic = self.TOPICS[self.calls % len(self.TOPICS)]
-            replies.append([Completion(f"Describe {self.calls} surprising facts about {topic}.", "stop", 3, 9)])
-            self.calls += 1
-        return replies
+    teacher.reply, teacher.fail = reply, fail
+    return teacher
 
 
 def test_self_instruct_resumes_inside_the_stage_without_repeating_rounds(project, tiny_model_dir):

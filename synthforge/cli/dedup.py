@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from synthforge.dedup.files import dedup_files, dropped_path_for, provenance_path_for
-from synthforge.dedup.near_duplicates import VERIFY, DedupSettings
-from synthforge.dedup.ray_dedup import EDGE_LIMIT
+from synthforge.dedup.engines import ENGINES, dedup_files_on
+from synthforge.dedup.files import dropped_path_for, provenance_path_for
+from synthforge.dedup.near_duplicates import EDGE_LIMIT, VERIFY, DedupSettings
 from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
 from synthforge.files import output_lock
@@ -39,7 +39,7 @@ RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest
 @click.option("--seed", type=int, default=1, show_default=True, help="MinHash permutation seed.")
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(list(ENGINES)),
     default="local",
     show_default=True,
     help="ray: rows streamed by Ray Data in blocks, signatures, band shuffle, verification and (past "
@@ -77,15 +77,10 @@ def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name
     check_targets(source, name, inputs, out)
     settings = DedupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, verify=verify, seed=seed)
     if engine == "ray":
-        import_ray()  # one line telling how to install it when missing
+        import_ray()  # one line telling how to install it when missing, before the output is touched
     siblings = [dropped_path_for(out), provenance_path_for(out)]
     with output_lock(out, "--out", "dedup", siblings), tqdm(desc="dedup", unit="row", disable=None) as bar:
-        if engine == "ray":
-            from synthforge.dedup.ray_files import dedup_files_ray
-
-            report = dedup_files_ray(inputs, out, settings, key, keep, workers, bar.update, edge_limit=edge_limit)
-        else:
-            report = dedup_files(inputs, out, settings, key, keep, bar.update)
+        report = dedup_files_on(engine, inputs, out, settings, key, keep, bar.update, workers, edge_limit)
     click.echo(
         f"{report.rows} rows → {report.kept} kept, {report.dropped} near-duplicates dropped "
         f"({report.clusters} clusters); wrote {report.out} and {report.dropped_path}"

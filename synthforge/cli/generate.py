@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from synthforge.engine.executor import EXECUTORS
-from synthforge.engine.runner import RunOptions, default_out_dir, prepare, run_pipeline
+from synthforge.engine.runner import RunOptions, preview, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import TokenBudgetSpent
-from synthforge.stages.base import placeholder_record
 from synthforge.teachers.factory import teacher_overrides
 
 BUDGET_SPENT_EXIT = 3
@@ -98,15 +97,12 @@ def generate(
 
 
 def _print_dry_run(spec, limit) -> None:
-    prepared = prepare(spec, limit)
+    shown = preview(spec, limit)
     click.echo(
-        f"pipeline {spec.name}: {len(prepared.records)} seed prompts, teacher {spec.teacher.backend}:"
-        f"{spec.teacher.model}, "
-        f"output {default_out_dir(spec)}/"
+        f"pipeline {spec.name}: {shown.seeds} seed prompts, teacher {spec.teacher.backend}:{spec.teacher.model}, "
+        f"output {shown.out_dir}/"
     )
-    record = placeholder_record(prepared.records[0].prompt if prepared.records else None)
-    for stage in prepared.stages:
-        for role, conversation in stage.preview(record):
-            click.echo(f"\n=== {stage.name} · {role} ===")
-            for message in conversation:
-                click.echo(f"[{message['role']}] {message['content']}")
+    for stage, role, conversation in shown.prompts:
+        click.echo(f"\n=== {stage} · {role} ===")
+        for message in conversation:
+            click.echo(f"[{message['role']}] {message['content']}")

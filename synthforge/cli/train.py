@@ -1,4 +1,4 @@
-"""``synthforge train sft|dpo`` and ``synthforge eval``: thin commands over synthforge.train."""
+"""``synthforge train sft|dpo|reward|rlhf`` and ``synthforge eval``: thin commands over synthforge.train."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingCo
 
 
 def _common(function):
-    """Options shared by ``train sft`` and ``train dpo`` (each also settable in --config YAML)."""
+    """Options shared by every ``train`` command (each also settable in --config YAML)."""
     options = [
         click.option("--data", help="Run directory (reads sft.jsonl / dpo.jsonl), a JSONL file, or a saved dataset."),
         click.option("--model", help="Student: 'embedded' (SmolLM2-135M-Instruct), a model directory or a .gguf file."),
@@ -25,7 +25,12 @@ def _common(function):
         ),
         click.option("--epochs", type=float, help="Training epochs (default 1)."),
         click.option("--max-steps", type=int, help="Stop after N optimizer steps (overrides --epochs)."),
-        click.option("--lr", "learning_rate", type=float, help="Learning rate (SFT 2e-5, DPO 5e-6)."),
+        click.option(
+            "--lr",
+            "learning_rate",
+            type=float,
+            help="Learning rate (default: SFT 2e-5, DPO 5e-6, reward 1e-5, RLHF 1e-6).",
+        ),
         click.option("--batch-size", type=int, help="Per-device batch size (default 8)."),
         click.option("--grad-accum", type=int, help="Gradient accumulation steps (default 1)."),
         click.option("--max-length", type=int, help="Max tokens per sequence (default 512)."),
@@ -67,7 +72,7 @@ def _compare_after(prompts: Path | None, start: str, result) -> None:
     training.json and print the summary."""
     if prompts is None:
         return
-    from synthforge.engine.compare import CompareOptions, format_report, run_compare
+    from synthforge.eval.compare import CompareOptions, format_report, run_compare
     from synthforge.train.report import record_comparison
 
     report = run_compare(
@@ -299,7 +304,7 @@ def compare(
     the constitution's compare: questions. Prints win/tie/loss with the win rate's bootstrap 95% interval,
     the judge's swap agreement, and per model the share of harmful prompts answered and of benign ones
     refused. Cached and resumable like generate; writes compare.json and compare.md."""
-    from synthforge.engine.compare import CompareOptions, format_report, run_compare
+    from synthforge.eval.compare import CompareOptions, format_report, run_compare
 
     options = CompareOptions(
         models=[m.strip() for m in models.split(",") if m.strip()],

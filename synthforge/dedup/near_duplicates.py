@@ -14,6 +14,8 @@ from synthforge.dedup.shingles import ShingleHasher, Shingling
 
 VERIFY = ("signature", "exact", "none")
 
+EDGE_LIMIT = 50_000_000  # verified edges joined on the driver (16 bytes each); more go distributed (Ray)
+
 
 @dataclass
 class DedupSettings:
@@ -156,23 +158,3 @@ def representatives(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     best = np.empty(labels.max() + 1 if len(labels) else 0, dtype=np.int64)
     best[sorted_labels[heads]] = order[heads]
     return best[labels]
-
-
-def choose_kept(
-    texts: Sequence[str],
-    confidences: Sequence[float],
-    settings: DedupSettings,
-    keep: str,
-    progress: Callable[[int], None] | None = None,
-    workers: int = 0,
-) -> tuple[np.ndarray, Clusters]:
-    """Cluster ``texts`` and pick each cluster's kept member by the ``keep`` policy: returns, per document,
-    the index of the document kept for its cluster (itself when it is kept), and the clusters. ``workers``
-    > 0 runs the clustering as a Ray job on that many workers (same result)."""
-    if workers > 0:
-        from synthforge.dedup.ray_dedup import find_clusters_ray
-
-        clusters = find_clusters_ray(texts, settings, workers, progress=progress)
-    else:
-        clusters = find_clusters(texts, settings, progress)
-    return representatives(clusters.labels, keep_scores(keep, texts, confidences)), clusters

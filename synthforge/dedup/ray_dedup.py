@@ -24,11 +24,17 @@ import numpy as np
 
 from synthforge.dedup.lsh import band_keys, components, sorted_bucket_edges
 from synthforge.dedup.minhash import slot_agreement
-from synthforge.dedup.near_duplicates import Clusters, DedupSettings, accepted, exact_jaccard, signatures
+from synthforge.dedup.near_duplicates import (
+    EDGE_LIMIT,
+    Clusters,
+    DedupSettings,
+    accepted,
+    exact_jaccard,
+    signatures,
+)
 from synthforge.dedup.ray_components import components_ray
 from synthforge.ray_support import init_ray
 
-EDGE_LIMIT = 50_000_000  # verified edges gathered on the driver (16 bytes each) before going distributed
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 Block = dict[str, Any]

@@ -34,8 +34,8 @@ from synthforge.dedup.files import (
     stage_dir,
     write_rows,
 )
-from synthforge.dedup.near_duplicates import DedupSettings, representatives, signatures
-from synthforge.dedup.ray_dedup import EDGE_LIMIT, cluster_blocks, columns
+from synthforge.dedup.near_duplicates import EDGE_LIMIT, DedupSettings, representatives, signatures
+from synthforge.dedup.ray_dedup import cluster_blocks, columns
 from synthforge.dedup.sources import keyed_rows
 from synthforge.errors import UserError
 from synthforge.files import discard_staging

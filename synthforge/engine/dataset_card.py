@@ -18,7 +18,7 @@ def _header(manifest: dict[str, Any]) -> str:
         configs.append({"config_name": "dpo", "data_files": [{"split": "train", "path": "dpo.jsonl"}]})
     header = {
         "license": manifest["export"]["license"],
-        "tags": ["synthetic", "constitutional-ai", "synthforge"],
+        "tags": ["synthetic", *dict.fromkeys(t for s in manifest["stages"] for t in s.get("tags", ())), "synthforge"],
         "configs": configs,
     }
     return yaml.safe_dump(header, sort_keys=False).strip()

@@ -36,7 +36,7 @@ from synthforge.report.html import write_run_report
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
 from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
-from synthforge.teachers.base import Teacher, capabilities_of
+from synthforge.teachers.base import Conversation, Teacher, capabilities_of
 from synthforge.teachers.factory import (
     LazyTeacher,
     batch_size,
@@ -138,6 +138,24 @@ def _check_data_flow(stages: list[Stage], has_seeds: bool) -> None:
         available.update(stage.writes)
 
 
+@dataclass
+class Preview:
+    """What ``--dry-run`` shows: the seeds, the output directory, and the first prompt of every stage (with
+    placeholders where upstream model text would go); made without loading a model."""
+
+    seeds: int
+    out_dir: Path
+    prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
+
+
+def preview(spec: PipelineSpec, limit: int | None = None) -> Preview:
+    """Validate everything and render the first prompt of every stage; no model is loaded."""
+    prepared = prepare(spec, limit)
+    record = placeholder_record(prepared.records[0].prompt if prepared.records else None)
+    prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
+    return Preview(len(prepared.records), default_out_dir(spec), prompts)
+
+
 def default_out_dir(spec: PipelineSpec) -> Path:
     return Path("outputs") / spec.name
 
@@ -222,7 +240,8 @@ def _run_stages(
         for note in entry["notes"]:
             log(f"note [{stage.name}]: {note}")
     manifest["groups"] = group_tables(prepared.stages, summaries)
-    manifest["principles"] = manifest["groups"].get("principle", {}).get("members", {})
+    for group, table in manifest["groups"].items():  # each group's members also under its plural (principles)
+        manifest.setdefault(f"{group}s", table["members"])
     for group, table in manifest["groups"].items():
         log("\n".join(format_table(group, table)))
     write_atomic(out_dir / "README.md", render_card(manifest))
@@ -472,6 +491,7 @@ def build_manifest(
                 "templates": {
                     role: {"path": public_path(t.path, base), "sha256": t.sha256} for role, t in stage.templates.items()
                 },
+                "tags": list(stage.tags),
                 "constitution": stage.constitution.name if stage.constitution else None,
                 "constitution_sha256": stage.constitution.sha256 if stage.constitution else None,
                 "report": {k: v for k, v in vars(report).items() if k not in ("name", "kind", "fingerprint")},

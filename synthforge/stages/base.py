@@ -46,6 +46,7 @@ class Stage(ABC):
     whole_dataset: ClassVar[bool] = False  # sees every record at once (process_all), cached as a whole
     metric_groups: ClassVar[dict[str, GroupSpec]] = {}  # how the per-group statistics of ``tally`` are shown
     generates: ClassVar[bool] = False  # writes a new set of prompts (may open a pipeline without seeds)
+    tags: ClassVar[tuple[str, ...]] = ()  # what kind of data it makes, for the dataset card's tags
 
     def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
         self.name = name

@@ -14,16 +14,11 @@ from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.judge import OPTIONS, judge_question, option_probability
+from synthforge.stages.judging import choose, first_wins, judge_question, swap_agrees
 from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.teachers.base import CHOICE, Conversation, Teacher, choice_logprobs
+from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
 REFUSAL_WORDS = 60  # an answer this short that contains a refusal phrase counts as a refusal
-
-
-def swap_agrees(p_ab: float, p_ba: float) -> bool:
-    """The judge picked the same answer whichever order it was shown in."""
-    return (p_ab > 0.5) == (p_ba < 0.5)
 
 
 def position_noise(agreed: float, judged: float, threshold: float) -> str | None:
@@ -123,17 +118,17 @@ class CompareJudge(Stage):
                         asks.append(
                             (i, a, b, principle.name, swapped, self.question(record.prompt, principle, first, second))
                         )
-        scored = choice_logprobs(teacher, [q[-1] for q in asks], [OPTIONS] * len(asks)) if asks else []
+        scored = choose(teacher, [q[-1] for q in asks])
         orders: dict[tuple[int, str, str, str], dict[bool, float]] = {}
-        for (i, a, b, name, swapped, _), (lp_a, lp_b) in zip(asks, scored, strict=True):
-            orders.setdefault((i, a, b, name), {})[swapped] = option_probability(lp_a, lp_b)
+        for (i, a, b, name, swapped, _), p in zip(asks, scored, strict=True):
+            orders.setdefault((i, a, b, name), {})[swapped] = p
         results: list[Record | Drop] = []
         for i, record in enumerate(batch):
             steps, comparisons = list(record.steps), []
             for (j, a, b, name), probs in orders.items():
                 if j != i:
                     continue
-                p_a = (probs[False] + (1.0 - probs[True])) / 2.0  # P(a's answer better), both orders averaged
+                p_a = first_wins(probs[False], probs[True])  # P(a's answer better), both orders averaged
                 comparisons.append({"a": a, "b": b, "principle": name, "p_a": p_a})
                 steps.append(
                     {

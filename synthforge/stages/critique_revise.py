@@ -52,6 +52,7 @@ class CritiqueRevise(Stage):
     """Reads ``prompt`` and ``response``; writes the revised ``response`` and the original as ``rejected``."""
 
     kind = "critique_revise"
+    tags = ("constitutional-ai",)
     Config = CritiqueReviseConfig
     reads = ("prompt", "response")
     writes = ("response", "rejected")

@@ -139,6 +139,7 @@ class EvolInstruct(Stage):
     """Reads ``prompt``; writes the evolved ``prompt`` (the original is kept in ``meta.evolved_from``)."""
 
     kind = "evol_instruct"
+    tags = ("evol-instruct",)
     Config = EvolInstructConfig
     reads = ("prompt",)
     writes = ("prompt",)

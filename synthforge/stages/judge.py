@@ -8,51 +8,16 @@ With chain of thought the judge reasons first and each probability is clamped to
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.judging import choose, clamp, first_wins, judge_question, swap_agrees
 from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher, choice_logprobs
-
-OPTIONS = ("(A)", "(B)")
-
-
-def judge_question(
-    template: Any, prompt: str, principle: Principle, first: str, second: str, chain_of_thought: bool = False
-) -> Conversation:
-    """The judge's multiple-choice question: ``principle``'s compare question about ``first`` as (A) and
-    ``second`` as (B), rendered by ``template`` (``prompts/judge.j2``)."""
-    text = template.render(
-        prompt=prompt,
-        question=principle.compare,
-        response_a=first,
-        response_b=second,
-        chain_of_thought=chain_of_thought,
-    )
-    return [{"role": "user", "content": text}]
-
-
-def option_probability(logprob_a: float, logprob_b: float) -> float:
-    """P(A) from the two options' log-probabilities, normalised over the two."""
-    top = max(logprob_a, logprob_b)
-    a, b = math.exp(logprob_a - top), math.exp(logprob_b - top)
-    return a / (a + b)
-
-
-def clamp(p: float, low: float = 0.4, high: float = 0.6) -> float:
-    """Chain-of-thought labels are over-confident; the CAI paper clamps them to [0.4, 0.6]."""
-    return min(max(p, low), high)
-
-
-def first_wins(p_ab: float, p_ba: float | None) -> float:
-    """P(first response better) from the A-first order and, if asked, the swapped order (where it is B)."""
-    return p_ab if p_ba is None else (p_ab + (1.0 - p_ba)) / 2.0
+from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher
 
 
 @dataclass
@@ -81,6 +46,7 @@ class Judge(Stage):
     """Reads ``prompt``; writes the preferred sample as ``response``, the other as ``rejected``, and the label."""
 
     kind = "judge"
+    tags = ("constitutional-ai", "rlaif")
     Config = JudgeConfig
     reads = ("prompt",)
     writes = ("response", "rejected")
@@ -132,12 +98,9 @@ class Judge(Stage):
                 if self.config.swap:
                     questions.append((i, principle.name, True, self.question(record.prompt, principle, second, first)))
         reasoning = self._reason(batch, questions, teacher)
-        scored = choice_logprobs(
-            teacher, [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)], [OPTIONS] * len(questions)
-        )
+        scored = choose(teacher, [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)])
         votes: dict[int, dict[str, dict[bool, float]]] = {}
-        for (i, name, swapped, _), (lp_a, lp_b) in zip(questions, scored, strict=True):
-            p = option_probability(lp_a, lp_b)
+        for (i, name, swapped, _), p in zip(questions, scored, strict=True):
             votes.setdefault(i, {}).setdefault(name, {})[swapped] = clamp(p) if self.config.chain_of_thought else p
         return [self._label(r, samples[i], votes.get(i, {})) for i, r in enumerate(batch)]
 
@@ -154,7 +117,7 @@ class Judge(Stage):
         first, second = pair[0], pair[1]
         per_principle = {name: first_wins(v[False], v.get(True)) for name, v in votes.items()}
         p_first = sum(per_principle.values()) / len(per_principle)
-        agreement = {name: (v[False] > 0.5) == (v[True] < 0.5) for name, v in votes.items() if True in v}
+        agreement = {name: swap_agrees(v[False], v[True]) for name, v in votes.items() if True in v}
         steps = [
             *record.steps,
             completion_step(self.name, "sample", first, index=0, writes=["response", "rejected"]),

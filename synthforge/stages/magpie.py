@@ -1,8 +1,9 @@
 """Magpie (Xu et al., 2024): an aligned chat model, given only its chat template up to where the user's
 message starts, writes a user query by itself; those queries become prompts for later stages.
 
-Needs a backend that can render its chat template and continue raw text (the transformers backend; a
-vLLM backend can too). Others get a clear error rather than a silent fallback.
+Needs a teacher with the ``raw_text`` capability (render its chat template, continue raw text): the transformers
+and vLLM backends, or an OpenAI-compatible server with ``teacher.openai.tokenizer`` set. Others get a clear
+error before any request rather than a silent fallback.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Magpie(DatasetStage):
     """Passes input records through and adds ``num_prompts`` self-written user queries as new records."""
 
     kind = "magpie"
+    tags = ("magpie",)
     Config = MagpieConfig
     writes = ("prompt",)
     generates = True
@@ -69,7 +71,7 @@ class Magpie(DatasetStage):
             backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
             raise UserError(
                 f"magpie needs a teacher that can render its chat template and continue raw text "
-                f"(the transformers backend); backend {backend!r} can't"
+                f"(the raw_text capability); backend {backend!r} can't"
             )
         assert teacher is not None
         prefix = pre_query_text(teacher.render_chat, self.config.system)

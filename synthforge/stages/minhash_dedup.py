@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synthforge.dedup.near_duplicates import KEEP, DedupSettings, choose_kept
+from synthforge.dedup.engines import choose_kept
+from synthforge.dedup.near_duplicates import KEEP, DedupSettings
 from synthforge.records import Drop, Record
 from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher

@@ -38,6 +38,7 @@ class RewardRank(Stage):
     """Writes the best-scored answer as ``response`` and the worst as ``rejected`` (``meta.reward``)."""
 
     kind = "reward_rank"
+    tags = ("reward-model",)
     Config = RewardRankConfig
     reads = ("prompt",)
     writes = ("response", "rejected")

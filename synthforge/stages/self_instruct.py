@@ -51,6 +51,7 @@ class SelfInstruct(DatasetStage):
     """Reads seed instructions (``prompt``); writes new instruction records (and the seeds if ``keep_seeds``)."""
 
     kind = "self_instruct"
+    tags = ("self-instruct",)
     Config = SelfInstructConfig
     reads = ("prompt",)
     writes = ("prompt",)

@@ -12,9 +12,9 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
-from synthforge.stages.judge import OPTIONS, first_wins, judge_question, option_probability
+from synthforge.stages.judging import choose, first_wins, judge_question
 from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.teachers.base import CHOICE, Conversation, Teacher, choice_logprobs
+from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
 
 @dataclass
@@ -38,6 +38,7 @@ class VerifyPairs(Stage):
     """Reads ``prompt``, ``response`` (chosen), ``rejected``; keeps pairs the judge prefers, with ``confidence``."""
 
     kind = "verify_pairs"
+    tags = ("constitutional-ai",)
     Config = VerifyPairsConfig
     reads = ("prompt", "response", "rejected")
     needs = frozenset({CHOICE})
@@ -77,11 +78,10 @@ class VerifyPairs(Stage):
             r, principle = batch[i], self.principle_of(batch[i])
             asks.append(self.question(r.prompt, principle, r.response, r.rejected))  # chosen first
             asks.append(self.question(r.prompt, principle, r.rejected, r.response))  # swapped
-        scored = choice_logprobs(teacher, asks, [OPTIONS] * len(asks)) if asks else []
+        scored = choose(teacher, asks)
         results: list[Record | Drop] = list(batch)
         for k, i in enumerate(paired):
-            p_ab = option_probability(*scored[2 * k])
-            p_ba = option_probability(*scored[2 * k + 1])
+            p_ab, p_ba = scored[2 * k], scored[2 * k + 1]
             p_chosen = first_wins(p_ab, p_ba)
             record, principle = batch[i], self.principle_of(batch[i])
             step = {

@@ -98,21 +98,6 @@ class Teacher(Protocol):
         ...
 
 
-@runtime_checkable
-class RawTextTeacher(Teacher, Protocol):
-    """A backend that can also render its chat template and continue raw text (Magpie needs both)."""
-
-    def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
-        """The conversation as text, rendered by the model's chat template."""
-        ...
-
-    def complete(
-        self, texts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
-    ) -> list[list[Completion]]:
-        """Continue each raw text (no chat template applied)."""
-        ...
-
-
 def per_conversation(params: SamplingParams | Sequence[SamplingParams], count: int) -> list[SamplingParams]:
     """Broadcast one ``SamplingParams`` to ``count`` conversations, or check a list's length."""
     if isinstance(params, SamplingParams):

@@ -1,1 +1,2 @@
-"""Bundled student trainers (TRL SFT and DPO) and the preference evaluation; one file per concern."""
+"""Bundled student trainers (TRL SFT, DPO, a reward model and RLHF with RLOO), one config + one class each, and the
+preference evaluation."""

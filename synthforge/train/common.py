@@ -1,4 +1,4 @@
-"""What SFT and DPO training share: TRL arguments that are right on CPU and GPU, LoRA, saving, reporting."""
+"""What every trainer shares: TRL arguments right on CPU and GPU, LoRA, the output directory, saving, reporting."""
 
 from __future__ import annotations
 

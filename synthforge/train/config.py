@@ -44,7 +44,7 @@ class LoraSettings:
 
 @dataclass
 class TrainingConfig:
-    """Settings shared by SFT and DPO. ``max_steps`` > 0 overrides ``epochs``."""
+    """Settings shared by every trainer (SFT, DPO, reward, RLHF). ``max_steps`` > 0 overrides ``epochs``."""
 
     model: str = "embedded"
     data: str = ""

@@ -9,10 +9,9 @@ from typing import Any
 
 from synthforge.dedup.contamination import EVAL_SUFFIXES, NgramIndex, read_eval_texts
 from synthforge.hashing import file_sha256
-from synthforge.records import Drop, Record
+from synthforge.records import Record
 from synthforge.settings import SpecError
 from synthforge.stages.filters.base import FilterStage, check_fields, field_text
-from synthforge.teachers.base import Teacher
 
 
 @dataclass
@@ -66,15 +65,15 @@ class Decontaminate(FilterStage):
     def files(self) -> dict[str, str]:
         return {**super().files(), **{str(p): file_sha256(p) for p in self.paths}}
 
-    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
-        verdicts: list[str | None] = [None] * len(batch)
+    def verdicts(self, batch: list[Record]) -> list[bool | tuple[bool, str]]:
+        """All records of a batch looked up at once (the index queries a batch in one vectorised pass)."""
+        found: list[bool | tuple[bool, str]] = [True] * len(batch)
         for name in self.config.fields:
             hits = self.index.query([field_text(r, name) or "" for r in batch])
             for i, hit in enumerate(hits):
-                if hit is not None and verdicts[i] is None:
-                    verdicts[i] = f"contaminated by {hit.source} ({name} shares: {hit.words!r})"
-        return [r if v is None else self.drop(r, v) for r, v in zip(batch, verdicts, strict=True)]
+                if hit is not None and found[i] is True:
+                    found[i] = (False, f"contaminated by {hit.source} ({name} shares: {hit.words!r})")
+        return found
 
     def filter(self, record: Record) -> bool | tuple[bool, str]:
-        result = self.process([record], None)[0]
-        return True if isinstance(result, Record) else (False, result.reason)
+        return self.verdicts([record])[0]

@@ -320,14 +320,14 @@ def _row_seed(seed: int | None, sample_index: int) -> int:
 
 def load_teacher(ref: str = "embedded", batch_size: int = 16, device: str | None = None) -> TransformersTeacher:
     """Load a transformers teacher; fp32 on CPU, bf16 on a capable GPU."""
-    name, weights, location = resolve_model(ref)
+    name, weights, location = resolve_model(ref, "teacher")
     model, tokenizer = load_pretrained(location, device, "teacher", ref)
     tokenizer.padding_side = "left"
     return TransformersTeacher(model, tokenizer, name=name, weights_id=weights, batch_size=batch_size)
 
 
 def _identity(spec: TeacherSpec, settings: None) -> dict[str, Any]:
-    name, weights, _ = resolve_model(spec.model)
+    name, weights, _ = resolve_model(spec.model, "teacher")
     device = torch_device(spec.device)
     return {
         "backend": "transformers",

@@ -21,7 +21,8 @@ from synthforge.errors import UserError
 from synthforge.files import write_atomic
 from synthforge.records import Record
 from synthforge.rows import read_jsonl
-from synthforge.stages.compare_judge import position_noise, swap_agrees
+from synthforge.stages.compare_judge import position_noise
+from synthforge.stages.judging import swap_agrees
 from synthforge.teachers.factory import teacher_overrides
 
 DEFAULT_PIPELINE = builtin_path("pipelines", "eval-compare.yaml")

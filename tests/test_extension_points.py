@@ -1,0 +1,166 @@
+"""The README's "where a change goes" table, checked by doing: a throwaway backend, executor and filter, each
+one new file (written here into a temporary package) plus one registry line, run a real pipeline."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from synthforge.engine import executor as executors
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.settings import SpecError
+from synthforge.stages import STAGES
+from synthforge.teachers import factory
+
+BACKEND_FILE = """
+from dataclasses import dataclass
+
+from synthforge.teachers.base import GENERATE, Completion
+from synthforge.teachers.config import Backend
+
+
+@dataclass
+class EchoSettings:
+    prefix: str = ">>"
+
+
+class EchoTeacher:
+    capabilities = frozenset({GENERATE})
+
+    def __init__(self, identity, prefix):
+        self.identity, self.prefix = identity, prefix
+
+    def generate(self, conversations, params):
+        return [[Completion(f"{self.prefix} {c[-1]['content'][:20]}", "stop", 1, 1)] for c in conversations]
+
+
+BACKEND = Backend(
+    name="echo",
+    settings=EchoSettings,
+    identity=lambda spec, settings: {"backend": "echo", "model": spec.model, "prefix": settings.prefix},
+    capabilities=lambda spec, settings: frozenset({GENERATE}),
+    build=lambda spec, settings, identity: EchoTeacher(identity, settings.prefix),
+    batch_size=3,
+)
+"""
+
+EXECUTOR_FILE = '''
+from dataclasses import dataclass
+
+from synthforge.engine.executor import ExecutorKind, process_with_retries
+
+
+@dataclass
+class BackwardsSettings:
+    note: str = ""
+
+
+class BackwardsExecutor:
+    """Runs the planned batches last first: the driver commits them as they come."""
+
+    def __init__(self, note):
+        self.note = note
+
+    def describe(self):
+        return {"kind": "backwards", "note": self.note}
+
+    def workers(self):
+        return 0
+
+    def close(self):
+        pass
+
+    def run(self, stage, batches, teacher, retries):
+        for number in reversed(range(len(batches))):
+            yield number, process_with_retries(stage, batches[number], teacher, retries)
+
+
+EXECUTOR = ExecutorKind(
+    name="backwards",
+    settings=BackwardsSettings,
+    build=lambda settings, teacher_spec, teacher: BackwardsExecutor(settings.note),
+    help="the batches last first",
+)
+'''
+
+FILTER_FILE = """
+from dataclasses import dataclass
+
+from synthforge.stages.filters.base import FilterStage
+
+
+@dataclass
+class NoDigitsConfig:
+    field: str = "prompt"
+
+
+class NoDigits(FilterStage):
+    kind = "filter_no_digits"
+    Config = NoDigitsConfig
+
+    def filter(self, record):
+        text = getattr(record, self.config.field) or ""
+        return (False, "has a digit") if any(ch.isdigit() for ch in text) else True
+"""
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch) -> Path:
+    """A temporary package holding the three new files, importable for the test's duration."""
+    package = tmp_path / "plugins"
+    package.mkdir()
+    for name, text in (("echo_backend", BACKEND_FILE), ("backwards", EXECUTOR_FILE), ("no_digits", FILTER_FILE)):
+        (package / f"{name}.py").write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return package
+
+
+def _pipeline(project: Path, teacher: str, stages: str, engine: str = "") -> Path:
+    seeds = project / "pipelines" / "seeds" / "mixed.jsonl"
+    prompts = ["Tell me a story.", "Count to 3.", "Name a river.", "Add 2 and 2.", "Say hello.", "Describe rain."]
+    seeds.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    path = project / "pipelines" / "extension.yaml"
+    path.write_text(
+        f"name: ext\nseed: 1\nteacher: {teacher}\nseeds: {{path: seeds/mixed.jsonl}}\nstages:\n{stages}{engine}"
+    )
+    return path
+
+
+def test_a_new_backend_is_one_file_and_one_registry_line(project, plugins, monkeypatch, tmp_path):
+    monkeypatch.setitem(factory.BACKENDS, "echo", "plugins.echo_backend:BACKEND")
+    path = _pipeline(project, "{backend: echo, model: e, echo: {prefix: '##'}}", "  - respond: {}\n")
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "run"), log=lambda _: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "sft.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["messages"][1]["content"].startswith("## ") for r in rows)
+    assert result.manifest["teacher"] == {"backend": "echo", "model": "e", "prefix": "##"}
+    assert result.manifest["teacher_settings"]["echo"] == {"prefix": "##"}
+    assert factory.teacher_overrides("echo:other")[:1] == ["teacher.backend=echo"]
+    with pytest.raises(SpecError, match="teacher.echo.colour: unknown setting"):
+        load_pipeline(_pipeline(project, "{backend: echo, model: e, echo: {colour: red}}", "  - respond: {}\n"))
+    with pytest.raises(SpecError, match="backend must be one of transformers, openai, vllm, echo"):
+        load_pipeline(_pipeline(project, "{backend: nope, model: e}", "  - respond: {}\n"))
+
+
+def test_a_new_executor_is_one_file_and_one_registry_line(project, plugins, monkeypatch, tmp_path, tiny_teacher):
+    monkeypatch.setitem(executors.EXECUTORS, "backwards", "plugins.backwards:EXECUTOR")
+    stages = "  - respond: {sampling: {max_new_tokens: 4}}\n"
+    local = _pipeline(project, "{model: embedded, batch_size: 2}", stages)
+    run_pipeline(load_pipeline(local), RunOptions(out_dir=tmp_path / "local"), tiny_teacher, log=lambda _: None)
+    other = _pipeline(project, "{model: embedded, batch_size: 2}", stages, "engine: {kind: backwards, note: hi}\n")
+    result = run_pipeline(load_pipeline(other), RunOptions(out_dir=tmp_path / "back"), tiny_teacher, log=lambda _: None)
+    assert result.manifest["engine"] == {"kind": "backwards", "note": "hi"}
+    for name in ("sft.jsonl", "trace.jsonl"):
+        assert (tmp_path / "local" / name).read_text() == (tmp_path / "back" / name).read_text()
+
+
+def test_a_new_filter_is_one_file_and_its_stages_line(project, plugins, monkeypatch, tmp_path):
+    monkeypatch.setitem(STAGES, "filter_no_digits", "plugins.no_digits:NoDigits")
+    path = _pipeline(project, "{model: embedded}", "  - filter_no_digits: {}\n")
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "f"), log=lambda _: None)
+    dropped = [json.loads(x) for x in (tmp_path / "f" / "dropped.jsonl").read_text().splitlines()]
+    assert sorted(d["record"]["prompt"] for d in dropped) == ["Add 2 and 2.", "Count to 3."]
+    assert {d["reason"] for d in dropped} == {"has a digit"} and result.manifest["counts"]["trace"] == 4
