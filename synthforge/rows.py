@@ -300,35 +300,98 @@ def _split(messages: list[Message], row: dict[str, Any]) -> Dialogue:
     return Dialogue(messages)
 
 
-def prompt_text(value: Any) -> str | None:
-    """The prompt in a cell: text, the first user message of a message list, or an HH-RLHF transcript's first
-    human turn; None when there is none."""
-    messages = transcript(value) if isinstance(value, str) else messages_of(value)
-    turns = Dialogue(messages or []).user_turns()
-    return (turns[0].strip() or None) if turns else None
+@dataclass
+class SeedRow:
+    """A conversation to answer: the turns before the last user turn (system first), that turn, and whether the
+    row marks it harmful."""
+
+    history: list[Message]
+    prompt: str
+    harmful: bool | None = None
+    persona: str | None = None  # who the user is, for a simulated user that continues the conversation
 
 
-def read_prompts(
-    path: Path, field: str = "prompt", harmful_field: str | None = "harmful"
-) -> list[tuple[str, bool | None]]:
-    """(prompt, harmful or None) of every row of a prompts file: any layout above (JSONL, parquet), or plain
-    text, one prompt per line. A boolean ``harmful`` column (or another named one) marks harmful prompts."""
-    found: list[tuple[str, bool | None]] = []
+def check_dialogue(messages: list[Any], at: str, answer: bool = False) -> list[Message]:
+    """``messages`` as a valid conversation (roles system/user/assistant, a system message only first, no empty
+    turn, no two turns of one role in a row, a user turn to answer last unless ``answer``); else one line naming
+    ``at`` (file:line) and the turn."""
+    checked: list[Message] = []
+    for number, message in enumerate(messages, 1):
+        if not isinstance(message, dict):
+            raise UserError(f"{at}: turn {number} is not an object with a role and a content")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise UserError(f"{at}: turn {number} has an unknown role {role!r} (expected system, user or assistant)")
+        if role == "system" and number != 1:
+            raise UserError(f"{at}: turn {number} is a system message; only the first turn may be one")
+        if not isinstance(content, str) or not content.strip():
+            raise UserError(f"{at}: turn {number} ({role}) is empty")
+        if checked and checked[-1]["role"] == role:
+            raise UserError(f"{at}: turns {number - 1} and {number} are both {role} turns (they must alternate)")
+        checked.append({"role": role, "content": content})
+    turns = [m for m in checked if m["role"] != "system"]
+    if not turns:
+        raise UserError(f"{at}: the conversation has no user turn")
+    if turns[0]["role"] != "user":
+        raise UserError(f"{at}: the conversation starts with an assistant turn (the user speaks first)")
+    if not answer and checked[-1]["role"] != "user":
+        raise UserError(f"{at}: the conversation ends on an assistant turn, where an answer is to be generated")
+    return checked
+
+
+def _seed_messages(row: dict[str, Any], field: str, at: str) -> list[Any] | None:
+    """The conversation to answer in a row: the ``field`` column (text, messages, a transcript), or, for
+    ``prompt``, any layout's turns before its answer."""
+    value = row.get(field)
+    if value is not None:
+        if isinstance(value, str):
+            return transcript(value) if _SPEAKER.match(value) else [{"role": "user", "content": value}]
+        if isinstance(value, list):
+            return value
+        raise UserError(f"{at}: {field!r} must be text or a list of messages, got {type(value).__name__}")
+    if field != "prompt":
+        return None
+    found = dialogue(row)
+    if found is None:
+        return None
+    whole = check_dialogue([*found.prompt, *(found.chosen or [])], at, answer=True)  # its old answer too
+    return whole[:-1] if whole[-1]["role"] == "assistant" else whole
+
+
+def read_dialogues(
+    path: Path,
+    field: str = "prompt",
+    harmful_field: str | None = "harmful",
+    system: str | None = None,
+) -> list[SeedRow]:
+    """The conversation to answer in every row of a prompts file: any layout above (JSONL, parquet; a row's
+    final assistant turn, if any, is its old answer and left out), or plain text, one prompt per line.
+    ``system``: the system message of rows that have none (a row's own, or its ``system`` column, wins). A
+    boolean ``harmful`` column (or another named one) marks harmful prompts. A row that isn't a valid
+    conversation is one line naming the file and line."""
+    found: list[SeedRow] = []
     for number, row, _ in iter_rows(path, str(path)):
+        at = f"{path}:{number}"
         if set(row) == {"text"} and not str(path).endswith((".jsonl", ".json", ".parquet")):
-            found.append((row["text"], None))
-            continue
-        value = row.get(field, row.get("chosen") if field == "prompt" else None)
-        if value is None and field == "prompt":
-            found_dialogue = dialogue(row)
-            value = found_dialogue.prompt if found_dialogue else None
-        prompt = prompt_text(value)
-        if prompt is None:
-            raise UserError(f"{path}:{number}: expected a non-empty {field!r} (text, messages or a transcript)")
+            messages: list[Any] = [{"role": "user", "content": row["text"]}]
+        else:
+            messages = _seed_messages(row, field, at) or []
+            if not messages:
+                raise UserError(f"{at}: expected a non-empty {field!r} (text, messages or a transcript)")
+        own = row.get("system") if field != "system" else None
+        if own is not None and not isinstance(own, str):
+            raise UserError(f"{at}: 'system' must be text, got {type(own).__name__}")
+        default = own if own is not None else system
+        if default and not (isinstance(messages[0], dict) and messages[0].get("role") == "system"):
+            messages = [{"role": "system", "content": default}, *messages]
+        checked = check_dialogue(messages, at)
         flag = row.get(harmful_field) if harmful_field else None
         if flag is not None and not isinstance(flag, bool):
-            raise UserError(f"{path}:{number}: {harmful_field!r} must be true or false, got {flag!r}")
-        found.append((prompt, flag))
+            raise UserError(f"{at}: {harmful_field!r} must be true or false, got {flag!r}")
+        persona = row.get("persona")
+        if persona is not None and not isinstance(persona, str):
+            raise UserError(f"{at}: 'persona' must be text, got {type(persona).__name__}")
+        found.append(SeedRow(checked[:-1], checked[-1]["content"].strip(), flag, persona))
     if not found:
         raise UserError(f"{path}: seeds file has no prompts")
     return found

@@ -21,9 +21,15 @@ CORPUS = [
 
 
 def build_tiny_model(
-    target: Path, seed: int = 0, hidden_size: int = 32, layers: int = 2, chat_template: bool = True
+    target: Path,
+    seed: int = 0,
+    hidden_size: int = 32,
+    layers: int = 2,
+    chat_template: bool | str = True,
+    context: int = 2048,
 ) -> Path:
-    """Save a small random Llama and a byte-level BPE tokenizer (with a ChatML template unless told not)."""
+    """Save a small random Llama and a byte-level BPE tokenizer: with a ChatML template (``chat_template``: True),
+    none (False) or the one given; ``context``: its context window in tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -42,7 +48,7 @@ def build_tiny_model(
         eos_token="<|im_end|>",
         pad_token="<|im_end|>",
     )
-    tokenizer.chat_template = chatml_template() if chat_template else None
+    tokenizer.chat_template = chatml_template() if chat_template is True else (chat_template or None)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -51,7 +57,7 @@ def build_tiny_model(
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=context,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

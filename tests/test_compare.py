@@ -21,8 +21,7 @@ from synthforge.eval.compare import (
     summarize,
 )
 from synthforge.records import Record
-from synthforge.rows import prompt_text
-from synthforge.rows import read_prompts as read_prompt_rows
+from synthforge.rows import read_dialogues
 from synthforge.teachers.scripted import ScriptedTeacher
 from synthforge.testing import build_tiny_model
 from tests.conftest import REPO
@@ -138,11 +137,22 @@ def test_summary_counts_intervals_and_safety_from_records():
     assert bootstrap_interval([["win"], ["loss"]] * 10, 400, 3) == bootstrap_interval([["win"], ["loss"]] * 10, 400, 3)
 
 
+def read_prompt_rows(path):
+    return [(row.prompt, row.harmful) for row in read_dialogues(path)]
+
+
 def test_prompt_layouts_hh_rlhf_messages_text_and_parquet(tmp_path):
-    assert (
-        prompt_text("\n\nHuman: How do I bake bread?\n\nAssistant: Knead it.\n\nHuman: More?") == "How do I bake bread?"
-    )
-    assert prompt_text([{"role": "system", "content": "s"}, {"role": "user", "content": "Hi there"}]) == "Hi there"
+    rows = tmp_path / "dialogues.jsonl"
+    transcript = "\n\nHuman: How do I bake bread?\n\nAssistant: Knead it.\n\nHuman: More?"
+    system = [{"role": "system", "content": "s"}, {"role": "user", "content": "Hi there"}]
+    rows.write_text(json.dumps({"prompt": transcript}) + "\n" + json.dumps({"prompt": system}) + "\n")
+    multi, with_system = read_dialogues(rows)
+    assert multi.prompt == "More?"  # every turn up to the last Human turn: the earlier ones are its history
+    assert multi.history == [
+        {"role": "user", "content": "How do I bake bread?"},
+        {"role": "assistant", "content": "Knead it."},
+    ]
+    assert with_system.prompt == "Hi there" and with_system.history == [{"role": "system", "content": "s"}]
     hh = tmp_path / "hh.jsonl"
     hh.write_text(json.dumps({"chosen": "\n\nHuman: What is rain?\n\nAssistant: Water.", "rejected": "x"}) + "\n")
     assert read_prompt_rows(hh) == [("What is rain?", None)]

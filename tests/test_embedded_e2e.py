@@ -268,3 +268,74 @@ def test_training_ends_with_a_judged_comparison_against_the_start(tiny_model_dir
     pair = saved["compare"]["pairs"][0]
     assert pair["wins"] + pair["ties"] + pair["losses"] == 2 * 3  # 2 prompts x 3 principles
     assert saved["compare"]["safety"][saved["compare"]["models"][1]]["harmful_prompts"] == 1
+
+
+def test_multi_turn_red_team_cai_on_the_embedded_teacher_then_sft_and_dpo(tmp_path):
+    """cai-dialogues: HH-RLHF transcripts whose harmful request comes in turn 2 or later; the critique sees the
+    whole conversation, sft/dpo keep every turn, and both trainers run on them."""
+    _require_embedded()
+    out = tmp_path / "dialogues"
+    tokens = ["stages.respond.sampling.max_new_tokens=32", "stages.critique_revise.sampling.max_new_tokens=32"]
+    _generate("pipelines/cai-dialogues.yaml", out, *tokens, limit=3)
+    trace = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
+    assert trace and all(r["history"][0]["role"] == "system" and len(r["history"]) >= 3 for r in trace)
+    for record in trace:  # the critique and the revision saw every turn of the conversation
+        seen = [s["context_turns"] for s in record["steps"] if s["role"] in ("critique", "revision")]
+        assert seen and set(seen) == {1 + sum(m["role"] == "user" for m in record["history"])}
+    sft = [json.loads(x) for x in (out / "sft.jsonl").read_text().splitlines()]
+    assert all(
+        len(row["messages"]) == len(next(r for r in trace if r["id"] == row["id"])["history"]) + 2 for row in sft
+    )
+    for kind in ("sft", "dpo"):
+        cmd = [sys.executable, "-m", "synthforge.cli.main", "train", kind, "--data", str(out), "--model", "embedded"]
+        cmd += ["--out", str(tmp_path / kind), "--max-steps", "1", "--batch-size", "2", "--max-length", "256"]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        assert json.loads((tmp_path / kind / "training.json").read_text())["metrics"]["train_steps"] == 1
+
+
+def test_twenty_prompts_grow_into_three_turn_dialogues_killed_and_resumed_to_the_same_bytes(tmp_path):
+    """grow-dialogues on 20 seed prompts (respond, then two simulated user turns answered in context), killed with
+    SIGKILL inside the second turn's stage; the rerun resumes mid-dialogue and gives an uninterrupted run's bytes."""
+    _require_embedded()
+    overrides = [
+        "stages.respond.sampling.max_new_tokens=16",
+        "stages.grow_dialogue.sampling.max_new_tokens=16",
+        "stages.grow_dialogue.user_sampling.max_new_tokens=16",
+        "stages.grow_dialogue.critique=null",
+        "teacher.batch_size=8",
+    ]
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    script = f"""
+import os, signal, sys
+from synthforge.engine import local_executor
+real, done = local_executor.process_with_retries, [0]
+def killing(stage, batch, teacher, retries):
+    out = real(stage, batch, teacher, retries)
+    done[0] += stage.name == "grow_dialogue.2"
+    if done[0] == 2 and os.environ.get("KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+local_executor.process_with_retries = killing
+from synthforge.cli.main import main
+main(["generate", "pipelines/grow-dialogues.yaml", "--limit", "20", "--out", sys.argv[1], "--no-progress", *{sets!r}])
+"""
+    killed, fresh = tmp_path / "killed", tmp_path / "fresh"
+    run = lambda out, **env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", script, str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+    )
+    assert run(killed, KILL="1").returncode == -9
+    resumed = run(killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "[grow_dialogue.1] 20 in → 20 kept, 0 dropped; reused 20" in resumed.stderr
+    assert "[grow_dialogue.2] 20 in" in resumed.stderr and "reused 8, computed 12" in resumed.stderr
+    assert run(fresh).returncode == 0
+    for name in ("sft.jsonl", "trace.jsonl", "dropped.jsonl"):
+        assert (killed / name).read_bytes() == (fresh / name).read_bytes(), name
+    trace = [json.loads(x) for x in (fresh / "trace.jsonl").read_text().splitlines()]
+    grown = [r for r in trace if "dialogue_end" not in r["meta"]]
+    assert grown and all(sum(m["role"] == "user" for m in r["history"]) == 2 for r in grown)  # 3 user turns

@@ -121,8 +121,15 @@ def train() -> None:
 
 @train.command("sft")
 @_common
+@click.option(
+    "--assistant-turns",
+    type=click.Choice(["final", "all"]),
+    help="Which assistant turns of a conversation the loss covers: the final one (default; earlier turns may be "
+    "another model's or a person's) or every one.",
+)
 def train_sft(**options) -> None:
-    """Supervised fine-tuning; the loss covers the assistant's answer only."""
+    """Supervised fine-tuning; the loss covers the assistant's answer only (the final turn of a conversation, or
+    every assistant turn with --assistant-turns all)."""
     from synthforge.train.sft import SFTTraining
 
     config, result, compare_prompts = _run_training(options, SFTTrainingConfig, SFTTraining)

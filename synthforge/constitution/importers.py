@@ -37,24 +37,35 @@ def from_hf_recipe(data: dict[str, Any], name: str, source: str) -> Constitution
     chats = data.get("system_chat") or []
     if not isinstance(chats, list):
         raise ConstitutionError(f"{source}: system_chat: expected a list of conversations")
+    critiques = {p.critique.strip() for p in principles}
     for i, chat in enumerate(chats, start=1):
         messages = chat if isinstance(chat, list) and all(isinstance(m, dict) for m in chat) else []
         roles = [m.get("role") for m in messages]
         alternating = roles == [FEW_SHOT_ROLES[j % 2] for j in range(len(roles))]
-        if (
-            len(roles) < 6
-            or (len(roles) - 2) % 4
-            or not alternating
-            or not all(_text(m.get("content")) for m in messages)
-        ):
+        texts = [m.get("content") for m in messages]
+        split = _rounds_start(texts, critiques) if alternating and all(_text(t) for t in texts) else None
+        if split is None:
             raise ConstitutionError(
-                f"{source}: system_chat[{i - 1}] must alternate user/assistant messages with text: a prompt and "
-                "its answer, then one or more rounds of critique request, critique, revision request, revision"
+                f"{source}: system_chat[{i - 1}] must alternate user/assistant messages with text: a conversation "
+                "(one or more user/assistant turns), then one or more rounds of critique request, critique, "
+                "revision request, revision"
             )
-        texts = [m["content"] for m in messages]
-        rounds = tuple(tuple(texts[j : j + 4]) for j in range(6, len(texts), 4))
-        examples.append(FewShotExample(f"example-{i:02d}", *texts[:6], more_rounds=rounds))  # type: ignore[arg-type]
+        history = tuple((texts[j], texts[j + 1]) for j in range(0, split - 2, 2))
+        rounds = tuple(tuple(texts[j : j + 4]) for j in range(split + 4, len(texts), 4))
+        first = texts[split - 2 : split + 4]
+        examples.append(FewShotExample(f"example-{i:02d}", *first, more_rounds=rounds, history=history))  # type: ignore[arg-type]
     return Constitution(name=name, principles=tuple(principles), examples=tuple(examples), sha256=stable_hash(data))
+
+
+def _rounds_start(texts: list[str], critiques: set[str]) -> int | None:
+    """Where an exchange's critique/revision rounds begin: after a conversation of 2k messages come rounds of 4.
+    When several splits fit, the one whose first critique request is a principle's critique wins; else the one
+    with the most rounds. None when no split fits."""
+    splits = [d for d in range(2, len(texts) - 3, 2) if (len(texts) - d) % 4 == 0]
+    if not splits:
+        return None
+    matching = [d for d in splits if texts[d].strip() in critiques]
+    return (matching or splits)[0]
 
 
 def from_anthropic(data: dict[str, Any], name: str, source: str) -> Constitution:

@@ -28,7 +28,8 @@ class Principle:
 
 @dataclass(frozen=True, slots=True)
 class FewShotExample:
-    """A worked critique→revision exchange, prepended to prompts as earlier turns."""
+    """A worked critique→revision exchange, prepended to prompts as earlier turns: a conversation (``history``:
+    earlier (user, assistant) turns, then ``prompt`` and the ``response`` under review), then its rounds."""
 
     name: str
     prompt: str
@@ -40,11 +41,14 @@ class FewShotExample:
     line: int = 0
     # Further critique → revision rounds: (critique_request, critique, revision_request, revision) each.
     more_rounds: tuple[tuple[str, str, str, str], ...] = ()
+    # Turns of the conversation before ``prompt``: (user, assistant) each, oldest first.
+    history: tuple[tuple[str, str], ...] = ()
 
     def turns(self) -> list[str]:
         """The exchange's messages in order: user, assistant, user, assistant, …"""
+        earlier = [text for pair in self.history for text in pair]
         first = [self.prompt, self.response, self.critique_request, self.critique, self.revision_request]
-        return [*first, self.revision, *(text for round_ in self.more_rounds for text in round_)]
+        return [*earlier, *first, self.revision, *(text for round_ in self.more_rounds for text in round_)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@
     tags: harm, safety                             (optional)
 
     [example: name]                                (optional few-shot exchange)
+    user_1: / assistant_1: / user_2: / …           (optional: earlier turns of the conversation)
     prompt: / response: / critique_request: / critique: / revision_request: / revision:
     response: |
       A value written as '|' keeps the line breaks of the indented lines below it.
@@ -164,22 +165,31 @@ def _principle(block: _Block, source: str) -> Principle:
 ROUND_KEYS = ("critique_request", "critique", "revision_request", "revision")
 
 
+HISTORY_KEYS = ("user", "assistant")
+
+
 def _round_key(key: str) -> tuple[str, int] | None:
-    """``critique_2`` → ("critique", 2): a key of a further critique/revision round of an example."""
+    """``critique_2`` → ("critique", 2): a key of a further critique/revision round of an example; ``user_1`` →
+    ("user", 1): a turn of the conversation before its ``prompt``."""
     base, _, number = key.rpartition("_")
+    if base in HISTORY_KEYS and number.isdigit() and int(number) >= 1:
+        return base, int(number)
     return (base, int(number)) if base in ROUND_KEYS and number.isdigit() and int(number) >= 2 else None
 
 
 def _example(block: _Block, source: str) -> FewShotExample:
     missing = [k for k in EXAMPLE_KEYS if not block.values.get(k, "").strip()]
     extra = [found for k in block.values if (found := _round_key(k))]
-    last = max((n for _, n in extra), default=1)
+    last = max((n for base, n in extra if base in ROUND_KEYS), default=1)
+    earlier = max((n for base, n in extra if base in HISTORY_KEYS), default=0)
+    missing += [f"{k}_{n}" for n in range(1, earlier + 1) for k in HISTORY_KEYS if not block.values.get(f"{k}_{n}")]
     missing += [f"{k}_{n}" for n in range(2, last + 1) for k in ROUND_KEYS if not block.values.get(f"{k}_{n}")]
     if missing:
         raise _fail(source, block.line, f"example [{block.name}] is missing: {', '.join(missing)}")
     more = tuple(tuple(block.values[f"{k}_{n}"] for k in ROUND_KEYS) for n in range(2, last + 1))
+    history = tuple((block.values[f"user_{n}"], block.values[f"assistant_{n}"]) for n in range(1, earlier + 1))
     fields = {k: block.values[k] for k in EXAMPLE_KEYS}
-    return FewShotExample(name=block.name, line=block.line, more_rounds=more, **fields)  # type: ignore[arg-type]
+    return FewShotExample(name=block.name, line=block.line, more_rounds=more, history=history, **fields)  # type: ignore[arg-type]
 
 
 def parse_constitution(text: str, source: str = "<string>", name: str = "constitution") -> Constitution:

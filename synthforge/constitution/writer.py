@@ -35,6 +35,8 @@ def _principle(p: Principle) -> list[str]:
 
 def _example(e: FewShotExample) -> list[str]:
     lines = [f"[example: {e.name}]"]
+    for number, (user, assistant) in enumerate(e.history, start=1):
+        lines += [*_value(f"user_{number}", user), *_value(f"assistant_{number}", assistant)]
     for key in EXAMPLE_KEYS:
         lines += _value(key, getattr(e, key))
     for number, round_ in enumerate(e.more_rounds, start=2):

@@ -49,6 +49,16 @@ def render_card(manifest: dict[str, Any]) -> str:
         lines.append(f"  - `{stage['name']}` ({stage['kind']}{constitution}), fingerprint {stage['fingerprint'][:12]}")
     lines += ["", "## Funnel", "", "| step | records |", "| --- | --- |"]
     lines += [f"| {step['step']} | {step['records']} |" for step in manifest["funnel"]]
+    turns = manifest["counts"].get("turns")
+    if turns:
+        lines += [
+            "",
+            "Conversations by number of user turns (kept records):",
+            "",
+            "| turns | records |",
+            "| --- | --- |",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in turns.items()]
     drops = [
         f"- `{stage['name']}`: " + format_drop_reasons(stage["report"]["drop_reasons"])
         for stage in manifest["stages"]
@@ -64,8 +74,10 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         "## Files",
         "",
-        "- `sft.jsonl`: `{messages: [user, assistant]}` (TRL conversational language modeling)",
-        "- `dpo.jsonl`: `{prompt: [user], chosen: [assistant], rejected: [assistant]}` (TRL conversational preference)",
+        "- `sft.jsonl`: `{messages: [system?, user, assistant, …, user, assistant]}` — the whole conversation, the "
+        "final answer last (TRL conversational language modeling)",
+        "- `dpo.jsonl`: `{prompt: [every turn before the final answer], chosen: [assistant], rejected: [assistant]}` "
+        "(TRL conversational preference)",
         "- `trace.jsonl`: every record with each step (principle, critique, revisions, finish reasons, tokens)",
         "- `dropped.jsonl`: every removed record with the stage and reason",
         "- `manifest.json`: teacher, sampling settings, seed, file hashes, package versions, counts",

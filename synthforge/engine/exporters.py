@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,16 @@ from synthforge.records import Drop, Record, same_text
 __all__ = ["export_run", "write_atomic", "write_jsonl"]
 
 
-def sft_row(record: Record) -> dict[str, Any]:
-    """TRL conversational language-modeling row: ``messages`` = user prompt, assistant response."""
-    return {
-        "id": record.id,
-        "messages": [
-            {"role": "user", "content": record.prompt},
-            {"role": "assistant", "content": record.response},
-        ],
-    }
+def _context(record: Record, system: bool) -> list[dict[str, str]]:
+    """The turns before the final answer: the whole conversation up to its last user turn, the system message
+    first unless ``system`` is false."""
+    dialogue = record.dialogue
+    return dialogue if system or record.system is None else dialogue[1:]
+
+
+def sft_row(record: Record, system: bool = True) -> dict[str, Any]:
+    """TRL conversational language-modeling row: ``messages`` = every turn, the final answer last."""
+    return {"id": record.id, "messages": [*_context(record, system), {"role": "assistant", "content": record.response}]}
 
 
 def has_preference(record: Record) -> bool:
@@ -29,11 +31,12 @@ def has_preference(record: Record) -> bool:
     return not same_text(record.rejected, record.response)
 
 
-def dpo_row(record: Record) -> dict[str, Any]:
-    """TRL conversational preference row with an explicit prompt (+ the judge's confidence when labelled by one)."""
+def dpo_row(record: Record, system: bool = True) -> dict[str, Any]:
+    """TRL conversational preference row with an explicit prompt (every turn before the final answer) and the
+    two final answers (+ the judge's confidence when labelled by one, the reward gap when ranked by a model)."""
     row = {
         "id": record.id,
-        "prompt": [{"role": "user", "content": record.prompt}],
+        "prompt": _context(record, system),
         "chosen": [{"role": "assistant", "content": record.response}],
         "rejected": [{"role": "assistant", "content": record.rejected}],
     }
@@ -46,14 +49,21 @@ def dpo_row(record: Record) -> dict[str, Any]:
     return row
 
 
-def export_run(out_dir: Path, records: list[Record], drops: list[Drop], sft: bool, dpo: bool) -> dict[str, int]:
-    """Write sft/dpo/trace/dropped files; returns their row counts."""
+def export_run(
+    out_dir: Path, records: list[Record], drops: list[Drop], sft: bool, dpo: bool, system: bool = True
+) -> dict[str, Any]:
+    """Write sft/dpo/trace/dropped files; returns their row counts (and, for conversations of several turns,
+    how many kept records have each number of user turns)."""
     answered = [r for r in records if r.response]
-    counts = {"trace": write_jsonl(out_dir / "trace.jsonl", (r.to_dict() for r in records))}
+    counts: dict[str, Any] = {"trace": write_jsonl(out_dir / "trace.jsonl", (r.to_dict() for r in records))}
     counts["dropped"] = write_jsonl(out_dir / "dropped.jsonl", (d.to_dict() for d in drops))
     if sft:
-        counts["sft"] = write_jsonl(out_dir / "sft.jsonl", (sft_row(r) for r in answered))
+        counts["sft"] = write_jsonl(out_dir / "sft.jsonl", (sft_row(r, system) for r in answered))
     if dpo:
-        counts["dpo"] = write_jsonl(out_dir / "dpo.jsonl", (dpo_row(r) for r in answered if has_preference(r)))
+        pairs = (dpo_row(r, system) for r in answered if has_preference(r))
+        counts["dpo"] = write_jsonl(out_dir / "dpo.jsonl", pairs)
         counts["dpo_skipped_identical"] = sum(1 for r in answered if r.rejected is not None and not has_preference(r))
+    turns = Counter(r.turns for r in records)
+    if set(turns) - {1}:
+        counts["turns"] = {str(k): v for k, v in sorted(turns.items())}
     return counts

@@ -103,11 +103,15 @@ class RunResult:
 def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | None = None) -> PreparedRun:
     """Build every stage and render every prompt once, and check that the teacher can do what each stage
     needs, so bad files and settings fail before a model loads or a request is sent."""
-    records = seed_records(spec.seeds_path, spec.seeds.field, limit, spec.seeds.harmful_field) if spec.seeds else []
+    records = (
+        seed_records(spec.seeds_path, spec.seeds.field, limit, spec.seeds.harmful_field, spec.seeds.system)
+        if spec.seeds
+        else []
+    )
     resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
     for stage in stages:
-        stage.preview(placeholder_record(records[0].prompt if records else None))
+        stage.preview(placeholder_record(records[0] if records else None))
     _check_data_flow(stages, has_seeds=spec.seeds is not None)
     prepared = PreparedRun(spec=spec, stages=stages, records=records)
     if prepared.needs_teacher:
@@ -151,7 +155,7 @@ class Preview:
 def preview(spec: PipelineSpec, limit: int | None = None) -> Preview:
     """Validate everything and render the first prompt of every stage; no model is loaded."""
     prepared = prepare(spec, limit)
-    record = placeholder_record(prepared.records[0].prompt if prepared.records else None)
+    record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
     return Preview(len(prepared.records), default_out_dir(spec), prompts)
 
@@ -227,7 +231,7 @@ def _run_stages(
         log(_report_line(report, options.explain))
     # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
     (out_dir / "manifest.json").unlink(missing_ok=True)
-    counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo)
+    counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo, spec.export.system)
     if counts["dropped"] != len(drops):
         raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
     funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
@@ -406,6 +410,8 @@ def _stop_if_all_failed(stage: Stage, results: list[Record | Drop]) -> None:
     """When every record of a stage's first batch failed at the teacher (wrong URL, server down), stop the run
     with that error instead of ledgering the same failure for every record; nothing is checkpointed."""
     failures = [r for r in results if isinstance(r, Drop) and r.reason.startswith(TEACHER_FAILURE)]
+    if any("(not retryable)" in f.reason for f in failures):
+        return  # an answer about a record itself (e.g. its prompt is too long), not a teacher that is down
     if results and len(failures) == len(results):
         raise UserError(
             f"stage {stage.name}: every request of the first batch failed ({len(results)} records), so the run "

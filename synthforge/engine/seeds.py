@@ -1,28 +1,38 @@
-"""Seed (or held-out evaluation) prompts as records with stable ids; the rows are read by ``synthforge.rows``."""
+"""Seed (or held-out evaluation) conversations as records with stable ids; the rows are read by ``synthforge.rows``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from synthforge.hashing import canonical_json
 from synthforge.records import Record, make_record_id
-from synthforge.rows import read_prompts
+from synthforge.rows import read_dialogues
 
 
 def seed_records(
-    path: Path, field: str = "prompt", limit: int | None = None, harmful_field: str | None = "harmful"
+    path: Path,
+    field: str = "prompt",
+    limit: int | None = None,
+    harmful_field: str | None = "harmful",
+    system: str | None = None,
 ) -> list[Record]:
-    """Records for the first ``limit`` prompts; ids hash the file name, the prompt and its occurrence."""
-    rows = read_prompts(path, field, harmful_field)
+    """Records for the first ``limit`` conversations; ids hash the file name, the conversation (a single prompt:
+    its text) and its occurrence. ``system``: the system message of rows that have none."""
+    rows = read_dialogues(path, field, harmful_field, system)
     if limit is not None:
         rows = rows[:limit]
     seen: dict[str, int] = {}
     records = []
-    for prompt, harmful in rows:
-        occurrence = seen.get(prompt, 0)
-        seen[prompt] = occurrence + 1
+    for row in rows:
+        key = canonical_json([row.history, row.prompt])
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
         meta: dict[str, Any] = {"source": path.name}
-        if harmful is not None:
-            meta["harmful"] = harmful
-        records.append(Record(id=make_record_id(path.name, prompt, occurrence), prompt=prompt, meta=meta))
+        if row.harmful is not None:
+            meta["harmful"] = row.harmful
+        if row.persona is not None:
+            meta["persona"] = row.persona
+        record_id = make_record_id(path.name, row.prompt, occurrence, row.history)
+        records.append(Record(id=record_id, prompt=row.prompt, meta=meta, history=row.history))
     return records

@@ -25,6 +25,7 @@ class SeedsSpec:
     path: str
     field: str = "prompt"
     harmful_field: str | None = "harmful"  # a boolean column marking harmful prompts (meta.harmful)
+    system: str | None = None  # the system message of conversations that have none (a row's own wins)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ExportSpec:
     sft: bool = True
     dpo: bool = True
     license: str = "other"
+    system: bool = True  # keep a conversation's system message in sft.jsonl / dpo.jsonl
 
 
 @dataclass
@@ -162,9 +164,10 @@ def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
         name = settings.pop("name", kind)
         if not isinstance(name, str) or not SAFE_NAME.match(name):
             raise SpecError(f"{where}.name: {name!r} is not a valid stage name (letters, digits, '.', '_', '-')")
-        if any(s.name == name for s in specs):
-            raise SpecError(f"{where}: stage name {name!r} used twice (give one a 'name:')")
-        specs.append(StageSpec(kind=kind, name=name, settings=settings, where=f"{source}: stages.{name}"))
+        for step_name, step_settings in stage_class(kind).expand(name, settings):
+            if any(s.name == step_name for s in specs):
+                raise SpecError(f"{where}: stage name {step_name!r} used twice (give one a 'name:')")
+            specs.append(StageSpec(kind, step_name, step_settings, where=f"{source}: stages.{name}"))
     return specs
 
 

@@ -29,6 +29,7 @@ _RECORD = {
         "rejected": {"type": ["string", "null"]},
         "steps": {"type": "array", "items": {"type": "object"}},
         "meta": {"type": "object"},
+        "history": {"type": "array", "items": {"type": "object"}},
     },
 }
 _DROP = {
@@ -119,7 +120,9 @@ def lengths(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> dict[s
     """Word counts of prompts (all records), first answers and final revisions (records that have them)."""
     everything = kept + [d["record"] for d in dropped]
     revised = [r for r in everything if any(s.get("role") == "revision" for s in r.get("steps", []))]
+    turns = [1 + sum(1 for m in r.get("history") or [] if m.get("role") == "user") for r in everything]
     return {
+        **({"user turns": turns} if any(t > 1 for t in turns) else {}),
         "prompt": [_words(r["prompt"]) for r in everything],
         "first answer": [_words(first_answer(r)) for r in everything if first_answer(r) is not None],
         "revision": [_words(r.get("response")) for r in revised],
@@ -157,7 +160,8 @@ def drop_groups(dropped: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def browser_rows(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[list[Any]]:
-    """One compact row per record: [id, prompt, first answer, final answer, critique, principle, status]."""
+    """One compact row per record: [id, last user turn, first answer, final answer, critique, principle, status,
+    earlier turns as [role, text] pairs]."""
     rows = []
     statuses = [(r, "kept") for r in kept] + [(d["record"], f"dropped by {d['stage']}: {d['reason']}") for d in dropped]
     for record, status in statuses:
@@ -170,6 +174,7 @@ def browser_rows(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> l
                 _last(record, "critique", "text") or "",
                 _last(record, "revision", "principle") or _last(record, "critique", "principle") or "",
                 status,
+                [[m.get("role", ""), m.get("content", "")] for m in record.get("history") or []],
             ]
         )
     return rows

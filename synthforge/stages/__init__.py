@@ -24,6 +24,7 @@ STAGES: dict[str, str] = {
     "compare_judge": "synthforge.stages.compare_judge:CompareJudge",
     "verify_pairs": "synthforge.stages.verify_pairs:VerifyPairs",
     "reward_score": "synthforge.stages.reward_score:RewardScore",
+    "grow_dialogue": "synthforge.stages.grow_dialogue:GrowDialogue",
 }
 
 

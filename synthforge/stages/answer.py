@@ -47,7 +47,7 @@ class Answer(Stage):
         return {**super().fingerprint(), "model": self.model.identity}
 
     def conversation(self, record: Record) -> Conversation:
-        return [{"role": "user", "content": self.template.render(prompt=record.prompt)}]
+        return self.answer_request(record, self.template)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         params = [self.seeded(self.config.sampling, r) for r in batch]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -57,6 +57,12 @@ class Stage(ABC):
         self.templates: dict[str, PromptTemplate] = {}
         self.constitution: Constitution | None = None
 
+    @classmethod
+    def expand(cls, name: str, settings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The stages one ``stages:`` entry stands for, as (name, settings); one, itself, by default (a stage that
+        works in steps checkpointed apart, e.g. one turn of a dialogue each, returns one per step)."""
+        return [(name, settings)]
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as the plain data it was built from, and rebuilt from it (in another process: an executor's
         worker): files are re-read and user modules re-imported there, never sent as live objects."""
@@ -87,6 +93,13 @@ class Stage(ABC):
 
     def seeded(self, params: SamplingParams, record: Record, *parts: Any) -> SamplingParams:
         return params.with_seed(self.seed_for(record, *parts))
+
+    @staticmethod
+    def answer_request(record: Record, template: PromptTemplate) -> Conversation:
+        """What asks for an answer to ``record``'s last user turn: the conversation's earlier turns as they are,
+        then that turn rendered by ``template`` (with ``prompt``, ``history`` and ``conversation``)."""
+        request = template.render(prompt=record.prompt, history=record.history, conversation=record.dialogue)
+        return [*record.history, {"role": "user", "content": request}]
 
     # -- the contract -----------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -195,9 +208,31 @@ def rebuild_stage(
     return cls(name, settings, resources, where=where)
 
 
-def placeholder_record(prompt: str | None = None) -> Record:
-    """A record whose model-written fields are placeholders, used to render prompts without a model."""
-    return Record(id="preview", prompt=prompt or PLACEHOLDER.format("prompt"), response=PLACEHOLDER.format("response"))
+def placeholder_record(seed: Record | None = None) -> Record:
+    """A record whose model-written fields are placeholders (its conversation: ``seed``'s, if given), used to
+    render prompts without a model."""
+    prompt = seed.prompt if seed is not None else PLACEHOLDER.format("prompt")
+    history = seed.history if seed is not None else []
+    return Record(id="preview", prompt=prompt, response=PLACEHOLDER.format("response"), history=history)
+
+
+TRUNCATE = ("none", "oldest")
+
+
+def fit_context(record: Record, teacher: Any, reserve: int) -> tuple[Record, int]:
+    """``record`` without the oldest turns of its conversation (after the system message, a user and an
+    assistant turn at a time) until it fits the teacher's context window with ``reserve`` tokens to spare; the
+    system message and the last user turn are never dropped. Returns it and how many turns were dropped."""
+    limit = getattr(teacher, "context_window", None)
+    if not limit:
+        return record, 0
+    system = record.history[:1] if record.system is not None else []
+    earlier = record.history[len(system) :]
+    dropped = 0
+    while earlier and teacher.count_tokens([*system, *earlier, *record.dialogue[-1:]]) + reserve > limit:
+        cut = 2 if len(earlier) > 1 and earlier[1]["role"] == "assistant" else 1
+        earlier, dropped = earlier[cut:], dropped + cut
+    return (replace(record, history=[*system, *earlier]), dropped) if dropped else (record, 0)
 
 
 def completion_step(stage: str, role: str, completion: Any, **extra: Any) -> dict[str, Any]:

@@ -103,8 +103,8 @@ class CompareJudge(Stage):
         rng = random.Random(self.seed_for(record, "principles"))
         return rng.sample(list(self.principles), self.config.principles)
 
-    def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
-        return judge_question(self.template, prompt, principle, first, second)
+    def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
+        return judge_question(self.template, record, principle, first, second)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
@@ -115,9 +115,7 @@ class CompareJudge(Stage):
                 for principle in self._principles(record):
                     for swapped in (False, True):
                         first, second = (answers[b], answers[a]) if swapped else (answers[a], answers[b])
-                        asks.append(
-                            (i, a, b, principle.name, swapped, self.question(record.prompt, principle, first, second))
-                        )
+                        asks.append((i, a, b, principle.name, swapped, self.question(record, principle, first, second)))
         scored = choose(teacher, [q[-1] for q in asks])
         orders: dict[tuple[int, str, str, str], dict[bool, float]] = {}
         for (i, a, b, name, swapped, _), p in zip(asks, scored, strict=True):
@@ -149,4 +147,4 @@ class CompareJudge(Stage):
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         first, second = PLACEHOLDER.format("answer of model A"), PLACEHOLDER.format("answer of model B")
-        return [("comparison", self.question(record.prompt, self.principles[0], first, second))]
+        return [("comparison", self.question(record, self.principles[0], first, second))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
@@ -114,9 +115,16 @@ class CritiqueRevise(Stage):
             turns += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
         return turns
 
-    def _exchange(self, prompt: str, response: str) -> Conversation:
-        """Few-shot turns, then the user's prompt and the answer under review."""
-        return [*self.shots, {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    def _exchange(self, record: Record, response: str) -> Conversation:
+        """The conversation under review: its system message, the few-shot turns, its earlier turns, its last user
+        turn and the answer under review (the final assistant turn the critique targets)."""
+        system = record.history[:1] if record.system is not None else []
+        earlier = record.history[len(system) :]
+        answer = {"role": "assistant", "content": response}
+        return [*system, *self.shots, *earlier, {"role": "user", "content": record.prompt}, answer]
+
+    def _values(self, record: Record, response: str, principle: Principle) -> dict[str, Any]:
+        return {"principle": principle, "prompt": record.prompt, "response": response, "history": record.history}
 
     def principles_for(self, record: Record) -> list[Principle]:
         """The principles of each round for ``record`` (seeded by record id)."""
@@ -124,25 +132,26 @@ class CritiqueRevise(Stage):
         rng = random.Random(self.seed_for(record, "principles"))
         return self.constitution.sample(rng, self.config.rounds)
 
-    def critique_conversation(self, prompt: str, response: str, principle: Principle) -> Conversation:
-        """Multi-turn: the exchange so far, then the critique request. Single: the rendered request alone."""
-        request = self.critique_template.render(principle=principle, prompt=prompt, response=response)
+    def critique_conversation(self, record: Record, response: str, principle: Principle) -> Conversation:
+        """Multi-turn: the whole conversation, then the critique request. Single: the rendered request alone (its
+        template sees the earlier turns as ``history``)."""
+        request = self.critique_template.render(**self._values(record, response, principle))
         if self.config.turns == "single":
             return [*self.shots, {"role": "user", "content": request}]
-        return [*self._exchange(prompt, response), {"role": "user", "content": request}]
+        return [*self._exchange(record, response), {"role": "user", "content": request}]
 
-    def revise_conversation(self, prompt: str, response: str, principle: Principle, critique: str) -> Conversation:
+    def revise_conversation(self, record: Record, response: str, principle: Principle, critique: str) -> Conversation:
         """Multi-turn: the critique exchange, then the revision request. Single: the rendered request alone.
 
         Without a critique (``critique: false``) the revision request follows the first answer directly.
         """
-        request = self.revise_template.render(principle=principle, prompt=prompt, response=response, critique=critique)
+        request = self.revise_template.render(**self._values(record, response, principle), critique=critique)
         if self.config.turns == "single":
             return [*self.shots, {"role": "user", "content": request}]
         if not self.config.critique:
-            return [*self._exchange(prompt, response), {"role": "user", "content": request}]
+            return [*self._exchange(record, response), {"role": "user", "content": request}]
         return [
-            *self.critique_conversation(prompt, response, principle),
+            *self.critique_conversation(record, response, principle),
             {"role": "assistant", "content": critique},
             {"role": "user", "content": request},
         ]
@@ -159,9 +168,10 @@ class CritiqueRevise(Stage):
             for i, critique in enumerate(critiques):
                 if critique is not None:
                     principle = plans[i][rnd].name
+                    seen = _seen(batch[i])
                     steps[i].append(
                         completion_step(
-                            self.name, "critique", critique, round=rnd, principle=principle, asks_change=asks[i]
+                            self.name, "critique", critique, round=rnd, principle=principle, asks_change=asks[i], **seen
                         )
                     )
             todo = [i for i, ask in enumerate(asks) if ask]
@@ -179,6 +189,7 @@ class CritiqueRevise(Stage):
                     changed=not same_text(text, current[i]),
                     edit_fraction=edit_fraction(current[i], text),
                     writes=["response"],
+                    **_seen(batch[i]),
                 )
                 steps[i].append({**step, "text": text, "raw_text": revision.text} if text != revision.text else step)
                 current[i] = text
@@ -190,7 +201,7 @@ class CritiqueRevise(Stage):
         if not todo:
             return []
         return teacher.generate(
-            [self.revise_conversation(batch[i].prompt, current[i], plans[i][rnd], _text(critiques[i])) for i in todo],
+            [self.revise_conversation(batch[i], current[i], plans[i][rnd], _text(critiques[i])) for i in todo],
             [self.seeded(self.config.sampling, batch[i], rnd, "revision") for i in todo],
         )
 
@@ -199,7 +210,7 @@ class CritiqueRevise(Stage):
         if not self.config.critique:
             return [None] * len(batch)
         done = teacher.generate(
-            [self.critique_conversation(r.prompt, current[i], plans[i][rnd]) for i, r in enumerate(batch)],
+            [self.critique_conversation(r, current[i], plans[i][rnd]) for i, r in enumerate(batch)],
             [self.seeded(self.config.sampling, r, rnd, "critique") for r in batch],
         )
         return [completions[0] for completions in done]
@@ -217,9 +228,14 @@ class CritiqueRevise(Stage):
         principle = self.principles_for(record)[0]
         critique = PLACEHOLDER.format("critique")
         return [
-            ("critique", self.critique_conversation(record.prompt, record.response or "", principle)),
-            ("revision", self.revise_conversation(record.prompt, record.response or "", principle, critique)),
+            ("critique", self.critique_conversation(record, record.response or "", principle)),
+            ("revision", self.revise_conversation(record, record.response or "", principle, critique)),
         ]
+
+
+def _seen(record: Record) -> dict[str, int]:
+    """What of a conversation a critique or revision saw, for the trace (said only for several turns)."""
+    return {"context_turns": record.turns} if record.history else {}
 
 
 def _text(completion: Completion | None) -> str:

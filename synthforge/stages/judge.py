@@ -77,8 +77,8 @@ class Judge(Stage):
         self.template = self.use_template("judge", self.config.template)
         self.answer_template = self.use_template("judge_answer", self.config.answer_template)
 
-    def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
-        return judge_question(self.template, prompt, principle, first, second, self.config.chain_of_thought)
+    def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
+        return judge_question(self.template, record, principle, first, second, self.config.chain_of_thought)
 
     def _principles(self, record: Record) -> list[Principle]:
         assert self.constitution is not None
@@ -87,16 +87,16 @@ class Judge(Stage):
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
         sampling = replace(self.config.sampling, n=2)
-        convs = [[{"role": "user", "content": self.respond_template.render(prompt=r.prompt)}] for r in batch]
+        convs = [self.answer_request(r, self.respond_template) for r in batch]
         samples = teacher.generate(convs, [self.seeded(sampling, r) for r in batch])
         # One question per (record, principle, order); all scored in one call.
         questions: list[tuple[int, str, bool, Conversation]] = []
         for i, record in enumerate(batch):
             first, second = samples[i][0].text, samples[i][1].text
             for principle in self._principles(record):
-                questions.append((i, principle.name, False, self.question(record.prompt, principle, first, second)))
+                questions.append((i, principle.name, False, self.question(record, principle, first, second)))
                 if self.config.swap:
-                    questions.append((i, principle.name, True, self.question(record.prompt, principle, second, first)))
+                    questions.append((i, principle.name, True, self.question(record, principle, second, first)))
         reasoning = self._reason(batch, questions, teacher)
         scored = choose(teacher, [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)])
         votes: dict[int, dict[str, dict[bool, float]]] = {}
@@ -147,8 +147,8 @@ class Judge(Stage):
         principle = self._principles(record)[0]
         first, second = PLACEHOLDER.format("sample 1"), PLACEHOLDER.format("sample 2")
         convs = [
-            ("samples", [{"role": "user", "content": self.respond_template.render(prompt=record.prompt)}]),
-            ("judgement", self.question(record.prompt, principle, first, second)),
+            ("samples", self.answer_request(record, self.respond_template)),
+            ("judgement", self.question(record, principle, first, second)),
         ]
         if self.config.chain_of_thought:
             convs.append(("answer", [{"role": "user", "content": self.answer_template.render()}]))

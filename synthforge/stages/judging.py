@@ -9,18 +9,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from synthforge.constitution import Principle
+from synthforge.records import Record
 from synthforge.teachers.base import Conversation, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
 
 
 def judge_question(
-    template: Any, prompt: str, principle: Principle, first: str, second: str, chain_of_thought: bool = False
+    template: Any, record: Record, principle: Principle, first: str, second: str, chain_of_thought: bool = False
 ) -> Conversation:
     """The judge's multiple-choice question: ``principle``'s compare question about ``first`` as (A) and
-    ``second`` as (B), rendered by ``template`` (``prompts/judge.j2``)."""
+    ``second`` as (B) as final answers to ``record``'s conversation, rendered by ``template`` (``judge.j2``)."""
     text = template.render(
-        prompt=prompt,
+        prompt=record.prompt,
+        history=record.history,
         question=principle.compare,
         response_a=first,
         response_b=second,

@@ -17,7 +17,7 @@ from synthforge.records import Drop, Record
 from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher
 
-KEYS = ("prompt", "response", "both")
+KEYS = ("prompt", "response", "both", "conversation")
 
 
 @dataclass
@@ -38,7 +38,9 @@ class MinHashDedupConfig:
 
 
 def key_text(record: Record, key: str) -> str:
-    """The text compared for ``record``: its prompt, its response, or both."""
+    """The text compared for ``record``: its last user turn, its final answer, both, or the whole conversation."""
+    if key == "conversation":
+        return record.conversation_text()
     if key == "prompt":
         return record.prompt
     if key == "response":
@@ -52,7 +54,13 @@ class MinHashDedup(DatasetStage):
     uses_teacher = False
 
     def fields_read(self) -> tuple[str, ...]:
-        return ("prompt", "response") if self.config.key == "both" else (self.config.key,)
+        return (
+            ("prompt", "response")
+            if self.config.key == "both"
+            else ("prompt",)
+            if self.config.key == "conversation"
+            else (self.config.key,)
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """Where the clustering runs doesn't change it: ``ray_workers`` is left out of the cache key."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from synthforge.records import Drop, Record
-from synthforge.stages.base import Stage, completion_step
-from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.stages.base import TRUNCATE, Stage, completion_step, fit_context
+from synthforge.teachers.base import TOKENS, Conversation, SamplingParams, Teacher
 
 
 @dataclass
@@ -15,7 +15,12 @@ class RespondConfig:
 
     template: str = "respond"
     drop_truncated: bool = False
+    truncate: str = "none"  # oldest: drop a conversation's oldest turns until it fits the teacher's context window
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=256))
+
+    def __post_init__(self) -> None:
+        if self.truncate not in TRUNCATE:
+            raise ValueError(f"truncate must be one of {', '.join(TRUNCATE)}, got {self.truncate!r}")
 
 
 class Respond(Stage):
@@ -29,12 +34,16 @@ class Respond(Stage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.template = self.use_template("respond", self.config.template)
+        if self.config.truncate == "oldest":
+            self.needs = frozenset({TOKENS})  # counting a conversation's tokens: the teacher's tokenizer
 
     def conversation(self, record: Record) -> Conversation:
-        return [{"role": "user", "content": self.template.render(prompt=record.prompt)}]
+        return self.answer_request(record, self.template)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
+        if self.config.truncate == "oldest":
+            batch = [self._fit(r, teacher) for r in batch]
         params = [self.seeded(self.config.sampling, r) for r in batch]
         completions = teacher.generate([self.conversation(r) for r in batch], params)
         results: list[Record | Drop] = []
@@ -48,6 +57,14 @@ class Respond(Stage):
             else:
                 results.append(updated)
         return results
+
+    def _fit(self, record: Record, teacher: Teacher) -> Record:
+        """The record without the oldest turns that don't fit the context window (said in the trace)."""
+        fitted, dropped = fit_context(record, teacher, self.config.sampling.max_new_tokens)
+        if not dropped:
+            return record
+        step = {"stage": self.name, "role": "truncated", "dropped_turns": dropped, "kept_turns": len(fitted.history)}
+        return replace(fitted, steps=[*fitted.steps, step])
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [("response", self.conversation(record))]

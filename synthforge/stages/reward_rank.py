@@ -56,7 +56,7 @@ class RewardRank(Stage):
         return {**super().fingerprint(), "reward_model": self.scorer.identity}
 
     def conversation(self, record: Record) -> Conversation:
-        return [{"role": "user", "content": self.respond_template.render(prompt=record.prompt)}]
+        return self.answer_request(record, self.respond_template)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         if self.config.n:
@@ -68,7 +68,7 @@ class RewardRank(Stage):
             samples = [[] for _ in batch]
             candidates = [[r.response or "", r.rejected or ""] for r in batch]
         flat = [(i, text) for i, texts in enumerate(candidates) for text in texts]
-        scores = self.scorer.score([(batch[i].prompt, text) for i, text in flat], self.config)
+        scores = self.scorer.score([(batch[i], text) for i, text in flat], self.config)
         per_record: list[list[float]] = [[] for _ in batch]
         for (i, _), score in zip(flat, scores, strict=True):
             per_record[i].append(score)

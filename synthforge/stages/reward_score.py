@@ -36,14 +36,15 @@ class RewardScorer:
         self.identity = {"name": self.path.name, "weights": weights_id(self.path)}
         self._loaded: tuple[Any, Any] | None = None
 
-    def score(self, pairs: list[tuple[str, str]], config: Any) -> list[float]:
-        """The reward of each (prompt, answer), scored in batches (fp32 on CPU)."""
+    def score(self, pairs: list[tuple[Record, str]], config: Any) -> list[float]:
+        """The reward of each (record, answer): the answer as the final turn of the record's conversation, scored
+        in batches (fp32 on CPU)."""
         from synthforge.train.reward_model import load_reward_model, reward_scores
 
         if self._loaded is None:
             model, tokenizer, _, _ = load_reward_model(str(self.path))
             self._loaded = (model.eval(), tokenizer)
-        conversations = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for p, a in pairs]
+        conversations = [[*r.dialogue, {"role": "assistant", "content": a}] for r, a in pairs]
         return reward_scores(*self._loaded, conversations, config.batch_size, config.max_length)
 
 
@@ -72,5 +73,5 @@ class RewardScore(Stage):
         return {**super().fingerprint(), "reward_model": self.scorer.identity}
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
-        scores = self.scorer.score([(r.prompt, r.response or "") for r in batch], self.config)
+        scores = self.scorer.score([(r, r.response or "") for r in batch], self.config)
         return [replace(r, meta={**r.meta, "reward_score": s}) for r, s in zip(batch, scores, strict=True)]

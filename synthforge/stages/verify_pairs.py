@@ -67,8 +67,8 @@ class VerifyPairs(Stage):
         names = [s.get("principle") for s in record.steps if s.get("role") == "revision"]
         return next((self.by_name[n] for n in reversed(names) if n in self.by_name), next(iter(self.by_name.values())))
 
-    def question(self, prompt: str, principle: Principle, first: str, second: str) -> Conversation:
-        return judge_question(self.template, prompt, principle, first, second)
+    def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
+        return judge_question(self.template, record, principle, first, second)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
@@ -76,8 +76,8 @@ class VerifyPairs(Stage):
         asks = []
         for i in paired:
             r, principle = batch[i], self.principle_of(batch[i])
-            asks.append(self.question(r.prompt, principle, r.response, r.rejected))  # chosen first
-            asks.append(self.question(r.prompt, principle, r.rejected, r.response))  # swapped
+            asks.append(self.question(r, principle, r.response, r.rejected))  # chosen first
+            asks.append(self.question(r, principle, r.rejected, r.response))  # swapped
         scored = choose(teacher, asks)
         results: list[Record | Drop] = list(batch)
         for k, i in enumerate(paired):
@@ -105,4 +105,4 @@ class VerifyPairs(Stage):
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = next(iter(self.by_name.values()))
         chosen, rejected = PLACEHOLDER.format("revision"), PLACEHOLDER.format("first answer")
-        return [("verification", self.question(record.prompt, principle, chosen, rejected))]
+        return [("verification", self.question(record, principle, chosen, rejected))]

@@ -16,7 +16,7 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.settings import SpecError, build_config
-from synthforge.teachers.base import CHOICE, RAW_TEXT, Teacher
+from synthforge.teachers.base import CHOICE, RAW_TEXT, TOKENS, Teacher
 from synthforge.teachers.config import COMMON_KEYS, Backend, TeacherSpec
 
 BACKENDS: dict[str, str] = {
@@ -28,6 +28,7 @@ BACKENDS: dict[str, str] = {
 CAPABILITY_WORDS = {
     CHOICE: "log-probabilities of the judge's answers",
     RAW_TEXT: "raw-text completion with the model's chat template",
+    TOKENS: "counting a conversation's tokens against the context window (truncate: oldest)",
 }
 
 

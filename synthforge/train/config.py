@@ -77,7 +77,15 @@ class TrainingConfig:
 
 @dataclass
 class SFTTrainingConfig(TrainingConfig):
-    """Supervised fine-tuning on ``sft.jsonl``-style data; loss on the final assistant turn only."""
+    """Supervised fine-tuning on ``sft.jsonl``-style data; the loss covers the final assistant turn of each
+    conversation (``assistant_turns: final``) or every assistant turn (``all``: one row per turn)."""
+
+    assistant_turns: str = "final"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.assistant_turns not in ("final", "all"):
+            raise ValueError(f"assistant_turns must be final or all, got {self.assistant_turns!r}")
 
 
 @dataclass

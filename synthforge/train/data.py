@@ -15,7 +15,7 @@ from typing import Any
 from synthforge.errors import UserError
 from synthforge.hashing import file_sha256
 from synthforge.provenance import unfinished_export
-from synthforge.rows import dialogue, is_saved_dataset, read_rows
+from synthforge.rows import check_dialogue, dialogue, is_saved_dataset, read_rows
 
 SFT_LAYOUTS = "'messages' (chat), 'prompt' + 'completion', or 'text'"
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
@@ -33,16 +33,18 @@ def resolve_data_path(source: str | Path, kind: str) -> Path:
     return path
 
 
-def load_rows(source: str | Path, kind: str, optional: tuple[str, ...] = ()):
+def load_rows(source: str | Path, kind: str, optional: tuple[str, ...] = (), assistant_turns: str = "final"):
     """A ``datasets.Dataset`` of ``kind`` rows from ``source``, checked and converted for TRL; ``optional``
-    columns (e.g. the judge's ``confidence``) are kept when every row has them."""
+    columns (e.g. the judge's ``confidence``) are kept when every row has them. SFT conversations train on their
+    final assistant turn (``assistant_turns: final``: earlier turns may be another model's or a person's) or on
+    every assistant turn (``all``: one row per assistant turn, its context the prompt)."""
     import datasets
 
     path = resolve_data_path(source, kind)
     rows = [_native(row, kind) for _, row in read_rows(path)]
     if not rows:
         raise UserError(f"{path}: no rows to train on")
-    prepared = _prepare(rows, kind, path)
+    prepared = _prepare(rows, kind, path, assistant_turns)
     for column in optional:
         if all(row.get(column) is not None for row in rows):
             for out, row in zip(prepared, rows, strict=True):
@@ -63,21 +65,31 @@ def _native(row: dict[str, Any], kind: str) -> dict[str, Any]:
     return {**row, "messages": [*found.prompt, *(found.chosen or [])]}
 
 
-def _prepare(rows: list[dict[str, Any]], kind: str, path: Path) -> list[dict[str, Any]]:
-    """Rows reduced to the columns TRL reads; SFT chat rows split into prompt and completion."""
+def _prepare(rows: list[dict[str, Any]], kind: str, path: Path, assistant_turns: str) -> list[dict[str, Any]]:
+    """Rows reduced to the columns TRL reads; SFT chat rows split into prompt and completion; conversations
+    checked (roles, alternation, no empty turn)."""
     columns = set(rows[0])
     if kind == "dpo":
         missing = [c for c in DPO_COLUMNS if c not in columns]
         if missing:
             raise UserError(f"{path}: DPO data needs columns {', '.join(DPO_COLUMNS)}; missing {', '.join(missing)}")
         _require_columns(rows, DPO_COLUMNS, path)
+        for number, row in enumerate(rows, 1):
+            if isinstance(row["prompt"], list):
+                check_dialogue(row["prompt"], f"{path}: row {number}: prompt")
         return [{c: row.get(c) for c in DPO_COLUMNS} for row in rows]
     if "messages" in columns:
         _require_columns(rows, ("messages",), path)
         bad = next((i for i, row in enumerate(rows) if not _ends_with_answer(row.get("messages"))), None)
         if bad is not None:
             raise UserError(f"{path}: row {bad + 1}: 'messages' must be a list ending with an assistant message")
-        return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
+        prepared = []
+        for number, row in enumerate(rows, 1):
+            messages = check_dialogue(row["messages"], f"{path}: row {number}", answer=True)
+            ends = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+            for end in ends if assistant_turns == "all" else ends[-1:]:
+                prepared.append({"prompt": messages[:end], "completion": messages[end : end + 1]})
+        return prepared
     for layout in (("prompt", "completion"), ("text",)):
         if set(layout) <= columns:
             _require_columns(rows, layout, path)
@@ -138,3 +150,28 @@ def split(dataset, eval_fraction: float, seed: int):
 def row_count(rows) -> int:
     """Rows in a split part (0 for the eval part :func:`split` leaves out)."""
     return rows.num_rows if rows is not None else 0
+
+
+SYSTEM_PROBE = "synthforge-system-probe"
+
+
+def check_roles(tokenizer: Any, rows: Any, ref: str) -> None:
+    """The student's chat template must render every role the data holds: a system message it refuses or drops
+    silently is one line, before any training."""
+    columns = [c for c in ("messages", "prompt") if c in rows.column_names]
+    if not any(
+        isinstance(value, list) and value and isinstance(value[0], dict) and value[0].get("role") == "system"
+        for column in columns
+        for value in rows[column]
+    ):
+        return
+    probe = [{"role": "system", "content": SYSTEM_PROBE}, {"role": "user", "content": "hi"}]
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # noqa: BLE001 - any template error: its own message says why
+        raise UserError(f"model {ref!r}: its chat template can't render a system message ({exc})") from None
+    if SYSTEM_PROBE not in text:
+        raise UserError(
+            f"model {ref!r}: the data has system messages, but its chat template drops them silently; train a "
+            "model whose template has a system role, or export without them (export.system: false)"
+        )

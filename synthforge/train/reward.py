@@ -24,7 +24,7 @@ from synthforge.train.common import (
     trl_config,
 )
 from synthforge.train.config import RewardTrainingConfig
-from synthforge.train.data import load_rows, row_count, split
+from synthforge.train.data import check_roles, load_rows, row_count, split
 from synthforge.train.reward_model import evaluate_rewards, load_reward_model, soft_label_loss
 from synthforge.train.student import Student
 
@@ -114,6 +114,7 @@ class RewardTraining:
         train_rows, eval_rows = split(_with_labels(rows, mode), config.eval_fraction, config.seed)
         held_out = [{**r, **({"confidence": r["soft_label"]} if "soft_label" in r else {})} for r in (eval_rows or [])]
         model, tokenizer, name, location = load_reward_model(config.model, config.device)
+        check_roles(tokenizer, rows, config.model)
         before = evaluate_rewards(model, tokenizer, held_out, config.batch_size, config.max_length)
         arguments = trl_arguments(config, model.device, output.work, eval_rows is not None)
         args = trl_config(RewardConfig, **arguments, center_rewards_coefficient=config.center_rewards)

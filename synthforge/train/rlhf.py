@@ -17,6 +17,7 @@ import torch
 from synthforge import rows
 from synthforge.errors import UserError
 from synthforge.models import token_logprobs
+from synthforge.rows import Message
 from synthforge.train.common import (
     TrainingOutput,
     TrainingResult,
@@ -27,23 +28,24 @@ from synthforge.train.common import (
     trl_config,
 )
 from synthforge.train.config import RLHFTrainingConfig
-from synthforge.train.data import row_count, split
+from synthforge.train.data import check_roles, row_count, split
 from synthforge.train.reward_model import check_reward_dir, load_reward_model, reward_scores
 from synthforge.train.student import load_student
 
 KL_ALARM = 10.0  # nats per answer: above this the policy has drifted far from where it started
 
 
-def read_prompts(source: str | Path) -> list[str]:
-    """User prompts from a run directory (its ``dpo.jsonl``, else ``sft.jsonl``), or any file of prompts the
-    seeds of a pipeline may be (every layout of ``synthforge.rows``; text: one per line)."""
+def read_prompts(source: str | Path) -> list[list[Message]]:
+    """The conversations to answer (every turn up to the last user turn, system first) from a run directory (its
+    ``dpo.jsonl``, else ``sft.jsonl``), or any file of prompts a pipeline's seeds may be (every layout of
+    ``synthforge.rows``; text: one per line)."""
     path = Path(source).expanduser()
     if path.is_dir():
         candidates = [path / "dpo.jsonl", path / "sft.jsonl"]
         path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise UserError(f"prompts {source}: not found (give a run directory, a JSONL file or a text file)")
-    return [prompt for prompt, _ in rows.read_prompts(path, harmful_field=None)]
+    return [[*r.history, {"role": "user", "content": r.prompt}] for r in rows.read_dialogues(path, harmful_field=None)]
 
 
 @dataclass
@@ -65,7 +67,7 @@ def _answer_logprob(model, ids: list[int], start: int, pad_id: int) -> float:
 
 @torch.inference_mode()
 def evaluate_policy(
-    policy, reference, tokenizer, reward, prompts: list[str], config: RLHFTrainingConfig
+    policy, reference, tokenizer, reward, prompts: list[list[Message]], config: RLHFTrainingConfig
 ) -> PolicyReport:
     """One seeded sample per held-out prompt: its reward, and log π(answer) − log π_ref(answer) (a KL estimate)."""
     was_training = policy.training
@@ -73,8 +75,7 @@ def evaluate_policy(
     device = next(policy.parameters()).device
     rewards, kls = [], []
     torch.manual_seed(config.seed)
-    for prompt in prompts:
-        conversation = [{"role": "user", "content": prompt}]
+    for conversation in prompts:
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         encoded = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
         out = policy.generate(
@@ -114,11 +115,12 @@ class RLHFTraining:
 
         started = time.time()
         prompts = read_prompts(config.data)
-        rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
+        rows = datasets.Dataset.from_list([{"prompt": conversation} for conversation in prompts])
         train_rows, eval_rows = (rows, None) if config.eval_fraction <= 0 else _split(rows, config)
         batch_size, grad_accum, note = rloo_batch(config, train_rows.num_rows)
-        held_out = [r["prompt"][0]["content"] for r in eval_rows] if (eval_rows is not None and config.evaluate) else []
+        held_out = [r["prompt"] for r in eval_rows] if (eval_rows is not None and config.evaluate) else []
         student = load_student(config.model, config.device)
+        check_roles(student.tokenizer, rows, config.model)
         reference = load_student(config.model, config.device, for_training=False).model
         reward_model, reward_tokenizer, _, _ = load_reward_model(config.reward, config.device)
         reward_model.eval()

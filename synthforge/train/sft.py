@@ -15,7 +15,7 @@ from synthforge.train.common import (
     trl_arguments,
 )
 from synthforge.train.config import SFTTrainingConfig
-from synthforge.train.data import load_rows, row_count, split
+from synthforge.train.data import check_roles, load_rows, row_count, split
 from synthforge.train.student import Student, load_student
 
 
@@ -41,8 +41,10 @@ class SFTTraining:
         from trl import SFTConfig, SFTTrainer
 
         config = self.config
-        train_rows, eval_rows = split(load_rows(config.data, "sft"), config.eval_fraction, config.seed)
+        rows = load_rows(config.data, "sft", assistant_turns=config.assistant_turns)
+        train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
         student = load_student(config.model, config.device)
+        check_roles(student.tokenizer, rows, config.model)
         args = SFTConfig(
             **trl_arguments(config, student.model.device, work or out_dir_for(config, "sft"), eval_rows is not None)
         )

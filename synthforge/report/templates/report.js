@@ -39,6 +39,12 @@
     if (r[5]) head.appendChild(el("span", "tag", r[5]));
     head.appendChild(el("span", r[6] === "kept" ? "kept" : "dropped", r[6]));
     c.appendChild(head);
+    (r[7] || []).forEach(function (turn) {  // the conversation's earlier turns, oldest first
+      var t = el("div", "turn " + turn[0]);
+      t.appendChild(el("b", null, turn[0] + ": "));
+      t.appendChild(document.createTextNode(turn[1]));
+      c.appendChild(t);
+    });
     c.appendChild(el("div", "prompt", r[1]));
     var cols = el("div", "cols");
     var first = el("div", "col"); first.appendChild(el("h4", null, "first answer")); first.appendChild(el("p", null, r[2]));
@@ -68,7 +74,8 @@
   search.addEventListener("input", function () {
     var q = search.value.toLowerCase();
     shown = q ? rows.filter(function (r) {
-      return (r[1] + "\n" + r[2] + "\n" + r[3] + "\n" + r[4] + "\n" + r[6]).toLowerCase().indexOf(q) >= 0;
+      var earlier = (r[7] || []).map(function (turn) { return turn[1]; }).join("\n");
+      return (earlier + "\n" + r[1] + "\n" + r[2] + "\n" + r[3] + "\n" + r[4] + "\n" + r[6]).toLowerCase().indexOf(q) >= 0;
     }) : rows;
     page = 0; render();
   });

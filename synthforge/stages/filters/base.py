@@ -13,7 +13,7 @@ from synthforge.records import Drop, Record
 from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
 
-FIELDS = ("prompt", "response", "rejected")
+FIELDS = ("prompt", "response", "rejected", "conversation")
 
 
 class FilterStage(Stage):
@@ -22,13 +22,15 @@ class FilterStage(Stage):
     uses_teacher: ClassVar[bool] = False
 
     def fields_read(self) -> tuple[str, ...]:
-        """A filter reads the fields its settings name (``fields`` or ``field``)."""
+        """A filter reads the fields its settings name (``fields`` or ``field``; ``conversation``: the prompt)."""
         config = self.config
         if hasattr(config, "fields"):
-            return tuple(config.fields)
-        if hasattr(config, "field"):
-            return (config.field,)
-        return self.reads
+            named = tuple(config.fields)
+        elif hasattr(config, "field"):
+            named = (config.field,)
+        else:
+            return self.reads
+        return tuple(dict.fromkeys("prompt" if f == "conversation" else f for f in named))
 
     @abstractmethod
     def filter(self, record: Record) -> bool | tuple[bool, str]:
@@ -47,7 +49,10 @@ class FilterStage(Stage):
 
 
 def field_text(record: Record, field: str) -> str | None:
-    """The text of ``field`` ("prompt", "response" or "rejected"); None when the record has none."""
+    """The text of ``field``: "prompt" (the last user turn), "response" (the final answer), "rejected", or
+    "conversation" (every turn, the final answer too); None when the record has none."""
+    if field == "conversation":
+        return record.conversation_text()
     return getattr(record, field)
 
 
