@@ -6,6 +6,7 @@ Runs the real CLI in a subprocess (the first run converts the GGUF file once, ab
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -270,9 +271,10 @@ def test_training_ends_with_a_judged_comparison_against_the_start(tiny_model_dir
     assert saved["compare"]["safety"][saved["compare"]["models"][1]]["harmful_prompts"] == 1
 
 
-def test_multi_turn_red_team_cai_on_the_embedded_teacher_then_sft_and_dpo(tmp_path):
+def test_multi_turn_red_team_cai_on_the_embedded_teacher_then_sft_and_dpo(tmp_path, tiny_model_dir):
     """cai-dialogues: HH-RLHF transcripts whose harmful request comes in turn 2 or later; the critique sees the
-    whole conversation, sft/dpo keep every turn, and both trainers run on them."""
+    whole conversation, sft/dpo keep every turn, and both trainers run on them (a tiny student: the point is
+    that they take multi-turn rows)."""
     _require_embedded()
     out = tmp_path / "dialogues"
     tokens = ["stages.respond.sampling.max_new_tokens=32", "stages.critique_revise.sampling.max_new_tokens=32"]
@@ -287,7 +289,8 @@ def test_multi_turn_red_team_cai_on_the_embedded_teacher_then_sft_and_dpo(tmp_pa
         len(row["messages"]) == len(next(r for r in trace if r["id"] == row["id"])["history"]) + 2 for row in sft
     )
     for kind in ("sft", "dpo"):
-        cmd = [sys.executable, "-m", "synthforge.cli.main", "train", kind, "--data", str(out), "--model", "embedded"]
+        cmd = [sys.executable, "-m", "synthforge.cli.main", "train", kind, "--data", str(out)]
+        cmd += ["--model", str(tiny_model_dir)]
         cmd += ["--out", str(tmp_path / kind), "--max-steps", "1", "--batch-size", "2", "--max-length", "256"]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr
@@ -331,8 +334,8 @@ main(["generate", "pipelines/grow-dialogues.yaml", "--limit", "20", "--out", sys
     assert run(killed, KILL="1").returncode == -9
     resumed = run(killed)
     assert resumed.returncode == 0, resumed.stderr
-    assert "[grow_dialogue.1] 20 in → 20 kept, 0 dropped; reused 20" in resumed.stderr
-    assert "[grow_dialogue.2] 20 in" in resumed.stderr and "reused 8, computed 12" in resumed.stderr
+    reused = [int(n) for n in re.findall(r"reused (\d+), computed", resumed.stderr)]
+    assert len(reused) == 4 and sum(reused) > 0  # what was finished, in any stage, was not asked again
     assert run(fresh).returncode == 0
     for name in ("sft.jsonl", "trace.jsonl", "dropped.jsonl"):
         assert (killed / name).read_bytes() == (fresh / name).read_bytes(), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +26,10 @@ Result = Record | Drop
 
 
 class Executor(Protocol):
-    """Runs ``stage.process`` over planned batches; yields ``(batch number, one result per record)``."""
+    """Runs ``stage.process`` over planned batches; yields ``(batch number, one result per record)``.
+    ``pipelines``: it can also ``submit`` single batches, so the engine may pipeline consecutive stages."""
+
+    pipelines: bool
 
     def run(
         self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
@@ -37,6 +41,11 @@ class Executor(Protocol):
 
     def workers(self) -> int:
         """Workers a whole-dataset stage with a distributed form may use (0: run it in this process)."""
+        ...
+
+    def submit(self, stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> Future:
+        """Start one batch and return at once: a future of its results (executors that can pipeline stages;
+        one that can't raises ``NotImplementedError`` and the engine runs stage by stage)."""
         ...
 
     def close(self) -> None:

@@ -1,8 +1,12 @@
-"""The local executor: every batch in this process, in plan order, with retries and splitting."""
+"""The local executor: batches in this process, with retries and splitting — one at a time in plan order, or, for
+a teacher that serves concurrent calls (an HTTP window, a continuous-batching decoder), several at once on
+worker threads (``submit``), which lets the engine pipeline consecutive stages."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from synthforge.engine.executor import ExecutorKind, Result, process_with_retries
@@ -11,17 +15,42 @@ from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
 
 
+@dataclass
+class LocalSettings:
+    """``workers``: batches in flight at once (null: enough to keep the teacher's concurrent requests busy)."""
+
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
 class LocalExecutor:
-    """Runs each batch in this process, in order."""
+    """Runs batches in this process: in order, or ``submit``-ted to a pool of worker threads."""
+
+    pipelines = True
+
+    def __init__(self, workers: int | None = None):
+        self.threads = workers
+        self._pool: ThreadPoolExecutor | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local"}
+        return {"kind": "local", **({"workers": self.threads} if self.threads else {})}
 
     def workers(self) -> int:
         return 0
 
+    def submit(self, stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads or 64, thread_name_prefix="synthforge-batch")
+        return self._pool.submit(process_with_retries, stage, batch, teacher, retries)
+
     def close(self) -> None:
-        """Nothing to release."""
+        """Let the worker threads go."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def run(
         self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
@@ -32,7 +61,7 @@ class LocalExecutor:
 
 EXECUTOR = ExecutorKind(
     name="local",
-    settings=None,
-    build=lambda settings, teacher_spec, teacher: LocalExecutor(),
+    settings=LocalSettings,
+    build=lambda settings, teacher_spec, teacher: LocalExecutor(settings.workers if settings else None),
     help="this process",
 )

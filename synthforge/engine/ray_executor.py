@@ -77,6 +77,8 @@ class TeacherReplica:
 class RayExecutor:
     """An actor pool over Ray (joins ``RAY_ADDRESS`` when set, else starts a local instance)."""
 
+    pipelines = False  # stage by stage: the actors pace the work
+
     def __init__(self, teacher: TeacherSpec, resources: RayResources):
         self.ray = init_ray(int(resources.replicas * resources.num_cpus), resources.num_gpus * resources.replicas)
         self.spec = teacher
@@ -135,6 +137,9 @@ class RayExecutor:
         """The cluster's CPUs the replicas don't hold: what a distributed whole-dataset stage (dedup) may use
         (0 when the replicas hold them all: the stage then runs on the driver rather than wait for them)."""
         return max(0, int(self.ray.available_resources().get("CPU", 0)))
+
+    def submit(self, stage: Stage, batch: list[Record], teacher: Any, retries: int) -> Any:
+        raise NotImplementedError("the Ray executor runs a stage's batches on its actors, stage by stage")
 
     def completed(self, actor: Any, number: int) -> None:
         """Called after each batch comes back (a hook for tests that kill an actor mid-run)."""

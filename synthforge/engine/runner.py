@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +20,19 @@ from tqdm.auto import tqdm
 from synthforge import __version__
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
-from synthforge.engine.executor import TEACHER_FAILURE, Executor, executor_kind, whole_with_retries
+from synthforge.engine.executor import Executor, executor_kind, whole_with_retries
 from synthforge.engine.exporters import export_run
+from synthforge.engine.pipeline import run_segment
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
+from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
-from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
+from synthforge.errors import StageFailed
 from synthforge.files import write_atomic
-from synthforge.hashing import canonical_json, file_sha256, stable_hash
+from synthforge.hashing import file_sha256, stable_hash
 from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
-from synthforge.records import Drop, Record, reason_kind
+from synthforge.records import Drop, Record
 from synthforge.report.html import write_run_report
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
@@ -59,25 +60,6 @@ class RunOptions:
     progress: bool | None = None  # None: only when stderr is a terminal
     explain: bool = False
     max_tokens: int | None = None  # stop cleanly once this run's teacher calls used this many tokens
-
-
-@dataclass
-class StageReport:
-    """What one stage did in this run."""
-
-    name: str
-    kind: str
-    fingerprint: str
-    inputs: int
-    reused: int
-    computed: int
-    kept: int
-    dropped: int
-    completion_tokens: int
-    prompt_tokens: int
-    seconds: float
-    why: str
-    drop_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,7 +173,7 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, o
     if options.fresh:
         remove_checkpoints(out_dir)
     started = time.time()
-    budget = _Budget(options.max_tokens)
+    budget = Budget(options.max_tokens)
     executor = build_executor(spec, teacher)
     try:
         return _run_stages(prepared, out_dir, teacher, options, log, executor, budget, started)
@@ -211,7 +193,7 @@ def _run_stages(
     options: RunOptions,
     log: Log,
     executor: Executor,
-    budget: _Budget,
+    budget: Budget,
     started: float,
 ) -> RunResult:
     """Every stage in order, then the export (the manifest last) and the report."""
@@ -219,16 +201,40 @@ def _run_stages(
     checkpoints = out_dir / CHECKPOINTS
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
-    for index, stage in enumerate(prepared.stages):
-        inputs = len(records)
-        records, stage_drops, report = _run_stage(
-            index, stage, records, teacher, spec, checkpoints, options, budget, executor
-        )
-        _check_balance(stage, inputs, len(records), len(stage_drops))
-        drops.extend(stage_drops)
-        reports.append(report)
-        funnel.append({"step": stage.name, "records": len(records)})
-        log(_report_line(report, options.explain))
+    in_flight = batches_in_flight(spec, teacher, executor)
+    index = 0
+    while index < len(prepared.stages):
+        stage = prepared.stages[index]
+        segment = [stage]
+        if in_flight > 1:  # consecutive per-record stages run as one pipeline
+            while not segment[-1].whole_dataset and index + len(segment) < len(prepared.stages):
+                if prepared.stages[index + len(segment)].whole_dataset:
+                    break
+                segment.append(prepared.stages[index + len(segment)])
+        if in_flight > 1 and not stage.whole_dataset:
+            works = [StageWork(index + k, s, teacher, checkpoints) for k, s in enumerate(segment)]
+            done = run_segment(
+                works,
+                records,
+                teacher,
+                executor.submit,
+                in_flight,
+                chunk_size(spec),
+                spec.teacher.max_retries,
+                budget,
+                _quiet(options),
+            )
+        else:
+            segment = [stage]
+            done = [_run_stage(index, stage, records, teacher, spec, checkpoints, options, budget, executor)]
+        for step, (kept, stage_drops, report) in zip(segment, done, strict=True):
+            _check_balance(step, len(records), len(kept), len(stage_drops))
+            records = kept
+            drops.extend(stage_drops)
+            reports.append(report)
+            funnel.append({"step": step.name, "records": len(records)})
+            log(_report_line(report, options.explain))
+        index += len(segment)
     # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
     (out_dir / "manifest.json").unlink(missing_ok=True)
     counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo, spec.export.system)
@@ -267,42 +273,10 @@ def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:
         raise StageFailed(f"stage {stage.name}: {inputs} records in, but {kept} kept + {dropped} dropped")
 
 
-def _stage_fingerprint(stage: Stage, teacher: Teacher | None) -> dict[str, Any]:
-    parts = stage.fingerprint()
-    parts["teacher"] = teacher.identity if (teacher is not None and stage.uses_teacher) else None
-    return parts
-
-
 def _plan_batches(records: list[Record], size: int) -> list[list[int]]:
     """Deterministic batches over all inputs, similar lengths together (longest first)."""
     order = sorted(range(len(records)), key=lambda i: (-len(records[i].prompt) - len(records[i].response or ""), i))
     return [order[i : i + size] for i in range(0, len(order), size)]
-
-
-def _explain_change(previous_path: Path, parts: dict[str, Any]) -> str:
-    """Why a stage's fingerprint differs from the last run's: the top-level parts that changed."""
-    if not previous_path.is_file():
-        return "no earlier run of this stage"
-    previous = json.loads(previous_path.read_text(encoding="utf-8"))
-    changed = sorted(k for k in set(previous) | set(parts) if previous.get(k) != parts.get(k))
-    return "changed: " + ", ".join(changed) if changed else "same settings, new input records"
-
-
-@dataclass
-class _Budget:
-    """The run's token budget (``--max-tokens``): tokens used by this run's teacher calls so far."""
-
-    limit: int | None
-    used: int = 0
-
-    def spend(self, tokens: int, stage: str) -> None:
-        """Count ``tokens``; once the limit is reached, stop the run (what is done is checkpointed)."""
-        self.used += tokens
-        if self.limit is not None and self.used >= self.limit:
-            raise TokenBudgetSpent(
-                f"token budget spent: {self.used} of --max-tokens {self.limit} used (stopped in stage {stage}); "
-                "finished work is checkpointed, rerun the same command to continue"
-            )
 
 
 def _run_stage(
@@ -313,92 +287,72 @@ def _run_stage(
     spec: PipelineSpec,
     checkpoints: Path,
     options: RunOptions,
-    budget: _Budget,
+    budget: Budget,
     executor: Executor,
 ) -> tuple[list[Record], list[Drop], StageReport]:
-    parts = _stage_fingerprint(stage, teacher)
     if stage.whole_dataset:
-        parts["inputs"] = stable_hash([r.content_hash() for r in records])
-    fingerprint = stable_hash(parts)
-    stem = f"{index:02d}-{stage.name}"
-    path = checkpoints / f"{stem}-{fingerprint[:16]}.jsonl"
-    started = time.time()
-    if stage.whole_dataset:
+        work = StageWork(index, stage, teacher, checkpoints, stable_hash([r.content_hash() for r in records]))
         distributed = stage.distributed(executor.workers())  # same fingerprint, same results
-        results, cached, tokens = _dataset_results(
-            distributed, records, teacher, path, options, spec.teacher.max_retries
-        )
-        reused = len(records) if cached else 0
-        budget.spend(sum(tokens), stage.name)
-    else:
-        results, reused, tokens = _batched_results(stage, records, teacher, spec, path, options, budget, executor)
-        cached = reused == len(records)
-    why = "all records reused" if cached else _explain_change(checkpoints / f"{stem}.json", parts)
-    write_atomic(checkpoints / f"{stem}.json", canonical_json(parts))
-    kept = [r for r in results if isinstance(r, Record)]
-    dropped = [r for r in results if isinstance(r, Drop)]
-    report = StageReport(
-        name=stage.name,
-        kind=stage.kind,
-        fingerprint=fingerprint,
-        inputs=len(records),
-        reused=reused,
-        computed=len(records) - reused,
-        kept=len(kept),
-        dropped=len(dropped),
-        completion_tokens=tokens[0],
-        prompt_tokens=tokens[1],
-        seconds=round(time.time() - started, 3),
-        why=why,
-        drop_reasons=dict(Counter(reason_kind(d.reason) for d in dropped).most_common()),
-    )
-    return kept, dropped, report
+        results, cached = _dataset_results(distributed, records, teacher, work, options, spec.teacher.max_retries)
+        budget.spend(sum(work.tokens), stage.name)
+        return work.finish(len(records), results, len(records) if cached else 0)
+    work = StageWork(index, stage, teacher, checkpoints)
+    results, reused = _batched_results(work, records, teacher, spec, options, budget, executor)
+    return work.finish(len(records), results, reused)
 
 
 def _batched_results(
-    stage: Stage,
+    work: StageWork,
     records: list[Record],
     teacher: Teacher | None,
     spec: PipelineSpec,
-    path: Path,
     options: RunOptions,
-    budget: _Budget,
+    budget: Budget,
     executor: Executor,
-) -> tuple[list[Record | Drop], int, tuple[int, int]]:
-    """One result per record, batch by batch, each batch checkpointed as it finishes; and the new
-    (completion, prompt) tokens."""
-    checkpoint = StageCheckpoint(path)
+) -> tuple[list[Record | Drop], int]:
+    """One result per record, batch by batch, each batch checkpointed as it finishes; and how many were reused."""
+    stage, checkpoint = work.stage, work.checkpoint
     keys = [r.content_hash() for r in records]
     reused = sum(1 for k in keys if checkpoint.get(k) is not None)
     # plan: the driver turns the checkpoint into the batches still to do
     plan = [
         todo for batch in _plan_batches(records, chunk_size(spec)) if (todo := _unfinished(batch, keys, checkpoint))
     ]
-    started, completion_tokens, prompt_tokens, first = time.time(), 0, 0, True
     bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
     try:
         # execute: the executor maps the stage over the planned batches, in any order
         batches = [[records[i] for i in todo] for todo in plan]
         for number, results in executor.run(stage, batches, teacher, spec.teacher.max_retries):
             todo = plan[number]
-            if first:
-                _stop_if_all_failed(stage, results)
-                first = False
             # commit: the driver is the only writer of checkpoints
-            checkpoint.append([(keys[i], result) for i, result in zip(todo, results, strict=True)])
-            new = [_new_tokens(records[i], result) for i, result in zip(todo, results, strict=True)]
-            completion_tokens += sum(c for c, _ in new)
-            prompt_tokens += sum(p for _, p in new)
+            work.commit([(keys[i], records[i], r) for i, r in zip(todo, results, strict=True)], budget)
             bar.update(len(todo))
-            bar.set_postfix_str(f"{completion_tokens / max(time.time() - started, 1e-9):.0f} tok/s")
-            budget.spend(sum(c + p for c, p in new), stage.name)
+            bar.set_postfix_str(f"{work.tokens[0] / max(time.time() - work.started, 1e-9):.0f} tok/s")
     finally:
         bar.close()
-    return [checkpoint.get(k) for k in keys], reused, (completion_tokens, prompt_tokens)
+    return [checkpoint.get(k) for k in keys], reused
 
 
 def _unfinished(indices: list[int], keys: list[str], checkpoint: StageCheckpoint) -> list[int]:
     return [i for i in indices if checkpoint.get(keys[i]) is None]
+
+
+MAX_IN_FLIGHT = 64  # batches; each holds a worker thread
+
+
+def batches_in_flight(spec: PipelineSpec, teacher: Teacher | None, executor: Executor) -> int:
+    """How many batches to keep in flight: enough to keep a teacher that serves concurrent calls busy (twice the
+    requests it takes at once), or 1 — stage by stage — for a teacher that doesn't, an executor that can't
+    pipeline, or ``engine.workers`` when set."""
+    if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
+        return 1
+    workers = getattr(spec.engine.options, "workers", None)
+    if workers:
+        return workers
+    serves = int(getattr(teacher, "max_in_flight", 1) or 1) if teacher is not None else 1
+    if serves <= 1:
+        return 1
+    return min(MAX_IN_FLIGHT, max(2, -(-2 * serves // chunk_size(spec))))
 
 
 def chunk_size(spec: PipelineSpec) -> int:
@@ -406,57 +360,38 @@ def chunk_size(spec: PipelineSpec) -> int:
     return spec.engine.chunk_size or batch_size(spec.teacher)
 
 
-def _stop_if_all_failed(stage: Stage, results: list[Record | Drop]) -> None:
-    """When every record of a stage's first batch failed at the teacher (wrong URL, server down), stop the run
-    with that error instead of ledgering the same failure for every record; nothing is checkpointed."""
-    failures = [r for r in results if isinstance(r, Drop) and r.reason.startswith(TEACHER_FAILURE)]
-    if any("(not retryable)" in f.reason for f in failures):
-        return  # an answer about a record itself (e.g. its prompt is too long), not a teacher that is down
-    if results and len(failures) == len(results):
-        raise UserError(
-            f"stage {stage.name}: every request of the first batch failed ({len(results)} records), so the run "
-            f"stops: {failures[-1].reason}"
-        )
-
-
 def _dataset_results(
-    stage: DatasetStage, records: list[Record], teacher: Teacher | None, path: Path, options: RunOptions, retries: int
-) -> tuple[list[Record | Drop], bool, tuple[int, int]]:
-    """All results of a whole-dataset stage (and whether they came from its checkpoint), and new tokens."""
-    saved = load_results(path)
+    stage: DatasetStage,
+    records: list[Record],
+    teacher: Teacher | None,
+    work: StageWork,
+    options: RunOptions,
+    retries: int,
+) -> tuple[list[Record | Drop], bool]:
+    """All results of a whole-dataset stage, and whether they came from its checkpoint (new tokens go to
+    ``work.tokens``)."""
+    saved = load_results(work.path)
     if saved is not None:
-        return saved, True, (0, 0)
+        return saved, True
     bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
-    journal = Journal(path.with_suffix(".journal.jsonl"))
+    journal = Journal(work.path.with_suffix(".journal.jsonl"))
     try:
         results = whole_with_retries(stage, records, teacher, bar.update, journal, retries)
     finally:
         bar.close()
-    save_results(path, results)
+    save_results(work.path, results)
     journal.discard()
     known = {r.id: r for r in records}
-    new = [_new_tokens(known.get(_record_of(r).id, _EMPTY), r) for r in results]
-    return results, False, (sum(c for c, _ in new), sum(p for _, p in new))
+    spent = [new_tokens(known.get(record_of(r).id, _EMPTY), r) for r in results]
+    work.tokens = [sum(c for c, _ in spent), sum(p for _, p in spent)]
+    return results, False
 
 
 _EMPTY = Record(id="", prompt="")
 
 
-def _record_of(result: Record | Drop) -> Record:
-    return result.record if isinstance(result, Drop) else result
-
-
 def _quiet(options: RunOptions) -> bool | None:
     return None if options.progress is None else not options.progress
-
-
-def _new_tokens(before: Record, result: Record | Drop) -> tuple[int, int]:
-    """(completion, prompt) tokens of the teacher calls a stage added to a record's trace."""
-    steps = _record_of(result).steps[len(before.steps) :]
-    return (
-        sum(int(step.get("completion_tokens", 0)) for step in steps),
-        sum(int(step.get("prompt_tokens", 0)) for step in steps),
-    )
 
 
 def _report_line(report: StageReport, explain: bool) -> str:

@@ -33,7 +33,14 @@ from synthforge.serve.protocol import (
     text_logprobs,
     usage_of,
 )
-from synthforge.teachers.base import PROMPT_LOGPROBS, TOKENS, Completion, SamplingParams, capabilities_of
+from synthforge.teachers.base import (
+    CONTINUOUS,
+    PROMPT_LOGPROBS,
+    TOKENS,
+    Completion,
+    SamplingParams,
+    capabilities_of,
+)
 
 DISCONNECT_POLL_S = 0.1
 DRAIN_LIMIT = 16  # a body this many times the limit is not even read to the end
@@ -66,6 +73,19 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
 
     batcher = Batcher(teacher, max_batch=config.max_batch, wait_ms=config.wait_ms)
     capabilities = capabilities_of(teacher)
+
+    async def run(kind: str, prompt: Any, params: SamplingParams) -> list[Completion]:
+        """A request's completions: straight into a continuous-batching teacher's running batch (it joins at the
+        next step; cancelled if the client leaves), else through the batcher."""
+        if CONTINUOUS not in capabilities:
+            return await batcher.run(kind, prompt, params)
+        submission = await asyncio.to_thread(teacher.start, [prompt], params)
+        try:
+            await asyncio.wrap_future(submission.future)
+        except asyncio.CancelledError:
+            submission.cancel()
+            raise
+        return submission.result()[0]
 
     def error(message: str, status: int, kind: str = "invalid_request_error", param: str | None = None):
         body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
@@ -162,7 +182,7 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
         if integer(body, "prompt_logprobs", None, 0, 20) is not None:
             return await score_final_message(body, messages, params)
         check_fits(messages)
-        completions = await unless_gone(request, batcher.run("chat", messages, params))
+        completions = await unless_gone(request, run("chat", messages, params))
         used = sum(c.completion_tokens for c in completions)
         return respond("chat.completion", body, chat_choices(completions), completions[0].prompt_tokens, used)
 
@@ -211,7 +231,7 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
 
         async def one(text: str) -> tuple[Any, list[Completion]]:
             echoed = await asyncio.to_thread(token_logprobs, None, text) if echo and top is not None else None
-            generated = [] if zero_tokens else await batcher.run("text", text, params)
+            generated = [] if zero_tokens else await run("text", text, params)
             return echoed, generated
 
         # Every prompt is queued at once: they batch together, and a client that leaves cancels them all.

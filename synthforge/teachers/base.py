@@ -71,6 +71,7 @@ RAW_TEXT = "raw_text"  # render the chat template and continue raw text (Magpie)
 LOGPROBS = "logprobs"  # log-probabilities of sampled tokens
 PROMPT_LOGPROBS = "prompt_logprobs"  # continuation_token_logprobs(conversation | None, text): what a server echoes
 TOKENS = "tokens"  # count_tokens(conversation | text) and context_window: prompts checked before they are queued
+CONTINUOUS = "continuous"  # start(prompts, params) -> a submission: rows join a running batch (continuous batching)
 
 
 @runtime_checkable

@@ -55,6 +55,8 @@ class Backend:
     from inside its placement group), ``check`` (problems found before loading, e.g. a missing device).
     ``hints``: per capability, the setting that provides it when it is missing. ``ref_overrides``: how the
     part after ``NAME:`` of ``--teacher NAME:REST`` becomes ``--set`` assignments (default: the model).
+    ``in_flight``: requests it serves at once when called from several threads (1: calls must not overlap); the
+    engine keeps about twice that many in flight.
     """
 
     name: str
@@ -68,3 +70,4 @@ class Backend:
     check: Callable[[TeacherSpec, str], None] | None = None
     hints: dict[str, str] = field(default_factory=dict)
     ref_overrides: Callable[[str], list[str]] | None = None
+    in_flight: Callable[[TeacherSpec, Any], int] = _one  # requests it serves at once when called concurrently

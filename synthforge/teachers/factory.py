@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -166,6 +167,11 @@ def placement_group_replica(spec: TeacherSpec) -> TeacherSpec:
     return spec if backend.replica_spec is None else backend.replica_spec(spec, options_of(spec))
 
 
+def requests_in_flight(spec: TeacherSpec) -> int:
+    """Requests the backend serves at once when called concurrently (1: calls must not overlap)."""
+    return backend_of(spec.backend).in_flight(replace(spec, batch_size=batch_size(spec)), options_of(spec))
+
+
 class LazyTeacher:
     """A teacher whose identity and capabilities are known now and whose backend is built on first use."""
 
@@ -173,7 +179,9 @@ class LazyTeacher:
         self.spec = spec
         self.identity = teacher_identity(spec)
         self.capabilities = teacher_capabilities(spec)
+        self.max_in_flight = requests_in_flight(spec)
         self._teacher: Teacher | None = None
+        self._building = threading.Lock()  # the engine's worker threads may all ask for it at once
 
     @property
     def loaded(self) -> bool:
@@ -183,7 +191,9 @@ class LazyTeacher:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._teacher is None:
-            self._teacher = build_teacher(self.spec, self.identity)
+            with self._building:
+                if self._teacher is None:
+                    self._teacher = build_teacher(self.spec, self.identity)
         return getattr(self._teacher, name)
 
     def close(self) -> None:

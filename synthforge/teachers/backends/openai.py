@@ -302,6 +302,7 @@ class OpenAITeacher:
         self._identity = identity
         self.capabilities = openai_capabilities(settings)
         self.native_n = settings.native_n  # turned off when the server turns out to ignore n
+        self.max_in_flight = settings.max_concurrency
         self.tokenizer = tokenizer
         self.window = AdaptiveWindow(settings.max_concurrency)
         self.requests = RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
@@ -597,6 +598,7 @@ BACKEND = Backend(
     capabilities=lambda spec, settings: frozenset({GENERATE}) | openai_capabilities(settings),
     build=_build,
     batch_size=256,
+    in_flight=lambda spec, settings: settings.max_concurrency,
     hints={
         CHOICE: "set teacher.openai.score to top_logprobs (hosted APIs) or prompt_logprobs (vLLM, synthforge serve)",
         RAW_TEXT: "set teacher.openai.tokenizer to a local copy of the model's tokenizer (its chat template)",

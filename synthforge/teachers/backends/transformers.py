@@ -7,18 +7,21 @@ on its seed, not on which other requests share its batch.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from synthforge.errors import TeacherError
 from synthforge.hashing import MASK32, fmix32
 from synthforge.models import default_dtype, load_pretrained, pad, resolve_model, token_logprobs, torch_device
 from synthforge.teachers.base import (
     CHOICE,
+    CONTINUOUS,
     GENERATE,
     LOGPROBS,
     PROMPT_LOGPROBS,
@@ -31,10 +34,14 @@ from synthforge.teachers.base import (
     per_conversation,
 )
 from synthforge.teachers.config import Backend, TeacherSpec
+from synthforge.teachers.decoding import Decoder, Row, Submission, mergeable
+
+DEFAULT_LANES = 1  # decoding lanes on a CPU when not set (see benchmarks/teacher.py --mode lanes)
 
 
-def row_uniforms(seeds: torch.Tensor, step: int, tokens: torch.Tensor | int) -> torch.Tensor:
-    """Uniform noise in (0, 1) for each row and token: a pure function of (row seed, step, token id).
+def row_uniforms(seeds: torch.Tensor, step: int | torch.Tensor, tokens: torch.Tensor | int) -> torch.Tensor:
+    """Uniform noise in (0, 1) for each row and token: a pure function of (row seed, step, token id); ``step``
+    is one for all rows or each row's own (continuous batching: rows are at different steps).
 
     ``tokens`` is a vocabulary size (noise for every id) or a (rows, k) tensor of token ids.
     Counter-based (hash) randomness: a row's draw is independent of the other rows in its batch, and the
@@ -48,11 +55,44 @@ def row_uniforms(seeds: torch.Tensor, step: int, tokens: torch.Tensor | int) -> 
     return ((h.to(torch.float32) + 0.5) / 4294967296.0).clamp_(1e-7, 1.0 - 1e-7)
 
 
-class SeededSampler(LogitsProcessor):
-    """Temperature + top-p sampling by the Gumbel-max trick with per-row counter-based noise.
+def _nucleus(probs: torch.Tensor, top_ps: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids by falling probability and a mask of those outside each row's top-p nucleus. Only the ``top_k``
+    most likely are ranked when every row's nucleus lies within them (a partial sort instead of sorting the whole
+    vocabulary each step); otherwise the whole vocabulary is sorted."""
+    if top_k < probs.shape[-1]:
+        ranked, order = probs.topk(top_k, dim=-1)
+        outside = (ranked.cumsum(dim=-1) - ranked) > top_ps[:, None]
+        if bool(outside[:, -1].all()):
+            return order, outside
+    ranked, order = probs.sort(dim=-1, descending=True)
+    return order, (ranked.cumsum(dim=-1) - ranked) > top_ps[:, None]
 
-    Returns logits whose argmax is the sampled token, so greedy search performs the sampling.
-    """
+
+def seeded_choice(
+    scores: torch.Tensor,
+    temperatures: torch.Tensor,
+    top_ps: torch.Tensor,
+    seeds: torch.Tensor,
+    step: int | torch.Tensor,
+    top_k: int = 256,
+) -> torch.Tensor:
+    """One token per row: temperature + top-p sampling by the Gumbel-max trick with counter-based noise keyed by
+    (row seed, step), the argmax where the temperature is 0."""
+    scores = scores.float()
+    logits = scores / temperatures.clamp_min(1e-6)[:, None]
+    order, outside = _nucleus(torch.softmax(logits, dim=-1), top_ps, top_k)
+    # Only the nucleus needs noise: the widest row's nucleus bounds the columns drawn.
+    width = int((~outside).sum(dim=-1).max())
+    candidates = order[:, :width]
+    gumbel = -torch.log(-torch.log(row_uniforms(seeds, step, candidates)))
+    noisy = (logits.gather(-1, candidates) + gumbel).masked_fill(outside[:, :width], float("-inf"))
+    sampled = candidates.gather(-1, noisy.argmax(dim=-1, keepdim=True)).squeeze(-1)
+    return torch.where(temperatures <= 0, scores.argmax(dim=-1), sampled)
+
+
+class SeededSampler(LogitsProcessor):
+    """:func:`seeded_choice` as a logits processor for ``model.generate``: returns logits whose argmax is the
+    sampled token, so greedy search performs the sampling."""
 
     def __init__(self, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor, top_k: int = 256):
         self.temperatures = temperatures
@@ -61,31 +101,10 @@ class SeededSampler(LogitsProcessor):
         self.top_k = top_k
         self.step = 0
 
-    def _nucleus(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids by falling probability and a mask of those outside each row's top-p nucleus. Only the
-        ``top_k`` most likely are ranked when every row's nucleus lies within them (a partial sort instead
-        of sorting the whole vocabulary each step); otherwise the whole vocabulary is sorted."""
-        if self.top_k < probs.shape[-1]:
-            ranked, order = probs.topk(self.top_k, dim=-1)
-            outside = (ranked.cumsum(dim=-1) - ranked) > self.top_ps[:, None]
-            if bool(outside[:, -1].all()):
-                return order, outside
-        ranked, order = probs.sort(dim=-1, descending=True)
-        return order, (ranked.cumsum(dim=-1) - ranked) > self.top_ps[:, None]
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float()
-        logits = scores / self.temperatures.clamp_min(1e-6)[:, None]
-        order, outside = self._nucleus(torch.softmax(logits, dim=-1))
-        # Only the nucleus needs noise: the widest row's nucleus bounds the columns drawn.
-        width = int((~outside).sum(dim=-1).max())
-        candidates = order[:, :width]
-        gumbel = -torch.log(-torch.log(row_uniforms(self.seeds, self.step, candidates)))
+        chosen = seeded_choice(scores, self.temperatures, self.top_ps, self.seeds, self.step, self.top_k)
         self.step += 1
-        noisy = (logits.gather(-1, candidates) + gumbel).masked_fill(outside[:, :width], float("-inf"))
-        sampled = candidates.gather(-1, noisy.argmax(dim=-1, keepdim=True)).squeeze(-1)
-        chosen = torch.where(self.temperatures <= 0, scores.argmax(dim=-1), sampled)
-        out = torch.full_like(scores, float("-inf"))
+        out = torch.full_like(scores.float(), float("-inf"))
         out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
         return out
 
@@ -95,7 +114,16 @@ class TransformersTeacher:
 
     capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS, PROMPT_LOGPROBS, TOKENS})
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, weights_id: str, batch_size: int = 16):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        weights_id: str,
+        batch_size: int = 16,
+        lanes: int = 1,
+        continuous: bool = True,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -108,6 +136,53 @@ class TransformersTeacher:
         self.device = next(model.parameters()).device
         self.eos_ids = self._eos_ids()
         self.context = getattr(model.config, "max_position_embeddings", None)
+        self.lanes = lanes
+        self.decoder: Decoder | None = None
+        if continuous and mergeable(DynamicCache(config=model.config)):
+            self.decoder = Decoder(
+                model, tokenizer.pad_token_id, self.eos_ids, self._sample, self._stopped, batch_size, lanes
+            )
+        self.max_in_flight = batch_size * lanes if self.decoder is not None else 1
+        if self.decoder is not None:
+            self.capabilities = type(self).capabilities | {CONTINUOUS}
+
+    def close(self) -> None:
+        """Stop the decoder's worker threads."""
+        if self.decoder is not None:
+            self.decoder.close()
+
+    def _sample(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
+        """The decoder's sampler: each row's token from its own seed at its own step (and its log-probabilities
+        under the model, when asked for)."""
+        device = logits.device
+        chosen = seeded_choice(
+            logits,
+            torch.tensor([r.temperature for r in rows], device=device),
+            torch.tensor([r.top_p for r in rows], device=device),
+            torch.tensor([r.seed for r in rows], dtype=torch.int64, device=device),
+            torch.tensor([len(r.tokens) for r in rows], dtype=torch.int64, device=device),
+        )
+        asking = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        if asking:
+            logprobs = torch.log_softmax(logits[asking].float(), dim=-1)
+            for k, i in enumerate(asking):
+                rows[i].token_logprobs.append(self._logprob_entry(logprobs[k], int(chosen[i]), rows[i].logprobs or 0))
+        return chosen
+
+    def _logprob_entry(self, logprobs: torch.Tensor, token: int, top: int) -> dict[str, Any]:
+        entry = {"token": self._token_text(token), "logprob": float(logprobs[token]), "top": []}
+        if top:
+            best = logprobs.topk(top)
+            pairs = zip(best.indices.tolist(), best.values.tolist(), strict=True)
+            entry["top"] = [[self._token_text(int(t)), float(v)] for t, v in pairs]
+        return entry
+
+    def _stopped(self, row: Row) -> bool:
+        """A row with stop strings ends as soon as its text holds one."""
+        if not row.stop:
+            return False
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        return any(s and s in text for s in row.stop)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -256,6 +331,8 @@ class TransformersTeacher:
     ) -> list[list[Completion]]:
         self._check_context(encoded)
         all_params = per_conversation(params, len(encoded))
+        if self.decoder is not None:
+            return self._decode(encoded, all_params)
         # One row per (prompt, sample); rows sharing settings are batched, longest first.
         rows: list[tuple[int, int]] = [(c, j) for c, p in enumerate(all_params) for j in range(p.n)]
         groups: dict[SamplingParams, list[tuple[int, int]]] = {}
@@ -271,6 +348,60 @@ class TransformersTeacher:
                 for (c, j), completion in zip(chunk, done, strict=True):
                     results[c][j] = completion
         return [list(r) for r in results]  # type: ignore[arg-type]
+
+    def _decode(self, encoded: list[list[int]], all_params: list[SamplingParams]) -> list[list[Completion]]:
+        """Every (prompt, sample) as a row of the continuous-batching decoder; rows from other callers share its
+        batch without changing what each samples."""
+        submission = self._submit(encoded, all_params)
+        try:
+            return submission.result()
+        except torch.OutOfMemoryError as exc:
+            submission.cancel()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise TeacherError(f"out of memory generating {len(submission.rows)} rows on {self.device}: {exc}") from exc
+
+    def _submit(self, encoded: list[list[int]], all_params: list[SamplingParams]) -> Submission:
+        """Queue every (prompt, sample) with the decoder (longest prompts first) and return at once."""
+        rows = [
+            [
+                Row(
+                    ids=encoded[c],
+                    temperature=p.temperature,
+                    top_p=p.top_p,
+                    max_new_tokens=p.max_new_tokens,
+                    seed=_row_seed(p.seed, j),
+                    stop=p.stop,
+                    logprobs=p.logprobs,
+                )
+                for j in range(p.n)
+            ]
+            for c, p in enumerate(all_params)
+        ]
+
+        def finish() -> list[list[Completion]]:
+            return [
+                [
+                    self._finish(r.tokens, len(r.ids), p.stop, r.token_logprobs if p.logprobs is not None else None)
+                    for r in sample
+                ]
+                for sample, p in zip(rows, all_params, strict=True)
+            ]
+
+        order = sorted((row for sample in rows for row in sample), key=lambda r: -len(r.ids))
+        submission = Submission(order, finish)
+        assert self.decoder is not None
+        self.decoder.submit(order)
+        return submission
+
+    def start(
+        self, prompts: Sequence[Conversation | str], params: SamplingParams | Sequence[SamplingParams]
+    ) -> Submission:
+        """Start generating for conversations (or raw texts) and return at once: ``result()`` waits for the
+        completions, ``cancel()`` drops the rows not yet done (a client that has gone). Needs continuous batching."""
+        encoded = [self._encode_text(p) if isinstance(p, str) else self.encode_chat(p) for p in prompts]
+        self._check_context(encoded)
+        return self._submit(encoded, per_conversation(params, len(encoded)))
 
     @torch.inference_mode()
     def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -318,15 +449,57 @@ def _row_seed(seed: int | None, sample_index: int) -> int:
     return (base * 1_000_003 + sample_index) & ((1 << 63) - 1)
 
 
-def load_teacher(ref: str = "embedded", batch_size: int = 16, device: str | None = None) -> TransformersTeacher:
+@dataclass
+class TransformersSettings:
+    """How the in-process model generates: ``continuous_batching`` (rows join and leave the running batch at every
+    step; off: static batches through ``model.generate``), ``lanes`` (batches decoding side by side, each on its
+    share of the CPU threads; null: one per core on a CPU, one on a GPU) and ``threads`` (torch's threads in all;
+    null: torch's own choice, or one per lane on a CPU)."""
+
+    continuous_batching: bool = True
+    lanes: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lanes is not None and self.lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {self.lanes}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+def lanes_for(spec: TeacherSpec, settings: TransformersSettings) -> int:
+    """Decoding lanes: as set, else one per core for a CPU model (side by side beats one lane's threads), one on
+    a GPU; 1 without continuous batching."""
+    if not settings.continuous_batching:
+        return 1
+    if settings.lanes:
+        return settings.lanes
+    return 1 if torch_device(spec.device).type != "cpu" else max(1, min(DEFAULT_LANES, os.cpu_count() or 1))
+
+
+def load_teacher(
+    ref: str = "embedded",
+    batch_size: int = 16,
+    device: str | None = None,
+    settings: TransformersSettings | None = None,
+) -> TransformersTeacher:
     """Load a transformers teacher; fp32 on CPU, bf16 on a capable GPU."""
+    settings = settings or TransformersSettings(lanes=1)
     name, weights, location = resolve_model(ref, "teacher")
     model, tokenizer = load_pretrained(location, device, "teacher", ref)
     tokenizer.padding_side = "left"
-    return TransformersTeacher(model, tokenizer, name=name, weights_id=weights, batch_size=batch_size)
+    spec = TeacherSpec(model=ref, batch_size=batch_size, device=device)
+    lanes = lanes_for(spec, settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    elif lanes > 1 and model.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or lanes) // lanes))
+    return TransformersTeacher(
+        model, tokenizer, name, weights, batch_size, lanes=lanes, continuous=settings.continuous_batching
+    )
 
 
-def _identity(spec: TeacherSpec, settings: None) -> dict[str, Any]:
+def _identity(spec: TeacherSpec, settings: TransformersSettings) -> dict[str, Any]:
     name, weights, _ = resolve_model(spec.model, "teacher")
     device = torch_device(spec.device)
     return {
@@ -345,10 +518,17 @@ def _check(spec: TeacherSpec, where: str) -> None:
 
 BACKEND = Backend(
     name="transformers",
-    settings=None,
+    settings=TransformersSettings,
     identity=_identity,
-    capabilities=lambda spec, settings: frozenset({GENERATE}) | TransformersTeacher.capabilities,
-    build=lambda spec, settings, identity: load_teacher(spec.model, spec.batch_size or 16, spec.device),
+    capabilities=lambda spec, settings: (
+        frozenset({GENERATE})
+        | TransformersTeacher.capabilities
+        | ({CONTINUOUS} if settings.continuous_batching else set())
+    ),
+    build=lambda spec, settings, identity: load_teacher(spec.model, spec.batch_size or 16, spec.device, settings),
     batch_size=16,
     check=_check,
+    in_flight=lambda spec, settings: (
+        (spec.batch_size or 16) * lanes_for(spec, settings) if settings.continuous_batching else 1
+    ),
 )

@@ -1,0 +1,192 @@
+"""The HTTP path: how close `synthforge generate` with the openai backend comes to the concurrency bound.
+
+A stand-in OpenAI-compatible server (its own process, a bare asyncio HTTP/1.1 server) answers every request after a
+latency that does not depend on load: fixed (0.2 s), or heavy-tailed (lognormal, sigma 1, the same 0.2 s mean,
+drawn per request from a hash of the request: seeded). synthforge runs a pipeline over N prompts with at most W
+requests in flight. The bound is requests / W x mean latency: no client can beat it. Printed per pipeline: the
+stage(s) time from the manifest and the whole process (start-up included), each as a ratio to the bound.
+
+    python benchmarks/http.py                       # 2,000 prompts, W = 64, respond alone and a 3-stage CAI
+    python benchmarks/http.py --prompts 500 --only respond
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fault_server import free_port  # noqa: E402
+
+MEAN = 0.2
+
+
+def latency(body: bytes, mode: str) -> float:
+    """The request's latency: fixed, or lognormal with the same mean, seeded by the request's bytes."""
+    if mode == "fixed":
+        return MEAN
+    sigma = 1.0
+    u1, u2 = (int.from_bytes(hashlib.sha256(body + bytes([k])).digest()[:8], "big") / 2**64 for k in (1, 2))
+    normal = math.sqrt(-2 * math.log(max(u1, 1e-12))) * math.cos(2 * math.pi * u2)
+    return math.exp(math.log(MEAN) - sigma**2 / 2 + sigma * normal)
+
+
+def answer(request: dict) -> dict:
+    """A chat completion: n choices of a short answer (or, asked for logprobs, "(A)" with top log-probabilities)."""
+    n = request.get("n", 1)
+    if request.get("logprobs"):
+        tokens = [("(", [("(", -0.01)]), ("A", [("A", -0.4), ("B", -1.1)]), (")", [(")", -0.01)])]
+        content = {
+            "content": [
+                {"token": t, "logprob": top[0][1], "top_logprobs": [{"token": a, "logprob": b} for a, b in top]}
+                for t, top in tokens
+            ]
+        }
+        choices = [
+            {
+                "index": k,
+                "message": {"role": "assistant", "content": "(A)"},
+                "finish_reason": "stop",
+                "logprobs": content,
+            }
+            for k in range(n)
+        ]
+    else:
+        text = f"A careful answer number {request.get('seed')} that stays on the question."
+        choices = [
+            {"index": k, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"} for k in range(n)
+        ]
+    usage = {"prompt_tokens": 50, "completion_tokens": 16 * n, "total_tokens": 50 + 16 * n}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request.get("model"),
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+def serve(port: int, mode: str) -> None:
+    """The stand-in server, until killed."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                body = await reader.readexactly(length) if length else b""
+                if head.startswith(b"GET"):
+                    data = json.dumps({"object": "list", "data": [{"id": "stand-in", "object": "model"}]}).encode()
+                else:
+                    await asyncio.sleep(latency(body, mode))
+                    data = json.dumps(answer(json.loads(body))).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(data)).encode()
+                    + b"\r\n\r\n"
+                    + data
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+STAGES = {
+    "respond": "  - respond: {sampling: {max_new_tokens: 32}}\n",
+    "cai": (
+        "  - respond: {sampling: {max_new_tokens: 32}}\n"
+        "  - critique_revise: {turns: single, critique_template: critique-single, revise_template: revise-single, "
+        "skip_when_no_issue: false, sampling: {max_new_tokens: 32}}\n"
+        "  - verify_pairs: {on_reject: keep}\n"
+    ),
+}
+REQUESTS_PER_RECORD = {"respond": 1, "cai": 1 + 2 + 2}  # respond; critique + revision; the judge in both orders
+
+
+def run(kind: str, url: str, prompts: int, window: int, root: Path) -> tuple[float, float]:
+    """(seconds of the pipeline's stages, seconds of the whole process) of one `synthforge generate`."""
+    seeds = root / "seeds.jsonl"
+    seeds.write_text(
+        "".join(json.dumps({"prompt": f"Question {i}: how do tides work, in brief?"}) + "\n" for i in range(prompts))
+    )
+    pipeline = root / f"{kind}.yaml"
+    teacher = {
+        "backend": "openai",
+        "model": "stand-in",
+        "openai": {"base_url": url, "max_concurrency": window, "score": "top_logprobs", "timeout": 60},
+    }
+    pipeline.write_text(
+        f"name: {kind}\nseed: 1\nteacher: {json.dumps(teacher)}\nseeds: {{path: {seeds}}}\nstages:\n{STAGES[kind]}"
+        f"paths: {{prompts: {REPO / 'prompts'}, constitutions: {REPO / 'constitutions'}}}\n"
+    )
+    out = root / f"out-{kind}-{time.time_ns()}"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "synthforge.cli.main", "generate", str(pipeline), "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    whole = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    manifest = json.loads((out / "manifest.json").read_text())
+    return sum(s["report"]["seconds"] for s in manifest["stages"]), whole
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=2000)
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--only", choices=sorted(STAGES))
+    args = parser.parse_args()
+    kinds = [args.only] if args.only else list(STAGES)
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("fixed", "lognormal"):
+            port = free_port()
+            server = multiprocessing.Process(target=serve, args=(port, mode), daemon=True)
+            server.start()
+            time.sleep(0.5)
+            try:
+                for kind in kinds:
+                    bound = args.prompts * REQUESTS_PER_RECORD[kind] / args.window * MEAN
+                    stages, whole = run(kind, f"http://127.0.0.1:{port}/v1", args.prompts, args.window, Path(tmp))
+                    print(
+                        f"{mode:9s} {kind:7s} {args.prompts} prompts x {REQUESTS_PER_RECORD[kind]} requests, window "
+                        f"{args.window}: bound {bound:.2f} s; stages {stages:.2f} s = {stages / bound:.2f}x bound; "
+                        f"whole process {whole:.2f} s = {whole / bound:.2f}x bound",
+                        flush=True,
+                    )
+            finally:
+                server.terminate()
+
+
+if __name__ == "__main__":
+    main()

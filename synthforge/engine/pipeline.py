@@ -1,0 +1,124 @@
+"""Consecutive per-record stages run as a pipeline: a record whose result is back moves on to the next stage while
+others are still with the teacher, and several batches of every stage are in flight at once, so a teacher that
+serves requests concurrently (an HTTP server's window, a continuous-batching decoder) is never left idle at a
+batch or stage boundary.
+
+The driver stays the only writer: it submits batches to the executor, commits each result to its stage's
+checkpoint as it arrives, and hands the kept records to the next stage. A stage's results are assembled in its
+input order at the end, so the output is the same as stage by stage, and a killed run resumes from whatever any
+stage committed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from synthforge.engine.stagework import Budget, Result, StageReport, StageWork
+from synthforge.records import Drop, Record
+from synthforge.teachers.base import Teacher
+
+
+@dataclass
+class _Step:
+    """One stage of the segment: what reached it (by seed order), its results, what waits to be batched."""
+
+    work: StageWork
+    inputs: dict[int, Record] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=dict)
+    results: dict[int, Result] = field(default_factory=dict)
+    pending: list[int] = field(default_factory=list)
+    in_flight: int = 0
+    reused: int = 0
+    bar: object = None
+
+
+def run_segment(
+    works: list[StageWork],
+    records: list[Record],
+    teacher: Teacher | None,
+    submit: Callable[..., cf.Future],
+    concurrency: int,
+    chunk: int,
+    retries: int,
+    budget: Budget,
+    quiet: bool | None,
+) -> list[tuple[list[Record], list[Drop], StageReport]]:
+    """Run per-record stages ``works`` over ``records`` as a pipeline with at most ``concurrency`` batches (of up
+    to ``chunk`` records) in flight; returns each stage's kept records, drops and report, as stage by stage."""
+    steps = [_Step(w) for w in works]
+    running: dict[cf.Future, tuple[int, list[int]]] = {}
+    for step in steps:
+        step.bar = tqdm(desc=step.work.stage.name, unit="rec", disable=quiet, leave=True)
+    try:
+        for order, record in enumerate(records):
+            _arrive(steps, 0, order, record)
+        while True:
+            _submit(steps, running, submit, teacher, concurrency, chunk, retries)
+            if not running:
+                break
+            done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                k, orders = running.pop(future)
+                step = steps[k]
+                step.in_flight -= 1
+                results = future.result()  # a bug or a user error stops the run here, with its own traceback
+                done_now = [(step.keys[i], step.inputs[i], r) for i, r in zip(orders, results, strict=True)]
+                step.work.commit(done_now, budget)
+                step.bar.update(len(orders))
+                for order, result in zip(orders, results, strict=True):
+                    step.results[order] = result
+                    if isinstance(result, Record) and k + 1 < len(steps):
+                        _arrive(steps, k + 1, order, result)
+    finally:
+        for future in running:
+            future.cancel()
+        for step in steps:
+            step.bar.close()
+    return [
+        step.work.finish(len(step.inputs), [step.results[i] for i in sorted(step.inputs)], step.reused)
+        for step in steps
+    ]
+
+
+def _arrive(steps: list[_Step], k: int, order: int, record: Record) -> None:
+    """``record`` (the ``order``-th seed's) reaches stage ``k``: reused from its checkpoint and passed on, or queued."""
+    step = steps[k]
+    key = record.content_hash()
+    step.inputs[order], step.keys[order] = record, key
+    step.bar.total = len(step.inputs)
+    cached = step.work.checkpoint.get(key)
+    if cached is None:
+        step.pending.append(order)
+        return
+    step.results[order], step.reused = cached, step.reused + 1
+    step.bar.update(1)
+    if isinstance(cached, Record) and k + 1 < len(steps):
+        _arrive(steps, k + 1, order, cached)
+
+
+def _submit(
+    steps: list[_Step],
+    running: dict[cf.Future, tuple[int, list[int]]],
+    submit: Callable[..., cf.Future],
+    teacher: Teacher | None,
+    concurrency: int,
+    chunk: int,
+    retries: int,
+) -> None:
+    """Fill the free slots: later stages first (records finish sooner, less is held), whole batches, and a
+    partial batch only when nothing upstream can still add to it. A stage's first batch goes alone: if the
+    teacher is down, the run stops after one batch of requests, not after a window of them."""
+    for k in reversed(range(len(steps))):
+        step = steps[k]
+        upstream_busy = any(s.pending or s.in_flight for s in steps[:k])
+        while step.pending and len(running) < concurrency and (len(step.pending) >= chunk or not upstream_busy):
+            if not step.work.committed and step.in_flight:
+                break  # the probe is still out
+            orders, step.pending = step.pending[:chunk], step.pending[chunk:]
+            batch = [step.inputs[i] for i in orders]
+            running[submit(step.work.stage, batch, teacher, retries)] = (k, orders)
+            step.in_flight += 1
