@@ -3,7 +3,9 @@
     python benchmarks/teacher.py                       # embedded SmolLM2-135M on this machine
     python benchmarks/teacher.py --teacher DIR --batch-sizes 1,16,64 --device cuda
     python benchmarks/teacher.py --mode overhead       # respond stage via the engine vs a plain generate loop
-    python benchmarks/teacher.py --mode serve          # 8 clients through `synthforge serve` vs in-process
+    python benchmarks/teacher.py --mode decoder        # continuous batching vs model.generate; 1 vs 2 lanes
+    python benchmarks/teacher.py --mode serve          # clients through `synthforge serve` vs `transformers serve
+                                                       # --continuous-batching` and vs in-process, same run
 
 Also prints the teacher's start time (load from the converted cache).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthforge.models import resolve_model  # noqa: E402
+from synthforge.models import pad, resolve_model  # noqa: E402
 from synthforge.teachers.backends.transformers import load_teacher  # noqa: E402
 from synthforge.teachers.base import SamplingParams  # noqa: E402
 
@@ -52,7 +54,7 @@ def overhead(teacher, args) -> None:
     with torch.inference_mode():
         for start in range(0, count, size):
             rows = [teacher.encode_chat(c) for c in convs[start : start + size]]
-            ids, mask = teacher._left_pad(rows)
+            ids, mask = pad(rows, tok.pad_token_id, left=True)
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -80,10 +82,15 @@ def overhead(teacher, args) -> None:
                 }
             )
         )
+        from synthforge.teachers.factory import LazyTeacher
+
         spec = load_pipeline(pipeline)
+        teacher.close()
+        ours_teacher = LazyTeacher(spec.teacher)  # the teacher `synthforge generate` builds, loaded before the timing
+        ours_teacher.model  # noqa: B018
         started = time.perf_counter()
         result = run_pipeline(
-            spec, RunOptions(out_dir=Path(tmp) / "out", limit=count), teacher=teacher, log=lambda _: None
+            spec, RunOptions(out_dir=Path(tmp) / "out", limit=count), teacher=ours_teacher, log=lambda _: None
         )
         ours_tokens = result.manifest["usage"]["completion_tokens"]
         ours = ours_tokens / (time.perf_counter() - started)
@@ -94,72 +101,172 @@ def overhead(teacher, args) -> None:
     )
 
 
-def serve_batching(teacher, args) -> None:
-    """8 clients, each sending one request at a time to `synthforge serve`, vs in-process at batch 16."""
-    from tests.fault_server import serve_process
+def _rate(teacher, convs, params) -> tuple[float, int]:
+    started = time.perf_counter()
+    out = teacher.generate(convs, params)
+    tokens = sum(c.completion_tokens for group in out for c in group)
+    return tokens / (time.perf_counter() - started), tokens
+
+
+def decoder(teacher, args) -> None:
+    """Continuous batching (rows leave when they end, waiting rows take their place) against static batches
+    through ``model.generate``, same prompts, seeds and batch size, same process; then 2 lanes of 1 thread."""
+    import torch
 
     convs = prompts(args.prompts)
     params = [SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=i) for i in range(len(convs))]
-    rates = {}
-    for size in (16, args.clients):  # batch 16: the target's baseline; batch = clients: what 8 in flight allow
-        teacher.batch_size = size
-        started = time.perf_counter()
-        out = teacher.generate(convs, params)
-        local_tokens = sum(c.completion_tokens for group in out for c in group)
-        rates[size] = local_tokens / (time.perf_counter() - started)
-    local = rates[16]
-    del teacher.model  # free the in-process copy's memory before the server loads its own
-    serve_args = ["--teacher", args.teacher, "--batch-size", "16", "--model-name", "bench"]
-    with serve_process(serve_args, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)}) as url:
-        todo, lock, served_tokens = list(range(len(convs))), threading.Lock(), [0]
-
-        def client() -> None:
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    i = todo.pop(0)
-                body = {
-                    "model": "bench",
-                    "messages": convs[i],
-                    "temperature": 0.7,
-                    "top_p": 0.95,
-                    "max_tokens": args.max_new_tokens,
-                    "seed": i,
-                }
-                request = urllib.request.Request(
-                    f"{url}/chat/completions",
-                    data=json.dumps(body).encode(),
-                    headers={"content-type": "application/json"},
-                )
-                answer = json.loads(urllib.request.urlopen(request, timeout=600).read())
-                with lock:
-                    served_tokens[0] += answer["usage"]["completion_tokens"]
-
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        served = served_tokens[0] / (time.perf_counter() - started)
-    print(f"in-process, batch 16: {local_tokens} tokens, {local:.1f} tok/s")
-    print(f"in-process, batch {args.clients} (the rows the clients keep in flight): {rates[args.clients]:.1f} tok/s")
+    teacher.batch_size = args.batch
+    continuous_decoder, teacher.decoder = teacher.decoder, None
+    static, tokens = _rate(teacher, convs, params)
+    static_texts = [c[0].text for c in teacher.generate(convs[:8], params[:8])]
+    teacher.decoder = continuous_decoder
+    teacher.decoder.max_batch = args.batch
+    continuous, cb_tokens = _rate(teacher, convs, params)
+    same = static_texts == [c[0].text for c in teacher.generate(convs[:8], params[:8])]
+    print(f"static batches (model.generate), batch {args.batch}: {tokens} tokens, {static:.1f} tok/s")
     print(
-        f"synthforge serve, {args.clients} concurrent clients one request at a time: {served_tokens[0]} tokens, "
-        f"{served:.1f} tok/s = {served / local:.2f}x in-process batch 16 (target >= 0.8x), "
-        f"{served / rates[args.clients]:.2f}x in-process batch {args.clients}"
+        f"continuous batching, batch {args.batch}: {cb_tokens} tokens, {continuous:.1f} tok/s = "
+        f"{continuous / static:.2f}x static (same texts: {same})"
     )
+    threads = torch.get_num_threads()
+    for lanes in (2,):
+        from synthforge.teachers.decoding import Decoder
+
+        torch.set_num_threads(max(1, threads // lanes))
+        teacher.decoder = Decoder(
+            teacher.model,
+            teacher.tokenizer.pad_token_id,
+            teacher.eos_ids,
+            teacher._sample,
+            teacher._stopped,
+            args.batch,
+            lanes,
+        )
+        laned, _ = _rate(teacher, convs, params)
+        print(
+            f"continuous batching, {lanes} lanes x {torch.get_num_threads()} thread(s), batch {args.batch} each: "
+            f"{laned:.1f} tok/s = {laned / continuous:.2f}x one lane of {threads} threads"
+        )
+        teacher.decoder.close()
+    torch.set_num_threads(threads)
+
+
+def _clients(url: str, model: str, convs, args, count: int) -> tuple[float, int]:
+    """``count`` clients, each sending one request at a time until all prompts are answered: (tok/s, tokens)."""
+    todo, lock, served = list(range(len(convs))), threading.Lock(), [0]
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop(0)
+            body = {
+                "model": model,
+                "messages": convs[i],
+                "temperature": 0.7,
+                "top_p": 0.95,
+                "max_tokens": args.max_new_tokens,
+                "seed": i,
+            }
+            request = urllib.request.Request(
+                f"{url}/chat/completions", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+            )
+            answer = json.loads(urllib.request.urlopen(request, timeout=600).read())
+            with lock:
+                served[0] += answer["usage"]["completion_tokens"]
+
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return served[0] / (time.perf_counter() - started), served[0]
+
+
+def _transformers_serve(model_dir: str):
+    """`transformers serve MODEL_DIR --continuous-batching` on a free port (the baseline we did not write)."""
+    import contextlib
+    import shutil
+    import subprocess
+
+    from tests.fault_server import _answers, free_port
+
+    @contextlib.contextmanager
+    def running():
+        binary = Path(sys.executable).with_name("transformers")
+        binary = binary if binary.exists() else Path(shutil.which("transformers") or "transformers")
+        port = free_port()
+        command = [
+            str(binary),
+            "serve",
+            model_dir,
+            "--continuous-batching",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/v1"
+        try:
+            deadline = time.monotonic() + 300
+            while not _answers(f"{url}/models"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("transformers serve did not start (pip install 'transformers[serving]')")
+                time.sleep(0.3)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    return running()
+
+
+def serve_batching(teacher, args) -> None:
+    """Clients (8, then 32), each sending one request at a time, through `synthforge serve` and through
+    `transformers serve --continuous-batching` on the same model and prompts, each server alone on the machine;
+    and in-process at batch 8 (what 8 clients keep in flight)."""
+    from tests.fault_server import serve_process
+
+    convs = prompts(32)
+    params = [SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=i) for i in range(len(convs))]
+    teacher.decoder.max_batch = 8
+    local8, _ = _rate(teacher, convs, params)
+    model_dir = str(resolve_model(args.teacher)[2])
+    teacher.close()
+    del teacher.model  # free the in-process copy's memory before the servers load theirs
+    counts = [int(c) for c in args.client_counts.split(",")]
+    ours, theirs = {}, {}
+    serve_args = ["--teacher", args.teacher, "--batch-size", str(max(counts)), "--model-name", "bench"]
+    with serve_process(serve_args, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)}) as url:
+        for count in counts:
+            ours[count] = _clients(url, "bench", prompts(4 * count), args, count)  # 4 requests per client
+    with _transformers_serve(model_dir) as url:
+        for count in counts:
+            theirs[count] = _clients(url, model_dir, prompts(4 * count), args, count)
+    print(f"in-process, continuous batching, batch 8: {local8:.1f} tok/s")
+    for count in counts:
+        rate, tokens = ours[count]
+        base, base_tokens = theirs[count]
+        print(
+            f"{count} clients: synthforge serve {rate:.1f} tok/s ({tokens} tokens); transformers serve "
+            f"--continuous-batching {base:.1f} tok/s ({base_tokens} tokens) = {rate / base:.2f}x (target >= 1.2x)"
+            + (f"; {rate / local8:.2f}x in-process batch 8 (target >= 1.0x)" if count == 8 else "")
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["batch", "overhead", "serve"], default="batch")
+    parser.add_argument("--mode", choices=["batch", "overhead", "decoder", "serve"], default="batch")
     parser.add_argument("--teacher", default="embedded")
     parser.add_argument("--batch-sizes", default="1,16,64")
     parser.add_argument("--batch", type=int, default=16, help="batch size of --mode overhead")
     parser.add_argument("--prompts", type=int, default=64, help="prompts of --mode overhead / serve")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of --mode serve")
+    parser.add_argument("--client-counts", default="8,32", help="concurrent clients of --mode serve")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -172,11 +279,15 @@ def main() -> None:
         return overhead(teacher, args)
     if args.mode == "serve":
         return serve_batching(teacher, args)
+    if args.mode == "decoder":
+        return decoder(teacher, args)
     # min_new_tokens is not used: every row samples until EOS or the limit, as in real runs.
     params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0)
     baseline = None
     for size in (int(s) for s in args.batch_sizes.split(",")):
         teacher.batch_size = size
+        if teacher.decoder is not None:
+            teacher.decoder.max_batch = size
         convs = prompts(max(size, 8))
         teacher.generate(convs[:1], params.with_seed(99))  # warm-up
         started = time.perf_counter()

@@ -46,9 +46,12 @@ def run_segment(
     retries: int,
     budget: Budget,
     quiet: bool | None,
+    probe: bool = False,
 ) -> list[tuple[list[Record], list[Drop], StageReport]]:
     """Run per-record stages ``works`` over ``records`` as a pipeline with at most ``concurrency`` batches (of up
-    to ``chunk`` records) in flight; returns each stage's kept records, drops and report, as stage by stage."""
+    to ``chunk`` records) in flight; returns each stage's kept records, drops and report, as stage by stage.
+    ``probe``: each stage's first batch goes alone (a remote teacher may be down: then one batch of requests
+    was sent, not a window of them)."""
     steps = [_Step(w) for w in works]
     running: dict[cf.Future, tuple[int, list[int]]] = {}
     for step in steps:
@@ -57,7 +60,7 @@ def run_segment(
         for order, record in enumerate(records):
             _arrive(steps, 0, order, record)
         while True:
-            _submit(steps, running, submit, teacher, concurrency, chunk, retries)
+            _submit(steps, running, submit, teacher, concurrency, chunk, retries, probe)
             if not running:
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
@@ -108,15 +111,15 @@ def _submit(
     concurrency: int,
     chunk: int,
     retries: int,
+    probe: bool,
 ) -> None:
     """Fill the free slots: later stages first (records finish sooner, less is held), whole batches, and a
-    partial batch only when nothing upstream can still add to it. A stage's first batch goes alone: if the
-    teacher is down, the run stops after one batch of requests, not after a window of them."""
+    partial batch only when nothing upstream can still add to it; with ``probe``, a stage's first batch alone."""
     for k in reversed(range(len(steps))):
         step = steps[k]
         upstream_busy = any(s.pending or s.in_flight for s in steps[:k])
         while step.pending and len(running) < concurrency and (len(step.pending) >= chunk or not upstream_busy):
-            if not step.work.committed and step.in_flight:
+            if probe and not step.work.committed and step.in_flight:
                 break  # the probe is still out
             orders, step.pending = step.pending[:chunk], step.pending[chunk:]
             batch = [step.inputs[i] for i in orders]

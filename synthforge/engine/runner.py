@@ -223,6 +223,7 @@ def _run_stages(
                 spec.teacher.max_retries,
                 budget,
                 _quiet(options),
+                probe=getattr(teacher, "remote", False),
             )
         else:
             segment = [stage]

@@ -145,9 +145,13 @@ class Decoder:
             self._changed.notify_all()
 
     def _take(self, free: int, block: bool) -> list[Row]:
+        """Waiting rows to admit: none unless a quarter of the batch is free (one prefill of several rows costs
+        little more than one of a single row), or every waiting row fits, or the batch is empty (``block``)."""
         with self._changed:
             while block and not self._waiting and not self._closed:
                 self._changed.wait()
+            if not block and free < max(1, self.max_batch // 4) and len(self._waiting) > free:
+                return []
             taken = []
             while self._waiting and len(taken) < free:
                 row = self._waiting.popleft()

@@ -180,6 +180,7 @@ class LazyTeacher:
         self.identity = teacher_identity(spec)
         self.capabilities = teacher_capabilities(spec)
         self.max_in_flight = requests_in_flight(spec)
+        self.remote = backend_of(spec.backend).remote
         self._teacher: Teacher | None = None
         self._building = threading.Lock()  # the engine's worker threads may all ask for it at once
 

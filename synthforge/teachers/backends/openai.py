@@ -303,6 +303,7 @@ class OpenAITeacher:
         self.capabilities = openai_capabilities(settings)
         self.native_n = settings.native_n  # turned off when the server turns out to ignore n
         self.max_in_flight = settings.max_concurrency
+        self.remote = True
         self.tokenizer = tokenizer
         self.window = AdaptiveWindow(settings.max_concurrency)
         self.requests = RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
@@ -599,6 +600,7 @@ BACKEND = Backend(
     build=_build,
     batch_size=256,
     in_flight=lambda spec, settings: settings.max_concurrency,
+    remote=True,
     hints={
         CHOICE: "set teacher.openai.score to top_logprobs (hosted APIs) or prompt_logprobs (vLLM, synthforge serve)",
         RAW_TEXT: "set teacher.openai.tokenizer to a local copy of the model's tokenizer (its chat template)",

@@ -7,7 +7,6 @@ on its seed, not on which other requests share its batch.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from synthforge.teachers.base import (
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.decoding import Decoder, Row, Submission, mergeable
 
-DEFAULT_LANES = 1  # decoding lanes on a CPU when not set (see benchmarks/teacher.py --mode lanes)
+MAX_LANES = 4  # decoding lanes on a CPU when not set: one per torch thread, at most this many
 
 
 def row_uniforms(seeds: torch.Tensor, step: int | torch.Tensor, tokens: torch.Tensor | int) -> torch.Tensor:
@@ -468,13 +467,16 @@ class TransformersSettings:
 
 
 def lanes_for(spec: TeacherSpec, settings: TransformersSettings) -> int:
-    """Decoding lanes: as set, else one per core for a CPU model (side by side beats one lane's threads), one on
-    a GPU; 1 without continuous batching."""
+    """Decoding lanes: as set, else on a CPU one per torch thread (at most ``MAX_LANES``: lanes side by side beat
+    one lane's threads, 1.5x on 2 cores — benchmarks/teacher.py --mode decoder), one on a GPU; 1 without
+    continuous batching. Threads counted from torch, so a Ray replica given one CPU decodes in one lane."""
     if not settings.continuous_batching:
         return 1
     if settings.lanes:
         return settings.lanes
-    return 1 if torch_device(spec.device).type != "cpu" else max(1, min(DEFAULT_LANES, os.cpu_count() or 1))
+    if torch_device(spec.device).type != "cpu":
+        return 1
+    return max(1, min(MAX_LANES, settings.threads or torch.get_num_threads()))
 
 
 def load_teacher(
@@ -490,10 +492,11 @@ def load_teacher(
     tokenizer.padding_side = "left"
     spec = TeacherSpec(model=ref, batch_size=batch_size, device=device)
     lanes = lanes_for(spec, settings)
-    if settings.threads:
+    threads = settings.threads or torch.get_num_threads()
+    if model.device.type == "cpu" and lanes > 1:
+        torch.set_num_threads(max(1, threads // lanes))  # each lane its share: torch's pool is shared by all
+    elif settings.threads:
         torch.set_num_threads(settings.threads)
-    elif lanes > 1 and model.device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or lanes) // lanes))
     return TransformersTeacher(
         model, tokenizer, name, weights, batch_size, lanes=lanes, continuous=settings.continuous_batching
     )

@@ -6,8 +6,8 @@ drawn per request from a hash of the request: seeded). synthforge runs a pipelin
 requests in flight. The bound is requests / W x mean latency: no client can beat it. Printed per pipeline: the
 stage(s) time from the manifest and the whole process (start-up included), each as a ratio to the bound.
 
-    python benchmarks/http.py                       # 2,000 prompts, W = 64, respond alone and a 3-stage CAI
-    python benchmarks/http.py --prompts 500 --only respond
+    python benchmarks/http_path.py                       # 2,000 prompts, W = 64, respond alone and a 3-stage CAI
+    python benchmarks/http_path.py --prompts 500 --only respond
 """
 
 from __future__ import annotations
