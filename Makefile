@@ -37,6 +37,7 @@ bench: $(STAMP)   # every figure of the README's performance table (tens of minu
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/ray_dedup.py
 	$(BIN)/python benchmarks/ray_generate.py
+	$(BIN)/python benchmarks/http_path.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

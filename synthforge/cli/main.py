@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from synthforge import __version__
-from synthforge.cli.constitution import constitution
-from synthforge.cli.dedup import dedup
-from synthforge.cli.generate import generate
-from synthforge.cli.report import report
-from synthforge.cli.serve import serve
-from synthforge.cli.train import evaluate, train
 from synthforge.errors import UserError
 
+# Each command's module is imported when the command runs (dedup, train and serve pull in heavy libraries that
+# `generate` against a server never needs): name -> "module:attribute", in the order --help lists them.
+COMMANDS = {
+    "generate": "synthforge.cli.generate:generate",
+    "serve": "synthforge.cli.serve:serve",
+    "report": "synthforge.cli.report:report",
+    "constitution": "synthforge.cli.constitution:constitution",
+    "dedup": "synthforge.cli.dedup:dedup",
+    "train": "synthforge.cli.train:train",
+    "eval": "synthforge.cli.train:evaluate",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="synthforge")
 def cli() -> None:
     """synthforge: synthetic post-training data and Constitutional AI.
@@ -37,14 +58,6 @@ def cli() -> None:
       synthforge report outputs/cai-harmless                # report.html (generate writes it too)
     """
 
-
-cli.add_command(generate)
-cli.add_command(serve)
-cli.add_command(report)
-cli.add_command(constitution)
-cli.add_command(dedup)
-cli.add_command(train)
-cli.add_command(evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:

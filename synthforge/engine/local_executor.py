@@ -43,7 +43,7 @@ class LocalExecutor:
 
     def submit(self, stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> Future:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads or 64, thread_name_prefix="synthforge-batch")
+            self._pool = ThreadPoolExecutor(self.threads or 128, thread_name_prefix="synthforge-batch")
         return self._pool.submit(process_with_retries, stage, batch, teacher, retries)
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ def run_segment(
     ``probe``: each stage's first batch goes alone (a remote teacher may be down: then one batch of requests
     was sent, not a window of them)."""
     steps = [_Step(w) for w in works]
-    running: dict[cf.Future, tuple[int, list[int]]] = {}
+    running: dict[cf.Future, tuple[int, list[int]]] = {}  # in submission order
     for step in steps:
         step.bar = tqdm(desc=step.work.stage.name, unit="rec", disable=quiet, leave=True)
     try:
@@ -64,18 +64,27 @@ def run_segment(
             if not running:
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
-            for future in done:
+            arrived: dict[int, list[tuple[int, Result]]] = {}  # by stage, in submission order
+            failed: BaseException | None = None
+            for future in [f for f in running if f in done]:
                 k, orders = running.pop(future)
+                steps[k].in_flight -= 1
+                try:
+                    results = future.result()
+                except BaseException as exc:  # a bug or a user error: the others are committed, then it stops the run
+                    failed = failed or exc
+                    continue
+                arrived.setdefault(k, []).extend(zip(orders, results, strict=True))
+            for k, finished in sorted(arrived.items()):  # one checkpoint write per stage for all that finished
                 step = steps[k]
-                step.in_flight -= 1
-                results = future.result()  # a bug or a user error stops the run here, with its own traceback
-                done_now = [(step.keys[i], step.inputs[i], r) for i, r in zip(orders, results, strict=True)]
-                step.work.commit(done_now, budget)
-                step.bar.update(len(orders))
-                for order, result in zip(orders, results, strict=True):
+                step.work.commit([(step.keys[i], step.inputs[i], r) for i, r in finished], budget)
+                step.bar.update(len(finished))
+                for order, result in finished:
                     step.results[order] = result
                     if isinstance(result, Record) and k + 1 < len(steps):
                         _arrive(steps, k + 1, order, result)
+            if failed is not None:
+                raise failed
     finally:
         for future in running:
             future.cancel()

@@ -201,7 +201,7 @@ def _run_stages(
     checkpoints = out_dir / CHECKPOINTS
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
-    in_flight = batches_in_flight(spec, teacher, executor)
+    in_flight, batch = pipeline_plan(spec, teacher, executor)
     index = 0
     while index < len(prepared.stages):
         stage = prepared.stages[index]
@@ -219,7 +219,7 @@ def _run_stages(
                 teacher,
                 executor.submit,
                 in_flight,
-                chunk_size(spec),
+                batch,
                 spec.teacher.max_retries,
                 budget,
                 _quiet(options),
@@ -338,22 +338,26 @@ def _unfinished(indices: list[int], keys: list[str], checkpoint: StageCheckpoint
     return [i for i in indices if checkpoint.get(keys[i]) is None]
 
 
-MAX_IN_FLIGHT = 64  # batches; each holds a worker thread
+MAX_IN_FLIGHT = 128  # batches; each holds a worker thread
 
 
-def batches_in_flight(spec: PipelineSpec, teacher: Teacher | None, executor: Executor) -> int:
-    """How many batches to keep in flight: enough to keep a teacher that serves concurrent calls busy (twice the
-    requests it takes at once), or 1 — stage by stage — for a teacher that doesn't, an executor that can't
-    pipeline, or ``engine.workers`` when set."""
+def pipeline_plan(spec: PipelineSpec, teacher: Teacher | None, executor: Executor) -> tuple[int, int]:
+    """(batches in flight, records per batch) for per-record stages. A teacher that serves concurrent calls gets
+    small batches, so that a slow request holds back few records, and enough of them to queue several times what
+    it serves: a remote one (an HTTP window, whose latencies vary by request) batches of 1/16 of its window and
+    six windows queued, a local one (a continuous-batching decoder) batches of 1/4 and three. A teacher that
+    doesn't, or an executor that can't pipeline, gets one batch of ``chunk_size`` at a time (stage by stage).
+    ``engine.chunk_size`` (or ``teacher.batch_size``) and ``engine.workers``, when set, override the sizes."""
+    chunk = chunk_size(spec)
     if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
-        return 1
+        return 1, chunk
     workers = getattr(spec.engine.options, "workers", None)
-    if workers:
-        return workers
     serves = int(getattr(teacher, "max_in_flight", 1) or 1) if teacher is not None else 1
     if serves <= 1:
-        return 1
-    return min(MAX_IN_FLIGHT, max(2, -(-2 * serves // chunk_size(spec))))
+        return (workers or 1), chunk
+    share, depth = (16, 6) if getattr(teacher, "remote", False) else (4, 3)
+    batch = spec.engine.chunk_size or spec.teacher.batch_size or max(1, min(chunk, serves // share))
+    return (workers or min(MAX_IN_FLIGHT, max(2, -(-depth * serves // batch)))), batch
 
 
 def chunk_size(spec: PipelineSpec) -> int:

@@ -1,6 +1,7 @@
 """Teacher over any OpenAI-compatible server (vLLM, SGLang, TGI, Ollama, ``synthforge serve``) or a hosted API.
 
-Requests go through the official SDK's async client, whose retries honour ``Retry-After``; an adaptive
+Requests are plain JSON over HTTP (:mod:`synthforge.teachers.http`: the OpenAI SDK's retries, honouring
+``Retry-After``, without its per-request model objects); an adaptive
 window bounds the requests in flight (see :mod:`synthforge.teachers.flow`). The client runs on its own
 event-loop thread, so the synchronous teacher protocol can be called from anywhere.
 """
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from synthforge import __version__
 from synthforge.errors import TeacherError, UserError
 from synthforge.hashing import derive_seed, stable_hash
 from synthforge.teachers.base import (
@@ -34,6 +36,7 @@ from synthforge.teachers.base import (
 )
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.flow import AdaptiveWindow, RateLimiter
+from synthforge.teachers.http import ConnectionFailed, JsonClient, StatusError, TimedOut
 
 CHOICE_TOKENS = 4  # tokens generated to find where alternative answers such as "(A)" and "(B)" part
 _URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
@@ -70,7 +73,7 @@ class OpenAISettings:
     api_key_env: str | None = None  # name of the environment variable holding the key; never the key itself
     max_concurrency: int = 32  # upper bound of requests in flight; the adaptive window stays below it
     timeout: float = 600.0  # seconds per request
-    retries: int = 3  # the SDK's own retries (429 with Retry-After, 5xx, timeouts, dropped connections)
+    retries: int = 3  # retries as the OpenAI SDK makes them (429 with Retry-After, 5xx, timeouts, dropped connections)
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     native_n: bool = True  # send n in one request; false: fan out n requests with distinct seeds
@@ -111,7 +114,7 @@ def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
 def resolve_api_key(settings: OpenAISettings) -> str:
     """The API key from the environment variable the settings name ("EMPTY" when none is named)."""
     if settings.api_key_env is None:
-        return "EMPTY"  # local servers accept any key; the SDK requires one
+        return "EMPTY"  # local servers accept any key
     key = os.environ.get(settings.api_key_env)
     if not key:
         raise UserError(f"teacher.openai.api_key_env: environment variable {settings.api_key_env} is not set")
@@ -119,7 +122,7 @@ def resolve_api_key(settings: OpenAISettings) -> str:
 
 
 def chat_request(model: str, conversation: Conversation, params: SamplingParams, n: int) -> dict[str, Any]:
-    """Keyword arguments of ``chat.completions.create`` for one conversation."""
+    """The JSON body of a chat completion request for one conversation."""
     request: dict[str, Any] = {
         "model": model,
         "messages": conversation,
@@ -139,7 +142,7 @@ def chat_request(model: str, conversation: Conversation, params: SamplingParams,
 
 
 def completion_request(model: str, text: str, params: SamplingParams, n: int) -> dict[str, Any]:
-    """Keyword arguments of ``completions.create`` (raw text, no chat template) for one prompt."""
+    """The JSON body of a ``/v1/completions`` request (raw text, no chat template) for one prompt."""
     request = chat_request(model, [], params, n)
     del request["messages"]
     request["prompt"] = text
@@ -158,34 +161,34 @@ def _finish_reason(reason: str | None) -> str:
 
 
 def _chat_logprobs(choice: Any) -> list[dict[str, Any]] | None:
-    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    content = _get(_get(choice, "logprobs"), "content")
     if content is None:
         return None
     try:
         return [
             {
-                "token": str(t.token),
-                "logprob": float(t.logprob),
-                "top": [[str(a.token), float(a.logprob)] for a in (t.top_logprobs or [])],
+                "token": str(t["token"]),
+                "logprob": float(t["logprob"]),
+                "top": [[str(a["token"]), float(a["logprob"])] for a in (t.get("top_logprobs") or [])],
             }
             for t in content
         ]
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise TeacherError(f"malformed answer from the server: bad logprobs ({exc})") from None
 
 
 def _parse_choices(response: Any, n: int, text_of, logprobs_of) -> list[Completion]:
     """Completions of one response (chat or raw text): exactly ``n`` choices, each with text, or a teacher error.
     A response of another shape (a server bug, a proxy's error page) is a teacher error too, never a crash."""
-    choices = getattr(response, "choices", None)
-    if not isinstance(choices, list) or not all(isinstance(getattr(c, "index", None), int) for c in choices):
+    choices = _get(response, "choices")
+    if not isinstance(choices, list) or not all(isinstance(_get(c, "index"), int) for c in choices):
         raise TeacherError(f"malformed answer from the server: no list of choices ({_shape(response)})")
-    choices = sorted(choices, key=lambda c: c.index)
+    choices = sorted(choices, key=lambda c: c["index"])
     if len(choices) != n:
         raise TeacherError(f"server returned {len(choices)} choices, expected {n}")
-    usage = getattr(response, "usage", None)
-    prompt_tokens = _count(getattr(usage, "prompt_tokens", 0), "usage.prompt_tokens")
-    completion_tokens = _count(getattr(usage, "completion_tokens", 0), "usage.completion_tokens")
+    usage = _get(response, "usage")
+    prompt_tokens = _count(_get(usage, "prompt_tokens", 0), "usage.prompt_tokens")
+    completion_tokens = _count(_get(usage, "completion_tokens", 0), "usage.completion_tokens")
     completions = []
     for k, choice in enumerate(choices):
         text = text_of(choice)
@@ -198,7 +201,7 @@ def _parse_choices(response: Any, n: int, text_of, logprobs_of) -> list[Completi
         completions.append(
             Completion(
                 text=text.strip(),
-                finish_reason=_finish_reason(getattr(choice, "finish_reason", None)),  # type: ignore[arg-type]
+                finish_reason=_finish_reason(_get(choice, "finish_reason")),  # type: ignore[arg-type]
                 prompt_tokens=prompt_tokens,
                 completion_tokens=count,
                 logprobs=logprobs,
@@ -222,13 +225,14 @@ def _shape(response: Any) -> str:
 
 
 def parse_chat_response(response: Any, n: int) -> list[Completion]:
-    """Completions of one chat response; a response without its ``n`` choices or text is a teacher error."""
-    return _parse_choices(response, n, lambda c: getattr(c.message, "content", None), _chat_logprobs)
+    """Completions of one chat response (its JSON); a response without its ``n`` choices or text is a teacher
+    error."""
+    return _parse_choices(response, n, lambda c: _get(_get(c, "message"), "content"), _chat_logprobs)
 
 
 def parse_completion_response(response: Any, n: int) -> list[Completion]:
-    """Completions of one ``/v1/completions`` response."""
-    return _parse_choices(response, n, lambda c: c.text, lambda c: None)
+    """Completions of one ``/v1/completions`` response (its JSON)."""
+    return _parse_choices(response, n, lambda c: _get(c, "text"), lambda c: None)
 
 
 def _share(total: int, n: int, k: int) -> int:
@@ -257,7 +261,8 @@ def trailing_logprob(entries: Sequence[Any], continuation: str) -> float:
 
 
 def _get(value: Any, key: str, default: Any = None) -> Any:
-    return value.get(key, default) if isinstance(value, dict) else getattr(value, key, default)
+    """``value[key]`` of a JSON object, else ``default`` (a value of another shape has no keys)."""
+    return value.get(key, default) if isinstance(value, dict) else default
 
 
 def options_from_top_logprobs(options: Sequence[str], positions: Sequence[dict[str, Any]]) -> list[float]:
@@ -295,8 +300,6 @@ class OpenAITeacher:
     """A :class:`~synthforge.teachers.base.Teacher` speaking the OpenAI API to ``settings.base_url``."""
 
     def __init__(self, model: str, settings: OpenAISettings, identity: dict[str, Any], tokenizer: Any = None):
-        import openai
-
         self.model = model
         self.settings = settings
         self._identity = identity
@@ -312,15 +315,13 @@ class OpenAITeacher:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="synthforge-openai", daemon=True)
         self._thread.start()
-        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [self._observe]})
-        self.client = openai.AsyncOpenAI(
-            base_url=settings.base_url,
-            api_key=resolve_api_key(settings),
-            max_retries=settings.retries,
-            timeout=settings.timeout,
-            http_client=http_client,
+        self.client = JsonClient(
+            settings.base_url,
+            {"authorization": f"Bearer {resolve_api_key(settings)}", "user-agent": f"synthforge/{__version__}"},
+            settings.timeout,
+            settings.retries,
+            self._observe,
         )
-        self._openai = openai
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -351,15 +352,13 @@ class OpenAITeacher:
         started = time.monotonic()
         try:
             response = await make()
-        except self._openai.APIStatusError as exc:
+        except StatusError as exc:
             raise self._classify_status(exc) from None
-        except self._openai.APITimeoutError:
+        except TimedOut:
             self.window.on_congestion()
             raise TeacherError(f"request timed out after {self.settings.timeout:g} s (and retries)") from None
-        except self._openai.APIConnectionError as exc:
+        except ConnectionFailed as exc:
             raise TeacherError(f"connection to {self.settings.base_url} failed: {exc}") from None
-        except (json.JSONDecodeError, self._openai.APIResponseValidationError) as exc:
-            raise TeacherError(f"malformed answer from the server: the body is not the JSON expected ({exc})") from None
         finally:
             await self.window.release()
         if time.monotonic() - started > self.settings.timeout / 2:
@@ -410,7 +409,7 @@ class OpenAITeacher:
         return self._sample(
             [chat_request(self.model, list(c), p, 1) for c, p in zip(conversations, all_params, strict=True)],
             all_params,
-            self.client.chat.completions.create,
+            "/chat/completions",
             parse_chat_response,
         )
 
@@ -422,11 +421,15 @@ class OpenAITeacher:
         return self._sample(
             [completion_request(self.model, t, p, 1) for t, p in zip(texts, all_params, strict=True)],
             all_params,
-            self.client.completions.create,
+            "/completions",
             parse_completion_response,
         )
 
-    def _sample(self, requests, all_params, create, parse) -> list[list[Completion]]:
+    def _post(self, path: str, body: dict[str, Any]) -> Awaitable[Any]:
+        """POST ``body`` as it is; the JSON answer, parsed by the caller."""
+        return self.client.post(path, body)
+
+    def _sample(self, requests, all_params, path: str, parse) -> list[list[Completion]]:
         """Send each request with its ``n`` samples natively, or fanned out with distinct seeds."""
         plan: list[tuple[int, dict[str, Any]]] = []
         for index, (request, params) in enumerate(zip(requests, all_params, strict=True)):
@@ -438,7 +441,7 @@ class OpenAITeacher:
                     plan.append((index, {**request, **({"seed": seed} if seed is not None else {})}))
         keys = [stable_hash(["sample", r]) for _, r in plan]
         coroutines = [
-            self._call(key, lambda r=r: create(**r), _cost(r)) for key, (_, r) in zip(keys, plan, strict=True)
+            self._call(key, lambda r=r: self._post(path, r), _cost(r)) for key, (_, r) in zip(keys, plan, strict=True)
         ]
         responses = self._run(coroutines, keys)
         if self.native_n and any(_ignored_n(r, request["n"]) for (_, request), r in zip(plan, responses, strict=True)):
@@ -448,7 +451,7 @@ class OpenAITeacher:
                 "(set teacher.openai.native_n: false to say so)",
                 file=sys.stderr,
             )
-            return self._sample(requests, all_params, create, parse)
+            return self._sample(requests, all_params, path, parse)
         out: list[list[Completion]] = [[] for _ in requests]
         for (index, request), response in zip(plan, responses, strict=True):
             out[index].extend(parse(response, request["n"]))
@@ -472,19 +475,21 @@ class OpenAITeacher:
                 "messages": [*conv, {"role": "assistant", "content": cand}],
                 "max_tokens": 1,
                 "temperature": 0.0,
-                "extra_body": {"prompt_logprobs": 0, "continue_final_message": True, "add_generation_prompt": False},
+                "prompt_logprobs": 0,
+                "continue_final_message": True,
+                "add_generation_prompt": False,
             }
             for _, _, conv, cand in plan
         ]
         keys = [stable_hash(["score", r]) for r in requests]
-        create = self.client.chat.completions.create
-        coroutines = [self._call(key, lambda r=r: create(**r), _cost(r)) for key, r in zip(keys, requests, strict=True)]
+        coroutines = [
+            self._call(key, lambda r=r: self._post("/chat/completions", r), _cost(r))
+            for key, r in zip(keys, requests, strict=True)
+        ]
         responses = self._run(coroutines, keys)
         scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
         for (c, k, _, cand), response in zip(plan, responses, strict=True):
-            entries = getattr(response, "prompt_logprobs", None)
-            if entries is None:
-                entries = (getattr(response, "model_extra", None) or {}).get("prompt_logprobs")
+            entries = _get(response, "prompt_logprobs")
             if not entries:
                 raise UserError(
                     f"teacher server {self.settings.base_url} returned no prompt_logprobs (it doesn't support them): "
@@ -521,7 +526,7 @@ class OpenAITeacher:
 
 def _ignored_n(response: Any, n: int) -> bool:
     """A server that ignores ``n`` answers a request for several samples with one."""
-    choices = getattr(response, "choices", None)
+    choices = _get(response, "choices")
     return n > 1 and isinstance(choices, list) and len(choices) == 1
 
 
@@ -548,14 +553,18 @@ def context_overflow(detail: str) -> str | None:
     return f"prompt of {tokens} tokens does not fit the teacher's context window of {match['limit']} tokens"
 
 
-def _error_detail(exc: Any) -> str:
-    body = getattr(exc, "body", None)
+def _error_detail(exc: StatusError) -> str:
+    """The server's error message (OpenAI's ``{"error": {"message"}}`` or a bare ``{"message"}``), else the body's
+    first line."""
+    body = exc.body
     if isinstance(body, dict):
         error = body.get("error")
         message = error.get("message") if isinstance(error, dict) else body.get("message")
         if message:
             return str(message)
-    return str(getattr(exc, "message", exc)).splitlines()[0]
+        return json.dumps(body)[:200]
+    text = str(body).strip()
+    return text.splitlines()[0][:200] if text else "(empty body)"
 
 
 def ref_overrides(rest: str) -> list[str]:
@@ -586,9 +595,11 @@ def _identity(spec: TeacherSpec, settings: OpenAISettings) -> dict[str, Any]:
 
 
 def _build(spec: TeacherSpec, settings: OpenAISettings, identity: dict[str, Any]) -> OpenAITeacher:
-    from synthforge.models import load_tokenizer
+    tokenizer = None
+    if settings.tokenizer:  # only then torch and transformers are imported
+        from synthforge.models import load_tokenizer
 
-    tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
+        tokenizer = load_tokenizer(settings.tokenizer)
     return OpenAITeacher(spec.model, settings, identity, tokenizer)
 
 
