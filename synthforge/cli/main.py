@@ -59,7 +59,6 @@ def cli() -> None:
     """
 
 
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`UserError` anywhere becomes ``error: ...`` and exit code 2."""
     try:
