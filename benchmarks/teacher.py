@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from synthforge.models import pad, resolve_model  # noqa: E402
-from synthforge.teachers.backends.transformers import load_teacher  # noqa: E402
+from synthforge.teachers.backends.transformers import TransformersSettings, load_teacher  # noqa: E402
 from synthforge.teachers.base import SamplingParams  # noqa: E402
 
 
@@ -234,7 +234,7 @@ def serve_batching(teacher, args) -> None:
 
     convs = prompts(32)
     params = [SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=i) for i in range(len(convs))]
-    teacher.decoder.max_batch = 8
+    teacher.decoder.max_batch = max(1, 8 // teacher.decoder.lanes)  # 8 rows in flight in all, as 8 clients keep
     local8, _ = _rate(teacher, convs, params)
     model_dir = str(resolve_model(args.teacher)[2])
     teacher.close()
@@ -248,7 +248,7 @@ def serve_batching(teacher, args) -> None:
     with _transformers_serve(model_dir) as url:
         for count in counts:
             theirs[count] = _clients(url, model_dir, prompts(4 * count), args, count)
-    print(f"in-process, continuous batching, batch 8: {local8:.1f} tok/s")
+    print(f"in-process, continuous batching, 8 rows in flight ({teacher.decoder.lanes} lanes): {local8:.1f} tok/s")
     for count in counts:
         rate, tokens = ours[count]
         base, base_tokens = theirs[count]
@@ -273,7 +273,9 @@ def main() -> None:
 
     resolve_model(args.teacher)  # converts a GGUF teacher once, outside the timing
     started = time.perf_counter()
-    teacher = load_teacher(args.teacher, device=args.device)
+    # serve: the in-process teacher as a pipeline gets it (lanes as the defaults choose), like the server's
+    settings = TransformersSettings() if args.mode == "serve" else None
+    teacher = load_teacher(args.teacher, device=args.device, settings=settings)
     print(f"teacher start (cached weights): {time.perf_counter() - started:.2f} s  [{teacher.identity}]")
     if args.mode == "overhead":
         return overhead(teacher, args)

@@ -126,6 +126,8 @@ class Decoder:
         self._changed = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self._active = [0] * self.lanes  # rows each lane runs, as of its last admission
+        self.admitted = [0] * self.lanes  # rows each lane has taken, for tests and statistics
         self.steps = 0  # decoding steps run (all lanes), for tests and statistics
 
     def submit(self, rows: Sequence[Row]) -> None:
@@ -133,7 +135,9 @@ class Decoder:
         with self._changed:
             if not self._threads:
                 for lane in range(self.lanes):
-                    thread = threading.Thread(target=self._work, name=f"synthforge-decoder-{lane}", daemon=True)
+                    thread = threading.Thread(
+                        target=self._work, args=(lane,), name=f"synthforge-decoder-{lane}", daemon=True
+                    )
                     thread.start()
                     self._threads.append(thread)
             self._waiting.extend(rows)
@@ -144,12 +148,17 @@ class Decoder:
             self._closed = True
             self._changed.notify_all()
 
-    def _take(self, free: int, block: bool) -> list[Row]:
-        """Waiting rows to admit: none unless a quarter of the batch is free (one prefill of several rows costs
-        little more than one of a single row), or every waiting row fits, or the batch is empty (``block``)."""
+    def _take(self, lane: int, active: int, block: bool) -> list[Row]:
+        """Waiting rows for lane ``lane`` (running ``active`` rows) to admit: at most its fair share of all rows
+        (lanes stay balanced: one lane taking every request would leave the others' cores idle), and none unless
+        a quarter of the batch is free (one prefill of several rows costs little more than one of a single row),
+        or every waiting row fits, or the lane is empty (``block``: then it waits for work)."""
         with self._changed:
+            self._active[lane] = active
             while block and not self._waiting and not self._closed:
                 self._changed.wait()
+            share = -(-(sum(self._active) + len(self._waiting)) // self.lanes)
+            free = min(self.max_batch - active, max(share - active, 1 if block else 0))
             if not block and free < max(1, self.max_batch // 4) and len(self._waiting) > free:
                 return []
             taken = []
@@ -157,13 +166,14 @@ class Decoder:
                 row = self._waiting.popleft()
                 if not row.done.cancelled():
                     taken.append(row)
+            self._active[lane] += len(taken)
+            self.admitted[lane] += len(taken)
             return taken
 
-    def _work(self) -> None:
+    def _work(self, lane: int) -> None:
         batch: _Batch | None = None
         while not self._closed:
-            active = len(batch.rows) if batch else 0
-            new = self._take(self.max_batch - active, block=batch is None)
+            new = self._take(lane, len(batch.rows) if batch else 0, block=batch is None)
             try:
                 if new:
                     batch = self._merge(batch, self._prefill(new))
