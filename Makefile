@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/synthforge generate pipelines/cai-harmless.yaml --limit $(DEMO_LIMIT)
+	$(BIN)/synthforge generate cai-harmless --limit $(DEMO_LIMIT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthforge.builtin import ROOT as BUILTIN  # noqa: E402
 from tests.fault_server import free_port  # noqa: E402
 
 MEAN = 0.2
@@ -171,7 +172,7 @@ def run(kind: str, url: str, prompts: int, window: int, root: Path) -> tuple[flo
     }
     pipeline.write_text(
         f"name: {kind}\nseed: 1\nteacher: {json.dumps(teacher)}\nseeds: {{path: {seeds}}}\nstages:\n{STAGES[kind]}"
-        f"paths: {{prompts: {REPO / 'prompts'}, constitutions: {REPO / 'constitutions'}}}\n"
+        f"paths: {{prompts: {BUILTIN / 'prompts'}, constitutions: {BUILTIN / 'constitutions'}}}\n"
     )
     out = root / f"out-{kind}-{time.time_ns()}"
     started = time.perf_counter()

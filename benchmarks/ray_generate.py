@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthforge.builtin import ROOT as BUILTIN  # noqa: E402
 from synthforge.engine.ray_executor import RayExecutor  # noqa: E402
 from synthforge.engine.runner import RunOptions, run_pipeline  # noqa: E402
 from synthforge.engine.spec import load_pipeline  # noqa: E402
@@ -43,8 +44,8 @@ def pipeline(root: Path, args) -> Path:
         "name": "ray-generate",
         "seed": 0,
         "teacher": {"model": args.teacher, "batch_size": args.batch, "device": "cpu"},
-        "seeds": {"path": str(REPO / "pipelines" / "seeds" / "red-team.jsonl")},
-        "paths": {"prompts": str(REPO / "prompts"), "constitutions": str(REPO / "constitutions")},
+        "seeds": {"path": str(BUILTIN / "pipelines" / "seeds" / "red-team.jsonl")},
+        "paths": {"prompts": str(BUILTIN / "prompts"), "constitutions": str(BUILTIN / "constitutions")},
         "stages": [{"respond": {"sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens}}}],
     }
     path.write_text(json.dumps(spec))

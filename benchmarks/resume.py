@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthforge.builtin import ROOT as BUILTIN  # noqa: E402
 from synthforge.engine.runner import RunOptions, run_pipeline  # noqa: E402
 from synthforge.engine.spec import load_pipeline  # noqa: E402
 from synthforge.teachers.backends.transformers import load_teacher  # noqa: E402
@@ -44,7 +45,7 @@ class CallCounter:
 
 def seeds_file(target: Path, count: int) -> Path:
     """``count`` distinct prompts made from the shipped red-team seeds."""
-    base = [line for line in (REPO / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines() if line]
+    base = [line for line in (BUILTIN / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines() if line]
     lines = [base[i % len(base)].replace('"prompt": "', f'"prompt": "(#{i}) ') for i in range(count)]
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
@@ -69,7 +70,7 @@ def main() -> None:
             f"stages.respond.sampling.max_new_tokens={args.max_new_tokens}",
             f"stages.critique_revise.sampling.max_new_tokens={args.max_new_tokens}",
         ]
-        spec = load_pipeline(REPO / "pipelines" / "cai-harmless.yaml", overrides)
+        spec = load_pipeline(BUILTIN / "pipelines" / "cai-harmless.yaml", overrides)
         teacher = load_teacher(model_ref, batch_size=spec.teacher.batch_size)
         timings, calls = [], []
         for _ in range(2):

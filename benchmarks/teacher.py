@@ -25,13 +25,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthforge.builtin import ROOT as BUILTIN  # noqa: E402
 from synthforge.models import pad, resolve_model  # noqa: E402
 from synthforge.teachers.backends.transformers import TransformersSettings, load_teacher  # noqa: E402
 from synthforge.teachers.base import SamplingParams  # noqa: E402
 
 
 def prompts(count: int) -> list[list[dict[str, str]]]:
-    lines = (REPO / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines()
+    lines = (BUILTIN / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines()
     texts = [json.loads(line)["prompt"] for line in lines if line]
     return [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(count)]
 
@@ -46,8 +47,8 @@ def overhead(teacher, args) -> None:
     from synthforge.prompts import load_template
 
     size = args.batch
-    count = min(args.prompts, len((REPO / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines()))
-    template = load_template("respond", REPO / "prompts")
+    count = min(args.prompts, len((BUILTIN / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines()))
+    template = load_template("respond", BUILTIN / "prompts")
     convs = [[{"role": "user", "content": template.render(prompt=c[0]["content"])}] for c in prompts(count)]
     tok, model = teacher.tokenizer, teacher.model
     started, plain_tokens = time.perf_counter(), 0
@@ -67,7 +68,7 @@ def overhead(teacher, args) -> None:
                 end = next((i for i, t in enumerate(row) if t in teacher.eos_ids), None)
                 plain_tokens += len(row) if end is None else end + 1
     plain = plain_tokens / (time.perf_counter() - started)
-    seeds = REPO / "pipelines" / "seeds" / "red-team.jsonl"
+    seeds = BUILTIN / "pipelines" / "seeds" / "red-team.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = Path(tmp) / "overhead.yaml"
         pipeline.write_text(
@@ -77,7 +78,7 @@ def overhead(teacher, args) -> None:
                     "seed": 0,
                     "teacher": {"model": args.teacher, "batch_size": size},
                     "seeds": {"path": str(seeds)},
-                    "paths": {"prompts": str(REPO / "prompts"), "constitutions": str(REPO / "constitutions")},
+                    "paths": {"prompts": str(BUILTIN / "prompts"), "constitutions": str(BUILTIN / "constitutions")},
                     "stages": [{"respond": {"sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens}}}],
                 }
             )

@@ -14,6 +14,7 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from synthforge.builtin import builtin_path
 from synthforge.errors import UserError
 from synthforge.files import read_text
 from synthforge.hashing import stable_hash
@@ -53,13 +54,17 @@ def _environment() -> jinja2.Environment:
 
 
 def load_template(ref: str, prompts_dir: Path) -> PromptTemplate:
-    """Load template ``ref``: a name in ``prompts_dir`` (``critique`` → ``critique.j2``) or a file path."""
+    """Load template ``ref``: a file path, or a name (``critique`` → ``critique.j2``) in ``prompts_dir``, else
+    among the built-in templates."""
     candidates = [Path(ref)] if ref.endswith(TEMPLATE_SUFFIX) else []
-    candidates.append(prompts_dir / f"{ref}{TEMPLATE_SUFFIX}")
-    candidates.append(prompts_dir / ref)
+    for folder in (prompts_dir, builtin_path("prompts")):
+        candidates += [folder / f"{ref}{TEMPLATE_SUFFIX}", folder / ref]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
-        raise UserError(f"prompt template {ref!r} not found (looked for {prompts_dir / (ref + TEMPLATE_SUFFIX)})")
+        raise UserError(
+            f"prompt template {ref!r} not found (looked for {prompts_dir / (ref + TEMPLATE_SUFFIX)} and among the "
+            "built-in templates)"
+        )
     source = read_text(path, "prompt template")
     environment = _environment()
     try:

@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from synthforge.builtin import builtin_label
 from synthforge.hashing import file_sha256
 
 RUN_MARKER = ".synthforge-run"  # in every run directory: what synthforge wrote there is its own to rewrite
@@ -41,11 +42,15 @@ def file_hashes(paths: dict[str, str], extra: list[Path], base: Path) -> dict[st
 
 
 def public_path(path: str | Path, base: Path) -> str:
-    """A path as it may be published (manifest, dataset card): relative to ``base`` (the pipeline file's folder);
-    a path outside it keeps only its last component, so no home directory or user name leaks."""
+    """A path as it may be published (manifest, dataset card): ``synthforge:prompts/respond.j2`` for a file
+    synthforge ships, else relative to ``base`` (the pipeline file's folder); a path outside it keeps only its
+    last component, so no home directory or user name leaks."""
     path = Path(path).expanduser()
     if not path.is_absolute():
         return str(path)
+    shipped = builtin_label(path)
+    if shipped is not None:
+        return shipped
     try:
         return os.path.relpath(path, base) if _inside(path, base.parent) else f".../{path.name}"
     except ValueError:  # another drive (Windows)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from synthforge.testing import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def tiny_teacher(tiny_model_dir):
 def project(tmp_path) -> Path:
     """A copy of the repo's prompts/, constitutions/ and pipelines/ in a temp dir (tests may edit it)."""
     for name in ("prompts", "constitutions", "pipelines"):
-        shutil.copytree(REPO / name, tmp_path / name)
+        shutil.copytree(BUILTIN / name, tmp_path / name)
     return tmp_path
 
 

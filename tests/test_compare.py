@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from synthforge.cli.main import main
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
@@ -24,7 +25,6 @@ from synthforge.records import Record
 from synthforge.rows import read_dialogues
 from synthforge.teachers.scripted import ScriptedTeacher
 from synthforge.testing import build_tiny_model
-from tests.conftest import REPO
 
 OPTION = re.compile(r"\(A\) (.*)\n\n\(B\) (.*)\n\nAnswer with", re.DOTALL)
 
@@ -170,10 +170,10 @@ def test_prompt_layouts_hh_rlhf_messages_text_and_parquet(tmp_path):
 def test_shipped_heldout_prompts_are_balanced_and_share_no_13_gram_with_any_seed_file():
     from synthforge.dedup.contamination import NgramIndex
 
-    rows = read_prompt_rows(REPO / "pipelines" / "eval" / "heldout.jsonl")
+    rows = read_prompt_rows(BUILTIN / "pipelines" / "eval" / "heldout.jsonl")
     assert sum(h for _, h in rows) == 40 and sum(not h for _, h in rows) == 40
     index = NgramIndex(13, 8)
-    for seeds in (REPO / "pipelines" / "seeds").glob("*.jsonl"):
+    for seeds in (BUILTIN / "pipelines" / "seeds").glob("*.jsonl"):
         texts = [json.loads(line) for line in seeds.read_text().splitlines() if line.strip()]
         index.add(seeds.name, [t.get("prompt") or t.get("instruction") or "" for t in texts])
     assert [hit for hit in index.query([p for p, _ in rows]) if hit is not None] == []
@@ -213,7 +213,9 @@ def test_verify_pairs_keeps_what_the_judge_prefers_with_its_confidence(project):
     from synthforge.stages.base import StageResources
     from synthforge.stages.verify_pairs import VerifyPairs
 
-    stage = VerifyPairs("verify_pairs", {"margin": 0.1}, StageResources(REPO / "prompts", REPO / "constitutions", 0))
+    stage = VerifyPairs(
+        "verify_pairs", {"margin": 0.1}, StageResources(BUILTIN / "prompts", BUILTIN / "constitutions", 0)
+    )
     records = [
         Record(
             id="keep",

@@ -7,9 +7,10 @@ from collections import Counter
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from synthforge.constitution import load_constitution, parse_constitution
 from synthforge.constitution.parser import ConstitutionError
-from tests.conftest import REPO, SHARED
+from tests.conftest import SHARED
 
 GOOD = """# comment
 [first]
@@ -29,14 +30,14 @@ revision: Make it polite.
 
 
 def test_shipped_harmless_constitution_has_sixteen_principles():
-    constitution = load_constitution(REPO / "constitutions" / "harmless.txt")
+    constitution = load_constitution(BUILTIN / "constitutions" / "harmless.txt")
     assert len(constitution.principles) == 16
     assert all(p.critique and p.revision and p.compare for p in constitution.principles)
     assert len({p.name for p in constitution.principles}) == 16
 
 
 def test_shipped_helpful_honest_constitution_parses():
-    constitution = load_constitution("helpful-honest", REPO / "constitutions")
+    constitution = load_constitution("helpful-honest", BUILTIN / "constitutions")
     assert len(constitution.principles) == 10
     assert all(p.compare for p in constitution.principles)
 
@@ -79,7 +80,7 @@ def test_errors_name_file_and_line(text, line, fragment):
 
 
 def test_sampling_is_weighted_seeded_and_without_replacement():
-    constitution = load_constitution(REPO / "constitutions" / "harmless.txt")
+    constitution = load_constitution(BUILTIN / "constitutions" / "harmless.txt")
     draw = constitution.sample(random.Random(3), 16)
     assert len({p.name for p in draw}) == 16  # every principle once before any repeats
     assert [p.name for p in constitution.sample(random.Random(3), 5)] == [p.name for p in draw[:5]]
@@ -104,7 +105,7 @@ def test_literal_values_keep_line_breaks_and_round_trip():
     text = "[a]\ncritique: x\nrevision: |\n  1. one\n    indented\n\n  2. two\n"
     parsed = parse_constitution(text)
     assert parsed.principles[0].revision == "1. one\n  indented\n\n2. two"
-    shipped = load_constitution(REPO / "constitutions" / "harmless.txt")
+    shipped = load_constitution(BUILTIN / "constitutions" / "harmless.txt")
     again = parse_constitution(format_constitution(shipped))
     assert again.principles == tuple(
         p.__class__(**{**_fields(p), "line": q.line}) for p, q in zip(shipped.principles, again.principles, strict=True)

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ def embedded_run(tmp_path_factory):
     _require_embedded()
     out = tmp_path_factory.mktemp("embedded") / "run"
     _generate(
-        "pipelines/cai-harmless.yaml",
+        "cai-harmless",
         out,
         "stages.respond.sampling.max_new_tokens=48",
         "stages.critique_revise.sampling.max_new_tokens=48",
@@ -118,7 +119,7 @@ def test_rlaif_judge_on_the_embedded_teacher(tmp_path):
     """RL-CAI end to end: two samples per prompt, judged in both orders by SmolLM2's option log-probabilities."""
     _require_embedded()
     out = tmp_path / "rlaif"
-    done = _generate("pipelines/rlaif.yaml", out, "stages.judge.sampling.max_new_tokens=32", "stages.judge.margin=0.0")
+    done = _generate("rlaif", out, "stages.judge.sampling.max_new_tokens=32", "stages.judge.margin=0.0")
     trace = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
     dropped = [json.loads(x) for x in (out / "dropped.jsonl").read_text().splitlines()]
     assert len(trace) + len(dropped) == 2
@@ -140,10 +141,10 @@ def test_self_instruct_grows_10_seeds_to_20_on_the_embedded_teacher(tmp_path):
     pipeline = tmp_path / "si.yaml"
     pipeline.write_text(
         f"name: si\nseed: 1234\nteacher: {{model: embedded, batch_size: 16}}\n"
-        f"seeds: {{path: {REPO / 'pipelines/seeds/tasks.jsonl'}, field: instruction}}\n"
+        f"seeds: {{path: {BUILTIN / 'pipelines/seeds/tasks.jsonl'}, field: instruction}}\n"
         "stages:\n  - self_instruct:\n      target: 10\n      keep_seeds: true\n      requests_per_round: 16\n"
         "      max_rounds: 8\n      sampling: {temperature: 0.7, top_p: 0.95, max_new_tokens: 96}\n"
-        f"paths: {{prompts: {REPO / 'prompts'}, constitutions: {REPO / 'constitutions'}}}\n",
+        f"paths: {{prompts: {BUILTIN / 'prompts'}, constitutions: {BUILTIN / 'constitutions'}}}\n",
         encoding="utf-8",
     )
     done = _generate(str(pipeline), tmp_path / "run", limit=10)
@@ -175,7 +176,7 @@ def test_magpie_writes_user_queries_on_the_embedded_teacher(tmp_path):
     pipeline.write_text(
         "name: mp\nseed: 1234\nteacher: {model: embedded, batch_size: 16}\n"
         "stages:\n  - magpie: {num_prompts: 4, sampling: {temperature: 1.0, top_p: 0.99, max_new_tokens: 64}}\n"
-        f"paths: {{prompts: {REPO / 'prompts'}, constitutions: {REPO / 'constitutions'}}}\n",
+        f"paths: {{prompts: {BUILTIN / 'prompts'}, constitutions: {BUILTIN / 'constitutions'}}}\n",
         encoding="utf-8",
     )
     _generate(str(pipeline), tmp_path / "run")
@@ -278,7 +279,7 @@ def test_multi_turn_red_team_cai_on_the_embedded_teacher_then_sft_and_dpo(tmp_pa
     _require_embedded()
     out = tmp_path / "dialogues"
     tokens = ["stages.respond.sampling.max_new_tokens=32", "stages.critique_revise.sampling.max_new_tokens=32"]
-    _generate("pipelines/cai-dialogues.yaml", out, *tokens, limit=3)
+    _generate("cai-dialogues", out, *tokens, limit=3)
     trace = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
     assert trace and all(r["history"][0]["role"] == "system" and len(r["history"]) >= 3 for r in trace)
     for record in trace:  # the critique and the revision saw every turn of the conversation
@@ -321,7 +322,7 @@ def killing(stage, batch, teacher, retries):
     return out
 local_executor.process_with_retries = killing
 from synthforge.cli.main import main
-main(["generate", "pipelines/grow-dialogues.yaml", "--limit", "20", "--out", sys.argv[1], "--no-progress", *{sets!r}])
+main(["generate", "grow-dialogues", "--limit", "20", "--out", sys.argv[1], "--no-progress", *{sets!r}])
 """
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
     run = lambda out, **env: subprocess.run(  # noqa: E731

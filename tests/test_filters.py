@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.records import Drop, Record
@@ -14,11 +15,10 @@ from synthforge.settings import SpecError
 from synthforge.stages import stage_class
 from synthforge.stages.base import StageResources
 from synthforge.stages.filters.repetition import RepetitionFilterConfig, repetition_reason
-from tests.conftest import REPO
 
 
 def make(kind: str, settings: dict | None = None, base_dir: Path | None = None):
-    resources = StageResources(REPO / "prompts", REPO / "constitutions", 0, base_dir)
+    resources = StageResources(BUILTIN / "prompts", BUILTIN / "constitutions", 0, base_dir)
     return stage_class(kind)(kind, settings or {}, resources)
 
 

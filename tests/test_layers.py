@@ -46,6 +46,8 @@ def _imports() -> dict[str, set[str]]:
 
 
 def _layer(module: str) -> str:
+    if module == "synthforge.__main__":
+        return "cli"  # `python -m synthforge` is the CLI's second entry point
     parts = module.split(".")
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else "core"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from synthforge.errors import UserError
 from synthforge.prompts import load_template
-from tests.conftest import REPO
 
 
 def test_undefined_variable_names_the_file(tmp_path):
@@ -23,7 +23,7 @@ def test_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_values_are_not_compiled_as_template_source():
-    template = load_template("respond", REPO / "prompts")
+    template = load_template("respond", BUILTIN / "prompts")
     hostile = "{{ 7 * 7 }} {% for x in range(3) %}x{% endfor %}"
     assert template.render(prompt=hostile) == hostile
 

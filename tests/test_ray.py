@@ -258,9 +258,12 @@ def test_a_file_missing_on_a_workers_node_is_one_line_naming_the_node(project, t
     spec = load_pipeline(write_pipeline(project, tiny_model_dir), ["teacher.device=cpu"])
     stage = prepare(spec, limit=2).stages[0]
     stage.resources = dataclasses.replace(stage.resources, prompts_dir=project / "not-on-this-node")
+    stage.settings = {**stage.settings, "template": "only-in-this-project"}  # no built-in template of that name
     executor = RayExecutor(spec.teacher, RayResources(replicas=1, num_cpus=1))
     try:
-        with pytest.raises(UserError, match=r"^on Ray node .+: prompt template 'respond' not found") as info:
+        with pytest.raises(
+            UserError, match=r"^on Ray node .+: prompt template 'only-in-this-project' not found"
+        ) as info:
             list(executor.run(stage, [[Record(id="a", prompt="hi")]], None, 0))
     finally:
         executor.close()

@@ -39,11 +39,11 @@ def InjectingTeacher() -> ScriptedTeacher:  # noqa: N802
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_model_dir):
-    from tests.conftest import REPO
+    from synthforge.builtin import ROOT as BUILTIN
 
     project = tmp_path_factory.mktemp("report-project")
     for name in ("prompts", "constitutions", "pipelines"):
-        shutil.copytree(REPO / name, project / name)
+        shutil.copytree(BUILTIN / name, project / name)
     path = write_pipeline(project, tiny_model_dir)
     text = path.read_text().replace("stages:\n", "stages:\n  - minhash_dedup: {key: prompt}\n")
     path.write_text(text)

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from synthforge.builtin import ROOT as BUILTIN
 from synthforge.dedup.rouge import NoveltyIndex, lcs_length, rouge_l_f1, rouge_tokens
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
@@ -19,9 +20,8 @@ from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reaso
 from synthforge.stages.magpie import pre_query_text
 from synthforge.teachers.base import Completion
 from synthforge.teachers.scripted import ScriptedTeacher
-from tests.conftest import REPO
 
-TASKS = [json.loads(x)["instruction"] for x in (REPO / "pipelines/seeds/tasks.jsonl").read_text().splitlines()]
+TASKS = [json.loads(x)["instruction"] for x in (BUILTIN / "pipelines/seeds/tasks.jsonl").read_text().splitlines()]
 
 
 def _dp_lcs(a, b) -> int:
@@ -120,7 +120,7 @@ def test_split_instructions():
 
 
 def _stage(kind, settings=None, seed=0):
-    resources = StageResources(REPO / "prompts", REPO / "constitutions", seed, None)
+    resources = StageResources(BUILTIN / "prompts", BUILTIN / "constitutions", seed, None)
     return stage_class(kind)(kind, settings or {}, resources)
 
 

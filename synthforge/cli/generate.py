@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from synthforge.builtin import find_pipeline
 from synthforge.engine.executor import EXECUTORS
 from synthforge.engine.runner import RunOptions, preview, run_pipeline
 from synthforge.engine.spec import load_pipeline
@@ -16,7 +17,7 @@ BUDGET_SPENT_EXIT = 3
 
 
 @click.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N seed prompts.")
 @click.option(
     "--out",
@@ -58,7 +59,9 @@ BUDGET_SPENT_EXIT = 3
 def generate(
     pipeline, limit, out_dir, seed, teacher, overrides, fresh, dry_run, explain, progress, max_tokens, engine
 ) -> None:
-    """Run PIPELINE (a YAML file in pipelines/) and write the dataset to its run directory.
+    """Run PIPELINE and write the dataset to its run directory. PIPELINE is a YAML file, or the name of a
+    pipeline: NAME.yaml here or in ./pipelines/ if there is one, else the built-in of that name
+    (cai-harmless, rlaif, self-instruct, ...: see `synthforge list`).
 
     \b
     The run directory holds sft.jsonl and dpo.jsonl (TRL conversational formats), trace.jsonl
@@ -72,7 +75,7 @@ def generate(
         overrides.extend(teacher_overrides(teacher))
     if engine is not None:
         overrides.append(f"engine.kind={engine}")
-    spec = load_pipeline(pipeline, overrides)
+    spec = load_pipeline(find_pipeline(pipeline), overrides)
     if dry_run:
         _print_dry_run(spec, limit)
         return

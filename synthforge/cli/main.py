@@ -14,6 +14,8 @@ from synthforge.errors import UserError
 # `generate` against a server never needs): name -> "module:attribute", in the order --help lists them.
 COMMANDS = {
     "generate": "synthforge.cli.generate:generate",
+    "init": "synthforge.cli.project:init",
+    "list": "synthforge.cli.project:list_builtins",
     "serve": "synthforge.cli.serve:serve",
     "report": "synthforge.cli.report:report",
     "constitution": "synthforge.cli.constitution:constitution",
@@ -44,10 +46,12 @@ def cli() -> None:
 
     \b
     Typical use:
-      synthforge generate pipelines/cai-harmless.yaml      # SFT + DPO data in outputs/cai-harmless/
-      synthforge generate pipelines/cai-harmless.yaml --teacher openai:MODEL@http://127.0.0.1:8000/v1
+      synthforge generate cai-harmless                     # SFT + DPO data in outputs/cai-harmless/
+      synthforge generate cai-harmless --teacher openai:MODEL@http://127.0.0.1:8000/v1
+      synthforge init my-project                           # copies of the pipelines, prompts, constitutions
+      synthforge list                                      # built-in pipelines, constitutions, stages
       synthforge serve --port 8000                         # share one teacher between runs
-      synthforge constitution check constitutions/harmless.txt
+      synthforge constitution check my-project/constitutions/harmless.txt
       synthforge dedup outputs/cai-harmless --key prompt --out deduped.jsonl
       synthforge train sft --data outputs/cai-harmless --model embedded
       synthforge train dpo --data outputs/cai-harmless --model outputs/cai-harmless/student-sft

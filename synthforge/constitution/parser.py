@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthforge.builtin import builtin_path
 from synthforge.constitution.model import Constitution, FewShotExample, Principle
 from synthforge.errors import UserError
 from synthforge.files import read_text
@@ -229,12 +230,18 @@ def _line_of(problem: str) -> int:
 
 
 def resolve_constitution_path(ref: str, constitutions_dir: Path) -> Path:
-    """A path as given, or a name in ``constitutions_dir`` with a .txt or .md suffix."""
-    candidates = [Path(ref)] + [constitutions_dir / f"{ref}{suffix}" for suffix in ("", *SUFFIXES)]
+    """A path as given, or a name (with a .txt or .md suffix) in ``constitutions_dir``, else among the built-in
+    constitutions."""
+    candidates = [Path(ref)]
+    for folder in (constitutions_dir, builtin_path("constitutions")):
+        candidates += [folder / f"{ref}{suffix}" for suffix in ("", *SUFFIXES)]
     for path in candidates:
         if path.is_file():
             return path
-    raise UserError(f"constitution {ref!r} not found (looked in {constitutions_dir} for {ref}.txt / {ref}.md)")
+    raise UserError(
+        f"constitution {ref!r} not found (looked in {constitutions_dir} for {ref}.txt / {ref}.md, and among the "
+        "built-in constitutions)"
+    )
 
 
 def load_constitution(ref: str | Path, constitutions_dir: Path = Path("constitutions")) -> Constitution:

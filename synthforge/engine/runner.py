@@ -18,6 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthforge import __version__
+from synthforge.builtin import builtin_label
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.executor import Executor, executor_kind, whole_with_retries
@@ -447,7 +448,7 @@ def build_manifest(
         "synthforge_version": __version__,
         "pipeline": {
             "name": spec.name,
-            "path": spec.source.name,
+            "path": builtin_label(spec.source) or spec.source.name,
             "sha256": file_sha256(spec.source),
             "description": spec.description,
             "resolved": redact_paths(spec.raw, base),
