@@ -31,6 +31,7 @@ bench: $(STAMP)   # every figure of the README's performance table (tens of minu
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/teacher.py
 	$(BIN)/python benchmarks/teacher.py --mode overhead
+	$(BIN)/python benchmarks/teacher.py --mode decoder
 	$(BIN)/python benchmarks/teacher.py --mode serve
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/novelty.py
@@ -38,6 +39,7 @@ bench: $(STAMP)   # every figure of the README's performance table (tens of minu
 	$(BIN)/python benchmarks/ray_dedup.py
 	$(BIN)/python benchmarks/ray_generate.py
 	$(BIN)/python benchmarks/http_path.py
+	$(BIN)/python benchmarks/structured.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -31,6 +31,7 @@ class PromptTemplate:
     source: str
     sha256: str
     compiled: jinja2.Template
+    variables: frozenset[str] = frozenset()  # the names it uses that it doesn't set itself
 
     def render(self, **values: Any) -> str:
         """Render with ``values``; a missing variable raises :class:`UserError` naming the file."""
@@ -74,4 +75,7 @@ def load_template(ref: str, prompts_dir: Path) -> PromptTemplate:
         raise UserError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
     if list(jinja2.meta.find_referenced_templates(parsed)):
         raise UserError(f"{path}: a prompt template can't include, import or extend other templates")
-    return PromptTemplate(name=path.stem, path=path, source=source, sha256=stable_hash(source), compiled=compiled)
+    variables = frozenset(jinja2.meta.find_undeclared_variables(parsed)) - set(environment.globals)
+    return PromptTemplate(
+        name=path.stem, path=path, source=source, sha256=stable_hash(source), compiled=compiled, variables=variables
+    )

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from synthforge.hashing import stable_hash
 
 Message = dict[str, str]
+
+
+# Names a record's own attributes and the template variables of a conversation take: not usable as column names.
+RESERVED_FIELDS = frozenset(
+    {"id", "prompt", "response", "rejected", "steps", "meta", "history", "fields", "reasoning"}
+    | {"conversation", "system", "turns"}
+)
 
 
 @dataclass(slots=True)
@@ -19,7 +26,11 @@ class Record:
     user turn; a single prompt is the one-turn case (empty history). ``response`` is the current best answer to
     it — the final assistant turn (the SFT target and the DPO "chosen"); ``rejected`` is the alternative final
     turn it beat, when a stage produced a preference. ``steps`` is the trace: one dict per teacher call or
-    decision, in order.
+    decision, in order. ``fields`` are named columns beside the dialogue: seed columns a pipeline keeps, and
+    what user-defined ``generate`` stages write (a structured answer's properties among them). ``reasoning``: a
+    reasoning teacher's thinking behind the answers the record holds, keyed by :func:`answer_key` of the answer
+    (so it follows an answer wherever stages move it: chosen, rejected, an earlier turn); critique, judges,
+    filters and dedup never see it, exports include it on request.
     """
 
     id: str
@@ -29,6 +40,8 @@ class Record:
     steps: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     history: list[Message] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)  # named columns: seed columns and what `generate` writes
+    reasoning: dict[str, str] = field(default_factory=dict)  # answer_key(answer) -> the thinking behind it
 
     @property
     def dialogue(self) -> list[Message]:
@@ -65,7 +78,15 @@ class Record:
                 "meta": self.meta,
             }
         )
+        if self.fields:  # absent when there are none: records without columns serialise as before
+            data["fields"] = self.fields
+        if self.reasoning:
+            data["reasoning"] = self.reasoning
         return data
+
+    def thinking(self, answer: str | None) -> str | None:
+        """The thinking behind ``answer`` (one of this record's answers), if a reasoning teacher wrote it."""
+        return self.reasoning.get(answer_key(answer)) if answer and self.reasoning else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
@@ -78,6 +99,8 @@ class Record:
             steps=list(data.get("steps") or []),
             meta=dict(data.get("meta") or {}),
             history=[dict(m) for m in data.get("history") or []],
+            fields=dict(data.get("fields") or {}),
+            reasoning=dict(data.get("reasoning") or {}),
         )
 
     def content_hash(self) -> str:
@@ -99,6 +122,23 @@ class Drop:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Drop:
         return cls(Record.from_dict(data["record"]), data["stage"], data["reason"])
+
+
+def answer_key(answer: str) -> str:
+    """The key of an answer's thinking in :attr:`Record.reasoning`."""
+    return stable_hash(answer, 12)
+
+
+def with_reasoning(record: Record, *answers: tuple[str | None, str | None]) -> Record:
+    """``record`` with the thinking behind each (answer, thinking) pair, keeping only the thinking of answers it
+    still holds (response, rejected, earlier assistant turns)."""
+    found = {**record.reasoning, **{answer_key(a): r for a, r in answers if a and r}}
+    if not found:
+        return record
+    held = [record.response, record.rejected, *(m["content"] for m in record.history if m["role"] == "assistant")]
+    keys = {answer_key(text) for text in held if text}
+    kept = {key: thought for key, thought in found.items() if key in keys}
+    return record if kept == record.reasoning else replace(record, reasoning=kept)
 
 
 def same_text(a: str, b: str) -> bool:

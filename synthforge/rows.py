@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -309,12 +309,14 @@ class SeedRow:
     prompt: str
     harmful: bool | None = None
     persona: str | None = None  # who the user is, for a simulated user that continues the conversation
+    columns: dict[str, Any] = field(default_factory=dict)  # the extra columns a pipeline keeps (seeds.columns)
 
 
-def check_dialogue(messages: list[Any], at: str, answer: bool = False) -> list[Message]:
+def check_dialogue(messages: list[Any], at: str, answer: bool = False, reasoning: bool = False) -> list[Message]:
     """``messages`` as a valid conversation (roles system/user/assistant, a system message only first, no empty
     turn, no two turns of one role in a row, a user turn to answer last unless ``answer``); else one line naming
-    ``at`` (file:line) and the turn."""
+    ``at`` (file:line) and the turn. ``reasoning``: assistant turns keep their ``reasoning_content`` (training
+    data; a teacher is never shown an earlier turn's thinking)."""
     checked: list[Message] = []
     for number, message in enumerate(messages, 1):
         if not isinstance(message, dict):
@@ -329,6 +331,9 @@ def check_dialogue(messages: list[Any], at: str, answer: bool = False) -> list[M
         if checked and checked[-1]["role"] == role:
             raise UserError(f"{at}: turns {number - 1} and {number} are both {role} turns (they must alternate)")
         checked.append({"role": role, "content": content})
+        thought = message.get("reasoning_content") if reasoning and role == "assistant" else None
+        if isinstance(thought, str) and thought.strip():
+            checked[-1]["reasoning_content"] = thought
     turns = [m for m in checked if m["role"] != "system"]
     if not turns:
         raise UserError(f"{at}: the conversation has no user turn")
@@ -363,12 +368,14 @@ def read_dialogues(
     field: str = "prompt",
     harmful_field: str | None = "harmful",
     system: str | None = None,
+    columns: Sequence[str] = (),
 ) -> list[SeedRow]:
     """The conversation to answer in every row of a prompts file: any layout above (JSONL, parquet; a row's
     final assistant turn, if any, is its old answer and left out), or plain text, one prompt per line.
     ``system``: the system message of rows that have none (a row's own, or its ``system`` column, wins). A
     boolean ``harmful`` column (or another named one) marks harmful prompts. A row that isn't a valid
-    conversation is one line naming the file and line."""
+    conversation is one line naming the file and line. ``columns``: other columns every row must have, kept
+    beside the conversation (for templates and later stages)."""
     found: list[SeedRow] = []
     for number, row, _ in iter_rows(path, str(path)):
         at = f"{path}:{number}"
@@ -391,7 +398,11 @@ def read_dialogues(
         persona = row.get("persona")
         if persona is not None and not isinstance(persona, str):
             raise UserError(f"{at}: 'persona' must be text, got {type(persona).__name__}")
-        found.append(SeedRow(checked[:-1], checked[-1]["content"].strip(), flag, persona))
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise UserError(f"{at}: no column {missing[0]!r} (seeds.columns lists it)")
+        kept = {c: row[c] for c in columns}
+        found.append(SeedRow(checked[:-1], checked[-1]["content"].strip(), flag, persona, kept))
     if not found:
         raise UserError(f"{path}: seeds file has no prompts")
     return found

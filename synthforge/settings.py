@@ -86,12 +86,22 @@ def build_config(cls: type[T], data: Any, where: str) -> T:
         raise SpecError(f"{where}: {exc}") from None
 
 
+OMIT_IF_NONE = "omit_if_none"  # field metadata: a setting added later, left out while unset (cache keys stay)
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as plain JSON-able data (tuples become lists)."""
-    return _plain(dataclasses.asdict(config))
+    """A config dataclass as plain JSON-able data (tuples become lists; fields marked ``OMIT_IF_NONE`` are left
+    out while None, so adding such a setting changes no fingerprint of configs that don't use it)."""
+    return _plain(config)
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get(OMIT_IF_NONE) and getattr(value, f.name) is None)
+        }
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

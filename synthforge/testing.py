@@ -20,6 +20,12 @@ CORPUS = [
 ]
 
 
+THINKING_CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
 def build_tiny_model(
     target: Path,
     seed: int = 0,
@@ -27,9 +33,12 @@ def build_tiny_model(
     layers: int = 2,
     chat_template: bool | str = True,
     context: int = 2048,
+    thinking: bool = False,
 ) -> Path:
     """Save a small random Llama and a byte-level BPE tokenizer: with a ChatML template (``chat_template``: True),
-    none (False) or the one given; ``context``: its context window in tokens."""
+    none (False) or the one given; ``context``: its context window in tokens. ``thinking``: a reasoning model's
+    layout, as Qwen3 has it — ``<think>`` and ``</think>`` are tokens of their own and the template opens the
+    thinking block for the answer (the random model rarely closes it: a thinking budget does)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -49,6 +58,9 @@ def build_tiny_model(
         pad_token="<|im_end|>",
     )
     tokenizer.chat_template = chatml_template() if chat_template is True else (chat_template or None)
+    if thinking:
+        tokenizer.add_tokens(["<think>", "</think>"])
+        tokenizer.chat_template = THINKING_CHATML
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -53,3 +53,17 @@ export: {{license: apache-2.0}}
     path = project / "pipelines" / "tiny-cai.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """``synthforge ARGS`` in this process: (exit code, stdout, stderr)."""
+    from synthforge.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code or 0
+    else:
+        code = 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

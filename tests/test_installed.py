@@ -18,21 +18,12 @@ import pytest
 
 from synthforge.builtin import ROOT as BUILTIN
 from synthforge.builtin import builtin_label, find_pipeline, pipeline_names
-from synthforge.cli.main import main
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # -- finding pipelines ---------------------------------------------------------------------------------
@@ -52,10 +43,10 @@ def test_a_local_file_wins_over_a_builtin_of_the_same_name(tmp_path):
 
 def test_a_name_that_is_neither_is_one_line_listing_the_builtins(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _cli(["generate", "cai-harmles"], capsys)
+    code, _, err = run_cli(["generate", "cai-harmles"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "no built-in pipeline called 'cai-harmles'" in err and "cai-harmless" in err
-    code, _, err = _cli(["generate", "pipelines/nope.yaml"], capsys)
+    code, _, err = run_cli(["generate", "pipelines/nope.yaml"], capsys)
     assert code == 2 and "pipeline file not found" in err
     with pytest.raises(UserError, match="is a folder"):
         find_pipeline(str(tmp_path))
@@ -63,7 +54,7 @@ def test_a_name_that_is_neither_is_one_line_listing_the_builtins(tmp_path, monke
 
 def test_generate_by_name_dry_run_works_outside_the_checkout(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, out, err = _cli(["generate", "cai-harmless", "--dry-run", "--limit", "2"], capsys)
+    code, out, err = run_cli(["generate", "cai-harmless", "--dry-run", "--limit", "2"], capsys)
     assert code == 0, err
     assert "respond" in out and "critique" in out.lower()
     assert not (tmp_path / "outputs").exists()  # a dry run writes nothing
@@ -93,7 +84,7 @@ def test_templates_and_constitutions_missing_from_the_pipelines_paths_come_from_
 # -- init and list ----------------------------------------------------------------------------------------
 def test_init_copies_what_ships_and_its_pipelines_run_as_they_are(tmp_path, monkeypatch, capsys):
     project = tmp_path / "my-project"
-    code, out, err = _cli(["init", str(project)], capsys)
+    code, out, err = run_cli(["init", str(project)], capsys)
     assert code == 0, err
     for kind in ("pipelines", "prompts", "constitutions"):
         shipped = sorted(p.relative_to(BUILTIN / kind) for p in (BUILTIN / kind).rglob("*") if p.is_file())
@@ -104,23 +95,23 @@ def test_init_copies_what_ships_and_its_pipelines_run_as_they_are(tmp_path, monk
     respond = project / "prompts" / "respond.j2"
     respond.write_text("EDITED IN MY PROJECT: " + respond.read_text())
     monkeypatch.chdir(project)
-    code, out, err = _cli(["generate", "cai-harmless", "--dry-run", "--limit", "1"], capsys)
+    code, out, err = run_cli(["generate", "cai-harmless", "--dry-run", "--limit", "1"], capsys)
     assert code == 0 and "EDITED IN MY PROJECT" in out, err
 
 
 def test_init_refuses_a_folder_that_holds_anything(tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    code, _, err = _cli(["init", str(tmp_path / "busy")], capsys)
+    code, _, err = run_cli(["init", str(tmp_path / "busy")], capsys)
     assert code == 2 and "never writes over" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]
     (tmp_path / "empty").mkdir()
-    assert _cli(["init", str(tmp_path / "empty")], capsys)[0] == 0
+    assert run_cli(["init", str(tmp_path / "empty")], capsys)[0] == 0
     assert (tmp_path / "empty" / "pipelines" / "cai-harmless.yaml").is_file()
 
 
 def test_list_names_pipelines_constitutions_stages_and_backends(capsys):
-    code, out, _ = _cli(["list"], capsys)
+    code, out, _ = run_cli(["list"], capsys)
     assert code == 0
     for name in (*pipeline_names(), "harmless", "respond", "critique_revise", "transformers", "openai", "ray"):
         assert f"  {name} " in out

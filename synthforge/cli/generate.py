@@ -92,9 +92,14 @@ def generate(
     usage = result.manifest["usage"]
     click.echo(f"funnel: {funnel}")
     click.echo(f"teacher tokens this run: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion")
+    table = result.manifest["export"].get("table")
+    datasets = [(f"{name}.jsonl", counts[name]) for name in ("sft", "dpo") if name in counts]
+    if table and "table" in counts:
+        datasets.append((f"table.{table['format']}", counts["table"]))
+    listed = ", ".join(f"{name} ({rows})" for name, rows in datasets)
     click.echo(
-        f"wrote {result.out_dir}/: sft.jsonl ({counts.get('sft', 0)}), dpo.jsonl ({counts.get('dpo', 0)}), "
-        f"trace.jsonl ({counts['trace']}), dropped.jsonl ({counts['dropped']}), manifest.json, README.md"
+        f"wrote {result.out_dir}/: {listed + ', ' if listed else ''}trace.jsonl ({counts['trace']}), "
+        f"dropped.jsonl ({counts['dropped']}), manifest.json, README.md"
     )
     click.echo(f"report: {result.out_dir / 'report.html'} (open it in a browser; it loads nothing from the network)")
 

@@ -16,6 +16,12 @@ def _header(manifest: dict[str, Any]) -> str:
         configs.append({"config_name": "sft", "data_files": [{"split": "train", "path": "sft.jsonl"}], "default": True})
     if "dpo" in files:
         configs.append({"config_name": "dpo", "data_files": [{"split": "train", "path": "dpo.jsonl"}]})
+    table = manifest["export"].get("table")
+    if "table" in files and table:
+        path = f"table.{table['format']}"
+        configs.append(
+            {"config_name": "table", "data_files": [{"split": "train", "path": path}], "default": not configs}
+        )
     header = {
         "license": manifest["export"]["license"],
         "tags": ["synthetic", *dict.fromkeys(t for s in manifest["stages"] for t in s.get("tags", ())), "synthforge"],

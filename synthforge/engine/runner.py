@@ -22,7 +22,7 @@ from synthforge.builtin import builtin_label
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.executor import Executor, executor_kind, whole_with_retries
-from synthforge.engine.exporters import export_run
+from synthforge.engine.exporters import CONVERSATION_COLUMNS, export_run
 from synthforge.engine.pipeline import run_segment
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.seeds import seed_records
@@ -87,7 +87,14 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     """Build every stage and render every prompt once, and check that the teacher can do what each stage
     needs, so bad files and settings fail before a model loads or a request is sent."""
     records = (
-        seed_records(spec.seeds_path, spec.seeds.field, limit, spec.seeds.harmful_field, spec.seeds.system)
+        seed_records(
+            spec.seeds_path,
+            spec.seeds.field,
+            limit,
+            spec.seeds.harmful_field,
+            spec.seeds.system,
+            tuple(spec.seeds.columns),
+        )
         if spec.seeds
         else []
     )
@@ -95,7 +102,16 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
     for stage in stages:
         stage.preview(placeholder_record(records[0] if records else None))
-    _check_data_flow(stages, has_seeds=spec.seeds is not None)
+    available = _check_data_flow(
+        stages, has_seeds=spec.seeds is not None, columns=spec.seeds.columns if spec.seeds else []
+    )
+    if spec.export.table is not None:
+        unknown = [f for f in spec.export.table.fields if f not in available and f not in CONVERSATION_COLUMNS]
+        if unknown:
+            raise SpecError(
+                f"{spec.source}: export.table.fields: {unknown[0]!r} is written by no stage and no seed column "
+                f"(available: {', '.join(sorted(available | set(CONVERSATION_COLUMNS)))})"
+            )
     prepared = PreparedRun(spec=spec, stages=stages, records=records)
     if prepared.needs_teacher:
         if teacher is None:
@@ -111,18 +127,22 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     return prepared
 
 
-def _check_data_flow(stages: list[Stage], has_seeds: bool) -> None:
-    """Each stage reads only fields that the seeds (``prompt``) or an earlier stage write; else a spec error."""
-    available = {"prompt"} if has_seeds else set()
+def _check_data_flow(stages: list[Stage], has_seeds: bool, columns: list[str]) -> set[str]:
+    """Each stage reads only fields that the seeds (``prompt``, ``seeds.columns``) or an earlier stage write;
+    else a spec error naming the stage and the field. Returns the fields the last stage leaves."""
+    available = {"prompt", *columns} if has_seeds else set()
     for stage in stages:
         missing = [f for f in stage.fields_read() if f not in available]
         if missing:
-            writers = sorted({s.kind for s in stages if missing[0] in s.writes}) or ["no stage of this pipeline"]
-            raise SpecError(
-                f"{stage.where}: reads {missing[0]!r}, which nothing before it writes "
-                f"(written by: {', '.join(writers)}; put this stage after one of them)"
+            writers = sorted({s.name for s in stages if missing[0] in s.fields_written()})
+            hint = (
+                f"written by: {', '.join(writers)}; put this stage after one of them"
+                if writers
+                else "no stage of this pipeline writes it; a seed column must be listed in seeds.columns"
             )
-        available.update(stage.writes)
+            raise SpecError(f"{stage.where}: reads {missing[0]!r}, which nothing before it writes ({hint})")
+        available.update(stage.fields_written())
+    return available
 
 
 @dataclass
@@ -239,10 +259,12 @@ def _run_stages(
         index += len(segment)
     # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
     (out_dir / "manifest.json").unlink(missing_ok=True)
-    counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo, spec.export.system)
+    table = (spec.export.table.file, spec.export.table.fields) if spec.export.table else None
+    keep = spec.export.reasoning == "keep"
+    counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo, spec.export.system, table, keep)
     if counts["dropped"] != len(drops):
         raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
-    funnel.append({"step": "kept (sft)", "records": counts.get("sft", len(records))})
+    funnel.append({"step": "kept (sft)" if "sft" in counts else "kept", "records": counts.get("sft", len(records))})
     manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
     manifest["engine"] = executor.describe()
     summaries = collect_metrics(prepared.stages, [*records, *(d.record for d in drops)])
@@ -263,7 +285,7 @@ def _run_stages(
     return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
 
 
-OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "README.md")
+OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "table.jsonl", "table.parquet", "trace.jsonl", "dropped.jsonl", "README.md")
 
 
 def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:

@@ -16,10 +16,12 @@ def seed_records(
     limit: int | None = None,
     harmful_field: str | None = "harmful",
     system: str | None = None,
+    columns: tuple[str, ...] = (),
 ) -> list[Record]:
     """Records for the first ``limit`` conversations; ids hash the file name, the conversation (a single prompt:
-    its text) and its occurrence. ``system``: the system message of rows that have none."""
-    rows = read_dialogues(path, field, harmful_field, system)
+    its text) and its occurrence. ``system``: the system message of rows that have none; ``columns``: seed
+    columns kept as the records' fields."""
+    rows = read_dialogues(path, field, harmful_field, system, columns)
     if limit is not None:
         rows = rows[:limit]
     seen: dict[str, int] = {}
@@ -34,5 +36,5 @@ def seed_records(
         if row.persona is not None:
             meta["persona"] = row.persona
         record_id = make_record_id(path.name, row.prompt, occurrence, row.history)
-        records.append(Record(id=record_id, prompt=row.prompt, meta=meta, history=row.history))
+        records.append(Record(id=record_id, prompt=row.prompt, meta=meta, history=row.history, fields=row.columns))
     return records

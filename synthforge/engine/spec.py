@@ -12,7 +12,8 @@ import yaml
 
 from synthforge.engine.executor import EXECUTORS, executor_kind
 from synthforge.files import read_text
-from synthforge.settings import SpecError, build_config
+from synthforge.records import RESERVED_FIELDS
+from synthforge.settings import OMIT_IF_NONE, SpecError, build_config
 from synthforge.stages import STAGES, stage_class
 from synthforge.teachers.config import TeacherSpec
 from synthforge.teachers.factory import teacher_spec
@@ -26,6 +27,35 @@ class SeedsSpec:
     field: str = "prompt"
     harmful_field: str | None = "harmful"  # a boolean column marking harmful prompts (meta.harmful)
     system: str | None = None  # the system message of conversations that have none (a row's own wins)
+    columns: list[str] = dataclasses.field(default_factory=list)  # other seed columns kept as fields (templates)
+
+    def __post_init__(self) -> None:
+        for name in self.columns:
+            if not isinstance(name, str) or not name.isidentifier() or name in RESERVED_FIELDS:
+                raise ValueError(f"columns: {name!r} is not a name a template can use (or is a built-in field)")
+
+
+TABLE_FORMATS = ("jsonl", "parquet")
+
+
+@dataclass
+class TableSpec:
+    """A dataset of any columns: ``fields`` of every kept record (record fields such as a ``generate`` stage's,
+    or ``prompt``, ``response``, ``rejected``, ``system``, ``conversation``, ``turns``), written as
+    ``table.jsonl`` or ``table.parquet`` with an ``id`` column first."""
+
+    fields: list[str] = field(default_factory=list)
+    format: str = "jsonl"
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise ValueError("fields: list the columns of the table")
+        if self.format not in TABLE_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(TABLE_FORMATS)}, got {self.format!r}")
+
+    @property
+    def file(self) -> str:
+        return f"table.{self.format}"
 
 
 @dataclass
@@ -36,6 +66,12 @@ class ExportSpec:
     dpo: bool = True
     license: str = "other"
     system: bool = True  # keep a conversation's system message in sft.jsonl / dpo.jsonl
+    table: TableSpec | None = field(default=None, metadata={OMIT_IF_NONE: True})  # any columns (beside sft, dpo)
+    reasoning: str = "strip"  # keep: answers in sft/dpo carry a reasoning teacher's thinking (reasoning_content)
+
+    def __post_init__(self) -> None:
+        if self.reasoning not in ("strip", "keep"):
+            raise ValueError(f"reasoning must be strip or keep, got {self.reasoning!r}")
 
 
 @dataclass

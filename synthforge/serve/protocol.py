@@ -9,7 +9,9 @@ import time
 import uuid
 from typing import Any
 
+from synthforge.schemas import schema_problem
 from synthforge.teachers.base import Completion, SamplingParams
+from synthforge.teachers.grammar import grammar_problem
 
 MAX_N = 16
 MAX_DEPTH = 32  # JSON nesting a request may have (a request is shallow; a deep one is an attack or a bug)
@@ -57,10 +59,34 @@ def _stop(body: dict) -> tuple[str, ...]:
     raise BadRequest("stop must be a string or a list of at most 16 strings", param="stop")
 
 
+def json_schema_of(body: dict) -> dict[str, Any] | None:
+    """The JSON Schema a request's ``response_format`` asks for (``json_object``: any object), None for text; a
+    malformed one, a schema that isn't JSON Schema or one the grammar engine can't compile is a 400."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise BadRequest("response_format.type must be text, json_object or json_schema", param="response_format")
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise BadRequest("response_format.json_schema.schema must be a JSON Schema object", param="response_format")
+    problem = schema_problem(schema) or grammar_problem(schema)
+    if problem is not None:
+        raise BadRequest(f"response_format.json_schema.schema: {problem}", param="response_format")
+    return schema
+
+
 def sampling_from_request(body: dict, default_max_tokens: int, logprobs: int | None) -> SamplingParams:
     """Our sampling parameters from an OpenAI request body (OpenAI's defaults: temperature 1, top_p 1)."""
     max_tokens = integer(body, "max_completion_tokens", None, 1, 1 << 20)
     max_tokens = integer(body, "max_tokens", max_tokens or default_max_tokens, 1, 1 << 20)
+    budget = integer(body, "thinking_token_budget", None, -1, 1 << 20)  # vLLM's name; -1: unlimited
     return SamplingParams(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
@@ -69,6 +95,8 @@ def sampling_from_request(body: dict, default_max_tokens: int, logprobs: int | N
         stop=_stop(body),
         seed=integer(body, "seed", None, -(1 << 63), (1 << 63) - 1),
         logprobs=logprobs,
+        json_schema=json_schema_of(body),
+        max_reasoning_tokens=None if budget == -1 else budget,
     )
 
 
@@ -191,11 +219,19 @@ def envelope(kind: str, model: str, choices: list, prompt_tokens: int, completio
     }
 
 
+def _message(completion: Completion) -> dict[str, Any]:
+    """The assistant message of a completion: a reasoning model's thinking apart, as ``reasoning_content``."""
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    if completion.reasoning is not None:
+        message["reasoning_content"] = completion.reasoning
+    return message
+
+
 def chat_choices(completions: list[Completion]) -> list[dict[str, Any]]:
     return [
         {
             "index": k,
-            "message": {"role": "assistant", "content": c.text},
+            "message": _message(c),
             "finish_reason": c.finish_reason,
             "logprobs": chat_logprobs(c),
         }
@@ -220,6 +256,8 @@ def stream_events(kind: str, model: str, choices: list[dict[str, Any]], usage: d
         if chat:
             text = choice["message"]["content"]
             chunks.append({"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+            if "reasoning_content" in choice["message"]:
+                chunks.append({"index": index, "delta": {"reasoning_content": choice["message"]["reasoning_content"]}})
             chunks.append({"index": index, "delta": {"content": text}, "logprobs": choice["logprobs"]})
             chunks.append({"index": index, "delta": {}, "finish_reason": choice["finish_reason"]})
         else:

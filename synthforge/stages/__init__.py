@@ -6,6 +6,7 @@ import importlib
 
 STAGES: dict[str, str] = {
     "respond": "synthforge.stages.respond:Respond",
+    "generate": "synthforge.stages.generate:Generate",
     "critique_revise": "synthforge.stages.critique_revise:CritiqueRevise",
     "judge": "synthforge.stages.judge:Judge",
     "filter_empty": "synthforge.stages.filters.empty:EmptyFilter",

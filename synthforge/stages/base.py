@@ -6,6 +6,7 @@ writes, what changes its output (its fingerprint), and how to process one batch.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -19,7 +20,7 @@ from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
 from synthforge.settings import build_config, config_to_dict
 from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
+from synthforge.teachers.base import THINKING_BUDGET, Completion, Conversation, SamplingParams, Teacher
 
 PLACEHOLDER = "<<{} from upstream>>"
 
@@ -56,6 +57,8 @@ class Stage(ABC):
         self.resources = resources
         self.templates: dict[str, PromptTemplate] = {}
         self.constitution: Constitution | None = None
+        if any(p.max_reasoning_tokens is not None for p in _sampling_of(self.config)):
+            self.needs = type(self).needs | {THINKING_BUDGET}
 
     @classmethod
     def expand(cls, name: str, settings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -123,6 +126,10 @@ class Stage(ABC):
     def fields_read(self) -> tuple[str, ...]:
         """The record fields this stage reads, as configured (checked against what earlier stages write)."""
         return self.reads
+
+    def fields_written(self) -> tuple[str, ...]:
+        """The record fields this stage writes, as configured (a user-defined column names its own)."""
+        return self.writes
 
     def files(self) -> dict[str, str]:
         """Files this stage reads, path → sha256 (for the manifest)."""
@@ -213,7 +220,8 @@ def placeholder_record(seed: Record | None = None) -> Record:
     render prompts without a model."""
     prompt = seed.prompt if seed is not None else PLACEHOLDER.format("prompt")
     history = seed.history if seed is not None else []
-    return Record(id="preview", prompt=prompt, response=PLACEHOLDER.format("response"), history=history)
+    fields = dict(seed.fields) if seed is not None else {}
+    return Record(id="preview", prompt=prompt, response=PLACEHOLDER.format("response"), history=history, fields=fields)
 
 
 TRUNCATE = ("none", "oldest")
@@ -235,6 +243,14 @@ def fit_context(record: Record, teacher: Any, reserve: int) -> tuple[Record, int
     return (replace(record, history=[*system, *earlier]), dropped) if dropped else (record, 0)
 
 
+def _sampling_of(config: Any) -> list[SamplingParams]:
+    """The sampling settings a stage's config holds (``sampling``, ``user_sampling``, ``cot_sampling``, ...)."""
+    if not dataclasses.is_dataclass(config):
+        return []
+    values = [getattr(config, f.name) for f in dataclasses.fields(config)]
+    return [v for v in values if isinstance(v, SamplingParams)]
+
+
 def completion_step(stage: str, role: str, completion: Any, **extra: Any) -> dict[str, Any]:
     """A trace step for one teacher completion."""
     return {
@@ -244,5 +260,6 @@ def completion_step(stage: str, role: str, completion: Any, **extra: Any) -> dic
         "finish_reason": completion.finish_reason,
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
+        **({"reasoning": completion.reasoning} if getattr(completion, "reasoning", None) is not None else {}),
         **extra,
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from synthforge.constitution import Principle
-from synthforge.records import Drop, Record, same_text
+from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.critique_text import finds_no_issue
@@ -162,6 +162,7 @@ class CritiqueRevise(Stage):
         current = [r.response or "" for r in batch]
         steps: list[list[dict]] = [list(r.steps) for r in batch]
         truncated = [False] * len(batch)
+        thoughts: list[str | None] = [None] * len(batch)  # the thinking behind each record's latest revision
         for rnd in range(self.config.rounds):
             critiques = self._critiques(batch, current, plans, rnd, teacher)
             asks = [c is None or not (self.config.skip_when_no_issue and finds_no_issue(c.text)) for c in critiques]
@@ -193,8 +194,9 @@ class CritiqueRevise(Stage):
                 )
                 steps[i].append({**step, "text": text, "raw_text": revision.text} if text != revision.text else step)
                 current[i] = text
+                thoughts[i] = revision.reasoning if revision.text else thoughts[i]
                 truncated[i] = revision.finish_reason == "length"
-        return [self._finish(r, current[i], steps[i], truncated[i]) for i, r in enumerate(batch)]
+        return [self._finish(r, current[i], steps[i], truncated[i], thoughts[i]) for i, r in enumerate(batch)]
 
     def _revisions(self, batch, current, plans, rnd, critiques, todo, teacher) -> list[list[Completion]]:
         """Revisions for the records in ``todo`` (those whose critique asked for a change)."""
@@ -215,11 +217,15 @@ class CritiqueRevise(Stage):
         )
         return [completions[0] for completions in done]
 
-    def _finish(self, record: Record, final: str, steps: list[dict], truncated: bool) -> Record | Drop:
+    def _finish(
+        self, record: Record, final: str, steps: list[dict], truncated: bool, thought: str | None = None
+    ) -> Record | Drop:
         """The revised record, or a drop when its final revision was cut off and ``drop_truncated`` is set."""
         original = record.response or ""
         meta = {**record.meta, "unchanged": same_text(final, original)}
-        revised = replace(record, response=final, rejected=original, steps=steps, meta=meta)
+        revised = with_reasoning(
+            replace(record, response=final, rejected=original, steps=steps, meta=meta), (final, thought)
+        )
         if truncated and self.config.drop_truncated:
             return self.drop(revised, "truncated revision (hit max_new_tokens)")
         return revised

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from synthforge.dedup.rouge import lcs_length, rouge_l_f1, rouge_tokens
-from synthforge.records import Drop, Record, same_text
+from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
 from synthforge.stages.revision_text import clean_revision
@@ -196,7 +196,7 @@ class EvolInstruct(Stage):
 
     def _finish(self, record: Record, prompt: str, steps: list[dict], kept: int, reason: str | None) -> Record | Drop:
         meta = {**record.meta, "evolved_from": record.prompt, "evolutions": kept}
-        evolved = replace(record, prompt=prompt, response=None, rejected=None, steps=steps, meta=meta)
+        evolved = with_reasoning(replace(record, prompt=prompt, response=None, rejected=None, steps=steps, meta=meta))
         if kept == 0:
             return self.drop(evolved, f"every evolution eliminated (last: {reason})")
         return evolved

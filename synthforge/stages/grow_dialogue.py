@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from synthforge.records import Drop, Record
+from synthforge.records import Drop, Record, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.critique_revise import CritiqueRevise
@@ -133,7 +133,9 @@ class GrowDialogue(Stage):
                 *record.steps,
                 {**step, "text": text, "raw_text": completion.text} if text != completion.text else step,
             ]
-            results[i] = replace(record, history=history, prompt=text, response=None, rejected=None, steps=steps)
+            results[i] = with_reasoning(
+                replace(record, history=history, prompt=text, response=None, rejected=None, steps=steps)
+            )
             grown.append(i)
         self._answer([results[i] for i in grown], grown, results, teacher)
         return results
@@ -150,6 +152,7 @@ class GrowDialogue(Stage):
         for record, (completion, *_) in zip(records, answers, strict=True):
             step = completion_step(self.name, "response", completion, turn=self.config.turn, writes=["response"])
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
+            updated = with_reasoning(updated, (completion.text, completion.reasoning))
             answered.append(updated if completion.text else self.drop(updated, "empty response"))
         if self.critic is not None:
             todo = [k for k, r in enumerate(answered) if isinstance(r, Record)]

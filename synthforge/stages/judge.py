@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from synthforge.constitution import Principle
-from synthforge.records import Drop, Record, same_text
+from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.judging import choose, clamp, first_wins, judge_question, swap_agrees
@@ -137,6 +137,7 @@ class Judge(Stage):
         confidence = max(p_first, 1.0 - p_first)
         meta = {**record.meta, "preference": {"confidence": confidence, "p_first": p_first}}
         labelled = replace(record, response=chosen.text, rejected=rejected.text, steps=steps, meta=meta)
+        labelled = with_reasoning(labelled, (first.text, first.reasoning), (second.text, second.reasoning))
         if same_text(first.text, second.text):
             return self.drop(labelled, "identical samples: no preference to learn")
         if confidence - 0.5 < self.config.margin:

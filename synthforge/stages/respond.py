@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from synthforge.records import Drop, Record
+from synthforge.records import Drop, Record, with_reasoning
 from synthforge.stages.base import TRUNCATE, Stage, completion_step, fit_context
 from synthforge.teachers.base import TOKENS, Conversation, SamplingParams, Teacher
 
@@ -35,7 +35,7 @@ class Respond(Stage):
         super().__init__(*args, **kwargs)
         self.template = self.use_template("respond", self.config.template)
         if self.config.truncate == "oldest":
-            self.needs = frozenset({TOKENS})  # counting a conversation's tokens: the teacher's tokenizer
+            self.needs = self.needs | {TOKENS}  # counting a conversation's tokens: the teacher's tokenizer
 
     def conversation(self, record: Record) -> Conversation:
         return self.answer_request(record, self.template)
@@ -50,6 +50,7 @@ class Respond(Stage):
         for record, (completion, *_) in zip(batch, completions, strict=True):
             step = completion_step(self.name, "response", completion, writes=["response"])
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
+            updated = with_reasoning(updated, (completion.text, completion.reasoning))
             if not completion.text:
                 results.append(self.drop(updated, "empty response"))
             elif self.config.drop_truncated and completion.finish_reason == "length":

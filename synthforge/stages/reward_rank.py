@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from synthforge.records import Drop, Record, same_text
+from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.stages.base import Stage, completion_step
 from synthforge.stages.reward_score import RewardScorer
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
@@ -86,6 +86,7 @@ class RewardRank(Stage):
         steps.append({"stage": self.name, "role": "reward", "scores": scores, "best": best, "worst": worst})
         meta = {**record.meta, "reward": {"chosen": scores[best], "rejected": scores[worst], "margin": gap}}
         ranked = replace(record, response=texts[best], rejected=texts[worst], steps=steps, meta=meta)
+        ranked = with_reasoning(ranked, *((s.text, s.reasoning) for s in samples))
         if same_text(texts[best], texts[worst]):
             return self.drop(ranked, "identical answers: no preference to learn")
         if gap < self.config.min_gap:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from synthforge.settings import OMIT_IF_NONE
+
 Message = dict[str, str]
 Conversation = list[Message]
 FinishReason = Literal["stop", "length"]
@@ -27,6 +29,10 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = None  # None: none; k >= 0: each sampled token's log-probability and its top k
+    # A JSON Schema the answer must follow (STRUCTURED teachers constrain decoding to it); not hashed (a dict)
+    json_schema: dict[str, Any] | None = field(default=None, hash=False, metadata={OMIT_IF_NONE: True})
+    # Tokens a reasoning teacher may think before its thinking block is closed for it (vLLM's thinking_token_budget)
+    max_reasoning_tokens: int | None = field(default=None, metadata={OMIT_IF_NONE: True})
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
@@ -37,6 +43,10 @@ class SamplingParams:
             raise ValueError("max_new_tokens and n must be >= 1")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise ValueError("logprobs must be in [0, 20]")
+        if self.max_reasoning_tokens is not None and self.max_reasoning_tokens < 0:
+            raise ValueError(f"max_reasoning_tokens must be >= 0, got {self.max_reasoning_tokens}")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise ValueError("json_schema must be a mapping (a JSON Schema)")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     def with_seed(self, seed: int) -> SamplingParams:
@@ -45,14 +55,17 @@ class SamplingParams:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["stop"] = list(self.stop)
-        if data["logprobs"] is None:  # absent unless asked for: cache keys of earlier runs stay valid
-            del data["logprobs"]
+        # absent unless asked for: cache keys of earlier runs stay valid
+        for optional in ("logprobs", "json_schema", "max_reasoning_tokens"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One sampled continuation with why it ended and what it cost."""
+    """One sampled continuation with why it ended and what it cost; ``text`` is the answer, ``reasoning`` what a
+    reasoning teacher thought before it (None when it didn't), split by every backend."""
 
     text: str
     finish_reason: FinishReason
@@ -61,6 +74,7 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
     # With SamplingParams.logprobs: one {"token", "logprob", "top": [[token, logprob], ...]} per sampled token.
     logprobs: list[dict[str, Any]] | None = None
+    reasoning: str | None = None
 
 
 # What a backend can do. Every backend generates; the others depend on the backend (and its settings).
@@ -72,6 +86,8 @@ LOGPROBS = "logprobs"  # log-probabilities of sampled tokens
 PROMPT_LOGPROBS = "prompt_logprobs"  # continuation_token_logprobs(conversation | None, text): what a server echoes
 TOKENS = "tokens"  # count_tokens(conversation | text) and context_window: prompts checked before they are queued
 CONTINUOUS = "continuous"  # start(prompts, params) -> a submission: rows join a running batch (continuous batching)
+STRUCTURED = "structured"  # json_schema constrains the answer (a grammar, or the server's response_format)
+THINKING_BUDGET = "thinking_budget"  # max_reasoning_tokens ends a reasoning teacher's thinking (or the server's)
 
 
 @runtime_checkable

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-COMMON_KEYS = ("model", "backend", "batch_size", "device", "max_retries")
+from synthforge.teachers.reasoning import THINK_TAGS
+
+COMMON_KEYS = ("model", "backend", "batch_size", "device", "max_retries", "reasoning_tags")
 
 
 @dataclass
@@ -21,7 +23,8 @@ class TeacherSpec:
     ``batch_size`` is the number of records per checkpointed unit and teacher call; null picks the backend's
     default (16 in-process, 256 for a server, 1024 for vLLM, which schedule their own batches). ``options``:
     the backend's own settings (the ``teacher.<backend>:`` section, e.g. ``teacher.openai``), or None for its
-    defaults.
+    defaults. ``reasoning_tags``: the opening and closing tag of a reasoning model's thinking, split from its
+    answers (null: ``<think>``/``</think>``; an empty list: answers are never split).
     """
 
     model: str = "embedded"
@@ -29,6 +32,7 @@ class TeacherSpec:
     batch_size: int | None = None
     device: str | None = None
     max_retries: int = 2
+    reasoning_tags: list[str] | None = None
     options: Any = None
 
     def __post_init__(self) -> None:
@@ -38,6 +42,14 @@ class TeacherSpec:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if not self.model.strip():
             raise ValueError("model must not be empty")
+        tags = self.reasoning_tags
+        if tags is not None and (len(tags) not in (0, 2) or (tags and not all(t.strip() for t in tags))):
+            raise ValueError(f"reasoning_tags must be [opening, closing] (or [] to never split), got {tags!r}")
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The thinking tags answers are split at (none: never split)."""
+        return THINK_TAGS if self.reasoning_tags is None else tuple(self.reasoning_tags)
 
 
 def _one(spec: TeacherSpec, options: Any) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from synthforge.models import pad
+from synthforge.teachers.grammar import accept
 
 Sampler = Callable[[torch.Tensor, "list[Row]"], torch.Tensor]
 
@@ -37,6 +38,8 @@ class Row:
     seed: int
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # None: none; k: each token's log-probability and its top k
+    grammar: Any = None  # a grammar matcher (teachers.grammar): only the tokens it allows are sampled
+    budget: Any = None  # a thinking budget (teachers.reasoning): past it, the closing tag's tokens are forced
     done: Future = field(default_factory=Future)
     tokens: list[int] = field(default_factory=list)
     token_logprobs: list[dict[str, Any]] = field(default_factory=list)
@@ -117,9 +120,10 @@ class Decoder:
         is_stopped: Callable[[Row], bool],
         max_batch: int = 16,
         lanes: int = 1,
+        constrain: Callable[[torch.Tensor, list[Row]], torch.Tensor] | None = None,
     ):
         self.model, self.pad_id, self.eos_ids = model, pad_id, eos_ids
-        self.sample, self.is_stopped = sample, is_stopped
+        self.sample, self.is_stopped, self.constrain = sample, is_stopped, constrain
         self.max_batch, self.lanes = max_batch, max(1, lanes)
         self.device = next(model.parameters()).device
         self._waiting: deque[Row] = deque()
@@ -144,9 +148,13 @@ class Decoder:
             self._changed.notify_all()
 
     def close(self) -> None:
+        """Stop the lanes' workers and wait for them (a worker still inside torch at interpreter exit aborts it)."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=60)
 
     def _take(self, lane: int, active: int, block: bool) -> list[Row]:
         """Waiting rows for lane ``lane`` (running ``active`` rows) to admit: at most its fair share of all rows
@@ -227,14 +235,21 @@ class Decoder:
 
     def _step(self, batch: _Batch) -> _Batch | None:
         """Sample one token for every row; rows that ended leave; the others take one step forward."""
-        tokens = self.sample(batch.logits, batch.rows).tolist()
+        logits = batch.logits
+        if self.constrain is not None and any(r.grammar is not None for r in batch.rows):
+            logits = self.constrain(logits, batch.rows)  # tokens a row's grammar forbids can't be sampled
+        logits = _force(logits, batch.rows)
+        tokens = self.sample(logits, batch.rows).tolist()
         self.steps += 1
         going = []
         for index, (row, token) in enumerate(zip(batch.rows, tokens, strict=True)):
             if row.done.cancelled():
                 continue  # its caller has gone: it leaves the batch
             row.tokens.append(token)
-            if token in self.eos_ids or len(row.tokens) >= row.max_new_tokens or self.is_stopped(row):
+            if row.budget is not None:
+                row.budget.observe(row.tokens)
+            ended = row.grammar is not None and _grammar_ended(row.grammar, token)
+            if ended or token in self.eos_ids or len(row.tokens) >= row.max_new_tokens or self.is_stopped(row):
                 row.done.set_result(row)
             else:
                 going.append(index)
@@ -257,3 +272,24 @@ class Decoder:
             layer.values = layer.values[index.to(layer.values.device), :, first:, :]
         rows = [batch.rows[i] for i in keep]
         return _Batch(rows, batch.cache, mask[:, first:], batch.positions[index], batch.logits[index])
+
+
+def _force(logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
+    """Logits under which a row whose thinking budget is closing its block can only emit the next forced token."""
+    forced = [(i, r.budget.forced()) for i, r in enumerate(rows) if r.budget is not None]
+    forced = [(i, token) for i, token in forced if token is not None]
+    if not forced:
+        return logits
+    logits = logits.clone()
+    for i, token in forced:
+        logits[i].fill_(float("-inf"))
+        logits[i, token] = 0.0
+    return logits
+
+
+def _grammar_ended(matcher: Any, token: int) -> bool:
+    """Advance a row's grammar by its new token; True once the grammar is complete (nothing more may follow)."""
+    problem = accept(matcher, token)
+    if problem is not None:
+        raise RuntimeError(f"the grammar refused a token it had allowed: {problem}")  # a bug, never data
+    return bool(matcher.is_stopped())

@@ -17,7 +17,7 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.settings import SpecError, build_config
-from synthforge.teachers.base import CHOICE, RAW_TEXT, TOKENS, Teacher
+from synthforge.teachers.base import CHOICE, RAW_TEXT, STRUCTURED, THINKING_BUDGET, TOKENS, Teacher
 from synthforge.teachers.config import COMMON_KEYS, Backend, TeacherSpec
 
 BACKENDS: dict[str, str] = {
@@ -30,6 +30,8 @@ CAPABILITY_WORDS = {
     CHOICE: "log-probabilities of the judge's answers",
     RAW_TEXT: "raw-text completion with the model's chat template",
     TOKENS: "counting a conversation's tokens against the context window (truncate: oldest)",
+    STRUCTURED: "structured output (decoding constrained to a JSON Schema)",
+    THINKING_BUDGET: "a thinking budget (sampling.max_reasoning_tokens)",
 }
 
 
@@ -121,8 +123,10 @@ def batch_size(spec: TeacherSpec) -> int:
 
 
 def teacher_identity(spec: TeacherSpec) -> dict[str, Any]:
-    """What identifies the teacher's outputs, from the spec alone (no model loaded, no request sent)."""
-    return backend_of(spec.backend).identity(spec, options_of(spec))
+    """What identifies the teacher's outputs, from the spec alone (no model loaded, no request sent); other
+    thinking tags than the usual ones split answers differently, so they are part of it."""
+    identity = backend_of(spec.backend).identity(spec, options_of(spec))
+    return identity if spec.reasoning_tags is None else {**identity, "reasoning_tags": list(spec.reasoning_tags)}
 
 
 def teacher_capabilities(spec: TeacherSpec) -> frozenset[str]:

@@ -85,7 +85,7 @@ def _prepare(rows: list[dict[str, Any]], kind: str, path: Path, assistant_turns:
             raise UserError(f"{path}: row {bad + 1}: 'messages' must be a list ending with an assistant message")
         prepared = []
         for number, row in enumerate(rows, 1):
-            messages = check_dialogue(row["messages"], f"{path}: row {number}", answer=True)
+            messages = check_dialogue(row["messages"], f"{path}: row {number}", answer=True, reasoning=True)
             ends = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
             for end in ends if assistant_turns == "all" else ends[-1:]:
                 prepared.append({"prompt": messages[:end], "completion": messages[end : end + 1]})
@@ -153,6 +153,38 @@ def row_count(rows) -> int:
 
 
 SYSTEM_PROBE = "synthforge-system-probe"
+
+
+MESSAGE_COLUMNS = ("messages", "prompt", "completion", "chosen", "rejected")
+
+
+def fit_reasoning(tokenizer: Any, rows: Any) -> Any:
+    """Rows whose answers carry their thinking (``reasoning_content``), in the form the student's chat template
+    expects: as they are when the template reads ``reasoning_content``, else inlined as ``<think>…</think>``
+    before the answer (what such templates render). Rows without thinking are returned unchanged."""
+    if rows is None:
+        return rows
+    columns = [c for c in MESSAGE_COLUMNS if c in rows.column_names]
+    if not any(_has_thinking(value) for c in columns for value in rows[c]):
+        return rows
+    if "reasoning_content" in (getattr(tokenizer, "chat_template", None) or ""):
+        return rows
+
+    def inline(row: dict[str, Any]) -> dict[str, Any]:
+        return {c: [_inlined(m) for m in row[c]] if isinstance(row[c], list) else row[c] for c in columns}
+
+    return rows.map(inline, desc="thinking inlined as <think> tags")
+
+
+def _has_thinking(value: Any) -> bool:
+    return isinstance(value, list) and any(isinstance(m, dict) and m.get("reasoning_content") for m in value)
+
+
+def _inlined(message: dict[str, Any]) -> dict[str, Any]:
+    thought = message.get("reasoning_content")
+    if not thought:
+        return message
+    return {**message, "content": f"<think>\n{thought}\n</think>\n\n{message['content']}", "reasoning_content": None}
 
 
 def check_roles(tokenizer: Any, rows: Any, ref: str) -> None:

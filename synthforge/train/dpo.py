@@ -19,7 +19,7 @@ from synthforge.train.common import (
     trl_config,
 )
 from synthforge.train.config import DPOTrainingConfig
-from synthforge.train.data import check_roles, load_rows, row_count, split
+from synthforge.train.data import check_roles, fit_reasoning, load_rows, row_count, split
 from synthforge.train.evaluate import preference_margins, summarize
 from synthforge.train.student import load_student
 
@@ -44,6 +44,7 @@ class DPOTraining:
         train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
         student = load_student(config.model, config.device)
         check_roles(student.tokenizer, rows, config.model)
+        train_rows, eval_rows = (fit_reasoning(student.tokenizer, part) for part in (train_rows, eval_rows))
         reference = None
         if not config.lora.enabled:
             reference = load_student(config.reference or config.model, config.device, for_training=False).model

@@ -15,7 +15,7 @@ from synthforge.train.common import (
     trl_arguments,
 )
 from synthforge.train.config import SFTTrainingConfig
-from synthforge.train.data import check_roles, load_rows, row_count, split
+from synthforge.train.data import check_roles, fit_reasoning, load_rows, row_count, split
 from synthforge.train.student import Student, load_student
 
 
@@ -45,6 +45,7 @@ class SFTTraining:
         train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
         student = load_student(config.model, config.device)
         check_roles(student.tokenizer, rows, config.model)
+        train_rows, eval_rows = (fit_reasoning(student.tokenizer, part) for part in (train_rows, eval_rows))
         args = SFTConfig(
             **trl_arguments(config, student.model.device, work or out_dir_for(config, "sft"), eval_rows is not None)
         )

@@ -9,6 +9,7 @@ event-loop thread, so the synchronous teacher protocol can be called from anywhe
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -29,6 +30,8 @@ from synthforge.teachers.base import (
     LOGPROBS,
     RAW_TEXT,
     SCORE,
+    STRUCTURED,
+    THINKING_BUDGET,
     Completion,
     Conversation,
     SamplingParams,
@@ -37,6 +40,7 @@ from synthforge.teachers.base import (
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.flow import AdaptiveWindow, RateLimiter
 from synthforge.teachers.http import ConnectionFailed, JsonClient, StatusError, TimedOut
+from synthforge.teachers.reasoning import THINK_TAGS, split_reasoning
 
 CHOICE_TOKENS = 4  # tokens generated to find where alternative answers such as "(A)" and "(B)" part
 _URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
@@ -101,7 +105,8 @@ class OpenAISettings:
 
 def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
     """What the backend can do with these settings (known before any request)."""
-    found = {LOGPROBS}
+    # response_format: json_schema (every answer is validated anyway); thinking_token_budget (vLLM's; others ignore it)
+    found = {LOGPROBS, STRUCTURED, THINKING_BUDGET}
     if settings.score == "prompt_logprobs":
         found |= {SCORE, CHOICE}
     elif settings.score == "top_logprobs":
@@ -138,7 +143,17 @@ def chat_request(model: str, conversation: Conversation, params: SamplingParams,
     if params.logprobs is not None:
         request["logprobs"] = True
         request["top_logprobs"] = params.logprobs
+    if params.json_schema is not None:
+        request["response_format"] = response_format(params.json_schema)
+    if params.max_reasoning_tokens is not None:  # vLLM's name (a server with a reasoning parser ends thinking there)
+        request["thinking_token_budget"] = params.max_reasoning_tokens
     return request
+
+
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI ``response_format`` asking for JSON of ``schema`` (vLLM, SGLang and synthforge serve constrain
+    decoding to it; a server that ignores it still has its answer validated by the stage)."""
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
 
 def completion_request(model: str, text: str, params: SamplingParams, n: int) -> dict[str, Any]:
@@ -177,9 +192,12 @@ def _chat_logprobs(choice: Any) -> list[dict[str, Any]] | None:
         raise TeacherError(f"malformed answer from the server: bad logprobs ({exc})") from None
 
 
-def _parse_choices(response: Any, n: int, text_of, logprobs_of) -> list[Completion]:
+def _parse_choices(
+    response: Any, n: int, text_of, logprobs_of, tags: Sequence[str] = THINK_TAGS, reasoning_of=lambda c: None
+) -> list[Completion]:
     """Completions of one response (chat or raw text): exactly ``n`` choices, each with text, or a teacher error.
-    A response of another shape (a server bug, a proxy's error page) is a teacher error too, never a crash."""
+    A response of another shape (a server bug, a proxy's error page) is a teacher error too, never a crash.
+    Thinking is what the server returned apart (``reasoning_of``), else what the text holds between ``tags``."""
     choices = _get(response, "choices")
     if not isinstance(choices, list) or not all(isinstance(_get(c, "index"), int) for c in choices):
         raise TeacherError(f"malformed answer from the server: no list of choices ({_shape(response)})")
@@ -191,16 +209,23 @@ def _parse_choices(response: Any, n: int, text_of, logprobs_of) -> list[Completi
     completion_tokens = _count(_get(usage, "completion_tokens", 0), "usage.completion_tokens")
     completions = []
     for k, choice in enumerate(choices):
-        text = text_of(choice)
+        text, reasoning = text_of(choice), reasoning_of(choice)
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise TeacherError(f"malformed answer from the server: reasoning is {type(reasoning).__name__}, not text")
+        if text is None and reasoning:
+            text = ""  # it only thought (cut by max_tokens): no answer
         if text is None:
             raise TeacherError("server returned a choice without message content")
         if not isinstance(text, str):
             raise TeacherError(f"malformed answer from the server: choice text is {type(text).__name__}, not text")
         logprobs = logprobs_of(choice)
         count = len(logprobs) if logprobs is not None else _share(completion_tokens, n, k)
+        if not reasoning:
+            reasoning, text = split_reasoning(text, tags)
         completions.append(
             Completion(
                 text=text.strip(),
+                reasoning=reasoning.strip() if reasoning else None,
                 finish_reason=_finish_reason(_get(choice, "finish_reason")),  # type: ignore[arg-type]
                 prompt_tokens=prompt_tokens,
                 completion_tokens=count,
@@ -224,15 +249,24 @@ def _shape(response: Any) -> str:
     return text[:80]
 
 
-def parse_chat_response(response: Any, n: int) -> list[Completion]:
+def parse_chat_response(response: Any, n: int, tags: Sequence[str] = THINK_TAGS) -> list[Completion]:
     """Completions of one chat response (its JSON); a response without its ``n`` choices or text is a teacher
-    error."""
-    return _parse_choices(response, n, lambda c: _get(_get(c, "message"), "content"), _chat_logprobs)
+    error. A server's ``reasoning_content`` (vLLM's older name, transformers serve, DeepSeek) or ``reasoning``
+    (vLLM's newer one) is the thinking."""
+    return _parse_choices(
+        response, n, lambda c: _get(_get(c, "message"), "content"), _chat_logprobs, tags, _message_reasoning
+    )
 
 
-def parse_completion_response(response: Any, n: int) -> list[Completion]:
-    """Completions of one ``/v1/completions`` response (its JSON)."""
-    return _parse_choices(response, n, lambda c: _get(c, "text"), lambda c: None)
+def _message_reasoning(choice: Any) -> Any:
+    message = _get(choice, "message")
+    found = _get(message, "reasoning_content")
+    return found if found is not None else _get(message, "reasoning")
+
+
+def parse_completion_response(response: Any, n: int, tags: Sequence[str] = ()) -> list[Completion]:
+    """Completions of one ``/v1/completions`` response (its JSON); a text continuation is whole unless ``tags``."""
+    return _parse_choices(response, n, lambda c: _get(c, "text"), lambda c: None, tags)
 
 
 def _share(total: int, n: int, k: int) -> int:
@@ -299,8 +333,16 @@ def _option_score(remainder: str, top: list[tuple[str, float]]) -> float | None:
 class OpenAITeacher:
     """A :class:`~synthforge.teachers.base.Teacher` speaking the OpenAI API to ``settings.base_url``."""
 
-    def __init__(self, model: str, settings: OpenAISettings, identity: dict[str, Any], tokenizer: Any = None):
+    def __init__(
+        self,
+        model: str,
+        settings: OpenAISettings,
+        identity: dict[str, Any],
+        tokenizer: Any = None,
+        tags: Sequence[str] = THINK_TAGS,
+    ):
         self.model = model
+        self.tags = tuple(tags)
         self.settings = settings
         self._identity = identity
         self.capabilities = openai_capabilities(settings)
@@ -410,7 +452,7 @@ class OpenAITeacher:
             [chat_request(self.model, list(c), p, 1) for c, p in zip(conversations, all_params, strict=True)],
             all_params,
             "/chat/completions",
-            parse_chat_response,
+            functools.partial(parse_chat_response, tags=self.tags),
         )
 
     def complete(
@@ -600,7 +642,7 @@ def _build(spec: TeacherSpec, settings: OpenAISettings, identity: dict[str, Any]
         from synthforge.models import load_tokenizer
 
         tokenizer = load_tokenizer(settings.tokenizer)
-    return OpenAITeacher(spec.model, settings, identity, tokenizer)
+    return OpenAITeacher(spec.model, settings, identity, tokenizer, spec.tags)
 
 
 BACKEND = Backend(

@@ -8,8 +8,9 @@ on its seed, not on which other requests share its batch.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -26,6 +27,8 @@ from synthforge.teachers.base import (
     PROMPT_LOGPROBS,
     RAW_TEXT,
     SCORE,
+    STRUCTURED,
+    THINKING_BUDGET,
     TOKENS,
     Completion,
     Conversation,
@@ -34,6 +37,8 @@ from synthforge.teachers.base import (
 )
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.decoding import Decoder, Row, Submission, mergeable
+from synthforge.teachers.grammar import Grammars
+from synthforge.teachers.reasoning import THINK_TAGS, ThinkingBudget, budget_for, opens_thinking, split_reasoning
 
 MAX_LANES = 4  # decoding lanes on a CPU when not set: one per torch thread, at most this many
 
@@ -122,8 +127,10 @@ class TransformersTeacher:
         batch_size: int = 16,
         lanes: int = 1,
         continuous: bool = True,
+        tags: Sequence[str] = THINK_TAGS,
     ):
         self.model = model.eval()
+        self.tags = tuple(tags)
         self.tokenizer = tokenizer
         self.name = name
         self.weights_id = weights_id
@@ -139,11 +146,20 @@ class TransformersTeacher:
         self.decoder: Decoder | None = None
         if continuous and mergeable(DynamicCache(config=model.config)):
             self.decoder = Decoder(
-                model, tokenizer.pad_token_id, self.eos_ids, self._sample, self._stopped, batch_size, lanes
+                model,
+                tokenizer.pad_token_id,
+                self.eos_ids,
+                self._sample,
+                self._stopped,
+                batch_size,
+                lanes,
+                constrain=self._constrain,
             )
         self.max_in_flight = batch_size * lanes if self.decoder is not None else 1
-        if self.decoder is not None:
-            self.capabilities = type(self).capabilities | {CONTINUOUS}
+        self._grammars: Grammars | None = None
+        self._grammars_lock = threading.Lock()
+        if self.decoder is not None:  # structured output is constrained in the decoder's sampling step
+            self.capabilities = type(self).capabilities | {CONTINUOUS, STRUCTURED, THINKING_BUDGET}
 
     def close(self) -> None:
         """Stop the decoder's worker threads."""
@@ -208,13 +224,19 @@ class TransformersTeacher:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _finish(
-        self, new_tokens: list[int], prompt_len: int, stop: tuple[str, ...], logprobs: list[dict] | None = None
+        self,
+        new_tokens: list[int],
+        prompt_len: int,
+        stop: tuple[str, ...],
+        logprobs: list[dict] | None = None,
+        complete: bool = False,
     ) -> Completion:
-        """Cut a row's new tokens at EOS or a stop string, and say why it ended."""
+        """Cut a row's new tokens at EOS or a stop string, and say why it ended (``complete``: its grammar was
+        complete, so it stopped as if at EOS)."""
         end = next((i for i, tok in enumerate(new_tokens) if tok in self.eos_ids), None)
         used = new_tokens if end is None else new_tokens[:end]
         text = self.tokenizer.decode(used, skip_special_tokens=True)
-        reason = "stop" if end is not None else "length"
+        reason = "stop" if end is not None or complete else "length"
         cuts = [text.find(s) for s in stop if s and s in text]
         if cuts:
             text, reason = text[: min(cuts)], "stop"
@@ -285,14 +307,41 @@ class TransformersTeacher:
         new = sequences[:, width:]
         logprobs = self._sampled_logprobs(out.logits, new, params.logprobs or 0) if want_logprobs else None
         return [
-            self._finish(new[i].tolist(), len(rows[i]), params.stop, logprobs[i] if logprobs else None)
+            self._finish(
+                new[i].tolist(),
+                len(rows[i]),
+                params.stop,
+                logprobs[i] if logprobs else None,
+            )
             for i in range(len(rows))
         ]
+
+    def _opens_thinking(self, prompt: list[int]) -> bool:
+        """Whether the rendered prompt leaves the model inside a thinking block (its template opened it)."""
+        return bool(self.tags) and opens_thinking(self.tokenizer.decode(prompt[-64:]), self.tags)
 
     def generate(
         self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[list[Completion]]:
-        return self._generate_encoded([self.encode_chat(c) for c in conversations], params)
+        encoded = [self.encode_chat(c) for c in conversations]
+        return self._reasoned(self._generate_encoded(encoded, params), encoded)
+
+    def _reasoned(
+        self, results: list[list[Completion]], encoded: list[list[int]], chat: Sequence[bool] | None = None
+    ) -> list[list[Completion]]:
+        """Chat completions with their thinking split from the answer (raw-text ones, ``chat`` false, as they
+        are: a text continuation is returned whole, as vLLM's /v1/completions does)."""
+        if not self.tags:
+            return results
+        out = []
+        for i, samples in enumerate(results):
+            if chat is not None and not chat[i]:
+                out.append(samples)
+                continue
+            thinking = self._opens_thinking(encoded[i])
+            split = [split_reasoning(c.text, self.tags, thinking) for c in samples]
+            out.append([replace(c, text=a.strip(), reasoning=r) for c, (r, a) in zip(samples, split, strict=True)])
+        return out
 
     def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
         """The conversation as text, rendered by the tokenizer's chat template."""
@@ -332,6 +381,12 @@ class TransformersTeacher:
         all_params = per_conversation(params, len(encoded))
         if self.decoder is not None:
             return self._decode(encoded, all_params)
+        if any(p.json_schema is not None or p.max_reasoning_tokens is not None for p in all_params):
+            raise TeacherError(
+                "structured output and thinking budgets need continuous batching "
+                "(teacher.transformers.continuous_batching: true)",
+                retryable=False,
+            )
         # One row per (prompt, sample); rows sharing settings are batched, longest first.
         rows: list[tuple[int, int]] = [(c, j) for c, p in enumerate(all_params) for j in range(p.n)]
         groups: dict[SamplingParams, list[tuple[int, int]]] = {}
@@ -360,8 +415,22 @@ class TransformersTeacher:
                 torch.cuda.empty_cache()
             raise TeacherError(f"out of memory generating {len(submission.rows)} rows on {self.device}: {exc}") from exc
 
-    def _submit(self, encoded: list[list[int]], all_params: list[SamplingParams]) -> Submission:
-        """Queue every (prompt, sample) with the decoder (longest prompts first) and return at once."""
+    def grammars(self) -> Grammars:
+        """The grammar engine for this tokenizer (built on first use: about half a second)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                self._grammars = Grammars(self.tokenizer, vocab, self.eos_ids)
+            return self._grammars
+
+    def _constrain(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
+        return self.grammars().mask(logits, [r.grammar for r in rows])
+
+    def _submit(
+        self, encoded: list[list[int]], all_params: list[SamplingParams], after: Callable[[Any], Any] | None = None
+    ) -> Submission:
+        """Queue every (prompt, sample) with the decoder (longest prompts first) and return at once; ``after``
+        turns the finished completions into the result."""
         rows = [
             [
                 Row(
@@ -372,6 +441,8 @@ class TransformersTeacher:
                     seed=_row_seed(p.seed, j),
                     stop=p.stop,
                     logprobs=p.logprobs,
+                    grammar=self.grammars().matcher(p.json_schema) if p.json_schema is not None else None,
+                    budget=self._budget(encoded[c], p),
                 )
                 for j in range(p.n)
             ]
@@ -379,19 +450,32 @@ class TransformersTeacher:
         ]
 
         def finish() -> list[list[Completion]]:
-            return [
+            done = [
                 [
-                    self._finish(r.tokens, len(r.ids), p.stop, r.token_logprobs if p.logprobs is not None else None)
+                    self._finish(
+                        r.tokens,
+                        len(r.ids),
+                        p.stop,
+                        r.token_logprobs if p.logprobs is not None else None,
+                        complete=r.grammar is not None and bool(r.grammar.is_stopped()),
+                    )
                     for r in sample
                 ]
                 for sample, p in zip(rows, all_params, strict=True)
             ]
+            return done if after is None else after(done)
 
         order = sorted((row for sample in rows for row in sample), key=lambda r: -len(r.ids))
         submission = Submission(order, finish)
         assert self.decoder is not None
         self.decoder.submit(order)
         return submission
+
+    def _budget(self, prompt: list[int], params: SamplingParams) -> ThinkingBudget | None:
+        """A row's thinking budget, when its request sets one (a schema-constrained answer has no thinking)."""
+        if params.json_schema is not None:
+            return None
+        return budget_for(self.tokenizer, prompt, params.max_reasoning_tokens, self.tags)
 
     def start(
         self, prompts: Sequence[Conversation | str], params: SamplingParams | Sequence[SamplingParams]
@@ -400,7 +484,10 @@ class TransformersTeacher:
         completions, ``cancel()`` drops the rows not yet done (a client that has gone). Needs continuous batching."""
         encoded = [self._encode_text(p) if isinstance(p, str) else self.encode_chat(p) for p in prompts]
         self._check_context(encoded)
-        return self._submit(encoded, per_conversation(params, len(encoded)))
+        chat = [not isinstance(p, str) for p in prompts]
+        return self._submit(
+            encoded, per_conversation(params, len(encoded)), lambda done: self._reasoned(done, encoded, chat)
+        )
 
     @torch.inference_mode()
     def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -484,6 +571,7 @@ def load_teacher(
     batch_size: int = 16,
     device: str | None = None,
     settings: TransformersSettings | None = None,
+    tags: Sequence[str] = THINK_TAGS,
 ) -> TransformersTeacher:
     """Load a transformers teacher; fp32 on CPU, bf16 on a capable GPU."""
     settings = settings or TransformersSettings(lanes=1)
@@ -498,7 +586,7 @@ def load_teacher(
     elif settings.threads:
         torch.set_num_threads(settings.threads)
     return TransformersTeacher(
-        model, tokenizer, name, weights, batch_size, lanes=lanes, continuous=settings.continuous_batching
+        model, tokenizer, name, weights, batch_size, lanes=lanes, continuous=settings.continuous_batching, tags=tags
     )
 
 
@@ -526,11 +614,17 @@ BACKEND = Backend(
     capabilities=lambda spec, settings: (
         frozenset({GENERATE})
         | TransformersTeacher.capabilities
-        | ({CONTINUOUS} if settings.continuous_batching else set())
+        | ({CONTINUOUS, STRUCTURED, THINKING_BUDGET} if settings.continuous_batching else set())
     ),
-    build=lambda spec, settings, identity: load_teacher(spec.model, spec.batch_size or 16, spec.device, settings),
+    build=lambda spec, settings, identity: load_teacher(
+        spec.model, spec.batch_size or 16, spec.device, settings, spec.tags
+    ),
     batch_size=16,
     check=_check,
+    hints={
+        STRUCTURED: "set teacher.transformers.continuous_batching: true (or the stage's constrained: false)",
+        THINKING_BUDGET: "set teacher.transformers.continuous_batching: true",
+    },
     in_flight=lambda spec, settings: (
         (spec.batch_size or 16) * lanes_for(spec, settings) if settings.continuous_batching else 1
     ),

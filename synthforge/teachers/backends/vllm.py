@@ -22,12 +22,15 @@ from synthforge.teachers.base import (
     LOGPROBS,
     RAW_TEXT,
     SCORE,
+    STRUCTURED,
+    THINKING_BUDGET,
     Completion,
     Conversation,
     SamplingParams,
     per_conversation,
 )
 from synthforge.teachers.config import Backend, TeacherSpec
+from synthforge.teachers.reasoning import THINK_TAGS, opens_thinking, split_reasoning
 
 
 @dataclass
@@ -79,6 +82,10 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         kwargs["stop"] = list(params.stop)
     if params.logprobs is not None:
         kwargs["logprobs"] = params.logprobs
+    if params.json_schema is not None:  # vLLM >= 0.12: SamplingParams(structured_outputs=StructuredOutputsParams)
+        kwargs["structured_outputs"] = {"json": params.json_schema}
+    if params.max_reasoning_tokens is not None:  # needs the engine's reasoning_config (teacher.vllm.extra)
+        kwargs["thinking_token_budget"] = params.max_reasoning_tokens
     return kwargs
 
 
@@ -115,16 +122,19 @@ def _sample_logprobs(output: Any) -> list[dict[str, Any]] | None:
     return rows
 
 
-def parse_request_output(output: Any) -> list[Completion]:
-    """Our completions from one ``vllm.RequestOutput`` (one per sample)."""
+def parse_request_output(output: Any, tags: Sequence[str] = THINK_TAGS) -> list[Completion]:
+    """Our completions from one ``vllm.RequestOutput`` (one per sample), thinking split from the answer."""
     prompt_tokens = len(output.prompt_token_ids or [])
+    thinking = opens_thinking(getattr(output, "prompt", None) or "", tags)
     completions = []
     for sample in output.outputs:
         if sample.finish_reason not in ("stop", "length"):
             raise TeacherError(f"vLLM ended a sample with finish_reason {sample.finish_reason!r}")
+        reasoning, answer = split_reasoning(sample.text, tags, thinking)
         completions.append(
             Completion(
-                text=sample.text.strip(),
+                text=answer.strip(),
+                reasoning=reasoning,
                 finish_reason=sample.finish_reason,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=len(sample.token_ids),
@@ -148,9 +158,9 @@ def continuation_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int
 class VLLMTeacher:
     """A :class:`~synthforge.teachers.base.Teacher` over ``vllm.LLM``."""
 
-    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS})
+    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS, STRUCTURED, THINKING_BUDGET})
 
-    def __init__(self, model: str, settings: VLLMSettings, identity: dict[str, Any]):
+    def __init__(self, model: str, settings: VLLMSettings, identity: dict[str, Any], tags: Sequence[str] = THINK_TAGS):
         try:
             import vllm
         except ImportError:
@@ -159,6 +169,7 @@ class VLLMTeacher:
             ) from None
         self._vllm = vllm
         self._identity = identity
+        self.tags = tuple(tags)
         self.llm = vllm.LLM(**engine_kwargs(model, settings))
         self.tokenizer = self.llm.get_tokenizer()
 
@@ -167,7 +178,12 @@ class VLLMTeacher:
         return self._identity
 
     def _params(self, params: SamplingParams) -> Any:
-        return self._vllm.SamplingParams(**sampling_kwargs(params))
+        kwargs = sampling_kwargs(params)
+        if "structured_outputs" in kwargs:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kwargs["structured_outputs"] = StructuredOutputsParams(**kwargs["structured_outputs"])
+        return self._vllm.SamplingParams(**kwargs)
 
     def generate(
         self, conversations: Sequence[Conversation], params: SamplingParams | Sequence[SamplingParams]
@@ -179,7 +195,7 @@ class VLLMTeacher:
         )
         results: list[list[Completion]] = [[] for _ in conversations]
         for i, output in zip(order, outputs, strict=True):
-            results[i] = parse_request_output(output)
+            results[i] = parse_request_output(output, self.tags)
         return results
 
     def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
@@ -192,7 +208,7 @@ class VLLMTeacher:
     ) -> list[list[Completion]]:
         all_params = per_conversation(params, len(texts))
         outputs = self.llm.generate(list(texts), [self._params(p) for p in all_params], use_tqdm=False)
-        return [parse_request_output(o) for o in outputs]
+        return [parse_request_output(o, ()) for o in outputs]  # a text continuation is returned whole
 
     def score(self, conversations: Sequence[Conversation], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         items: list[tuple[int, int, list[int], int]] = []
@@ -246,8 +262,10 @@ BACKEND = Backend(
     name="vllm",
     settings=VLLMSettings,
     identity=_identity,
-    capabilities=lambda spec, settings: frozenset({GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS}),
-    build=lambda spec, settings, identity: VLLMTeacher(spec.model, settings, identity),
+    capabilities=lambda spec, settings: frozenset(
+        {GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS, STRUCTURED, THINKING_BUDGET}
+    ),
+    build=lambda spec, settings, identity: VLLMTeacher(spec.model, settings, identity, spec.tags),
     batch_size=1024,
     devices=_devices,
     replica_spec=_replica_spec,

@@ -1,0 +1,104 @@
+"""JSON Schemas of structured answers: loaded (inline or from a file), checked as JSON Schema before anything runs,
+and used to parse and validate a teacher's answer (a schema violation is a reason, never a crash)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthforge.files import read_text
+from synthforge.hashing import stable_hash
+from synthforge.settings import SpecError
+
+MAX_ERRORS = 3  # violations named in one reason
+MAX_STARTS = 32  # places an embedded JSON value may start that are tried
+
+
+@dataclass(frozen=True)
+class SchemaSpec:
+    """A JSON Schema (``schema``) with its hash and, when it came from a file, the file."""
+
+    schema: dict[str, Any]
+    sha256: str
+    path: Path | None = None
+
+    def properties(self) -> tuple[str, ...]:
+        """Top-level properties of an object schema (none for other schemas)."""
+        return tuple(self.schema.get("properties", {})) if self.schema.get("type") == "object" else ()
+
+    def parse(self, text: str) -> tuple[Any, str | None]:
+        """(the answer's JSON value, None) when it parses and validates; else (None, what is wrong)."""
+        value, problem = parse_json(text)
+        if problem is not None:
+            return None, problem
+        violations = validation_errors(self.schema, value)
+        if violations:
+            return None, "answer does not match the schema: " + "; ".join(violations)
+        return value, None
+
+
+def load_schema(value: Any, base_dir: Path | None, where: str) -> SchemaSpec:
+    """A schema given inline (a mapping) or as a ``.json``/``.yaml`` file relative to ``base_dir``; one line when it
+    is not a valid JSON Schema."""
+    path = None
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise SpecError(f"{where}: schema file {value} not found")
+        text = read_text(path, "schema")
+        try:
+            value = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        where = str(path)
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: a JSON Schema is a mapping (e.g. {{type: object, properties: ...}})")
+    problem = schema_problem(value)
+    if problem is not None:
+        raise SpecError(f"{where}: not a valid JSON Schema: {problem}")
+    return SchemaSpec(schema=value, sha256=stable_hash(value), path=path)
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` is not a valid JSON Schema (2020-12 meta-schema), or None."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        return f"at {where}: {exc.message}"
+    return None
+
+
+def validation_errors(schema: dict[str, Any], value: Any) -> list[str]:
+    """The first few ways ``value`` violates ``schema``, each with its JSON path; empty when it validates."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
+    return [f"at {e.json_path}: {e.message}" for e in errors[:MAX_ERRORS]]
+
+
+def parse_json(text: str) -> tuple[Any, str | None]:
+    """The JSON value in an answer: the whole text, or (from a teacher not held to a grammar) the first object or
+    array in it, e.g. inside a ```json fence; (None, why) when there is none."""
+    text = text.strip()
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        first_error = exc
+    decoder = json.JSONDecoder()
+    starts = [i for i, char in enumerate(text) if char in "{["][:MAX_STARTS]
+    for start in starts:
+        try:
+            return decoder.raw_decode(text, start)[0], None
+        except json.JSONDecodeError:
+            continue
+    return None, f"answer is not JSON ({first_error.msg} at line {first_error.lineno} column {first_error.colno})"
