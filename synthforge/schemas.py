@@ -86,6 +86,25 @@ def validation_errors(schema: dict[str, Any], value: Any) -> list[str]:
     return [f"at {e.json_path}: {e.message}" for e in errors[:MAX_ERRORS]]
 
 
+def leading_strings(text: str) -> list[str]:
+    """The complete strings at the start of the first JSON array in ``text``: what survives of an answer cut off
+    by ``max_new_tokens`` in the middle of a list (``{"tasks": ["a", "b", "c`` gives a and b)."""
+    start = text.find("[")
+    if start == -1:
+        return []
+    decoder, found, at = json.JSONDecoder(), [], start + 1
+    while True:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return found
+        if not isinstance(value, str):
+            return found
+        found.append(value)
+
+
 def parse_json(text: str) -> tuple[Any, str | None]:
     """The JSON value in an answer: the whole text, or (from a teacher not held to a grammar) the first object or
     array in it, e.g. inside a ```json fence; (None, why) when there is none."""

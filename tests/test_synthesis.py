@@ -18,7 +18,7 @@ from synthforge.stages.base import StageResources
 from synthforge.stages.evol_instruct import elimination_reason
 from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.stages.magpie import pre_query_text
-from synthforge.teachers.base import Completion
+from synthforge.teachers.base import GENERATE, STRUCTURED, Completion, per_conversation
 from synthforge.teachers.scripted import ScriptedTeacher
 
 TASKS = [json.loads(x)["instruction"] for x in (BUILTIN / "pipelines/seeds/tasks.jsonl").read_text().splitlines()]
@@ -381,3 +381,95 @@ def test_self_instruct_resumes_inside_the_stage_without_repeating_rounds(project
     run_pipeline(spec, RunOptions(out_dir=project / "fresh"), teacher=uninterrupted, log=lambda _: None)
     assert (project / "o" / "trace.jsonl").read_text() == (project / "fresh" / "trace.jsonl").read_text()
     assert not list((project / "o" / "checkpoints").glob("*.journal.jsonl"))  # discarded once complete
+
+
+# -- Self-Instruct and Evol-Instruct ask for JSON under a schema when the teacher can constrain its output --------
+class StructuredTeacher(ScriptedTeacher):
+    """A scripted teacher that says it constrains output to a schema; it keeps the sampling params it was sent."""
+
+    def __init__(self, reply):
+        super().__init__(reply, capabilities=frozenset({GENERATE, STRUCTURED}))
+        self.params: list = []
+
+    def generate(self, conversations, params):
+        self.params.extend(per_conversation(params, len(conversations)))
+        return super().generate(conversations, params)
+
+
+def test_self_instruct_reads_tasks_from_json_when_the_teacher_constrains_output(project, tiny_model_dir):
+    answers = iter(
+        [
+            '{"tasks": ["1. Write a limerick about a cat who loves rain.", '
+            '"Explain how bees make honey, step by step."]}',
+            '{"tasks": ["List five uses of baking soda around the house.", "Describe a sunrise over the ocean in deta',
+        ]
+    )
+    teacher = StructuredTeacher(lambda conversation: next(answers))
+    path = _pipeline(
+        project,
+        "si",
+        f'model: "{tiny_model_dir}"',
+        "self_instruct: {target: 3, requests_per_round: 2, max_rounds: 1}",
+        "path: seeds/tasks.jsonl, field: instruction",
+    )
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=teacher, log=lambda _: None)
+    kept = [json.loads(x)["prompt"] for x in (project / "o" / "trace.jsonl").read_text().splitlines()]
+    assert kept == [  # numbering removed; the answer cut off mid-list keeps its complete task
+        "Write a limerick about a cat who loves rain.",
+        "Explain how bees make honey, step by step.",
+        "List five uses of baking soda around the house.",
+    ]
+    assert {p.json_schema["required"][0] for p in teacher.params} == {"tasks"}
+    assert all('{"tasks"' in c[-1]["content"] and "Task 9:" not in c[-1]["content"] for c in teacher.seen)
+
+
+def test_evol_instruct_reads_the_prompt_from_json_and_eliminates_an_answer_without_one(project, tiny_model_dir):
+    seeds = project / "pipelines" / "seeds" / "two.jsonl"
+    seeds.write_text('{"prompt": "Explain tides simply."}\n{"prompt": "Name two rivers in Asia."}\n', encoding="utf-8")
+
+    def reply(conversation):
+        if "Name two rivers" in conversation[-1]["content"]:
+            return '{"prompt": "Name two rivers in Asia and compare'  # cut off: no prompt to read
+        return '{"prompt": "Explain tides simply, using the moon, the sun and one worked example of a spring tide."}'
+
+    teacher = StructuredTeacher(reply)
+    path = _pipeline(
+        project,
+        "evol",
+        f'model: "{tiny_model_dir}"',
+        "evol_instruct: {rounds: 1, operations: [deepen]}",
+        "path: seeds/two.jsonl",
+    )
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), teacher=teacher, log=lambda _: None)
+    kept = [json.loads(x) for x in (project / "o" / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (project / "o" / "dropped.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in kept] == [
+        "Explain tides simply, using the moon, the sun and one worked example of a spring tide."
+    ]
+    assert dropped[0]["reason"].startswith("every evolution eliminated (last: no rewritten prompt in the JSON answer")
+    assert {p.json_schema["required"][0] for p in teacher.params} == {"prompt"}
+
+
+def test_structured_answers_are_chosen_by_the_teacher_and_part_of_the_fingerprint(tiny_model_dir):
+    def build(capabilities, mode="auto"):
+        resources = StageResources(BUILTIN / "prompts", BUILTIN / "constitutions", 0, None, capabilities)
+        return stage_class("evol_instruct")("evol", {"structured": mode}, resources)
+
+    constrained, free = build(frozenset({GENERATE, STRUCTURED})), build(frozenset({GENERATE}))
+    assert constrained.json_answers and constrained.config.sampling.json_schema is not None
+    assert free.json_answers is False and free.config.sampling.json_schema is None
+    assert constrained.fingerprint() != free.fingerprint()
+    assert build(frozenset({GENERATE, STRUCTURED}), "text").json_answers is False
+    assert STRUCTURED in build(frozenset({GENERATE}), "json").needs  # a teacher without it: a spec error
+
+
+def test_structured_json_on_a_teacher_that_cant_constrain_is_one_line(project, tiny_model_dir):
+    path = _pipeline(
+        project,
+        "evol",
+        f'model: "{tiny_model_dir}", transformers: {{continuous_batching: false}}',
+        "evol_instruct: {structured: json}",
+        "path: seeds/tasks.jsonl, field: instruction",
+    )
+    with pytest.raises(UserError, match="structured output.*continuous_batching: true"):
+        run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), log=lambda _: None)

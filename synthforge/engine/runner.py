@@ -98,7 +98,8 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
         if spec.seeds
         else []
     )
-    resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir)
+    have = capabilities_of(teacher) if teacher is not None else teacher_capabilities(spec.teacher)
+    resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir, have)
     stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
     for stage in stages:
         stage.preview(placeholder_record(records[0] if records else None))
@@ -116,7 +117,6 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     if prepared.needs_teacher:
         if teacher is None:
             check_device(spec.teacher, f"{spec.source}: teacher")
-        have = capabilities_of(teacher) if teacher is not None else teacher_capabilities(spec.teacher)
         backend = spec.teacher.backend
         if teacher is not None:
             backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)

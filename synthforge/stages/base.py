@@ -18,9 +18,9 @@ from synthforge.constitution.parser import load_constitution
 from synthforge.hashing import derive_seed
 from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
-from synthforge.settings import build_config, config_to_dict
+from synthforge.settings import SpecError, build_config, config_to_dict
 from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.teachers.base import THINKING_BUDGET, Completion, Conversation, SamplingParams, Teacher
+from synthforge.teachers.base import STRUCTURED, THINKING_BUDGET, Completion, Conversation, SamplingParams, Teacher
 
 PLACEHOLDER = "<<{} from upstream>>"
 
@@ -33,10 +33,13 @@ class StageResources:
     constitutions_dir: Path
     seed: int
     base_dir: Path | None = None
+    capabilities: frozenset[str] | None = None  # the teacher's, when known: `structured: auto` asks for JSON
 
 
 class Stage(ABC):
     """Base class of every pipeline stage; subclasses set ``kind``, ``Config``, ``reads``, ``writes``."""
+
+    json_answers: bool | None = None  # a stage that parses its teacher's answers: as JSON of a schema, or as text
 
     kind: ClassVar[str]
     Config: ClassVar[type]
@@ -90,6 +93,17 @@ class Stage(ABC):
         """Deterministic per-record seed: pipeline seed, stage name, record id and ``parts``."""
         return derive_seed(self.resources.seed, self.name, record.id, *parts)
 
+    def answers_in_json(self, mode: str) -> bool:
+        """Whether to ask for answers as JSON of a schema (decoding constrained to it) instead of free text to
+        parse: ``json``, ``text``, or ``auto`` — JSON when the teacher can constrain its output. The choice is
+        part of the fingerprint."""
+        if mode not in STRUCTURED_MODES:
+            raise SpecError(f"{self.where}.structured: must be one of {', '.join(STRUCTURED_MODES)}, got {mode!r}")
+        if mode == "json":
+            self.needs = self.needs | {STRUCTURED}
+        self.json_answers = mode == "json" or (mode == "auto" and STRUCTURED in (self.resources.capabilities or ()))
+        return self.json_answers
+
     def stage_seed(self, *parts: Any) -> int:
         """Deterministic seed for work not tied to one record (pipeline seed, stage name, ``parts``)."""
         return derive_seed(self.resources.seed, self.name, *parts)
@@ -114,6 +128,7 @@ class Stage(ABC):
             "seed": self.resources.seed,
             "templates": {role: t.sha256 for role, t in sorted(self.templates.items())},
             "constitution": self.constitution.sha256 if self.constitution else None,
+            **({"json_answers": self.json_answers} if self.json_answers is not None else {}),
         }
 
     def tally(self, step: dict[str, Any], metrics: Metrics) -> None:  # noqa: B027 - optional hook
@@ -241,6 +256,9 @@ def fit_context(record: Record, teacher: Any, reserve: int) -> tuple[Record, int
         cut = 2 if len(earlier) > 1 and earlier[1]["role"] == "assistant" else 1
         earlier, dropped = earlier[cut:], dropped + cut
     return (replace(record, history=[*system, *earlier]), dropped) if dropped else (record, 0)
+
+
+STRUCTURED_MODES = ("auto", "json", "text")
 
 
 def _sampling_of(config: Any) -> list[SamplingParams]:

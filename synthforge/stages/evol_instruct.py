@@ -4,6 +4,9 @@ random operation, in depth (constraints, deepen, concretize, reasoning, complica
 A failed evolution is eliminated by the paper's rules and the previous instruction is kept for the next
 round: no information gain over the original, an apology instead of a prompt, only punctuation and stop
 words, or the rewriting prompt's own wording copied. A record whose every evolution failed is dropped.
+
+With a teacher that can constrain its output (``structured: auto``, or ``json``) the rewritten prompt is asked
+for as ``{"prompt": ...}`` under that schema and read from the JSON, instead of cleaned of preambles.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from synthforge.dedup.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from synthforge.records import Drop, Record, same_text, with_reasoning
+from synthforge.schemas import parse_json
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
 from synthforge.stages.revision_text import clean_revision
@@ -77,6 +81,14 @@ STOP_WORDS = frozenset(
 _SORRY = re.compile(r"\b(sorry|apologi[sz]e)\b", re.IGNORECASE)
 
 
+PROMPT_SCHEMA = {
+    "type": "object",
+    "properties": {"prompt": {"type": "string", "minLength": 1}},
+    "required": ["prompt"],
+    "additionalProperties": False,
+}
+
+
 @dataclass
 class EvolInstructConfig:
     """``operations`` to draw from (uniformly, seeded per record and round); ``rounds`` evolutions each."""
@@ -88,6 +100,9 @@ class EvolInstructConfig:
     max_apology_words: int = 80
     min_gain: float = 0.9
     min_words: int = 3
+    structured: str = (
+        "auto"  # json: {"prompt": ...} under a schema; text: the reply is the prompt; auto: json if it can
+    )
     sampling: SamplingParams = field(
         default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=256)
     )
@@ -148,6 +163,8 @@ class EvolInstruct(Stage):
         super().__init__(*args, **kwargs)
         self.depth = self.use_template("depth", self.config.depth_template)
         self.breadth = self.use_template("breadth", self.config.breadth_template)
+        if self.answers_in_json(self.config.structured):
+            self.config.sampling = replace(self.config.sampling, json_schema=PROMPT_SCHEMA)
 
     def operation(self, record: Record, rnd: int) -> str:
         """The operation of round ``rnd`` for ``record`` (seeded: same record, same choice)."""
@@ -155,9 +172,9 @@ class EvolInstruct(Stage):
 
     def request(self, instruction: str, operation: str) -> Conversation:
         if operation == "breadth":
-            text = self.breadth.render(instruction=instruction)
+            text = self.breadth.render(instruction=instruction, structured=bool(self.json_answers))
         else:
-            text = self.depth.render(instruction=instruction, operation=operation)
+            text = self.depth.render(instruction=instruction, operation=operation, structured=bool(self.json_answers))
         return [{"role": "user", "content": text}]
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
@@ -173,8 +190,8 @@ class EvolInstruct(Stage):
                 [self.seeded(self.config.sampling, r, rnd) for r in batch],
             )
             for i, samples in enumerate(done):
-                evolved = clean_revision(samples[0].text)
-                reason = elimination_reason(
+                evolved, problem = self.evolved_text(samples[0].text)
+                reason = problem or elimination_reason(
                     current[i],
                     evolved,
                     max_apology_words=self.config.max_apology_words,
@@ -193,6 +210,15 @@ class EvolInstruct(Stage):
                     current[i], kept[i] = evolved, kept[i] + 1
                 last_reason[i] = reason
         return [self._finish(r, current[i], steps[i], kept[i], last_reason[i]) for i, r in enumerate(batch)]
+
+    def evolved_text(self, answer: str) -> tuple[str, str | None]:
+        """The rewritten prompt in an answer, and why there is none (a JSON answer that doesn't parse)."""
+        if not self.json_answers:
+            return clean_revision(answer), None
+        value, problem = parse_json(answer)
+        if not isinstance(value, dict) or not isinstance(value.get("prompt"), str):
+            return answer, f"no rewritten prompt in the JSON answer ({problem or 'no prompt string'})"
+        return " ".join(value["prompt"].split()), None
 
     def _finish(self, record: Record, prompt: str, steps: list[dict], kept: int, reason: str | None) -> Record | Drop:
         meta = {**record.meta, "evolved_from": record.prompt, "evolutions": kept}

@@ -4,19 +4,31 @@ Each round sends several requests, each showing in-context instructions (mostly 
 and asking for the next ones. A candidate joins the pool only if it passes the heuristic filters and
 its ROUGE-L F1 against every pool instruction is <= ``rouge_threshold``; every rejected candidate goes
 to the drop ledger with its reason. Stops at ``target`` new instructions (or ``max_rounds``).
+
+With a teacher that can constrain its output (``structured: auto``, or ``json``), each request asks for
+``{"tasks": [...]}`` under that schema instead of continuing the numbered list, and the tasks are read from
+the JSON instead of split from the text (an answer cut off mid-list keeps its complete tasks).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from synthforge.dedup.rouge import NoveltyIndex, Verdict
 from synthforge.records import Drop, Record, make_record_id
+from synthforge.schemas import leading_strings, parse_json
 from synthforge.stages.base import DatasetStage, Journal, completion_step
 from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
+
+TASKS_SCHEMA = {
+    "type": "object",
+    "properties": {"tasks": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}},
+    "required": ["tasks"],
+    "additionalProperties": False,
+}
 
 
 @dataclass
@@ -34,6 +46,7 @@ class SelfInstructConfig:
     max_words: int = 150
     banned_keywords: tuple[str, ...] = BANNED_KEYWORDS
     keep_seeds: bool = False
+    structured: str = "auto"  # json: {"tasks": [...]} under a schema; text: a numbered list; auto: json if it can
     sampling: SamplingParams = field(
         default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=256)
     )
@@ -60,13 +73,17 @@ class SelfInstruct(DatasetStage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.template = self.use_template("self_instruct", self.config.template)
+        if self.answers_in_json(self.config.structured):
+            self.config.sampling = replace(self.config.sampling, json_schema=TASKS_SCHEMA)
 
     def progress_total(self, records: list[Record]) -> int:
         return self.config.target
 
     def request(self, examples: list[str]) -> Conversation:
         """The user message asking for the task after ``examples``."""
-        text = self.template.render(examples=examples, next_number=len(examples) + 1)
+        text = self.template.render(
+            examples=examples, next_number=len(examples) + 1, structured=bool(self.json_answers)
+        )
         return [{"role": "user", "content": text}]
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
@@ -103,6 +120,17 @@ class SelfInstruct(DatasetStage):
                 break
         return [*(records if self.config.keep_seeds else []), *growth.new, *growth.drops]
 
+    def candidates(self, completion: Completion) -> list[str]:
+        """The new tasks in one answer: the JSON's list (its complete strings, if cut off), or split from text;
+        numbers and bullets removed either way."""
+        if not self.json_answers:
+            return split_instructions(completion.text)
+        value, _ = parse_json(completion.text)
+        tasks = value.get("tasks") if isinstance(value, dict) else None
+        if not isinstance(tasks, list):
+            tasks = leading_strings(completion.text)
+        return [line for task in tasks if isinstance(task, str) for line in split_instructions(task)]
+
     def _round(self, teacher, requests, params, rnd, journal) -> list[Completion]:
         """One round's completions; journaled, so a resumed run replays finished rounds without the teacher."""
         return self.remember_completions(
@@ -131,7 +159,7 @@ class PoolGrowth:
         """Filter the candidates of one completion into the pool; returns how many joined."""
         step = completion_step(self.stage.name, "generation", completion, round=rnd, request=request, examples=examples)
         added = 0
-        for text in split_instructions(completion.text):
+        for text in self.stage.candidates(completion):
             if self.done:
                 break
             self._seen[text] = self._seen.get(text, -1) + 1
