@@ -16,6 +16,7 @@ from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
 from synthforge.records import Record, with_reasoning
+from synthforge.report.aggregates import browser_rows
 from synthforge.teachers.backends.openai import parse_chat_response
 from synthforge.teachers.backends.vllm import sampling_kwargs
 from synthforge.teachers.base import Completion, SamplingParams
@@ -105,6 +106,16 @@ def test_a_budget_on_a_teacher_without_continuous_batching_is_one_line(tmp_path,
     )
     with pytest.raises(UserError, match="thinking budget.*continuous_batching: true"):
         run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "out"))
+
+
+def test_an_answer_lost_to_thinking_is_ledgered_as_such(tmp_path, thinking_model_dir):
+    path = _pipeline(tmp_path, thinking_model_dir, {"max_new_tokens": 6})  # no budget: it thinks to the end
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "out"))
+    dropped = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    assert len(dropped) == 3 and {d["reason"] for d in dropped} == {
+        "no answer after thinking (raise max_new_tokens, or end thinking with max_reasoning_tokens)"
+    }
+    assert all(d["record"]["steps"][0]["reasoning"] for d in dropped)  # the thinking is in the ledger
 
 
 # -- records, stages and exports -------------------------------------------------------------------------------
@@ -205,6 +216,9 @@ def test_a_reasoning_teacher_in_process_and_through_serve_makes_the_same_records
     assert trace == (there.out_dir / "trace.jsonl").read_text()
     records = [json.loads(line) for line in trace.splitlines()]
     assert records and all(r["reasoning"] and "</think>" not in r["response"] for r in records)
+    rows = browser_rows(records, [])  # the report's record browser shows the thinking (folded)
+    assert [row[8] for row in rows] == [next(iter(r["reasoning"].values())) for r in records]
+    assert (here.out_dir / "report.html").is_file()
     sft = [json.loads(line) for line in (here.out_dir / "sft.jsonl").read_text().splitlines()]
     assert all(m["reasoning_content"] for row in sft for m in row["messages"] if m["role"] == "assistant")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.files import read_text
-from synthforge.records import reason_kind
+from synthforge.records import answer_key, reason_kind
 from synthforge.rows import iter_json_values
 from synthforge.validation import check_json
 
@@ -30,6 +30,8 @@ _RECORD = {
         "steps": {"type": "array", "items": {"type": "object"}},
         "meta": {"type": "object"},
         "history": {"type": "array", "items": {"type": "object"}},
+        "fields": {"type": "object"},
+        "reasoning": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
 _DROP = {
@@ -161,7 +163,7 @@ def drop_groups(dropped: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def browser_rows(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[list[Any]]:
     """One compact row per record: [id, last user turn, first answer, final answer, critique, principle, status,
-    earlier turns as [role, text] pairs]."""
+    earlier turns as [role, text] pairs, the thinking behind the final answer (a reasoning teacher's)]."""
     rows = []
     statuses = [(r, "kept") for r in kept] + [(d["record"], f"dropped by {d['stage']}: {d['reason']}") for d in dropped]
     for record, status in statuses:
@@ -175,9 +177,15 @@ def browser_rows(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> l
                 _last(record, "revision", "principle") or _last(record, "critique", "principle") or "",
                 status,
                 [[m.get("role", ""), m.get("content", "")] for m in record.get("history") or []],
+                _thinking(record),
             ]
         )
     return rows
+
+
+def _thinking(record: dict[str, Any]) -> str:
+    answer, thoughts = record.get("response"), record.get("reasoning") or {}
+    return thoughts.get(answer_key(answer), "") if answer and isinstance(thoughts, dict) else ""
 
 
 def summary(manifest: dict[str, Any]) -> dict[str, Any]:

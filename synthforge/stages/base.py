@@ -269,6 +269,13 @@ def _sampling_of(config: Any) -> list[SamplingParams]:
     return [v for v in values if isinstance(v, SamplingParams)]
 
 
+def empty_answer(completion: Any) -> str:
+    """Why an answer is empty: nothing was written, or a reasoning teacher thought until its tokens ran out."""
+    if getattr(completion, "reasoning", None):
+        return "no answer after thinking (raise max_new_tokens, or end thinking with max_reasoning_tokens)"
+    return "empty response"
+
+
 def completion_step(stage: str, role: str, completion: Any, **extra: Any) -> dict[str, Any]:
     """A trace step for one teacher completion."""
     return {

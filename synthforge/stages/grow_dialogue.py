@@ -16,7 +16,7 @@ from typing import Any
 
 from synthforge.records import Drop, Record, with_reasoning
 from synthforge.settings import SpecError
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.base import PLACEHOLDER, Stage, completion_step, empty_answer
 from synthforge.stages.critique_revise import CritiqueRevise
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 
@@ -153,7 +153,7 @@ class GrowDialogue(Stage):
             step = completion_step(self.name, "response", completion, turn=self.config.turn, writes=["response"])
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
             updated = with_reasoning(updated, (completion.text, completion.reasoning))
-            answered.append(updated if completion.text else self.drop(updated, "empty response"))
+            answered.append(updated if completion.text else self.drop(updated, empty_answer(completion)))
         if self.critic is not None:
             todo = [k for k, r in enumerate(answered) if isinstance(r, Record)]
             revised = self.critic.process([answered[k] for k in todo], teacher)  # type: ignore[misc]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from synthforge.records import Drop, Record, with_reasoning
-from synthforge.stages.base import TRUNCATE, Stage, completion_step, fit_context
+from synthforge.stages.base import TRUNCATE, Stage, completion_step, empty_answer, fit_context
 from synthforge.teachers.base import TOKENS, Conversation, SamplingParams, Teacher
 
 
@@ -52,7 +52,7 @@ class Respond(Stage):
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
             updated = with_reasoning(updated, (completion.text, completion.reasoning))
             if not completion.text:
-                results.append(self.drop(updated, "empty response"))
+                results.append(self.drop(updated, empty_answer(completion)))
             elif self.config.drop_truncated and completion.finish_reason == "length":
                 results.append(self.drop(updated, "truncated response (hit max_new_tokens)"))
             else:

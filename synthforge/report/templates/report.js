@@ -57,6 +57,12 @@
       });
     } else { p.textContent = r[3]; }
     last.appendChild(p);
+    if (r[8]) {  // a reasoning teacher's thinking behind the final answer, folded
+      var thinking = el("details", "thinking");
+      thinking.appendChild(el("summary", null, "thinking"));
+      thinking.appendChild(el("p", null, r[8]));
+      last.appendChild(thinking);
+    }
     cols.appendChild(first); cols.appendChild(last);
     c.appendChild(cols);
     if (r[4]) { c.appendChild(el("h4", null, "critique")); c.appendChild(el("p", "critique", r[4])); }
