@@ -59,9 +59,12 @@ def test_a_busy_lane_leaves_a_new_row_to_a_lane_with_fewer(tiny_model_dir):
     assert decoder._take(0, 6, block=False) == []  # lane 0 holds more than its share of 8
     assert len(decoder._take(1, 1, block=False)) == 1
     decoder._waiting.extend([row() for _ in range(6)])  # 8 running + 6 waiting: 7 each
-    assert decoder._take(0, 6, block=False) == []  # one row is not worth a prefill while more are waiting
+    assert len(decoder._take(0, 6, block=False)) == 1  # held below its batch by its share: it takes it at once
     assert len(decoder._take(1, 2, block=False)) == 5
-    assert len(decoder._take(0, 6, block=False)) == 1  # now it fits
+    decoder._active = [14, 14]
+    decoder._waiting.extend([row() for _ in range(3)])  # 28 running + 3 waiting: 2 free in each lane of 16
+    assert decoder._take(0, 14, block=False) == []  # nearly full: one prefill for all of them once they fit
+    assert len(decoder._take(0, 12, block=False)) == 3  # two rows ended: room for every waiting one
     decoder._active = [8, 8]
     decoder._waiting.extend([row()])
     assert len(decoder._take(0, 0, block=True)) == 1  # a lane that has nothing always takes work

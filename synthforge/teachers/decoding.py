@@ -158,16 +158,19 @@ class Decoder:
 
     def _take(self, lane: int, active: int, block: bool) -> list[Row]:
         """Waiting rows for lane ``lane`` (running ``active`` rows) to admit: at most its fair share of all rows
-        (lanes stay balanced: one lane taking every request would leave the others' cores idle), and none unless
-        a quarter of the batch is free (one prefill of several rows costs little more than one of a single row),
-        or every waiting row fits, or the lane is empty (``block``: then it waits for work)."""
+        (lanes stay balanced: one lane taking every request would leave the others' cores idle). A nearly full
+        lane (less than a quarter of its batch free) waits until more rows fit or every waiting row does: one
+        prefill of several rows costs little more than one of a single row. A lane held below its batch by its
+        fair share takes its share at once (a lane that deferred it would run short until rows ended). An
+        empty lane (``block``) waits for work."""
         with self._changed:
             self._active[lane] = active
             while block and not self._waiting and not self._closed:
                 self._changed.wait()
             share = -(-(sum(self._active) + len(self._waiting)) // self.lanes)
-            free = min(self.max_batch - active, max(share - active, 1 if block else 0))
-            if not block and free < max(1, self.max_batch // 4) and len(self._waiting) > free:
+            room = self.max_batch - active
+            free = min(room, max(share - active, 1 if block else 0))
+            if not block and room < max(1, self.max_batch // 4) and len(self._waiting) > free:
                 return []
             taken = []
             while self._waiting and len(taken) < free:
@@ -187,7 +190,7 @@ class Decoder:
                     batch = self._merge(batch, self._prefill(new))
                 if batch is None:
                     continue
-                batch = self._step(batch)
+                batch = self._step(batch, lane)
             except Exception as exc:  # noqa: BLE001 - every waiting caller gets the error, the worker goes on
                 for row in [*(batch.rows if batch else []), *new]:
                     if not row.done.done():
@@ -233,15 +236,17 @@ class Decoder:
             torch.cat([batch.logits, new.logits]),
         )
 
-    def _step(self, batch: _Batch) -> _Batch | None:
-        """Sample one token for every row; rows that ended leave; the others take one step forward."""
+    def _step(self, batch: _Batch, lane: int = 0) -> _Batch | None:
+        """Sample one token for every row; rows that ended leave (the lane's count of rows is corrected before
+        their callers hear of it, so a request sent in reply joins the lane with room); the others take one step
+        forward."""
         logits = batch.logits
         if self.constrain is not None and any(r.grammar is not None for r in batch.rows):
             logits = self.constrain(logits, batch.rows)  # tokens a row's grammar forbids can't be sampled
         logits = _force(logits, batch.rows)
         tokens = self.sample(logits, batch.rows).tolist()
         self.steps += 1
-        going = []
+        going, ended_rows = [], []
         for index, (row, token) in enumerate(zip(batch.rows, tokens, strict=True)):
             if row.done.cancelled():
                 continue  # its caller has gone: it leaves the batch
@@ -250,9 +255,14 @@ class Decoder:
                 row.budget.observe(row.tokens)
             ended = row.grammar is not None and _grammar_ended(row.grammar, token)
             if ended or token in self.eos_ids or len(row.tokens) >= row.max_new_tokens or self.is_stopped(row):
-                row.done.set_result(row)
+                ended_rows.append(row)
             else:
                 going.append(index)
+        if len(going) < len(batch.rows):
+            with self._changed:
+                self._active[lane] = len(going)
+        for row in ended_rows:
+            row.done.set_result(row)
         if not going:
             return None
         if len(going) < len(batch.rows):
