@@ -185,7 +185,7 @@ def _cli(args, capsys):
     return info.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["one model", "no prompts", "no compare questions"])
+@pytest.mark.parametrize("case", ["one model", "no prompts", "no compare questions", "unknown pipeline"])
 def test_bad_input_is_one_line(project, capsys, monkeypatch, case):
     monkeypatch.chdir(project)
     args = ["eval", "compare", "--models", "embedded,embedded", "--out", project / "o"]
@@ -195,9 +195,12 @@ def test_bad_input_is_one_line(project, capsys, monkeypatch, case):
         (project / "empty.jsonl").write_text("\n")
         args += ["--prompts", project / "empty.jsonl"]
         fragment = "no prompts"
+    elif case == "unknown pipeline":
+        args += ["--pipeline", "no-such-pipeline"]  # a name, as generate takes one
+        fragment = "no built-in pipeline called 'no-such-pipeline'"
     else:
         (project / "constitutions" / "plain.txt").write_text("[a]\ncritique: c\nrevision: r\n")
-        args += ["--constitution", "plain", "--pipeline", "pipelines/eval-compare.yaml"]  # the project's own copy
+        args += ["--constitution", "plain", "--pipeline", "eval-compare"]  # by name: the project's own copy wins
         fragment = "has no 'compare:' questions"
     code, err = _cli(args, capsys)
     assert code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from synthforge.builtin import builtin_path
+from synthforge.builtin import find_pipeline
 from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingConfig, load_training_config
 
 
@@ -277,10 +277,10 @@ def evaluate(ctx, model, data, reference, eval_fraction, seed, batch_size, max_l
 )
 @click.option(
     "--pipeline",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=builtin_path("pipelines", "eval-compare.yaml"),
-    show_default="the shipped eval-compare pipeline",
-    help="The comparison pipeline to run.",
+    default="eval-compare",
+    show_default="the built-in eval-compare pipeline",
+    help="The comparison pipeline to run: a file, or a pipeline's name (NAME.yaml here or in pipelines/, else "
+    "a built-in).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Most tokens per answer.")
@@ -320,7 +320,7 @@ def compare(
         constitution=constitution,
         principles=principles,
         out=out,
-        pipeline=pipeline,
+        pipeline=find_pipeline(pipeline),
         limit=limit,
         seed=seed,
         max_new_tokens=max_new_tokens,
