@@ -141,6 +141,30 @@ def test_invalid_answers_are_asked_again_with_a_new_seed_then_ledgered(tmp_path)
     assert any("0.0% of first answers were valid" in note for note in result.manifest["stages"][0]["notes"])
 
 
+def test_a_batch_retried_after_a_teacher_error_starts_from_its_own_records(tmp_path):
+    """The first answer is invalid, then the teacher fails: the engine retries the batch, whose records must not
+    carry the failed attempt's trace (the stage works on copies)."""
+    from synthforge.errors import TeacherError
+
+    good = '{"label": "benign", "score": 3, "tags": ["a"], "detail": {"ok": true}}'
+    answers = iter(["not json", good])
+    failed = []
+
+    def fail(conversations):
+        if not failed and teacher.calls == 1:  # the retry of the first attempt: the server is down once
+            failed.append(True)
+            return TeacherError("server down")
+        return None
+
+    teacher = ScriptedTeacher(lambda conv: next(answers) if teacher.calls < 2 else good, fail=fail)
+    teacher.capabilities = frozenset({STRUCTURED})
+    generate = {"template": "label", "field": "annotation", "json_schema": SCHEMA, "retries": 1}
+    path = _pipeline(tmp_path, "{model: embedded}", generate)
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "out", limit=1), teacher=teacher)
+    record = json.loads((result.out_dir / "trace.jsonl").read_text())
+    assert failed and [s["attempt"] for s in record["steps"]] == [0]  # the retried batch, answered at once
+
+
 def test_without_a_schema_the_column_is_the_answers_text(tmp_path):
     teacher = ScriptedTeacher(lambda conv: "  a short label  ")
     path = _pipeline(

@@ -111,10 +111,11 @@ class Generate(Stage):
         sampling = self.config.sampling
         if self.schema is not None and self.config.constrained:
             sampling = replace(sampling, json_schema=self.schema.schema)
-        return sampling.with_seed(self.seed_for(record) if attempt == 0 else self.seed_for(record, "retry", attempt))
+        return self.seeded(sampling, record) if attempt == 0 else self.seeded(sampling, record, "retry", attempt)
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
+        batch = list(batch)  # failed attempts go into copies: a batch the engine retries starts clean
         requests = [self.request(r) for r in batch]
         results: dict[int, Record | Drop] = {}
         pending = list(range(len(batch)))
