@@ -130,7 +130,7 @@ class Decoder:
         self._changed = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
-        self._active = [0] * self.lanes  # rows each lane runs, as of its last admission
+        self._active = [0] * self.lanes  # rows each lane runs, as of its last admission or the last rows that left
         self.admitted = [0] * self.lanes  # rows each lane has taken, for tests and statistics
         self.steps = 0  # decoding steps run (all lanes), for tests and statistics
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import torch
 
-from synthforge.hashing import stable_hash
-
 # Compact JSON (no free whitespace: a complete answer can only be followed by the end of the turn, not by
 # newlines until max_new_tokens), with readable separators; a schema's own "x-guidance" may say otherwise.
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -42,7 +40,7 @@ def grammar_problem(schema: dict[str, Any]) -> str | None:
 
 
 class Grammars:
-    """Matchers for one tokenizer: a fresh matcher per row and schema (compiled grammars are cached by hash)."""
+    """Matchers for one tokenizer: a fresh matcher per row and schema (grammars are cached by the schema's text)."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: set[int]):
         import llguidance.hf
@@ -50,17 +48,14 @@ class Grammars:
         self.vocab_size = vocab_size
         self.eos_ids = eos_ids
         self._tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(eos_ids))
-        self._grammar = lru_cache(maxsize=64)(self._compile)
-
-    def _compile(self, key: str, text: str) -> str:
-        return grammar_of(json.loads(text))
+        self._grammar = lru_cache(maxsize=64)(lambda text: grammar_of(json.loads(text)))
 
     def matcher(self, schema: dict[str, Any]) -> Any:
         """A new matcher at the start of ``schema``'s grammar."""
         import llguidance
 
         text = json.dumps(schema, sort_keys=True)
-        matcher = llguidance.LLMatcher(self._tokenizer, self._grammar(stable_hash(text), text), log_level=0)
+        matcher = llguidance.LLMatcher(self._tokenizer, self._grammar(text), log_level=0)
         if matcher.is_error():
             raise ValueError(f"the grammar engine can't compile this schema: {matcher.get_error()}")
         return matcher

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 THINK_TAGS = ("<think>", "</think>")
 
@@ -57,8 +56,9 @@ class ThinkingBudget:
     """Per generated row: counts the tokens it thinks and, past ``limit``, makes it close the block (the tokens
     of the closing tag are forced, then the model answers) — vLLM's ``thinking_token_budget``, token by token.
 
-    Tags are matched as token-id sequences, as vLLM's reasoning config does; ``inside``: the prompt opened the
-    block. ``force`` holds the tokens still to be emitted in place of samples."""
+    Tags are matched as token-id sequences, as vLLM's reasoning config does (the tokenizer's spelling of each tag
+    on its own); ``inside``: the prompt opened the block. ``force`` holds the tokens still to be emitted in place
+    of samples."""
 
     opening: list[int]
     closing: list[int]
@@ -67,6 +67,16 @@ class ThinkingBudget:
     thought: int = 0
     finished: bool = False
     force: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.inside:
+            self._enter()
+
+    def _enter(self) -> None:
+        """The row is thinking now; a budget of 0 closes the block at once."""
+        self.inside = True
+        if self.limit == 0:
+            self.force = list(self.closing)
 
     def forced(self) -> int | None:
         """The token this row must emit next, if the budget is closing its thinking."""
@@ -83,8 +93,7 @@ class ThinkingBudget:
             return
         if not self.inside:
             if _ends_with(tokens, self.opening):
-                self.inside = True
-                self.force = list(self.closing) if self.limit == 0 else []
+                self._enter()
             return
         if _ends_with(tokens, self.closing):
             self.finished = True
@@ -96,13 +105,3 @@ class ThinkingBudget:
 
 def _ends_with(tokens: list[int], tail: list[int]) -> bool:
     return bool(tail) and len(tokens) >= len(tail) and tokens[-len(tail) :] == tail
-
-
-def budget_for(tokenizer: Any, prompt_ids: list[int], limit: int | None, tags: Sequence[str]) -> ThinkingBudget | None:
-    """A row's thinking budget (None without a limit or tags): tags as the tokenizer spells them on their own."""
-    if limit is None or not tags:
-        return None
-    opening, closing = (tokenizer(tag, add_special_tokens=False)["input_ids"] for tag in tags)
-    prompt = tokenizer.decode(prompt_ids[-64:], skip_special_tokens=False)
-    inside = opens_thinking(prompt, tags)
-    return ThinkingBudget(opening, closing, limit, inside=inside, force=list(closing) if inside and not limit else [])

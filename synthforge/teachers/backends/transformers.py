@@ -7,6 +7,7 @@ on its seed, not on which other requests share its batch.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from synthforge.teachers.base import (
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.decoding import Decoder, Row, Submission, mergeable
 from synthforge.teachers.grammar import Grammars
-from synthforge.teachers.reasoning import THINK_TAGS, ThinkingBudget, budget_for, opens_thinking, split_reasoning
+from synthforge.teachers.reasoning import THINK_TAGS, ThinkingBudget, opens_thinking, split_reasoning
 
 MAX_LANES = 4  # decoding lanes on a CPU when not set: one per torch thread, at most this many
 
@@ -307,12 +308,7 @@ class TransformersTeacher:
         new = sequences[:, width:]
         logprobs = self._sampled_logprobs(out.logits, new, params.logprobs or 0) if want_logprobs else None
         return [
-            self._finish(
-                new[i].tolist(),
-                len(rows[i]),
-                params.stop,
-                logprobs[i] if logprobs else None,
-            )
+            self._finish(new[i].tolist(), len(rows[i]), params.stop, logprobs[i] if logprobs else None)
             for i in range(len(rows))
         ]
 
@@ -473,9 +469,16 @@ class TransformersTeacher:
 
     def _budget(self, prompt: list[int], params: SamplingParams) -> ThinkingBudget | None:
         """A row's thinking budget, when its request sets one (a schema-constrained answer has no thinking)."""
-        if params.json_schema is not None:
+        if params.max_reasoning_tokens is None or params.json_schema is not None or not self.tags:
             return None
-        return budget_for(self.tokenizer, prompt, params.max_reasoning_tokens, self.tags)
+        opening, closing = self._tag_ids
+        return ThinkingBudget(opening, closing, params.max_reasoning_tokens, inside=self._opens_thinking(prompt))
+
+    @functools.cached_property
+    def _tag_ids(self) -> tuple[list[int], list[int]]:
+        """The thinking tags' token ids, as the tokenizer spells each tag on its own."""
+        opening, closing = (self._encode_text(tag) for tag in self.tags)
+        return opening, closing
 
     def start(
         self, prompts: Sequence[Conversation | str], params: SamplingParams | Sequence[SamplingParams]
