@@ -37,6 +37,7 @@ from synthforge.teachers.base import (
     CONTINUOUS,
     PROMPT_LOGPROBS,
     STRUCTURED,
+    THINKING_BUDGET,
     TOKENS,
     Completion,
     SamplingParams,
@@ -74,6 +75,13 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
 
     batcher = Batcher(teacher, max_batch=config.max_batch, wait_ms=config.wait_ms)
     capabilities = capabilities_of(teacher)
+
+    def check_supported(params: SamplingParams) -> None:
+        """A schema or a thinking budget the teacher can't honour is a 400 before any work."""
+        if params.json_schema is not None and STRUCTURED not in capabilities:
+            raise BadRequest("this server's teacher can't constrain its output", param="response_format")
+        if params.max_reasoning_tokens is not None and THINKING_BUDGET not in capabilities:
+            raise BadRequest("this server's teacher can't end thinking early", param="thinking_token_budget")
 
     async def run(kind: str, prompt: Any, params: SamplingParams) -> list[Completion]:
         """A request's completions: straight into a continuous-batching teacher's running batch (it joins at the
@@ -179,10 +187,7 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
         if logprobs not in (None, True, False):
             raise BadRequest("logprobs must be a boolean", param="logprobs")
         params = sampling_from_request(body, config.default_max_tokens, (top or 0) if logprobs else None)
-        if params.json_schema is not None and STRUCTURED not in capabilities:
-            raise BadRequest("this server's teacher can't constrain its output", param="response_format")
-        if params.max_reasoning_tokens is not None and CONTINUOUS not in capabilities:
-            raise BadRequest("this server's teacher can't end thinking early", param="thinking_token_budget")
+        check_supported(params)
         stream_options(body)  # a malformed stream_options is a 400 before any work
         if integer(body, "prompt_logprobs", None, 0, 20) is not None:
             return await score_final_message(body, messages, params)
@@ -230,8 +235,7 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
         zero_tokens = echo and body.get("max_tokens") == 0
         request_body = {k: v for k, v in body.items() if not (zero_tokens and k == "max_tokens")}
         params = sampling_from_request(request_body, config.default_max_tokens, top)
-        if params.json_schema is not None and STRUCTURED not in capabilities:
-            raise BadRequest("this server's teacher can't constrain its output", param="response_format")
+        check_supported(params)
         stream_options(body)
         for text in prompts:
             check_fits(text)
