@@ -100,9 +100,7 @@ class EvolInstructConfig:
     max_apology_words: int = 80
     min_gain: float = 0.9
     min_words: int = 3
-    structured: str = (
-        "auto"  # json: {"prompt": ...} under a schema; text: the reply is the prompt; auto: json if it can
-    )
+    structured: str = "auto"  # json: {"prompt": ...} under a schema; text: the bare reply; auto: json if it can
     sampling: SamplingParams = field(
         default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=256)
     )
