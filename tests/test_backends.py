@@ -270,6 +270,34 @@ def test_adaptive_window_halves_on_congestion_and_grows_back():
     assert window.size == 1
 
 
+def test_adaptive_window_grants_slots_in_arrival_order_and_passes_on_a_cancelled_one():
+    import asyncio
+
+    from synthforge.teachers.flow import AdaptiveWindow
+
+    async def scenario() -> tuple[list[int], int, int]:
+        window = AdaptiveWindow(limit=2)
+        order: list[int] = []
+        peak = 0
+
+        async def request(k: int, hold: float) -> None:
+            nonlocal peak
+            await window.acquire()
+            order.append(k)
+            peak = max(peak, window.in_flight)
+            await asyncio.sleep(hold)
+            await window.release()
+
+        tasks = [asyncio.create_task(request(k, 0.02)) for k in range(6)]
+        await asyncio.sleep(0)  # 0 and 1 hold the window; 2..5 wait in order
+        tasks[3].cancel()  # a waiter that goes away gives up its place, not a slot
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return order, peak, window.in_flight
+
+    order, peak, left = asyncio.run(scenario())
+    assert order == [0, 1, 2, 4, 5] and peak == 2 and left == 0
+
+
 def test_429s_shrink_the_window(project):
     from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
     from synthforge.teachers.base import SamplingParams

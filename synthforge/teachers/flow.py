@@ -9,43 +9,60 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 
 @dataclass
 class AdaptiveWindow:
-    """At most ``size`` requests in flight (an int between 1 and ``limit``); AIMD-adjusted."""
+    """At most ``size`` requests in flight (an int between 1 and ``limit``); AIMD-adjusted. Waiters are served
+    first come, first served: a freed slot goes to the longest waiter directly (waking every waiter to race for
+    it would cost each release time in proportion to the queue, and hundreds of requests queue)."""
 
     limit: int
     size: float = 0.0
     in_flight: int = 0
     congestion_events: int = 0
-    _changed: asyncio.Condition | None = field(default=None, repr=False)
+    _waiters: deque[asyncio.Future] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
         self.size = float(self.size or self.limit)
 
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
+    def _room(self) -> bool:
+        return self.in_flight < max(1, int(self.size))
 
     async def acquire(self) -> None:
-        """Wait for a free slot in the window."""
-        changed = self._condition()
-        async with changed:
-            await changed.wait_for(lambda: self.in_flight < max(1, int(self.size)))
+        """Wait for a free slot in the window (call on the loop that releases it)."""
+        if self._room() and not self._waiters:
             self.in_flight += 1
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiters.append(granted)
+        try:
+            await granted  # the slot was counted for us when it was granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                await self.release()  # granted, then cancelled before it ran: pass the slot on
+            else:
+                self._waiters.remove(granted)
+            raise
 
     async def release(self) -> None:
-        changed = self._condition()
-        async with changed:
-            self.in_flight -= 1
-            changed.notify_all()
+        self.in_flight -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand free slots to the longest waiters."""
+        while self._waiters and self._room():
+            granted = self._waiters.popleft()
+            if not granted.done():
+                self.in_flight += 1
+                granted.set_result(None)
 
     def on_success(self) -> None:
         """Additive increase: about +1 per window of successful requests."""
         self.size = min(float(self.limit), self.size + 1.0 / max(self.size, 1.0))
+        self._grant()
 
     def on_congestion(self) -> None:
         """Multiplicative decrease: halve the window (never below one request)."""
