@@ -89,11 +89,18 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FaultServer:
-    """``script(request_number, body) -> Fault`` decides each answer; None means answer normally."""
+    """``script(request_number, body) -> Fault`` decides each POST's answer; None means answer normally.
+    ``GET /models`` lists ``models`` (None: 404, a server that doesn't say)."""
 
-    def __init__(self, script: Callable[[int, dict[str, Any]], Fault] = lambda i, b: None, delay: float = 0.0):
+    def __init__(
+        self,
+        script: Callable[[int, dict[str, Any]], Fault] = lambda i, b: None,
+        delay: float = 0.0,
+        models: list[str] | None = None,
+    ):
         self.script = script
         self.delay = delay
+        self.models = models
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
@@ -105,6 +112,16 @@ class FaultServer:
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                listed = server.models is not None and self.path.rstrip("/").endswith("/models")
+                data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in server.models]})
+                self.send_response(200 if listed else 404)
+                self.send_header("content-type", "application/json")
+                body = data.encode() if listed else b'{"error": {"message": "not found"}}'
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")

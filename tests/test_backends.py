@@ -16,7 +16,7 @@ from synthforge.settings import SpecError
 from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
 from synthforge.teachers.base import SamplingParams
 from synthforge.teachers.factory import LazyTeacher, teacher_identity, teacher_overrides
-from tests.fault_server import FaultServer, chat_completion
+from tests.fault_server import FaultServer, chat_completion, free_port
 
 
 def _pipeline(project: Path, teacher: str, stages: str | None = None, seeds: bool = True) -> Path:
@@ -224,6 +224,36 @@ def test_when_every_request_of_the_first_batch_fails_the_run_stops(project, monk
         path = _pipeline(project, _openai(server.url))
         result = _run(path, project / "out", limit=8)
     assert len(server.requests) == 8 and result.manifest["counts"]["dropped"] == 0
+
+
+def test_a_server_that_lists_the_model_gets_a_full_window_from_the_start(project):
+    # A server that says (GET /models) it is up and serves the model isn't probed with a first batch alone: while
+    # the first request is held, the other batches' requests arrive too.
+    arrived_while_held = []
+
+    def hold_the_first(i: int, body: dict) -> None:
+        deadline = time.monotonic() + 10
+        while i == 0 and len(server.requests) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if i == 0:
+            arrived_while_held.append(len(server.requests))
+
+    with FaultServer(hold_the_first, models=["other", "m"]) as server:
+        result = _run(_pipeline(project, _openai(server.url, timeout=20.0)), project / "out", limit=12)
+    assert arrived_while_held == [12] and result.manifest["counts"]["sft"] == 12
+
+
+def test_ready_asks_the_server_whether_it_serves_the_model():
+    def ready(url: str) -> bool:
+        teacher = OpenAITeacher("m", OpenAISettings(base_url=url, retries=0, timeout=2.0), {})
+        try:
+            return teacher.ready()
+        finally:
+            teacher.close()
+
+    with FaultServer(models=["m"]) as listed, FaultServer(models=["other"]) as other, FaultServer() as silent:
+        assert [ready(listed.url), ready(other.url), ready(silent.url)] == [True, False, False]
+    assert ready(f"http://127.0.0.1:{free_port()}/v1") is False  # nobody there: the engine's probe will say why
 
 
 def test_api_key_comes_from_the_environment_and_is_written_nowhere(project, monkeypatch):

@@ -223,6 +223,7 @@ def _run_stages(
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
     in_flight, batch = pipeline_plan(spec, teacher, executor)
+    probe: bool | None = None  # send each stage's first batch alone: a remote teacher that isn't known to be up
     index = 0
     while index < len(prepared.stages):
         stage = prepared.stages[index]
@@ -233,6 +234,8 @@ def _run_stages(
                     break
                 segment.append(prepared.stages[index + len(segment)])
         if in_flight > 1 and not stage.whole_dataset:
+            if probe is None:
+                probe = getattr(teacher, "remote", False) and not _answers(teacher)
             works = [StageWork(index + k, s, teacher, checkpoints) for k, s in enumerate(segment)]
             done = run_segment(
                 works,
@@ -244,7 +247,7 @@ def _run_stages(
                 spec.teacher.max_retries,
                 budget,
                 _quiet(options),
-                probe=getattr(teacher, "remote", False),
+                probe=probe,
             )
         else:
             segment = [stage]
@@ -286,6 +289,12 @@ def _run_stages(
 
 
 OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "table.jsonl", "table.parquet", "trace.jsonl", "dropped.jsonl", "README.md")
+
+
+def _answers(teacher: Teacher) -> bool:
+    """Whether a remote teacher says its server is up and serves its model (``ready()``; one without says no)."""
+    ready = getattr(teacher, "ready", None)
+    return bool(ready()) if callable(ready) else False
 
 
 def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:

@@ -83,4 +83,4 @@ class Backend:
     hints: dict[str, str] = field(default_factory=dict)
     ref_overrides: Callable[[str], list[str]] | None = None
     in_flight: Callable[[TeacherSpec, Any], int] = _one  # requests it serves at once when called concurrently
-    remote: bool = False  # a server over the network: the engine probes it with one batch before opening up
+    remote: bool = False  # a server over the network: probed with one batch per stage unless ready() says it is up

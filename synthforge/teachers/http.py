@@ -124,5 +124,13 @@ class JsonClient:
             await asyncio.sleep(retry_delay(response.headers, attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def get(self, path: str) -> Any:
+        """The JSON answer to one GET of ``path`` (no retries), or None when none came back with a 2xx."""
+        try:
+            response = await self._client.get(path.lstrip("/"), timeout=min(self.timeout, 10.0))
+            return answer_of(response) if response.is_success else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
     async def close(self) -> None:
         await self._client.aclose()

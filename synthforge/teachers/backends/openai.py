@@ -376,6 +376,13 @@ class OpenAITeacher:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
 
+    def ready(self) -> bool:
+        """Whether the server lists this model at ``GET /models`` (one try): it is up, takes our key and serves
+        the model, so the engine needn't send each stage's first batch alone to find out."""
+        listed = asyncio.run_coroutine_threadsafe(self.client.get("/models"), self._loop).result()
+        models = _get(listed, "data") if isinstance(listed, dict) else None
+        return isinstance(models, list) and any(_get(m, "id") == self.model for m in models)
+
     # -- flow control -------------------------------------------------------------------------
     async def _observe(self, response: Any) -> None:
         """Every HTTP response, retries included: 429/503 and slow answers shrink the window."""
