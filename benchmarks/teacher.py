@@ -6,6 +6,7 @@
     python benchmarks/teacher.py --mode decoder        # continuous batching vs model.generate; 1 vs 2 lanes
     python benchmarks/teacher.py --mode serve          # clients through `synthforge serve` vs `transformers serve
                                                        # --continuous-batching` and vs in-process, same run
+    python benchmarks/teacher.py --mode kernels        # Linear weights prepacked for oneDNN vs torch's matmul
 
 Also prints the teacher's start time (load from the converted cache).
 """
@@ -260,9 +261,37 @@ def serve_batching(teacher, args) -> None:
         )
 
 
+def kernels(args) -> None:
+    """The same teacher (lanes as the defaults choose) with torch's default matmul, then with Linear weights
+    prepacked for oneDNN: tokens/s over the same prompts and seeds, 16 rows in flight per lane; and whether a
+    row's next-token logits computed alone equal those computed beside 4 other rows (one decoding step)."""
+    import torch
+
+    convs = prompts(args.prompts)
+    params = [SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=i) for i in range(len(convs))]
+    rates, threads = {}, torch.get_num_threads()
+    for packed in (False, True):
+        torch.set_num_threads(threads)  # loading set each lane's share
+        teacher = load_teacher(args.teacher, device=args.device, settings=TransformersSettings(packed_weights=packed))
+        ids = torch.tensor([[teacher.tokenizer(c[0]["content"]).input_ids[0]] for c in convs[:5]])
+        with torch.inference_mode():
+            together = teacher.model(input_ids=ids).logits
+            alone = [teacher.model(input_ids=ids[k : k + 1]).logits[0] for k in range(5)]
+        same = all(torch.equal(together[k], alone[k]) for k in range(5))
+        teacher.generate(convs[:1], params[0].with_seed(99))  # warm-up
+        rates[packed], tokens = _rate(teacher, convs, params)
+        name = "prepacked oneDNN weights" if packed else "torch's default matmul"
+        print(
+            f"{name}: {rates[packed]:.1f} tok/s ({tokens} tokens, {teacher.decoder.lanes} lanes); a row's logits "
+            f"alone {'equal' if same else 'differ from'} its logits beside 4 others"
+        )
+        teacher.close()
+    print(f"prepacked / default: {rates[True] / rates[False]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["batch", "overhead", "decoder", "serve"], default="batch")
+    parser.add_argument("--mode", choices=["batch", "overhead", "decoder", "serve", "kernels"], default="batch")
     parser.add_argument("--teacher", default="embedded")
     parser.add_argument("--batch-sizes", default="1,16,64")
     parser.add_argument("--batch", type=int, default=16, help="batch size of --mode overhead")
@@ -273,6 +302,8 @@ def main() -> None:
     args = parser.parse_args()
 
     resolve_model(args.teacher)  # converts a GGUF teacher once, outside the timing
+    if args.mode == "kernels":
+        return kernels(args)
     started = time.perf_counter()
     # serve: the in-process teacher as a pipeline gets it (lanes as the defaults choose), like the server's
     settings = TransformersSettings() if args.mode == "serve" else None

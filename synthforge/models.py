@@ -209,6 +209,52 @@ def ensure_chat_template(tokenizer: Any, model: Any) -> bool:
     return True
 
 
+# -- inference kernels ----------------------------------------------------------------------------------
+def packs_weights(device: torch.device) -> bool:
+    """Whether Linear weights can be prepacked for oneDNN on ``device``: a CPU, with torch built with oneDNN."""
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+class PackedLinear(torch.nn.Module):
+    """An fp32 Linear layer for inference on a CPU, its weight prepacked once for oneDNN (as torch.compile's
+    freezing does): torch's default matmul repacks the weight at every call, which at decoding's few rows per
+    step costs more than the product (benchmarks/teacher.py --mode kernels). A row's result doesn't depend on
+    the rows computed with it (one row alone is computed as a pair: oneDNN's single-row path sums differently)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)  # not a parameter
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        alone = rows.shape[0] == 1
+        if alone:
+            rows = rows.expand(2, -1)
+        out = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias, "none", [], "")
+        return (out[:1] if alone else out).reshape(*x.shape[:-1], self.out_features)
+
+
+def pack_linear_weights(model: torch.nn.Module) -> int:
+    """Swap every ``nn.Linear`` of an fp32 model on a CPU for a :class:`PackedLinear` (inference only: the packed
+    weights take no gradient); the number swapped (0 where :func:`packs_weights` says no, or not fp32)."""
+    first = next(model.parameters())
+    if not packs_weights(first.device) or first.dtype != torch.float32:
+        return 0
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(module, name, PackedLinear(child))
+                swapped += 1
+    return swapped
+
+
 # -- batches --------------------------------------------------------------------------------------------
 def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows as one (ids, attention mask) batch, padded on the right (or the left, for generation)."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from synthforge.errors import UserError
-from synthforge.models import resolve_model
-from synthforge.teachers.backends.transformers import load_teacher
+from synthforge.models import PackedLinear, packs_weights, resolve_model
+from synthforge.teachers.backends.transformers import TransformersSettings, load_teacher
 from synthforge.teachers.base import SamplingParams, Teacher
+from synthforge.teachers.config import TeacherSpec
+from synthforge.teachers.factory import teacher_identity
 
 CONVS = [
     [{"role": "user", "content": "hello"}],
@@ -54,6 +58,40 @@ def test_greedy_is_deterministic_and_matches_plain_generate(tiny_teacher):
     plain = tiny_teacher.model.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6)
     expected = tiny_teacher.tokenizer.decode(plain[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert ours.text == expected and ours.finish_reason == "length"
+
+
+@pytest.mark.skipif(not packs_weights(torch.device("cpu")), reason="this torch has no oneDNN")
+def test_packed_linear_rows_do_not_depend_on_the_rows_beside_them():
+    torch.manual_seed(0)
+    for out_features, in_features in ((48, 32), (32, 1536), (96, 576)):
+        linear = torch.nn.Linear(in_features, out_features, bias=out_features == 48)
+        packed = PackedLinear(linear)
+        rows = torch.randn(9, 1, in_features)  # nine rows of one decoding step
+        with torch.inference_mode():
+            together = packed(rows)
+            assert torch.allclose(together, linear(rows), atol=1e-5)
+            for m in range(1, 9):  # the first rows, computed m at a time, give the same bits
+                assert torch.equal(packed(rows[:m]), together[:m])
+
+
+def test_the_teacher_runs_on_packed_weights_unless_told_not_to(tiny_model_dir):
+    if not packs_weights(torch.device("cpu")):
+        pytest.skip("this torch has no oneDNN")
+    packed = load_teacher(str(tiny_model_dir), batch_size=4, device="cpu")
+    plain = load_teacher(
+        str(tiny_model_dir), batch_size=4, device="cpu", settings=TransformersSettings(packed_weights=False)
+    )
+    layers = lambda t: {type(m).__name__ for m in t.model.modules()} & {"Linear", "PackedLinear"}  # noqa: E731
+    assert layers(packed) == {"PackedLinear"} and layers(plain) == {"Linear"}
+    ids = torch.tensor([packed.encode_chat(CONVS[1])])
+    with torch.inference_mode():
+        assert torch.allclose(packed.model(input_ids=ids).logits, plain.model(input_ids=ids).logits, atol=1e-4)
+    spec = TeacherSpec(model=str(tiny_model_dir), device="cpu")  # the kernel is part of the cache key
+    assert teacher_identity(spec)["matmul"] == "onednn-packed" and teacher_identity(spec) == packed.identity
+    assert teacher_identity(replace(spec, options=TransformersSettings(packed_weights=False))) == plain.identity
+    assert "matmul" not in plain.identity
+    packed.close()
+    plain.close()
 
 
 def test_batch_size_smaller_than_request_count(tiny_model_dir):
