@@ -211,12 +211,16 @@ def ensure_chat_template(tokenizer: Any, model: Any) -> bool:
 
 # -- inference kernels ----------------------------------------------------------------------------------
 def packs_weights(device: torch.device) -> bool:
-    """Whether Linear weights can be prepacked for oneDNN on ``device``: a CPU, with torch built with oneDNN."""
-    return (
-        device.type == "cpu"
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )
+    """Whether Linear weights can be prepacked for oneDNN on ``device``: a CPU, with a torch whose oneDNN ops
+    pack and run a small layer (they are private to torch, so they are tried, not assumed)."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with torch.inference_mode():
+            PackedLinear(torch.nn.Linear(4, 2))(torch.ones(2, 4))
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
 class PackedLinear(torch.nn.Module):
