@@ -572,7 +572,7 @@ class TransformersSettings:
 
 def lanes_for(spec: TeacherSpec, settings: TransformersSettings) -> int:
     """Decoding lanes: as set, else on a CPU one per torch thread (at most ``MAX_LANES``: lanes side by side beat
-    one lane's threads, 1.5x on 2 cores — benchmarks/teacher.py --mode decoder), one on a GPU; 1 without
+    one lane's threads, 1.3x on 2 cores — benchmarks/teacher.py --mode decoder), one on a GPU; 1 without
     continuous batching. Threads counted from torch, so a Ray replica given one CPU decodes in one lane."""
     if not settings.continuous_batching:
         return 1
