@@ -1,6 +1,7 @@
 """Hugging Face models, once for every layer: resolving a reference (``embedded``, a directory, a ``.gguf`` file, a
-hub id), loading model and tokenizer on a device in the right dtype, chat templates, padding, and per-token
-log-probabilities. The transformers teacher, the trainers and the stages that score or count tokens use it.
+hub id), loading model and tokenizer on a device in the right dtype, Linear weights prepacked for inference on a
+CPU, chat templates, padding, and per-token log-probabilities. The transformers teacher, the trainers and the
+stages that score or count tokens use it.
 """
 
 from __future__ import annotations
