@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+def excerpt(value: object, limit: int = 40, bare: bool = False) -> str:
+    """A short quotation of something from a user's file for an error message: its repr, cut at ``limit``
+    characters (an error never echoes more of a file than it takes to find the problem). ``bare``: a short name
+    of letters, digits, ``_`` and ``-`` is shown without quotes (a key in a key path)."""
+    if bare and isinstance(value, str) and len(value) <= limit and value.replace("-", "_").isidentifier():
+        return value
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 class UserError(Exception):
     """Bad input from the user (a file, a key, a path). The message names where the problem is."""
 

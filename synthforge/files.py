@@ -35,8 +35,12 @@ JOURNAL = ".publish.json"  # .NAME.publish.json: the moves of a publication in p
 LOCK = ".lock"  # .NAME.lock: held while a command writes NAME
 
 
+BOM = "\ufeff"  # a UTF-8 byte-order mark some editors put first: invisible, and never part of the text
+
+
 def read_text(path: Path, what: str = "file") -> str:
-    """The file's text; invalid UTF-8 (a binary file, another encoding) names the file and the line."""
+    """The file's text, without a leading byte-order mark; invalid UTF-8 (a binary file, another encoding)
+    names the file and the line."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -46,7 +50,7 @@ def read_text(path: Path, what: str = "file") -> str:
     except OSError as exc:
         raise UserError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise UserError(
@@ -73,6 +77,13 @@ def writing(path: Path) -> Iterator[None]:
         raise
 
 
+def real_path(path: Path | str) -> Path:
+    """Where writing ``path`` lands: absolute, ``~`` expanded, every symlink followed (a dangling one to the path
+    it names). Outputs are claimed, locked, staged, journaled and published at their real path, so a user's link
+    is written through, never replaced, and a journal means the same files from any working directory."""
+    return Path(os.path.realpath(os.path.expanduser(path)))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -92,22 +103,39 @@ def _owner(name: str, prefix: str) -> int | None:
 def sweep(target: Path, everything: bool = False) -> int:
     """Remove what killed writers of ``target`` left beside it: temp files, staging folders, replaced outputs.
     Only those whose writer is gone, unless ``everything`` (the caller holds ``target``'s lock, so no writer of
-    it is alive). Returns how many were removed."""
+    it is alive). A replaced output is the last complete copy when ``target`` itself is gone: it is put back,
+    never removed. Returns how many were removed."""
+    target = real_path(target)
     parent, removed = target.parent, 0
     if not parent.is_dir():
         return 0
     for kind in (TEMP, PARTIAL, OLD):
         prefix = f".{target.name}{kind}"
-        for leftover in parent.glob(f"{_glob_escape(prefix)}*"):
+        leftovers = sorted(parent.glob(f"{_glob_escape(prefix)}*"), key=_mtime, reverse=True)
+        for leftover in leftovers:
             pid = _owner(leftover.name, prefix)
             if pid is None or (not everything and (pid == os.getpid() or _pid_alive(pid))):
                 continue
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+            if kind == OLD and not (target.exists() or target.is_symlink()):
+                os.replace(leftover, target)  # the newest replaced copy, with nothing in its place: restore it
+                continue
+            _remove(leftover)
             removed += 1
     return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _glob_escape(text: str) -> str:
@@ -115,7 +143,9 @@ def _glob_escape(text: str) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part (through a
+    symlink: the link stays, the file it points to is replaced)."""
+    path = real_path(path)
     make_dirs(path.parent)
     with writing(path):
         sweep(path)
@@ -140,9 +170,10 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def make_dirs(path: Path) -> None:
-    """Create a directory and its parents; a path under a file, or one we may not create, is a user error."""
+    """Create a directory and its parents (through symlinks: a dangling link's target is created, as ``mkdir -p``
+    does); a path under a file, or one we may not create, is a user error."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        real_path(path).mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"{path}: cannot create a directory here (a file is in the way)") from None
     except PermissionError:
@@ -151,9 +182,22 @@ def make_dirs(path: Path) -> None:
         raise cannot_write(path, exc) from None
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse, in one line, a folder the file system won't let us create and remove files in (read-only, an
+    immutable flag, permissions): checked before any work that would only fail at its end."""
+    if not folder.is_dir():
+        return
+    with writing(folder):
+        fd, probe = tempfile.mkstemp(prefix=f".synthforge-write-check-{os.getpid()}-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+
+
 # -- one writer at a time -------------------------------------------------------------------------------
 def lock_path_for(target: Path) -> Path:
-    """The lock file of an output: hidden, beside it (the output itself may be replaced while it is held)."""
+    """The lock file of an output: hidden, beside it (the output itself may be replaced while it is held); one
+    lock however the output is named (through a symlink, from another folder)."""
+    target = real_path(target)
     return target.parent / f".{target.name}{LOCK}"
 
 
@@ -180,8 +224,9 @@ def exclusive_lock(lock: Path, busy: str, remove: bool = False) -> Iterator[None
             break
         os.close(fd)  # the file was removed by its last holder after we opened it: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with writing(lock):  # a full disk may refuse even these few bytes
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         if remove:
@@ -195,9 +240,10 @@ def output_lock(target: Path, option: str, command: str, siblings: Iterable[Path
     half done, and remove what killed writers left beside it and its ``siblings`` (files published with it)."""
     busy = f"{option} {target}: another synthforge {command} is writing there (pid {{pid}}); wait for it to finish"
     with exclusive_lock(lock_path_for(target), busy, remove=True):
-        recover(journal_path_for(target))
-        for path in (target, *siblings):
-            sweep(path, everything=True)
+        with writing(target):
+            recover(journal_path_for(target))
+            for path in (target, *siblings):
+                sweep(path, everything=True)
         yield
 
 
@@ -239,11 +285,13 @@ def claim_dir(target: Path, ours: Callable[[Path], bool], option: str, command: 
 
 # -- whole outputs -------------------------------------------------------------------------------------
 def journal_path_for(target: Path) -> Path:
+    target = real_path(target)
     return target.parent / f".{target.name}{JOURNAL}"
 
 
 def staging_dir(target: Path) -> Path:
     """A fresh hidden folder beside ``target`` to build it in (removed by :func:`sweep` if its writer dies)."""
+    target = real_path(target)
     make_dirs(target.parent)
     with writing(target.parent):
         return Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL}{os.getpid()}-", dir=target.parent))
@@ -258,10 +306,15 @@ def discard_staging(staging: Path, target: Path) -> None:
 
 def publish(moves: list[tuple[Path | None, Path]], journal: Path) -> None:
     """Put finished files and folders in place: each ``(source, target)`` replaces ``target`` with ``source``
-    (``None``: remove ``target``), in order. The moves are journaled first, so a crash part-way is completed
-    by :func:`recover` (the next writer of the output calls it): the old set stays whole until the journal is
-    written, and the new set is whole once recovery has run."""
-    entries = [{"source": None if s is None else str(s), "target": str(t), "old": str(_old_name(t))} for s, t in moves]
+    (``None``: remove ``target``), in order. The moves are journaled first, with real paths (so they mean the same
+    files from any working directory), and a crash part-way is completed by :func:`recover` (the next writer of
+    the output calls it): the old set stays whole until the journal is written, and the new set is whole once
+    recovery has run. A target that is a symlink is written through: the link stays, its target is replaced."""
+    entries = [
+        {"source": None if s is None else str(real_path(s)), "target": str(real_path(t)), "old": None} for s, t in moves
+    ]
+    for entry in entries:
+        entry["old"] = str(_old_name(Path(entry["target"])))
     write_atomic(journal, json.dumps({"pid": os.getpid(), "moves": entries}) + "\n")
     _apply(entries)
     journal.unlink(missing_ok=True)
@@ -272,7 +325,8 @@ def _old_name(target: Path) -> Path:
 
 
 def _apply(entries: list[dict[str, Any]]) -> None:
-    """Carry out journaled moves; each step can be repeated after a crash (idempotent)."""
+    """Carry out journaled moves; each step can be repeated after a crash (idempotent). A replaced output is
+    removed only once its replacement is in place: the last complete copy is never deleted."""
     for index, entry in enumerate(entries):
         source = Path(entry["source"]) if entry["source"] else None
         target, old = Path(entry["target"]), Path(entry["old"])
@@ -291,11 +345,14 @@ def _apply(entries: list[dict[str, Any]]) -> None:
         if source is not None:
             os.replace(source, target)
     for entry in entries:
-        old = Path(entry["old"])
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
+        old, target = Path(entry["old"]), Path(entry["target"])
+        if not (old.exists() or old.is_symlink()):
+            continue
+        replaced = any(e["target"] == entry["target"] and e["source"] for e in entries)
+        if replaced and not (target.exists() or target.is_symlink()):
+            os.replace(old, target)  # its replacement is missing: the old copy stays the output
         else:
-            old.unlink(missing_ok=True)
+            _remove(old)
 
 
 def recover(journal: Path) -> bool:
@@ -305,9 +362,27 @@ def recover(journal: Path) -> bool:
         return False
     try:
         entries = json.loads(journal.read_text(encoding="utf-8"))["moves"]
+        entries = [dict(entry) for entry in entries]
     except (ValueError, KeyError, TypeError):
         journal.unlink()  # torn before it was complete: no move had started, the old set is intact
         return False
-    _apply(entries)
+    _apply([_rebased(entry, journal) for entry in entries])
     journal.unlink(missing_ok=True)
     return True
+
+
+def _rebased(entry: dict[str, Any], journal: Path) -> dict[str, Any]:
+    """A journal entry with absolute paths. Journals written before paths were made real hold them as given,
+    relative to the writer's folder: that folder is found from the journal's own place (beside the target)."""
+    target = Path(entry["target"])
+    if target.is_absolute():
+        return entry
+    base = journal.parent.absolute()
+    for part in reversed(target.parent.parts):
+        if part != base.name:
+            raise UserError(
+                f"{journal}: an interrupted publication names {target} relative to a folder that cannot be "
+                "found; nothing was removed: finish or undo it by hand, then remove the journal"
+            )
+        base = base.parent
+    return {k: (v if v is None or Path(v).is_absolute() else str(base / v)) for k, v in entry.items()}

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthforge.errors import UserError
-from synthforge.files import read_text
+from synthforge.errors import UserError, excerpt
+from synthforge.files import BOM, read_text
 
 DATA_SUFFIXES = (".jsonl", ".parquet")
 ROLES = ("system", "user", "assistant")
@@ -88,6 +88,8 @@ def jsonl_lines(read: Callable[[int], bytes], path: str, what: str = "JSONL file
             raise UserError(
                 f"{path}:{number}: {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start})"
             ) from None
+        if number == 1:
+            text = text.removeprefix(BOM)  # a byte-order mark some editors write first: not part of the row
         if text.strip():
             yield number, text.removesuffix("\r")
 
@@ -109,6 +111,8 @@ def _json(text: str, path: str, number: int) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise UserError(f"{path}:{number}: a number on this line is too long to read") from None
 
 
 def parse_row(text: str, path: str, number: int) -> dict[str, Any]:
@@ -205,6 +209,44 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return [(number, row) for number, row, _ in iter_rows(path, str(path))]
 
 
+# -- message content ----------------------------------------------------------------------------------
+def content_text(content: Any) -> str:
+    """A message's content as text: a string, or OpenAI's / TRL's list of text parts (``{"type": "text", "text":
+    ...}``) joined; anything else raises ValueError saying what it is (other part types, non-text values). The
+    one reading of content for seeds, training data and ``serve``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for index, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                shown = f"of type {excerpt(kind)}" if isinstance(kind, str) else f"{index + 1} is not a text part"
+                raise ValueError(f"content part {shown} is not supported (only text parts)")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f"content part {index + 1}: its 'text' is not text")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ValueError(f"content is not text (got {_json_type(content)})")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` can't be given to a tokenizer or written as UTF-8 (a lone surrogate, which JSON's ``\\uD800``
+    escapes can make), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate (\\u{ord(text[exc.start]):04x}), which is not Unicode text"
+    return None
+
+
 # -- layouts ----------------------------------------------------------------------------------------------
 @dataclass
 class Dialogue:
@@ -216,7 +258,9 @@ class Dialogue:
 
     def user_turns(self) -> list[str]:
         """The text of every user turn."""
-        return [m["content"] for m in self.prompt if m.get("role") == "user" and isinstance(m.get("content"), str)]
+        return [
+            t for m in self.prompt if m.get("role") == "user" and (t := _text_or_none(m.get("content"))) is not None
+        ]
 
     def user_text(self) -> str | None:
         """Every user turn, joined by newlines (None when there is none)."""
@@ -225,19 +269,34 @@ class Dialogue:
 
     def answer(self) -> str | None:
         """The text of the final answer (None when the row has none)."""
-        content = self.chosen[-1].get("content") if self.chosen else None
-        return content if isinstance(content, str) else None
+        return _text_or_none(self.chosen[-1].get("content")) if self.chosen else None
+
+
+def _text_or_none(content: Any) -> str | None:
+    try:
+        return content_text(content)
+    except ValueError:
+        return None
+
+
+def is_transcript(text: str) -> bool:
+    """Whether ``text`` is an HH-RLHF transcript: it starts with a speaker (``Human:``, ``\\n\\nHuman:``, any line
+    endings)."""
+    return bool(_SPEAKER.match(text.replace("\r\n", "\n")))
 
 
 def transcript(text: str) -> list[Message]:
-    """An HH-RLHF transcript (``"\\n\\nHuman: … \\n\\nAssistant: …"``) as messages; text without speakers is one
-    user turn."""
-    parts = _SPEAKER.split(text)
+    """An HH-RLHF transcript (``"\\n\\nHuman: … \\n\\nAssistant: …"``, CRLF line endings too) as messages; text
+    without speakers is one user turn. A prompt's closing ``Assistant:`` with nothing after it is the slot the
+    model fills, not a turn: it ends the prompt."""
+    parts = _SPEAKER.split(text.replace("\r\n", "\n"))
     if len(parts) == 1:
         return [{"role": "user", "content": text.strip()}]
     messages = []
     for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
         messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
+    if len(messages) > 1 and messages[-1] == {"role": "assistant", "content": ""}:
+        messages.pop()
     return messages
 
 
@@ -323,11 +382,19 @@ def check_dialogue(messages: list[Any], at: str, answer: bool = False, reasoning
             raise UserError(f"{at}: turn {number} is not an object with a role and a content")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise UserError(f"{at}: turn {number} has an unknown role {role!r} (expected system, user or assistant)")
+            raise UserError(
+                f"{at}: turn {number} has an unknown role {excerpt(role)} (expected system, user or assistant)"
+            )
         if role == "system" and number != 1:
             raise UserError(f"{at}: turn {number} is a system message; only the first turn may be one")
-        if not isinstance(content, str) or not content.strip():
+        try:
+            content = content_text(content)
+        except ValueError as exc:
+            raise UserError(f"{at}: turn {number} ({role}): {exc}") from None
+        if not content.strip():
             raise UserError(f"{at}: turn {number} ({role}) is empty")
+        if problem := unicode_problem(content):
+            raise UserError(f"{at}: turn {number} ({role}) {problem}")
         if checked and checked[-1]["role"] == role:
             raise UserError(f"{at}: turns {number - 1} and {number} are both {role} turns (they must alternate)")
         checked.append({"role": role, "content": content})
@@ -350,7 +417,7 @@ def _seed_messages(row: dict[str, Any], field: str, at: str) -> list[Any] | None
     value = row.get(field)
     if value is not None:
         if isinstance(value, str):
-            return transcript(value) if _SPEAKER.match(value) else [{"role": "user", "content": value}]
+            return transcript(value) if is_transcript(value) else [{"role": "user", "content": value}]
         if isinstance(value, list):
             return value
         raise UserError(f"{at}: {field!r} must be text or a list of messages, got {type(value).__name__}")
@@ -394,7 +461,7 @@ def read_dialogues(
         checked = check_dialogue(messages, at)
         flag = row.get(harmful_field) if harmful_field else None
         if flag is not None and not isinstance(flag, bool):
-            raise UserError(f"{at}: {harmful_field!r} must be true or false, got {flag!r}")
+            raise UserError(f"{at}: {harmful_field!r} must be true or false, got {excerpt(flag)}")
         persona = row.get("persona")
         if persona is not None and not isinstance(persona, str):
             raise UserError(f"{at}: 'persona' must be text, got {type(persona).__name__}")

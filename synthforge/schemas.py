@@ -75,7 +75,84 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
         return f"at {where}: {exc.message}"
+    return ref_loop(schema)
+
+
+_NOT_SCHEMAS = frozenset({"const", "enum", "default", "examples"})  # values here are data, not subschemas
+_DEFINITIONS = ("$defs", "definitions")
+
+
+def ref_loop(schema: dict[str, Any]) -> str | None:
+    """A ``$ref`` loop no value can satisfy, or None: a schema that refers back to itself before it matches any
+    input (``a → a``, or through ``allOf``) describes no JSON at all, and a grammar built from it matches nothing.
+    Recursion that consumes input first (a tree's children under ``properties`` or ``items``) is fine, and so is
+    an ``anyOf`` with a way out."""
+    nodes: dict[str, dict[str, Any]] = {}
+    children: dict[str, list[str]] = {}
+    _collect(schema, "#", nodes, children)
+    refs = {p: n["$ref"] for p, n in nodes.items() if isinstance(n.get("$ref"), str) and n["$ref"].startswith("#")}
+    grounded: set[str] = set()
+    changed = True
+    while changed:  # least fixpoint: a node is grounded once everything it must also be is grounded
+        changed = False
+        for pointer, node in nodes.items():
+            if pointer not in grounded and _grounds(pointer, node, refs, grounded):
+                grounded.add(pointer)
+                changed = True
+    seen, todo = set(), ["#"]
+    while todo:  # only what the schema can reach matters: an unused definition is harmless
+        pointer = todo.pop()
+        if pointer in seen or pointer not in nodes:
+            continue
+        seen.add(pointer)
+        if pointer not in grounded:
+            return f"at {pointer}: a $ref loop that never matches a value ({' -> '.join(_loop(pointer, refs))})"
+        todo += children[pointer] + ([refs[pointer].rstrip("/") or "#"] if pointer in refs else [])
     return None
+
+
+def _collect(node: dict[str, Any], pointer: str, nodes: dict, children: dict) -> None:
+    nodes[pointer], children[pointer] = node, []
+    for key, value in node.items():
+        if key in _NOT_SCHEMAS:
+            continue
+        escaped = str(key).replace("~", "~0").replace("/", "~1")
+        if key in _DEFINITIONS and isinstance(value, dict):
+            for name, sub in value.items():
+                if isinstance(sub, dict):  # reached through a $ref only
+                    _collect(sub, f"{pointer}/{key}/{str(name).replace('~', '~0').replace('/', '~1')}", nodes, children)
+            continue
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, sub in items:
+            if isinstance(sub, dict):
+                child = f"{pointer}/{escaped}" if index is None else f"{pointer}/{escaped}/{index}"
+                children[pointer].append(child)
+                _collect(sub, child, nodes, children)
+
+
+def _grounds(pointer: str, node: dict[str, Any], refs: dict[str, str], grounded: set[str]) -> bool:
+    def ok(target: str) -> bool:
+        return target in grounded
+
+    base = pointer.rstrip("/")
+    if pointer in refs and not ok(refs[pointer].rstrip("/") or "#"):
+        return False
+    if isinstance(node.get("allOf"), list) and not all(ok(f"{base}/allOf/{i}") for i in range(len(node["allOf"]))):
+        return False
+    for key in ("anyOf", "oneOf"):
+        if isinstance(node.get(key), list) and not any(ok(f"{base}/{key}/{i}") for i in range(len(node[key]))):
+            return False
+    return True
+
+
+def _loop(pointer: str, refs: dict[str, str]) -> list[str]:
+    path = [pointer]
+    while pointer in refs and len(path) < 8:
+        pointer = refs[pointer].rstrip("/") or "#"
+        path.append(pointer)
+        if pointer in path[:-1]:
+            break
+    return path
 
 
 def validation_errors(schema: dict[str, Any], value: Any) -> list[str]:

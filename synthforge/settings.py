@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from synthforge.errors import UserError
+from synthforge.errors import UserError, excerpt
 
 T = TypeVar("T")
 
@@ -37,13 +37,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise SpecError(errors[0])
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
-            raise SpecError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise SpecError(f"{where}: expected a list, got {type(value).__name__} {excerpt(value)}")
         item_type = typing.get_args(tp)[0]
         items = [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise SpecError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise SpecError(f"{where}: expected a mapping, got {type(value).__name__} {excerpt(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build_config(tp, value, where)
@@ -52,12 +52,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise SpecError(f"{where}: expected a finite number, got {value!r}")
+        raise SpecError(f"{where}: expected a finite number, got {excerpt(value)}")
     if tp in (int, float) and isinstance(value, bool):
         raise SpecError(f"{where}: expected {tp.__name__}, got a boolean")
     if isinstance(value, tp):
         return value
-    raise SpecError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    raise SpecError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {excerpt(value)}")
 
 
 def build_config(cls: type[T], data: Any, where: str) -> T:
@@ -65,7 +65,7 @@ def build_config(cls: type[T], data: Any, where: str) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected a mapping of settings, got {type(data).__name__} {data!r}")
+        raise SpecError(f"{where}: expected a mapping of settings, got {type(data).__name__} {excerpt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}

@@ -164,7 +164,7 @@ def test_magpie_over_http_with_a_local_tokenizer(server, project, tiny_model_dir
         ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404, "does not exist"),
         ({"model": "tiny", "messages": {"role": "user"}}, 400, "messages must be a non-empty list"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n must be in"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, "content must be a string"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, "content is not text (got a number)"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "finite"),
         ({"model": "tiny", "messages": HI, "stream": True, "stream_options": "usage"}, 400, "stream"),
         ([1, 2], 400, "JSON object"),
@@ -252,13 +252,40 @@ class TestServeGuarantees:
             (
                 "/chat/completions",
                 {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]},
-                "'text' must be a string",
+                "its 'text' is not text",
+            ),
+            (
+                "/chat/completions",
+                {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+                "of type 'image_url' is not supported",
             ),
         ],
     )
     def test_malformed_requests_are_400s(self, server, path, body, fragment):
         code, answer = _post(server, path, body)
         assert code == 400 and fragment in answer["error"]["message"], answer
+
+    @pytest.mark.parametrize(
+        ("path", "raw", "param"),
+        [  # a lone surrogate escape is valid JSON but not Unicode: the tokenizer can't take it (was a 500)
+            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800x"}]}',
+             "messages[0].content"),
+            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", '
+             b'"text": "a\\udfffb"}]}]}', "messages[0].content[0].text"),
+            ("/completions", b'{"model": "tiny", "prompt": "\\udc00"}', "prompt"),
+            ("/completions", b'{"model": "tiny", "prompt": ["fine", "\\ud800"]}', "prompt[1]"),
+            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": '
+             b'["\\ud83d"]}', "stop[0]"),
+            # an integer of thousands of digits: Python refuses to convert it (was a 500)
+            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": '
+             + b"9" * 5000 + b"}", "max_tokens"),
+            ("/completions", b'{"model": "tiny", "prompt": "hi", "seed": -' + b"1" * 200 + b"}", "seed"),
+        ],
+    )
+    def test_values_python_cannot_take_are_400s_naming_the_parameter(self, server, path, raw, param):
+        code, answer = _post(server, path, raw)
+        assert code == 400, answer
+        assert answer["error"]["param"] == param and answer["error"]["message"].startswith(param + ":"), answer
 
     def test_streaming_gives_the_same_answer_as_one_response(self, server):
         import openai

@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
+from synthforge.cli.options import finite
 from synthforge.dedup.engines import ENGINES, dedup_files_on
 from synthforge.dedup.files import dropped_path_for, provenance_path_for
-from synthforge.dedup.near_duplicates import EDGE_LIMIT, VERIFY, DedupSettings
+from synthforge.dedup.keys import KEYS
+from synthforge.dedup.near_duplicates import EDGE_LIMIT, MAX_PERM, MIN_PERM, VERIFY, DedupSettings
 from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
-from synthforge.files import output_lock
+from synthforge.files import output_lock, real_path
 from synthforge.provenance import unfinished_export
 from synthforge.ray_support import import_ray
 from synthforge.rows import data_files
@@ -28,9 +30,29 @@ RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest
     required=True,
     help="Output: a .jsonl file, or else a directory of JSONL shards.",
 )
-@click.option("--key", type=click.Choice(["prompt", "response", "both"]), default="prompt", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8, show_default=True)
-@click.option("--num-perm", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option(
+    "--key",
+    type=click.Choice(list(KEYS)),
+    default="prompt",
+    show_default=True,
+    help="Compared text: prompt (the last user turn), response (the final answer), both, or conversation "
+    "(every turn and the answer).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    callback=finite,
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity above which rows are near-duplicates (0 < t < 1).",
+)
+@click.option(
+    "--num-perm",
+    type=click.IntRange(MIN_PERM, MAX_PERM),
+    default=128,
+    show_default=True,
+    help=f"MinHash permutations ({MIN_PERM}-{MAX_PERM}; memory is 4 bytes each per row).",
+)
 @click.option("--ngram", type=click.IntRange(min=1), default=5, show_default=True, help="Shingle length.")
 @click.option("--unit", type=click.Choice(["word", "char"]), default="word", show_default=True)
 @click.option("--verify", type=click.Choice(list(VERIFY)), default="signature", show_default=True)
@@ -70,7 +92,7 @@ def dedup(source, out, key, threshold, num_perm, ngram, unit, verify, keep, name
       synthforge dedup corpus/ --engine ray --workers 8 --out corpus.dedup/
     """
     source = source.expanduser()
-    out = out.expanduser()
+    out = real_path(out)  # through a symlink: its target is written, the link stays
     if unfinished_export(source):
         raise UserError(f"{source}: this run's export did not finish (no manifest.json): rerun synthforge generate")
     inputs = [source / name] if _run_like(source, name) else data_files(source)

@@ -77,7 +77,7 @@ def generate(
         overrides.append(f"engine.kind={engine}")
     spec = load_pipeline(find_pipeline(pipeline), overrides)
     if dry_run:
-        _print_dry_run(spec, limit)
+        _print_dry_run(spec, limit, out_dir)
         return
     options = RunOptions(
         out_dir=out_dir, limit=limit, fresh=fresh, progress=progress, explain=explain, max_tokens=max_tokens
@@ -104,8 +104,8 @@ def generate(
     click.echo(f"report: {result.out_dir / 'report.html'} (open it in a browser; it loads nothing from the network)")
 
 
-def _print_dry_run(spec, limit) -> None:
-    shown = preview(spec, limit)
+def _print_dry_run(spec, limit, out_dir) -> None:
+    shown = preview(spec, limit, out_dir)
     click.echo(
         f"pipeline {spec.name}: {shown.seeds} seed prompts, teacher {spec.teacher.backend}:{spec.teacher.model}, "
         f"output {shown.out_dir}/"

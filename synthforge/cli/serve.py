@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from synthforge.cli.options import finite
 from synthforge.serve.app import ServeConfig
 from synthforge.serve.app import serve as run_server
 from synthforge.teachers.factory import build_teacher, check_device, spec_from_ref
@@ -38,6 +39,7 @@ from synthforge.teachers.factory import build_teacher, check_device, spec_from_r
 @click.option(
     "--batch-wait-ms",
     type=click.FloatRange(min=0),
+    callback=finite,
     default=5.0,
     show_default=True,
     help="How long to collect requests that arrive together before running them.",
@@ -55,6 +57,7 @@ from synthforge.teachers.factory import build_teacher, check_device, spec_from_r
 @click.option(
     "--max-body-mb",
     type=click.FloatRange(min=0, min_open=True),
+    callback=finite,
     default=8.0,
     show_default=True,
     help="Largest request body accepted (larger ones are answered 413).",

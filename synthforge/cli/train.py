@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from synthforge.builtin import find_pipeline
+from synthforge.cli.options import finite
 from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingConfig, load_training_config
 
 
@@ -287,6 +288,7 @@ def evaluate(ctx, model, data, reference, eval_fraction, seed, batch_size, max_l
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0),
+    callback=finite,
     default=0.0,
     show_default=True,
     help="Answer sampling temperature (0: greedy); answers are seeded either way.",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from synthforge.builtin import builtin_path
 from synthforge.constitution.model import Constitution, FewShotExample, Principle
-from synthforge.errors import UserError
+from synthforge.errors import UserError, excerpt
 from synthforge.files import read_text
 from synthforge.hashing import stable_hash
 
@@ -67,7 +67,7 @@ def _parse_header(text: str, source: str, lineno: int) -> _Block:
     if not name:
         raise _fail(source, lineno, "a block header needs a name, e.g. [harmful] or [example: lockpicking]")
     if any(ch.isspace() for ch in name):
-        raise _fail(source, lineno, f"block name {name!r} must not contain spaces (use dashes)")
+        raise _fail(source, lineno, f"block name {excerpt(name)} must not contain spaces (use dashes)")
     return _Block(name=name, is_example=is_example, line=lineno)
 
 
@@ -121,17 +121,19 @@ class _Reader:
 
     def _key_value(self, line: str, lineno: int) -> None:
         self.key = None
+        if self.current is None:  # nothing parsed yet: maybe not a constitution at all, so nothing is quoted
+            raise _fail(self.source, lineno, "not a constitution: text before the first [principle] header")
         if ":" not in line:
-            raise _fail(self.source, lineno, f"expected 'key: value' or '[name]', got {line[:40]!r}")
-        if self.current is None:
-            raise _fail(self.source, lineno, "a 'key: value' line before the first [principle] header")
+            raise _fail(self.source, lineno, f"expected 'key: value' or '[name]', got {excerpt(line)}")
         key, value = (part.strip() for part in line.split(":", 1))
         key = key.lower()
         allowed = EXAMPLE_KEYS if self.current.is_example else PRINCIPLE_KEYS
         if key not in allowed and not (self.current.is_example and _round_key(key)):
-            raise _fail(self.source, lineno, f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})")
+            raise _fail(
+                self.source, lineno, f"unknown key {excerpt(key)} (expected one of: {', '.join(sorted(allowed))})"
+            )
         if key in self.current.values:
-            raise _fail(self.source, lineno, f"key {key!r} given twice in block [{self.current.name}]")
+            raise _fail(self.source, lineno, f"key {excerpt(key)} given twice in block [{self.current.name}]")
         self.literal_indent = -1 if value == "|" else None
         self.current.values[key] = "" if value == "|" else value
         self.current.lines[key], self.key = lineno, key

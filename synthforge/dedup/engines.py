@@ -11,6 +11,7 @@ import numpy as np
 
 from synthforge.dedup.files import DedupReport, dedup_files
 from synthforge.dedup.near_duplicates import Clusters, DedupSettings, find_clusters, keep_scores, representatives
+from synthforge.files import writing
 
 ENGINES = ("local", "ray")
 
@@ -47,7 +48,22 @@ def dedup_files_on(
     edge_limit: int | None = None,
 ) -> DedupReport:
     """Deduplicate files on ``engine`` ("local" in this process; "ray": streamed through Ray Data); both write
-    the same output."""
+    the same output. A file system refusing a write (full, read-only) is one line; the old output stays whole."""
+    with writing(out):
+        return _dedup_files_on(engine, inputs, out, settings, key, keep, progress, workers, edge_limit)
+
+
+def _dedup_files_on(
+    engine: str,
+    inputs: list[Path],
+    out: Path,
+    settings: DedupSettings,
+    key: str,
+    keep: str,
+    progress: Callable[[int], None] | None,
+    workers: int,
+    edge_limit: int | None,
+) -> DedupReport:
     if engine == "ray":
         from synthforge.dedup.ray_files import dedup_files_ray
         from synthforge.ray_support import import_ray

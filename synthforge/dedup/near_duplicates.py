@@ -14,6 +14,7 @@ from synthforge.dedup.shingles import ShingleHasher, Shingling
 
 VERIFY = ("signature", "exact", "none")
 
+MIN_PERM, MAX_PERM = 2, 4096  # signatures hold 4 bytes per permutation per row: 4,096 is 16 KiB a row
 EDGE_LIMIT = 50_000_000  # verified edges joined on the driver (16 bytes each); more go distributed (Ray)
 
 
@@ -42,8 +43,8 @@ class DedupSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError("threshold must be between 0 and 1")
-        if self.num_perm < 2:
-            raise ValueError("num_perm must be >= 2")
+        if not MIN_PERM <= self.num_perm <= MAX_PERM:
+            raise ValueError(f"num_perm must be between {MIN_PERM} and {MAX_PERM}")
         if self.verify not in VERIFY:
             raise ValueError(f"verify must be one of {', '.join(VERIFY)}")
         if self.false_negative_weight is not None and not 0.0 < self.false_negative_weight < 1.0:

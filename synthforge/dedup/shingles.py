@@ -90,7 +90,7 @@ def _combine(hashes: np.ndarray, starts: np.ndarray, ngram: int, wide: bool = Fa
 def _word_hash(word: str) -> int:
     """The polynomial hash of one word's UTF-8 bytes (each byte + 1, times P**position), mod 2**64."""
     value, power = 0, 1
-    for byte in word.encode("utf-8"):
+    for byte in word.encode("utf-8", "surrogatepass"):
         value = (value + (byte + 1) * power) & _MASK
         power = (power * _P) & _MASK
     return value
@@ -130,9 +130,13 @@ class ShingleHasher:
         normal = [normalise(t, self.shingling.unit) for t in texts]
         if self.shingling.unit == "char":
             lengths = np.fromiter((len(t) for t in normal), np.int64, len(normal))
-            points = np.frombuffer("".join(normal).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+            points = np.frombuffer("".join(normal).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(
+                np.uint64
+            )
             return fmix64(points + np.uint64(1)), np.concatenate([[0], np.cumsum(lengths)])
-        encoded = [t.encode("utf-8") for t in normal]
+        encoded = [
+            t.encode("utf-8", "surrogatepass") for t in normal
+        ]  # a lone surrogate (valid JSON) is compared as written
         data = np.frombuffer(b" ".join(encoded), dtype=np.uint8)
         text_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]]) if encoded else np.zeros(0, np.int64)
         edges = np.diff((data != 32).view(np.int8), prepend=np.int8(0), append=np.int8(0))

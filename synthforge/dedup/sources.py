@@ -7,10 +7,9 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from synthforge.dedup.keys import compared_text, missing_part
 from synthforge.errors import UserError
 from synthforge.rows import Place, dialogue, iter_rows, where
-
-KEYS = ("prompt", "response", "both")
 
 
 def keyed_rows(source: Any, path: str, key: str, keep: str) -> Iterator[tuple[str, float]]:
@@ -22,24 +21,17 @@ def keyed_rows(source: Any, path: str, key: str, keep: str) -> Iterator[tuple[st
         yield text, float(len(text)) if keep == "longest" else confidence(row, at) if keep == "confidence" else 0.0
 
 
-def row_texts(row: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(prompt, response) of a row in any supported layout: its user turns, and its final answer."""
-    found = dialogue(row)
-    if found is None:
-        return None, None
-    return found.user_text(), found.answer()
-
-
 def key_text(row: dict[str, Any], key: str, at: Place) -> str:
-    """The compared text of a row (``key``: prompt, response or both)."""
-    prompt, response = row_texts(row)
-    parts = {"prompt": [prompt], "response": [response], "both": [prompt, response]}[key]
-    if any(p is None for p in parts):
+    """The compared text of a row in any supported layout (``key``: :data:`synthforge.dedup.keys.KEYS`)."""
+    found = dialogue(row)
+    turns, answer = (found.prompt, found.answer()) if found else ([], None)
+    missing = missing_part(key, turns, answer) if found else key
+    if missing:
         raise UserError(
-            f"{where(*at)} has no {key} (expected messages, prompt/chosen/completion, conversations, an HH-RLHF "
+            f"{where(*at)} has no {missing} (expected messages, prompt/chosen/completion, conversations, an HH-RLHF "
             f"transcript, instruction/output or text; keys found: {', '.join(sorted(row)) or 'none'})"
         )
-    return "\n".join(p for p in parts if p)
+    return compared_text(key, turns, answer)
 
 
 def confidence(row: dict[str, Any], at: Place) -> float:

@@ -71,17 +71,16 @@ CONVERSATION_COLUMNS = ("prompt", "response", "rejected", "system", "conversatio
 
 
 def column(record: Record, name: str) -> Any:
-    """A table column of a record: one of its fields, or a part of its conversation."""
-    if name in record.fields:
-        return record.fields[name]
+    """A table column of a record: a part of its conversation, or one of its fields (the record's own columns
+    first: a field can never stand in for them)."""
+    if name not in CONVERSATION_COLUMNS:
+        return record.fields.get(name)  # None: a field a dropped path never wrote (validation checks kept ones)
     if name == "reasoning":  # the thinking behind the final answer
         return record.thinking(record.response)
     if name == "conversation":
         final = [{"role": "assistant", "content": record.response}] if record.response else []
         return [*record.dialogue, *final]
-    if name in CONVERSATION_COLUMNS:
-        return getattr(record, name)
-    return None  # a field a dropped path never wrote (every kept record has the fields checked at validation)
+    return getattr(record, name)
 
 
 def table_rows(records: list[Record], fields: list[str]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synthforge import __version__
-from synthforge.files import claim_dir, exclusive_lock, make_dirs, write_atomic
+from synthforge.files import check_writable, claim_dir, exclusive_lock, make_dirs, write_atomic
 from synthforge.provenance import RUN_MARKER
 
 MARKER = RUN_MARKER
@@ -52,6 +52,8 @@ def run_directory(out_dir: Path, pipeline: str) -> Iterator[Path]:
     busy = f"--out {out_dir}: another synthforge run is writing there (pid {{pid}}); wait for it to finish or give "
     busy += "another --out"
     with exclusive_lock(out_dir / LOCK, busy):
+        for folder in (out_dir, out_dir / CHECKPOINTS):
+            check_writable(folder)  # before any model loads: a run that could not save its work never starts
         yield out_dir
 
 

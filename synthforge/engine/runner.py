@@ -30,10 +30,10 @@ from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
 from synthforge.errors import StageFailed
-from synthforge.files import write_atomic
+from synthforge.files import write_atomic, writing
 from synthforge.hashing import file_sha256, stable_hash
 from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
-from synthforge.records import Drop, Record
+from synthforge.records import RESERVED_FIELDS, Drop, Record
 from synthforge.report.html import write_run_report
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
@@ -141,8 +141,20 @@ def _check_data_flow(stages: list[Stage], has_seeds: bool, columns: list[str]) -
                 else "no stage of this pipeline writes it; a seed column must be listed in seeds.columns"
             )
             raise SpecError(f"{stage.where}: reads {missing[0]!r}, which nothing before it writes ({hint})")
+        _check_new_columns(stage, stages, columns, available)
         available.update(stage.fields_written())
     return available
+
+
+def _check_new_columns(stage: Stage, stages: list[Stage], columns: list[str], available: set[str]) -> None:
+    """A column a stage defines (beyond the record's own fields, which built-in stages rewrite by design) must be
+    new: a second writer of a seed column or of an earlier stage's column would silently replace its values."""
+    for name in stage.fields_written():
+        if name in RESERVED_FIELDS or name not in available:
+            continue
+        earlier = [s.name for s in stages[: stages.index(stage)] if name in s.fields_written()]
+        who = f"stage {earlier[0]!r}" if earlier else "the seeds (seeds.columns)"
+        raise SpecError(f"{stage.where}: writes {name!r}, which {who} already writes; give this column another name")
 
 
 @dataclass
@@ -155,12 +167,13 @@ class Preview:
     prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
 
 
-def preview(spec: PipelineSpec, limit: int | None = None) -> Preview:
-    """Validate everything and render the first prompt of every stage; no model is loaded."""
+def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None = None) -> Preview:
+    """Validate everything and render the first prompt of every stage; no model is loaded. ``out_dir``: where the
+    run would write (default: ``outputs/NAME``)."""
     prepared = prepare(spec, limit)
     record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
-    return Preview(len(prepared.records), default_out_dir(spec), prompts)
+    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts)
 
 
 def default_out_dir(spec: PipelineSpec) -> Path:
@@ -261,7 +274,8 @@ def _run_stages(
             log(_report_line(report, options.explain))
         index += len(segment)
     # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+    with writing(out_dir):
+        (out_dir / "manifest.json").unlink(missing_ok=True)
     table = (spec.export.table.file, spec.export.table.fields) if spec.export.table else None
     keep = spec.export.reasoning == "keep"
     counts = export_run(out_dir, records, drops, spec.export.sft, spec.export.dpo, spec.export.system, table, keep)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from synthforge.engine.executor import EXECUTORS, executor_kind
+from synthforge.errors import excerpt
 from synthforge.files import read_text
 from synthforge.records import RESERVED_FIELDS
 from synthforge.settings import OMIT_IF_NONE, SpecError, build_config
@@ -176,7 +177,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a pipeline must be a YAML mapping with keys {', '.join(TOP_KEYS)}")
+        raise SpecError(f"{path}: not a pipeline file (a pipeline is a YAML mapping with keys {', '.join(TOP_KEYS)})")
     return data
 
 
@@ -191,15 +192,15 @@ def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
             raise SpecError(f"{where}: expected a one-key mapping like '- respond: {{...}}'")
         kind, settings = next(iter(entry.items()))
         if kind not in STAGES:
-            raise SpecError(f"{where}: unknown stage {kind!r} (known: {', '.join(sorted(STAGES))})")
+            raise SpecError(f"{where}: unknown stage {excerpt(kind)} (known: {', '.join(sorted(STAGES))})")
         if settings is not None and not isinstance(settings, dict):
             raise SpecError(
-                f"{where}.{kind}: expected a mapping of settings, got {type(settings).__name__} {settings!r}"
+                f"{where}.{kind}: expected a mapping of settings, got {type(settings).__name__} {excerpt(settings)}"
             )
         settings = dict(settings or {})
         name = settings.pop("name", kind)
         if not isinstance(name, str) or not SAFE_NAME.match(name):
-            raise SpecError(f"{where}.name: {name!r} is not a valid stage name (letters, digits, '.', '_', '-')")
+            raise SpecError(f"{where}.name: {excerpt(name)} is not a valid stage name (letters, digits, '.', '_', '-')")
         for step_name, step_settings in stage_class(kind).expand(name, settings):
             if any(s.name == step_name for s in specs):
                 raise SpecError(f"{where}: stage name {step_name!r} used twice (give one a 'name:')")
@@ -248,15 +249,17 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     data = _read_yaml(source)
     for assignment in overrides:
         apply_override(data, assignment)
+    if not any(key in TOP_KEYS for key in data):  # some other YAML (or any text with a colon): never quoted
+        raise SpecError(f"{source}: not a pipeline file (a pipeline is a YAML mapping with keys {', '.join(TOP_KEYS)})")
     for key in data:
         if key not in TOP_KEYS:
-            raise SpecError(f"{source}: {key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
+            raise SpecError(f"{source}: {excerpt(key, bare=True)}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SpecError(f"{source}: seed: expected an integer, got {seed!r}")
+        raise SpecError(f"{source}: seed: expected an integer, got {excerpt(seed)}")
     name = data.get("name", source.stem)
     if not isinstance(name, str) or not SAFE_NAME.match(name):
-        raise SpecError(f"{source}: name: expected a name of letters, digits, '.', '_' and '-', got {name!r}")
+        raise SpecError(f"{source}: name: expected a name of letters, digits, '.', '_' and '-', got {excerpt(name)}")
     spec = PipelineSpec(
         name=name,
         source=source,

@@ -9,12 +9,14 @@ import time
 import uuid
 from typing import Any
 
+from synthforge.rows import content_text
 from synthforge.schemas import schema_problem
 from synthforge.teachers.base import Completion, SamplingParams
 from synthforge.teachers.grammar import grammar_problem
 
 MAX_N = 16
 MAX_DEPTH = 32  # JSON nesting a request may have (a request is shallow; a deep one is an attack or a bug)
+MAX_DIGITS = 64  # digits an integer in a request may have (a seed fits in 20; Python refuses more than 4,300)
 
 
 class BadRequest(Exception):
@@ -110,15 +112,10 @@ def messages_of(body: dict) -> list[dict[str, str]]:
             raise BadRequest(f"messages[{i}] must be an object with a role", param="messages")
         if message["role"] not in ("system", "user", "assistant"):
             raise BadRequest(f"messages[{i}].role must be system, user or assistant", param="messages")
-        content = message.get("content")
-        if isinstance(content, list):  # content parts: text only
-            if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-                raise BadRequest(f"messages[{i}].content: only text parts are supported", param="messages")
-            if not all(isinstance(p.get("text"), str) for p in content):
-                raise BadRequest(f"messages[{i}].content: a text part's 'text' must be a string", param="messages")
-            content = "".join(p["text"] for p in content)
-        if not isinstance(content, str):
-            raise BadRequest(f"messages[{i}].content must be a string", param="messages")
+        try:
+            content = content_text(message.get("content"))  # a string, or text parts joined
+        except ValueError as exc:
+            raise BadRequest(f"messages[{i}].{exc}", param="messages") from None
         out.append({"role": message["role"], "content": content})
     return out
 
@@ -169,31 +166,58 @@ def text_logprobs(echoed: tuple[int, list] | None, sample: Completion, prefix: s
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """A request body as a JSON object; not JSON, nested deeper than ``MAX_DEPTH`` or not an object: a 400."""
+    """A request body as a JSON object; not JSON, nested deeper than ``MAX_DEPTH``, not an object, or holding
+    text that is not Unicode (a lone surrogate escape) or an integer of more than ``MAX_DIGITS`` digits: a 400
+    naming where."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_int=_integer)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    if _depth(body) > MAX_DEPTH:
-        raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels")
+    _check_values(body)
     return body
 
 
-def _depth(value: Any) -> int:
-    """How deeply ``value`` nests (iteratively: a deep value must not exhaust the stack here either)."""
-    deepest, todo = 0, [(value, 1)]
+class _HugeInteger:
+    """An integer literal longer than any parameter takes (converting it would cost quadratic time, or fail)."""
+
+
+def _integer(digits: str) -> int | _HugeInteger:
+    return _HugeInteger() if len(digits.lstrip("-")) > MAX_DIGITS else int(digits)
+
+
+def _check_values(body: dict[str, Any]) -> None:
+    """Walk the body iteratively (a deep value must not exhaust the stack here either): depth, huge integers and
+    text a tokenizer can't take, each a 400 naming the parameter's path."""
+    todo: list[tuple[Any, int, str]] = [(body, 1, "")]
     while todo:
-        item, level = todo.pop()
-        deepest = max(deepest, level)
+        item, level, path = todo.pop()
         if level > MAX_DEPTH:
-            break
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        todo.extend((child, level + 1) for child in children)
-    return deepest
+            raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, _HugeInteger):
+            raise BadRequest(f"{path}: an integer of more than {MAX_DIGITS} digits", param=path)
+        if isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    f"{path}: text holds a lone surrogate (\\u{ord(item[_surrogate(item)]):04x}), which is not Unicode",
+                    param=path,
+                ) from None
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, child in children:
+            shown = key.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(key, str) else key
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{shown}" if path else shown
+            if isinstance(key, str) and not key.isascii():
+                todo.append((key, level + 1, where))
+            todo.append((child, level + 1, where))
+
+
+def _surrogate(text: str) -> int:
+    return next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
 
 
 def context_error(prompt_tokens: int, limit: int) -> BadRequest:

@@ -61,6 +61,13 @@ class Generate(Stage):
         if self.config.json_schema is not None:
             where = f"{self.where}.json_schema"
             self.schema = load_schema(self.config.json_schema, self.resources.base_dir, where)
+            if self.config.flatten:
+                for name in self.schema.properties():
+                    if name in RESERVED_FIELDS:
+                        raise SpecError(
+                            f"{where}: property {name!r} would replace the record's own {name!r} column; rename it "
+                            "in the schema (or set flatten: false to keep the object in one field)"
+                        )
             if self.config.constrained:
                 problem = grammar_problem(self.schema.schema)
                 if problem is not None:

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthforge.dedup.engines import choose_kept
+from synthforge.dedup.keys import KEYS, compared_text
 from synthforge.dedup.near_duplicates import KEEP, DedupSettings
 from synthforge.records import Drop, Record
 from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher
-
-KEYS = ("prompt", "response", "both", "conversation")
 
 
 @dataclass
@@ -38,14 +37,9 @@ class MinHashDedupConfig:
 
 
 def key_text(record: Record, key: str) -> str:
-    """The text compared for ``record``: its last user turn, its final answer, both, or the whole conversation."""
-    if key == "conversation":
-        return record.conversation_text()
-    if key == "prompt":
-        return record.prompt
-    if key == "response":
-        return record.response or ""
-    return f"{record.prompt}\n{record.response or ''}"
+    """The text compared for ``record`` (:mod:`synthforge.dedup.keys`: the last user turn, the final answer, both,
+    or the whole conversation)."""
+    return compared_text(key, record.dialogue, record.response)
 
 
 class MinHashDedup(DatasetStage):

@@ -28,18 +28,35 @@ def _split(text: str, tags: Sequence[str], thinking: bool) -> tuple[str | None, 
         return None, text
     opening, closing = tags
     start = text.find(opening)
-    end = text.find(closing)
-    if start != -1 and (end == -1 or start < end):
+    first_close = text.find(closing)
+    if start != -1 and (first_close == -1 or start < first_close):
         before, inner = text[:start], text[start + len(opening) :]
-        end = inner.find(closing)
+        end = _block_end(inner, opening, closing)
         if end == -1:  # thinking that never ended (cut by max_new_tokens): no answer yet
             return inner.strip(), before.strip()
         return inner[:end].strip(), (before + inner[end + len(closing) :]).strip()
-    if end != -1:  # the chat template opened the block: everything before the closing tag is thinking
+    if first_close != -1:  # the chat template opened the block: everything before its closing tag is thinking
+        end = _block_end(text, opening, closing)
         return text[:end].strip(), text[end + len(closing) :].strip()
     if thinking:
         return text.strip(), ""
     return None, text
+
+
+def _block_end(inner: str, opening: str, closing: str) -> int:
+    """Where the closing tag of a thinking block starts, ``inner`` being the text after its opening: the tag that
+    balances any blocks opened inside it (a model that writes ``<think>`` while thinking closes it too, and its
+    answer starts after the outer closing tag); past an unbalanced inner opening, the last closing tag; -1 when
+    there is none."""
+    depth, position, last = 1, 0, -1
+    while (close := inner.find(closing, position)) != -1:
+        nested = inner.count(opening, position, close)
+        depth += nested - 1
+        last = close
+        if depth <= 0:
+            return close
+        position = close + len(closing)
+    return last
 
 
 def opens_thinking(prompt: str, tags: Sequence[str] = THINK_TAGS) -> bool:
