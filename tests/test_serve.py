@@ -268,17 +268,32 @@ class TestServeGuarantees:
     @pytest.mark.parametrize(
         ("path", "raw", "param"),
         [  # a lone surrogate escape is valid JSON but not Unicode: the tokenizer can't take it (was a 500)
-            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800x"}]}',
-             "messages[0].content"),
-            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", '
-             b'"text": "a\\udfffb"}]}]}', "messages[0].content[0].text"),
+            (
+                "/chat/completions",
+                b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800x"}]}',
+                "messages[0].content",
+            ),
+            (
+                "/chat/completions",
+                b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", '
+                b'"text": "a\\udfffb"}]}]}',
+                "messages[0].content[0].text",
+            ),
             ("/completions", b'{"model": "tiny", "prompt": "\\udc00"}', "prompt"),
             ("/completions", b'{"model": "tiny", "prompt": ["fine", "\\ud800"]}', "prompt[1]"),
-            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": '
-             b'["\\ud83d"]}', "stop[0]"),
+            (
+                "/chat/completions",
+                b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud83d"]}',
+                "stop[0]",
+            ),
             # an integer of thousands of digits: Python refuses to convert it (was a 500)
-            ("/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": '
-             + b"9" * 5000 + b"}", "max_tokens"),
+            (
+                "/chat/completions",
+                b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": '
+                + b"9" * 5000
+                + b"}",
+                "max_tokens",
+            ),
             ("/completions", b'{"model": "tiny", "prompt": "hi", "seed": -' + b"1" * 200 + b"}", "seed"),
         ],
     )

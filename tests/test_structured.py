@@ -193,6 +193,31 @@ def test_without_a_schema_the_column_is_the_answers_text(tmp_path):
         ({"template": "uses-missing", "field": "x"}, None, "reads 'difficulty', which nothing before it writes"),
         ({"template": "label", "field": "prompt"}, None, "is a built-in field"),
         ({"template": "label", "field": "x"}, "{table: {fields: [nope]}}", "'nope' is written by no stage"),
+        # $ref loops that never match a value: refused (llguidance compiles them into a grammar matching nothing)
+        *[
+            ({"template": "label", "field": "x", "json_schema": loop}, None, "a $ref loop that never matches a value")
+            for loop in (
+                {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}},
+                {"$ref": "#"},
+                {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}},
+                {"type": "object", "properties": {"p": {"$ref": "#/$defs/x"}}, "$defs": {"x": {"$ref": "#/$defs/x"}}},
+            )
+        ],
+        # a schema's properties become fields: none may replace a column the record already has
+        *[
+            (
+                {"template": "label", "field": "x", "json_schema": {"type": "object", "properties": {name: {}}}},
+                None,
+                f"property '{name}' would replace the record's own '{name}' column",
+            )
+            for name in ("id", "prompt", "response", "meta", "rejected", "system")
+        ],
+        ({"template": "label", "field": "kind"}, None, "writes 'kind', which the seeds (seeds.columns) already"),
+        (
+            {"template": "label", "field": "x", "json_schema": {"type": "object", "properties": {"kind": {}}}},
+            None,
+            "writes 'kind', which the seeds",
+        ),
     ],
 )
 def test_bad_schemas_templates_and_columns_are_one_line_before_any_model_loads(
@@ -206,6 +231,37 @@ def test_bad_schemas_templates_and_columns_are_one_line_before_any_model_loads(
 
 
 # -- over HTTP ---------------------------------------------------------------------------------------------------
+def test_recursive_schemas_that_consume_input_stay_valid_and_flatten_false_keeps_any_property_name(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    tree = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}, "maxItems": 2}}}
+    escape = {"anyOf": [{"$ref": "#"}, {"type": "string", "maxLength": 4}]}
+    unused = {"type": "string", "maxLength": 3, "$defs": {"never": {"$ref": "#/$defs/never"}}}
+    for schema in (tree, escape, unused):
+        path = _pipeline(
+            tmp_path, "{model: ./no-such-model}", {"template": "label", "field": "x", "json_schema": schema}
+        )
+        assert run_cli(["generate", str(path), "--dry-run"], capsys)[0] == 0
+    inner = {"type": "object", "properties": {"id": {"type": "string"}}}
+    path = _pipeline(
+        tmp_path,
+        "{model: ./no-such-model}",
+        {"template": "label", "field": "x", "json_schema": inner, "flatten": False},
+    )
+    assert run_cli(["generate", str(path), "--dry-run"], capsys)[0] == 0
+
+
+def test_a_table_column_is_the_records_own_even_where_a_field_has_its_name():
+    from synthforge.engine.exporters import table_rows
+    from synthforge.records import Record
+
+    record = Record(id="r1", prompt="the seed prompt", response="an answer", fields={"prompt": "As a", "x": 1})
+    assert table_rows([record], ["prompt", "response", "x"]) == [
+        {"id": "r1", "prompt": "the seed prompt", "response": "an answer", "x": 1}
+    ]
+
+
 def test_the_openai_backend_asks_for_the_schema_and_validates_a_server_that_ignores_it(tmp_path):
     good = '{"label": "benign", "score": 2, "tags": ["b"], "detail": {"ok": false}}'
 
@@ -255,15 +311,16 @@ def test_serve_constrains_to_response_format_and_matches_in_process(tmp_path, ti
             seed=3,
         )
         bad = client.with_options(max_retries=0).chat.completions.create
-        with pytest.raises(openai.BadRequestError, match="grammar engine|response_format"):
-            bad(
-                model="tiny",
-                messages=[{"role": "user", "content": "x"}],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "(?<=a)b"}},
-                },
-            )
+        for schema, match in (
+            ({"type": "string", "pattern": "(?<=a)b"}, "grammar engine|response_format"),
+            ({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}, "a \\$ref loop"),  # was 200 with ""
+        ):
+            with pytest.raises(openai.BadRequestError, match=match):
+                bad(
+                    model="tiny",
+                    messages=[{"role": "user", "content": "x"}],
+                    response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+                )
     assert (here.out_dir / "table.jsonl").read_bytes() == (there.out_dir / "table.jsonl").read_bytes()
     assert isinstance(parsed.choices[0].message.parsed, Label)
 
