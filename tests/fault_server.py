@@ -102,6 +102,7 @@ class FaultServer:
         self.delay = delay
         self.models = models
         self.requests: list[dict[str, Any]] = []
+        self.gets: list[str] = []  # paths asked with GET
         self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
         self.port = free_port()
@@ -114,6 +115,8 @@ class FaultServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                with server.lock:
+                    server.gets.append(self.path)
                 listed = server.models is not None and self.path.rstrip("/").endswith("/models")
                 data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in server.models]})
                 self.send_response(200 if listed else 404)

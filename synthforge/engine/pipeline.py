@@ -46,12 +46,12 @@ def run_segment(
     retries: int,
     budget: Budget,
     quiet: bool | None,
-    probe: bool = False,
+    probe: Callable[[], bool] = lambda: False,
 ) -> list[tuple[list[Record], list[Drop], StageReport]]:
     """Run per-record stages ``works`` over ``records`` as a pipeline with at most ``concurrency`` batches (of up
     to ``chunk`` records) in flight; returns each stage's kept records, drops and report, as stage by stage.
-    ``probe``: each stage's first batch goes alone (a remote teacher may be down: then one batch of requests
-    was sent, not a window of them)."""
+    ``probe``: asked when a stage's first batch is out; true: the others wait for it (a remote teacher may be
+    down: then one batch of requests was sent, not a window of them)."""
     steps = [_Step(w) for w in works]
     running: dict[cf.Future, tuple[int, list[int]]] = {}  # in submission order
     for step in steps:
@@ -120,7 +120,7 @@ def _submit(
     concurrency: int,
     chunk: int,
     retries: int,
-    probe: bool,
+    probe: Callable[[], bool],
 ) -> None:
     """Fill the free slots: later stages first (records finish sooner, less is held), whole batches, and a
     partial batch only when nothing upstream can still add to it; with ``probe``, a stage's first batch alone."""
@@ -128,7 +128,7 @@ def _submit(
         step = steps[k]
         upstream_busy = any(s.pending or s.in_flight for s in steps[:k])
         while step.pending and len(running) < concurrency and (len(step.pending) >= chunk or not upstream_busy):
-            if probe and not step.work.committed and step.in_flight:
+            if step.in_flight and not step.work.committed and probe():
                 break  # the probe is still out
             orders, step.pending = step.pending[:chunk], step.pending[chunk:]
             batch = [step.inputs[i] for i in orders]

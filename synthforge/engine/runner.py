@@ -7,6 +7,7 @@ fingerprint, so a rerun reuses them and a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -38,7 +39,7 @@ from synthforge.report.html import write_run_report
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
 from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
-from synthforge.teachers.base import Conversation, Teacher, capabilities_of
+from synthforge.teachers.base import SAMPLES, Conversation, SamplingParams, Teacher, capabilities_of
 from synthforge.teachers.factory import (
     LazyTeacher,
     batch_size,
@@ -127,6 +128,19 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     return prepared
 
 
+def teacher_needs(stages: list[Stage]) -> frozenset[str]:
+    """What the stages that call the teacher will ask of it: their capabilities, and ``SAMPLES`` when one asks
+    for several samples of a prompt (a server may ignore ``n``)."""
+    needs: set[str] = set()
+    for stage in stages:
+        if not stage.uses_teacher:
+            continue
+        needs |= stage.needs
+        if any(isinstance(v, SamplingParams) and v.n > 1 for v in vars(stage.config).values()):
+            needs.add(SAMPLES)
+    return frozenset(needs)
+
+
 def _check_data_flow(stages: list[Stage], has_seeds: bool, columns: list[str]) -> set[str]:
     """Each stage reads only fields that the seeds (``prompt``, ``seeds.columns``) or an earlier stage write;
     else a spec error naming the stage and the field. Returns the fields the last stage leaves."""
@@ -192,7 +206,8 @@ def run_pipeline(
     prepared = prepare(spec, options.limit, teacher)
     owned = None
     if teacher is None and prepared.needs_teacher:
-        teacher = owned = LazyTeacher(spec.teacher)  # identity now; weights or connection on first use
+        # identity now; weights or connection on first use, when what the stages need is probed
+        teacher = owned = LazyTeacher(spec.teacher, teacher_needs(prepared.stages), log)
     with run_directory(options.out_dir or default_out_dir(spec), spec.name) as out_dir:
         try:
             return _run_locked(prepared, out_dir, teacher, options, log)
@@ -236,7 +251,9 @@ def _run_stages(
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
     in_flight, batch = pipeline_plan(spec, teacher, executor)
-    probe: bool | None = None  # send each stage's first batch alone: a remote teacher that isn't known to be up
+    # send each stage's first batch alone when a remote teacher isn't known to be up (asked once, when a first
+    # batch is sent: a fully cached rerun opens no connection)
+    probe = functools.cache(lambda: bool(getattr(teacher, "remote", False)) and not _answers(teacher))
     index = 0
     while index < len(prepared.stages):
         stage = prepared.stages[index]
@@ -247,8 +264,6 @@ def _run_stages(
                     break
                 segment.append(prepared.stages[index + len(segment)])
         if in_flight > 1 and not stage.whole_dataset:
-            if probe is None:
-                probe = getattr(teacher, "remote", False) and not _answers(teacher)
             works = [StageWork(index + k, s, teacher, checkpoints) for k, s in enumerate(segment)]
             done = run_segment(
                 works,

@@ -253,7 +253,9 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         raise SpecError(f"{source}: not a pipeline file (a pipeline is a YAML mapping with keys {', '.join(TOP_KEYS)})")
     for key in data:
         if key not in TOP_KEYS:
-            raise SpecError(f"{source}: {excerpt(key, bare=True)}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
+            raise SpecError(
+                f"{source}: {excerpt(key, bare=True)}: unknown key (expected one of: {', '.join(TOP_KEYS)})"
+            )
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SpecError(f"{source}: seed: expected an integer, got {excerpt(seed)}")

@@ -115,6 +115,20 @@ class Teacher(Protocol):
         ...
 
 
+SAMPLES = "samples"  # a need, not a capability: some stage asks for n > 1 samples of one prompt
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """A teacher that can find out, with tiny requests, whether it can do what a pipeline needs (a remote server
+    may not honour every parameter it accepts). Called once, before the first stage sends work."""
+
+    def probe(self, needs: frozenset[str]) -> list[str]:
+        """Check ``needs`` (capabilities, and ``SAMPLES``); raise a one-line user error for one with no fallback,
+        and return a line for each fallback taken instead."""
+        ...
+
+
 def per_conversation(params: SamplingParams | Sequence[SamplingParams], count: int) -> list[SamplingParams]:
     """Broadcast one ``SamplingParams`` to ``count`` conversations, or check a list's length."""
     if isinstance(params, SamplingParams):

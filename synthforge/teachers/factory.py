@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from synthforge.errors import UserError
 from synthforge.settings import SpecError, build_config
-from synthforge.teachers.base import CHOICE, RAW_TEXT, STRUCTURED, THINKING_BUDGET, TOKENS, Teacher
+from synthforge.teachers.base import CHOICE, RAW_TEXT, STRUCTURED, THINKING_BUDGET, TOKENS, Probing, Teacher
 from synthforge.teachers.config import COMMON_KEYS, Backend, TeacherSpec
 
 BACKENDS: dict[str, str] = {
@@ -179,8 +180,12 @@ def requests_in_flight(spec: TeacherSpec) -> int:
 class LazyTeacher:
     """A teacher whose identity and capabilities are known now and whose backend is built on first use."""
 
-    def __init__(self, spec: TeacherSpec):
+    def __init__(self, spec: TeacherSpec, needs: frozenset[str] = frozenset(), log: Callable[[str], None] = print):
+        """``needs``: what the pipeline will ask of it, probed once when it is built (:class:`Probing`), with each
+        fallback taken told to ``log``."""
         self.spec = spec
+        self.needs = needs
+        self._log = log
         self.identity = teacher_identity(spec)
         self.capabilities = teacher_capabilities(spec)
         self.max_in_flight = requests_in_flight(spec)
@@ -198,7 +203,16 @@ class LazyTeacher:
         if self._teacher is None:
             with self._building:
                 if self._teacher is None:
-                    self._teacher = build_teacher(self.spec, self.identity)
+                    teacher = build_teacher(self.spec, self.identity)
+                    if self.needs and isinstance(teacher, Probing):
+                        try:
+                            for line in teacher.probe(self.needs):
+                                self._log(line)
+                        except BaseException:
+                            if callable(getattr(teacher, "close", None)):
+                                teacher.close()  # type: ignore[attr-defined]
+                            raise
+                    self._teacher = teacher
         return getattr(self._teacher, name)
 
     def close(self) -> None:

@@ -24,11 +24,13 @@ from typing import Any
 from synthforge import __version__
 from synthforge.errors import TeacherError, UserError
 from synthforge.hashing import derive_seed, stable_hash
+from synthforge.schemas import parse_json
 from synthforge.teachers.base import (
     CHOICE,
     GENERATE,
     LOGPROBS,
     RAW_TEXT,
+    SAMPLES,
     SCORE,
     STRUCTURED,
     THINKING_BUDGET,
@@ -563,6 +565,32 @@ class OpenAITeacher:
                 )
             out.append(options_from_top_logprobs(list(opts), answer.logprobs))
         return out
+
+    # -- what the server really does -----------------------------------------------------------------
+    def probe(self, needs: frozenset[str]) -> list[str]:
+        """One tiny request per need the server might accept and ignore (``transformers serve`` ignores
+        ``logprobs``): a judge's log-probabilities have no fallback (one line, before any stage's work is sent);
+        ``n`` falls back to one request per sample, a schema to validate-and-retry."""
+        said: list[str] = []
+        hello: Conversation = [{"role": "user", "content": "Say yes."}]
+        if CHOICE in needs and SCORE in self.capabilities:
+            self.score([hello], [["yes"]])  # raises the one line if the server has no prompt_logprobs
+        elif CHOICE in needs:
+            self.choose([hello], [["yes", "no"]])  # raises the one line if the server ignores logprobs
+        if SAMPLES in needs and self.native_n:
+            self.generate([hello], SamplingParams(temperature=1.0, max_new_tokens=1, n=2, seed=0))
+            if not self.native_n:  # _sample saw one choice for n=2 (and said so)
+                said.append(f"teacher server {self.settings.base_url} ignores 'n': each sample is its own request")
+        if STRUCTURED in needs:
+            schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+            params = SamplingParams(temperature=0.0, max_new_tokens=16, json_schema=schema)
+            (answer, *_), *_ = self.generate([hello], params)
+            if parse_json(answer.text)[0] is None:
+                said.append(
+                    f"teacher server {self.settings.base_url} doesn't constrain answers to a schema "
+                    "(response_format): every answer is validated, and asked again when it isn't valid"
+                )
+        return said
 
     def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
         """The conversation rendered by the local tokenizer's chat template (``teacher.openai.tokenizer``)."""
