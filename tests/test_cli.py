@@ -154,3 +154,40 @@ def test_constitution_check_lists_every_problem(tmp_path, capsys):
         f"{bad}:1: principle [a] has no revision request ('revision: ...')",
         f"{bad}:3: principle [b] has no critique request ('critique: ...')",
     ]
+
+
+def test_a_spent_token_budget_exits_3_and_a_rerun_resumes(in_project, capsys):
+    """--max-tokens from the CLI: the batches that finished are kept, exit code 3, and the same command resumes."""
+    args = ["generate", "pipelines/tiny-cai.yaml", "--limit", "4", "--no-progress", "--out", "out"]
+    code, _, err = run_cli([*args, "--max-tokens", "10"], capsys)
+    assert code == 3 and "budget" in err.lower() and "Traceback" not in err
+    assert not (in_project / "out" / "manifest.json").exists()  # nothing exported from a part of the run
+    code, _, _ = run_cli(args, capsys)
+    assert code == 0 and (in_project / "out" / "manifest.json").is_file()
+
+
+def test_progress_bars_stay_quiet_off_a_terminal(in_project, capsys):
+    """stderr is not a terminal here: no bar is drawn, only the run's lines."""
+    code, _, err = run_cli(["generate", "pipelines/tiny-cai.yaml", "--limit", "2", "--out", "out"], capsys)
+    assert code == 0 and "\r" not in err and "rec/s" not in err and "it/s" not in err
+
+
+def test_constitution_show_prints_each_principle(in_project, capsys):
+    code, out, _ = run_cli(["constitution", "show", "constitutions/harmless.txt"], capsys)
+    assert code == 0
+    names = [
+        line[1:-1]
+        for line in (in_project / "constitutions" / "harmless.txt").read_text().splitlines()
+        if line.startswith("[") and line.endswith("]")
+    ]
+    assert names and all(name in out for name in names)
+
+
+def test_a_fully_cached_rerun_loads_no_model(in_project, capsys, monkeypatch):
+    args = ["generate", "pipelines/tiny-cai.yaml", "--limit", "2", "--no-progress", "--out", "out"]
+    assert run_cli(args, capsys)[0] == 0
+    import synthforge.teachers.factory as factory
+
+    monkeypatch.setattr(factory, "build_teacher", lambda *a, **k: pytest.fail("a model was loaded"))
+    sft = (in_project / "out" / "sft.jsonl").read_bytes()
+    assert run_cli(args, capsys)[0] == 0 and (in_project / "out" / "sft.jsonl").read_bytes() == sft

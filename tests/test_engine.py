@@ -99,6 +99,37 @@ def test_fresh_and_seed_change_recompute(project, tiny_teacher, tiny_model_dir):
     assert counting.calls == 2 * 3
 
 
+def test_editing_a_constitution_recomputes_only_the_stages_that_use_it(project, tiny_teacher, tiny_model_dir):
+    write_pipeline(project, tiny_model_dir)
+    _run(project, CountingTeacher(tiny_teacher), limit=2)
+    harmless = project / "constitutions" / "harmless.txt"
+    harmless.write_text(harmless.read_text() + "\n[be-brief]\ncritique: Is it long?\nrevision: Make it brief.\n")
+    counting = CountingTeacher(tiny_teacher)
+    respond, revise = _run(project, counting, limit=2).reports
+    assert (respond.reused, respond.computed) == (2, 0)
+    assert (revise.reused, revise.computed) == (0, 2) and "constitution" in revise.why
+    assert counting.calls == 2 * 2
+
+
+def test_a_seed_change_recomputes_every_stage(project, tiny_teacher, tiny_model_dir):
+    path = write_pipeline(project, tiny_model_dir)
+    _run(project, CountingTeacher(tiny_teacher), limit=2)
+    path.write_text(path.read_text().replace("seed: 7", "seed: 8"))
+    counting = CountingTeacher(tiny_teacher)
+    result = _run(project, counting, limit=2)
+    assert [(r.reused, r.computed) for r in result.reports] == [(0, 2), (0, 2)]
+    assert counting.calls == 2 * 3
+
+
+def test_batch_size_is_not_part_of_the_cache_key(project, tiny_teacher, tiny_model_dir):
+    path = write_pipeline(project, tiny_model_dir)
+    _run(project, CountingTeacher(tiny_teacher), limit=2)
+    path.write_text(path.read_text().replace("batch_size: 4", "batch_size: 1"))
+    counting = CountingTeacher(tiny_teacher)
+    result = _run(project, counting, limit=2)
+    assert [(r.reused, r.computed) for r in result.reports] == [(2, 0), (2, 0)] and counting.calls == 0
+
+
 def test_more_seeds_compute_only_the_new_records(project, tiny_teacher, tiny_model_dir):
     write_pipeline(project, tiny_model_dir)
     _run(project, CountingTeacher(tiny_teacher), limit=3)
