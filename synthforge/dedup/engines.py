@@ -50,25 +50,11 @@ def dedup_files_on(
     """Deduplicate files on ``engine`` ("local" in this process; "ray": streamed through Ray Data); both write
     the same output. A file system refusing a write (full, read-only) is one line; the old output stays whole."""
     with writing(out):
-        return _dedup_files_on(engine, inputs, out, settings, key, keep, progress, workers, edge_limit)
+        if engine == "ray":
+            from synthforge.dedup.ray_files import dedup_files_ray
+            from synthforge.ray_support import import_ray
 
-
-def _dedup_files_on(
-    engine: str,
-    inputs: list[Path],
-    out: Path,
-    settings: DedupSettings,
-    key: str,
-    keep: str,
-    progress: Callable[[int], None] | None,
-    workers: int,
-    edge_limit: int | None,
-) -> DedupReport:
-    if engine == "ray":
-        from synthforge.dedup.ray_files import dedup_files_ray
-        from synthforge.ray_support import import_ray
-
-        import_ray()  # one line telling how to install it when missing
-        extra = {} if edge_limit is None else {"edge_limit": edge_limit}
-        return dedup_files_ray(inputs, out, settings, key, keep, workers, progress, **extra)
-    return dedup_files(inputs, out, settings, key, keep, progress)
+            import_ray()  # one line telling how to install it when missing
+            extra = {} if edge_limit is None else {"edge_limit": edge_limit}
+            return dedup_files_ray(inputs, out, settings, key, keep, workers, progress, **extra)
+        return dedup_files(inputs, out, settings, key, keep, progress)

@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from synthforge.rows import content_text
+from synthforge.rows import content_text, unicode_problem
 from synthforge.schemas import schema_problem
 from synthforge.teachers.base import Completion, SamplingParams
 from synthforge.teachers.grammar import grammar_problem
@@ -199,14 +199,8 @@ def _check_values(body: dict[str, Any]) -> None:
             raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels")
         if isinstance(item, _HugeInteger):
             raise BadRequest(f"{path}: an integer of more than {MAX_DIGITS} digits", param=path)
-        if isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise BadRequest(
-                    f"{path}: text holds a lone surrogate (\\u{ord(item[_surrogate(item)]):04x}), which is not Unicode",
-                    param=path,
-                ) from None
+        if isinstance(item, str) and (problem := unicode_problem(item)):
+            raise BadRequest(f"{path}: text {problem}", param=path)
         children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
         for key, child in children:
             shown = key.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(key, str) else key
@@ -214,10 +208,6 @@ def _check_values(body: dict[str, Any]) -> None:
             if isinstance(key, str) and not key.isascii():
                 todo.append((key, level + 1, where))
             todo.append((child, level + 1, where))
-
-
-def _surrogate(text: str) -> int:
-    return next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
 
 
 def context_error(prompt_tokens: int, limit: int) -> BadRequest:
