@@ -278,9 +278,11 @@ def test_the_openai_backend_asks_for_the_schema_and_validates_a_server_that_igno
         teacher = json.dumps({"backend": "openai", "model": "m", "openai": {"base_url": server.url}})
         path = _pipeline(tmp_path, teacher, generate, "{sft: false, dpo: false, table: {fields: [label]}}")
         result = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "out", limit=2))
-    formats = [r["response_format"] for r in server.requests]
+    probe, *requests = server.requests  # first, one tiny request: does the server constrain to a schema?
+    assert probe["max_tokens"] <= 16 and probe["response_format"]["type"] == "json_schema"
+    formats = [r["response_format"] for r in requests]
     assert formats[0] == {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
-    assert len(server.requests) == 4  # each record: an answer that wasn't JSON, then a valid one
+    assert len(requests) == 4  # each record: an answer that wasn't JSON, then a valid one
     assert result.manifest["counts"]["table"] == 2
 
 
