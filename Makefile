@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/synthforge generate cai-harmless --limit $(DEMO_LIMIT)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+test: $(STAMP)   # the fast suite, then the slow end-to-end cases (marked slow)
+	$(BIN)/python -m pytest -q tests -m "not slow"
+	$(BIN)/python -m pytest -q tests -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check synthforge tests benchmarks

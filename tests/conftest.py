@@ -67,3 +67,15 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
         code = 0
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; past ``timeout`` seconds, fail saying what never happened (every wait
+    in the suite has a deadline: a slow machine fails with a reason instead of hanging)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)

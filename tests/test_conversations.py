@@ -221,7 +221,8 @@ def test_dedup_and_filters_can_key_on_the_whole_conversation(project):
         assert result.manifest["counts"]["trace"] == kept
     stages = "  - filter_length: {unit: words, prompt: {max: 20}}\n  - filter_repetition: {fields: [conversation]}\n"
     path = _pipeline(project, "seeds/twins.jsonl", stages)
-    assert run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "f"), log=lambda _: None).manifest
+    funnel = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "f"), log=lambda _: None).manifest["funnel"]
+    assert [step["records"] for step in funnel[:3]] == [2, 2, 2]  # short prompts, no repetition: both kept
 
 
 def test_a_dialogue_longer_than_the_context_window_is_ledgered_or_loses_its_oldest_turns(project, tmp_path):

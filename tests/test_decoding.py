@@ -3,10 +3,9 @@ mid-generation without waiting for the batch to end, and lanes that share the wo
 
 from __future__ import annotations
 
-import time
-
 from synthforge.teachers.backends.transformers import TransformersSettings, load_teacher
 from synthforge.teachers.base import SamplingParams
+from tests.conftest import wait_until
 
 CONVS = [[{"role": "user", "content": f"question number {i} " + "and more words " * (i % 5)}] for i in range(10)]
 
@@ -31,8 +30,7 @@ def test_a_request_arriving_mid_generation_joins_without_waiting_and_is_unchange
     short = SamplingParams(temperature=1.0, max_new_tokens=3, seed=7)
     alone = teacher.generate([CONVS[1]], short)
     long = teacher.start([CONVS[0]], SamplingParams(temperature=1.0, max_new_tokens=400, seed=1, stop=()))
-    while teacher.decoder.steps < 5:  # the long row is decoding
-        time.sleep(0.01)
+    wait_until(lambda: teacher.decoder.steps >= 5, 120, "the long row to decode 5 steps")
     started = teacher.decoder.steps
     joined = teacher.start([CONVS[1]], short).result()
     assert joined == alone

@@ -115,35 +115,44 @@ def test_a_second_run_on_a_locked_directory_exits_naming_the_holder(cai, capsys)
     assert generate(cai, out, capsys)[0] == 0  # free again once the holder is done
 
 
-def test_an_interrupted_export_leaves_no_manifest_and_a_rerun_completes_it(cai, monkeypatch, tiny_teacher):
-    import synthforge.engine.exporters as exporters
+def test_an_interrupted_export_leaves_no_manifest_and_a_rerun_completes_it(cai, tiny_teacher):
+    """A real SIGKILL between two export files (in a subprocess: no cleanup runs, as with kill -9)."""
+    import subprocess
+    import sys
+
+    from synthforge.hashing import file_sha256
 
     spec = load_pipeline(cai)
     out = cai.parent.parent / "export"
     run_pipeline(spec, RunOptions(out_dir=out, limit=3), teacher=tiny_teacher, log=lambda _: None)
     before = json.loads((out / "manifest.json").read_text())
     assert set(before["outputs"]) == {"sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "README.md"}
-    real = exporters.write_jsonl
-
-    def crash_on_dpo(path, rows):
-        if path.name == "dpo.jsonl":
-            raise KeyboardInterrupt  # stands in for a crash between two files
-        return real(path, rows)
-
-    monkeypatch.setattr(exporters, "write_jsonl", crash_on_dpo)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(
-            load_pipeline(cai, ["seed=8"]), RunOptions(out_dir=out, limit=3), teacher=tiny_teacher, log=lambda _: None
-        )
+    script = f"""
+import os, signal
+import synthforge.engine.exporters as exporters
+real = exporters.write_jsonl
+def crash_on_dpo(path, rows):
+    if path.name == "dpo.jsonl" and os.environ.get("KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, rows)
+exporters.write_jsonl = crash_on_dpo
+from synthforge.cli.main import main
+main(["generate", {str(cai)!r}, "--out", {str(out)!r}, "--limit", "3", "--seed", "8", "--no-progress"])
+"""
+    env = {**__import__("os").environ, "KILL": "1", "OMP_NUM_THREADS": "1"}
+    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, cwd=cai.parent).returncode == -9
     assert not (out / "manifest.json").exists()  # the set is visibly incomplete: no stale manifest beside new files
-    monkeypatch.setattr(exporters, "write_jsonl", real)
-    result = run_pipeline(
-        load_pipeline(cai, ["seed=8"]), RunOptions(out_dir=out, limit=3), teacher=tiny_teacher, log=lambda _: None
-    )
-    from synthforge.hashing import file_sha256
-
-    assert set(result.manifest["outputs"]) >= {"sft.jsonl", "trace.jsonl", "dropped.jsonl", "README.md"}
-    for name, digest in result.manifest["outputs"].items():
+    del env["KILL"]
+    rerun = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=cai.parent)
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 8 and set(manifest["outputs"]) >= {
+        "sft.jsonl",
+        "trace.jsonl",
+        "dropped.jsonl",
+        "README.md",
+    }
+    for name, digest in manifest["outputs"].items():
         assert file_sha256(out / name) == digest
 
 

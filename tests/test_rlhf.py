@@ -236,14 +236,13 @@ def test_reward_rank_picks_best_and_worst_and_ledgers_small_gaps(project, reward
         assert record["response"] == samples[max(range(3), key=lambda k: rescored[k])]
         assert record["rejected"] == samples[min(range(3), key=lambda k: rescored[k])]
     dpo = [json.loads(x) for x in (result.out_dir / "dpo.jsonl").read_text().splitlines()]
-    assert all(row["margin"] >= 0 for row in dpo)
+    assert dpo and all(row["margin"] >= 0 for row in dpo)
     gaps = sorted(r["meta"]["reward"]["margin"] for r in trace)
-    if len(gaps) >= 2:  # a min_gap between two observed gaps ledgers the smaller ones
-        middle = (gaps[0] + gaps[-1]) / 2
-        text = path.read_text().replace("min_gap: 0.0", f"min_gap: {middle}")
-        path.write_text(text)
-        again = run_pipeline(
-            load_pipeline(path), RunOptions(out_dir=project / "o2"), teacher=teacher, log=lambda _: None
-        )
-        reasons = [json.loads(x)["reason"] for x in (again.out_dir / "dropped.jsonl").read_text().splitlines()]
-        assert any(r.startswith(f"reward gap below min_gap {middle:g}") for r in reasons)
+    assert len(gaps) >= 2 and gaps[0] < gaps[-1]
+    # a min_gap between two observed gaps ledgers the smaller ones
+    middle = (gaps[0] + gaps[-1]) / 2
+    text = path.read_text().replace("min_gap: 0.0", f"min_gap: {middle}")
+    path.write_text(text)
+    again = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o2"), teacher=teacher, log=lambda _: None)
+    reasons = [json.loads(x)["reason"] for x in (again.out_dir / "dropped.jsonl").read_text().splitlines()]
+    assert any(r.startswith(f"reward gap below min_gap {middle:g}") for r in reasons)

@@ -15,7 +15,7 @@ from synthforge.engine.spec import load_pipeline
 from synthforge.serve.batcher import Batcher
 from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
 from synthforge.teachers.base import SamplingParams
-from tests.conftest import write_pipeline
+from tests.conftest import wait_until, write_pipeline
 from tests.fault_server import serve_process
 
 KEY = "serve-test-key"
@@ -190,7 +190,7 @@ def test_api_key_is_enforced(tiny_model_dir):
 
 def test_requests_that_arrive_together_are_batched_together(tiny_teacher):
     """The batcher in-process: 8 concurrent requests take fewer teacher calls, with unchanged results."""
-    batcher = Batcher(tiny_teacher, max_batch=16, wait_ms=50)
+    batcher = Batcher(tiny_teacher, max_batch=16, wait_ms=500)  # wide enough for a slow machine to gather all 8
     batcher.start()
     params = [SamplingParams(temperature=1.0, max_new_tokens=6, seed=s) for s in range(8)]
     prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(8)]
@@ -350,8 +350,7 @@ def test_work_whose_client_has_gone_is_not_run(tiny_model_dir, continuous):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 60, "the server to start")
     try:
         body = json.dumps({"model": "tiny", "prompt": [f"p{i}" for i in range(200)], "max_tokens": 32}).encode()
         with socket.create_connection(("127.0.0.1", port)) as sock:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -473,3 +476,100 @@ def test_structured_json_on_a_teacher_that_cant_constrain_is_one_line(project, t
     )
     with pytest.raises(UserError, match="structured output.*continuous_batching: true"):
         run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o"), log=lambda _: None)
+
+
+def test_self_instruct_killed_for_real_resumes_without_asking_the_server_again(project, tmp_path):
+    """A real SIGKILL of `synthforge generate` inside Self-Instruct (a whole-dataset stage), driven by a server
+    that counts what it is asked: the rerun asks only what the killed run had not finished (its journal), and the
+    output is byte-identical to an uninterrupted run against the same server."""
+    import hashlib
+    import os
+    import signal
+
+    from tests.fault_server import FaultServer, chat_completion
+
+    child: dict = {}
+    kill_at = [None]
+
+    def script(number, body):
+        if kill_at[0] is not None and number == kill_at[0]:
+            os.kill(child["process"].pid, signal.SIGKILL)  # the run is killed while waiting for this answer
+        digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()
+        topic = TOPICS[int(digest, 16) % len(TOPICS)]
+        task = f"Describe {int(digest[:6], 16)} surprising facts about {topic}."
+        return 200, {}, chat_completion(body, json.dumps({"tasks": [task], "ok": True}))
+
+    def run(out: Path, server: FaultServer) -> subprocess.CompletedProcess:
+        path = _pipeline(
+            project,
+            "si",
+            f"model: m, backend: openai, openai: {{base_url: '{server.url}', max_concurrency: 1}}",
+            "self_instruct: {target: 6, requests_per_round: 2, max_rounds: 10}",
+            "path: seeds/tasks.jsonl, field: instruction",
+        )
+        command = [sys.executable, "-m", "synthforge.cli.main", "generate", str(path), "--out", str(out)]
+        child["process"] = subprocess.Popen([*command, "--no-progress"], stderr=subprocess.PIPE, text=True)
+        _, err = child["process"].communicate(timeout=300)
+        return subprocess.CompletedProcess(command, child["process"].returncode, "", err)
+
+    with FaultServer(script) as server:
+        fresh = run(tmp_path / "fresh", server)
+        assert fresh.returncode == 0, fresh.stderr
+        uninterrupted = len(server.requests)
+        probes = int('"ok"' in json.dumps(server.requests[0].get("response_format")))  # a schema probe comes first
+        assert uninterrupted - probes > 4  # more than two rounds of two requests (one at a time)
+        server.requests.clear()
+        kill_at[0] = probes + 4  # two rounds answered, then the kill while the third round asks
+        assert run(tmp_path / "killed", server).returncode == -signal.SIGKILL
+        asked_before_kill = len(server.requests)
+        kill_at[0] = None
+        server.requests.clear()
+        resumed = run(tmp_path / "killed", server)
+        assert resumed.returncode == 0, resumed.stderr
+    assert asked_before_kill == probes + 5
+    assert len(server.requests) == uninterrupted - 4  # the two journaled rounds are never asked again
+    assert (tmp_path / "killed" / "trace.jsonl").read_bytes() == (tmp_path / "fresh" / "trace.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_magpie_killed_between_chunks_resumes_without_asking_again(project, tiny_model_dir, tmp_path):
+    """A real SIGKILL while Magpie asks its second chunk of queries: the rerun asks only the chunks not journaled,
+    and its output is byte-identical to an uninterrupted run."""
+    from synthforge.stages import magpie
+
+    path = _pipeline(
+        project,
+        "mp",
+        f'model: "{tiny_model_dir}", batch_size: 8',
+        f"magpie: {{num_prompts: {2 * magpie.CHUNK + 3}, min_words: 1, sampling: {{max_new_tokens: 4}}}}",
+    )
+    script = f"""
+import os, signal, sys
+from synthforge.teachers.backends import transformers as backend
+real = backend.TransformersTeacher.complete
+def complete(self, texts, params):
+    print("chunk", len(texts), file=sys.stderr, flush=True)
+    if os.environ.get("KILL") and os.environ.get("ASKED") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.environ["ASKED"] = "1"
+    return real(self, texts, params)
+backend.TransformersTeacher.complete = complete
+from synthforge.cli.main import main
+main(["generate", {str(path)!r}, "--out", os.environ["OUT"], "--no-progress"])
+"""
+
+    def run(out, kill=False):
+        env = {**__import__("os").environ, "OUT": str(out), "OMP_NUM_THREADS": "1"}
+        env.pop("ASKED", None)
+        if kill:
+            env["KILL"] = "1"
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+
+    assert run(tmp_path / "killed", kill=True).returncode == -9  # killed asking its second chunk
+    resumed = run(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("chunk ") == 2  # the first chunk came from the journal
+    fresh = run(tmp_path / "fresh")
+    assert fresh.stderr.count("chunk ") == 3
+    for name in ("trace.jsonl", "dropped.jsonl"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name

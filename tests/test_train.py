@@ -65,6 +65,20 @@ def _generate(model_dir) -> str:
     return student.tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
 
 
+def _generate_plain(model_dir) -> str:
+    """The same greedy answer through plain transformers (what a user loading the saved directory gets)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Question 1?"}], tokenize=False, add_generation_prompt=True
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
+
+
 def test_sft_then_dpo_from_a_run_directory_save_reload_generate(tiny_model_dir, tmp_path):
     run = write_run(tmp_path / "run")
     sft = SFTTraining(SFTTrainingConfig(**_common(tiny_model_dir, run, run / "student-sft"))).run()
@@ -73,7 +87,7 @@ def test_sft_then_dpo_from_a_run_directory_save_reload_generate(tiny_model_dir, 
     assert saved["metrics"]["train_rows"] == 22 and saved["metrics"]["eval_rows"] == 2
     assert saved["data"]["path"].endswith("sft.jsonl") and len(saved["data"]["sha256"]) == 64
     assert (sft.out_dir / "loss.png").stat().st_size > 1000
-    assert isinstance(_generate(sft.out_dir), str)
+    assert _generate(sft.out_dir) == _generate_plain(sft.out_dir) != ""  # saved whole: plain transformers agrees
 
     dpo = DPOTraining(DPOTrainingConfig(**_common(sft.out_dir, run, run / "student-dpo", eval_fraction=0.25))).run()
     metrics = json.loads((dpo.out_dir / "training.json").read_text())["metrics"]
@@ -82,7 +96,7 @@ def test_sft_then_dpo_from_a_run_directory_save_reload_generate(tiny_model_dir, 
     assert after["mean_margin"] > before["mean_margin"] and after["accuracy"] >= before["accuracy"]
     assert after["accuracy"] == 1.0
     assert metrics["eval_after_vs_reference"]["relative_to_reference"] is True
-    assert isinstance(_generate(dpo.out_dir), str)
+    assert _generate(dpo.out_dir) == _generate_plain(dpo.out_dir) != ""
 
 
 def test_sft_loss_covers_only_the_answer(tiny_model_dir, tmp_path):

@@ -103,5 +103,7 @@ def test_a_judge_on_a_server_without_logprobs_stops_at_once_checkpointing_nothin
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "returned no logprobs" in lines[0] and "teacher.openai" in lines[0]
-    checkpoints = list((project / "out" / "checkpoints").glob("00-judge-*.jsonl"))
-    assert all(not p.read_text() for p in checkpoints)  # no record was ledgered as a drop
+    checkpointed = [
+        line for p in (project / "out" / "checkpoints").glob("*.jsonl") for line in p.read_text().splitlines()
+    ]
+    assert checkpointed == [] and not (project / "out" / "dropped.jsonl").exists()  # nothing judged, nothing ledgered

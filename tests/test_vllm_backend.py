@@ -7,9 +7,11 @@ integration test at the end runs only where vllm imports and a GPU is present.
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +217,76 @@ def test_vllm_integration_on_a_gpu(tiny_model_dir):
     teacher = VLLMTeacher(str(tiny_model_dir), VLLMSettings(gpu_memory_utilization=0.3), {})
     out = teacher.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4, seed=1))
     assert out[0][0].completion_tokens <= 4
+
+
+# -- what we send exists in the vLLM versions we support ----------------------------------------------------------
+API = json.loads((Path(__file__).parent / "data" / "vllm_api.json").read_text())["versions"]
+
+
+class _StrictLLM(_LLM):
+    """The stand-in with vLLM's own parameter lists (of ``version``): an argument vLLM lacks is a TypeError."""
+
+    api: dict = {}
+
+    def __init__(self, **kwargs):
+        _refuse_unknown("vllm.LLM / EngineArgs", kwargs, self.api["LLM.__init__"] + self.api["EngineArgs"])
+        super().__init__(**kwargs)
+
+    def chat(self, messages, sampling_params, **kwargs):
+        _refuse_unknown("LLM.chat", kwargs, self.api["LLM.chat"])
+        return super().chat(messages, sampling_params)
+
+    def generate(self, prompts, sampling_params, **kwargs):
+        _refuse_unknown("LLM.generate", kwargs, self.api["LLM.generate"])
+        return super().generate(
+            prompts, [sampling_params] * len(prompts) if not isinstance(sampling_params, list) else sampling_params
+        )
+
+
+def _refuse_unknown(where: str, kwargs: dict, known: list[str]) -> None:
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise TypeError(f"{where} has no parameter {unknown[0]!r}")
+
+
+@pytest.mark.parametrize("version", sorted(API, key=lambda v: tuple(map(int, v.split(".")))))
+def test_every_argument_we_send_exists_in_the_supported_vllm_versions(version, monkeypatch):
+    """The lowest supported (0.12), the first with thinking budgets (0.19) and the highest (0.34): their parameter
+    lists were read from vLLM's sources (tests/data/vllm_api.json)."""
+    import synthforge.teachers.backends.vllm as backend
+    from synthforge.teachers.base import THINKING_BUDGET
+
+    api = API[version]
+    numbers = tuple(int(x) for x in version.split(".")[:2])
+    monkeypatch.setattr(backend, "installed_version", lambda: numbers)
+
+    class Params(_SamplingParams):
+        def __init__(self, **kwargs):
+            _refuse_unknown("SamplingParams", kwargs, api["SamplingParams"])
+            super().__init__(**kwargs)
+
+    class Structured:
+        def __init__(self, **kwargs):
+            _refuse_unknown("StructuredOutputsParams", kwargs, api["StructuredOutputsParams"])
+
+    module = types.SimpleNamespace(LLM=type("LLM", (_StrictLLM,), {"api": api}), SamplingParams=Params)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", types.SimpleNamespace(StructuredOutputsParams=Structured))
+    budget = THINKING_BUDGET in backend.vllm_capabilities()
+    assert budget == (numbers >= backend.THINKING_BUDGET_SINCE)
+    teacher = VLLMTeacher("/models/x", VLLMSettings(max_model_len=4096, seed=3), {"backend": "vllm"})
+    everything = SamplingParams(
+        n=2,
+        temperature=0.7,
+        top_p=0.9,
+        max_new_tokens=9,
+        seed=1,
+        stop=("x",),
+        logprobs=3,
+        json_schema={"type": "object"},
+        max_reasoning_tokens=5 if budget else None,
+    )
+    conversation = [{"role": "user", "content": "q"}]
+    assert len(teacher.generate([conversation], everything)[0]) == 2
+    assert teacher.complete(["text"], SamplingParams(max_new_tokens=2))
+    assert teacher.score([conversation], [["(A)", "(B)"]])

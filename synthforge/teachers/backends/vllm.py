@@ -32,6 +32,30 @@ from synthforge.teachers.base import (
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.reasoning import THINK_TAGS, opens_thinking, split_reasoning
 
+SUPPORTED = ">=0.12,<0.35"  # pyproject's range: what we send is checked against both ends' signatures (tests)
+THINKING_BUDGET_SINCE = (0, 19)  # SamplingParams(thinking_token_budget=...) first appears in vLLM 0.19
+
+
+def installed_version() -> tuple[int, ...] | None:
+    """The installed vLLM's version (read from its metadata, without importing it), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("vllm")
+    except PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:2] if part.isdigit())
+
+
+def vllm_capabilities() -> frozenset[str]:
+    """What the vLLM backend can do; a thinking budget only with a vLLM that has one (unknown: assumed, and the
+    missing package is its own one-line error when the teacher is built)."""
+    found = {GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS, STRUCTURED, THINKING_BUDGET}
+    installed = installed_version()
+    if installed is not None and installed < THINKING_BUDGET_SINCE:
+        found.discard(THINKING_BUDGET)
+    return frozenset(found)
+
 
 @dataclass
 class VLLMSettings:
@@ -158,7 +182,7 @@ def continuation_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int
 class VLLMTeacher:
     """A :class:`~synthforge.teachers.base.Teacher` over ``vllm.LLM``."""
 
-    capabilities = frozenset({SCORE, CHOICE, RAW_TEXT, LOGPROBS, STRUCTURED, THINKING_BUDGET})
+    capabilities = property(lambda self: vllm_capabilities())
 
     def __init__(self, model: str, settings: VLLMSettings, identity: dict[str, Any], tags: Sequence[str] = THINK_TAGS):
         try:
@@ -262,9 +286,7 @@ BACKEND = Backend(
     name="vllm",
     settings=VLLMSettings,
     identity=_identity,
-    capabilities=lambda spec, settings: frozenset(
-        {GENERATE, SCORE, CHOICE, RAW_TEXT, LOGPROBS, STRUCTURED, THINKING_BUDGET}
-    ),
+    capabilities=lambda spec, settings: vllm_capabilities(),
     build=lambda spec, settings, identity: VLLMTeacher(spec.model, settings, identity, spec.tags),
     batch_size=1024,
     devices=_devices,
