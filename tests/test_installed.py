@@ -135,9 +135,10 @@ def test_the_wheel_installs_outside_the_checkout_and_runs_a_builtin_pipeline(tmp
     installed without dependencies; synthforge itself comes from the wheel (checked)."""
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "synthforge", source / "synthforge", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("synthforge", "constitutions", "prompts", "pipelines"):  # the data's one copy is top-level
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
@@ -164,7 +165,11 @@ def test_the_wheel_installs_outside_the_checkout_and_runs_a_builtin_pipeline(tmp
     assert "# synthforge" in metadata  # the README is the long description
     with tarfile.open(sdist) as archive:
         members = archive.getnames()
-    assert all(any(m.endswith(n) for m in members) for n in [*shipped, "LICENSE"])
+    top_level = ["constitutions/harmless.txt", "prompts/respond.j2", "pipelines/seeds/red-team.jsonl"]
+    assert all(any(m.endswith(n) for m in members) for n in [*top_level, "setup.py", "LICENSE"])
+    for kind in ("constitutions", "prompts", "pipelines"):  # every shipped file is in the wheel
+        files = [p.relative_to(REPO).as_posix() for p in (REPO / kind).rglob("*") if p.is_file()]
+        assert files and all(f"synthforge/builtin/{f}" in names for f in files), kind
 
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
@@ -212,3 +217,27 @@ def test_the_wheel_installs_outside_the_checkout_and_runs_a_builtin_pipeline(tmp
     assert run(str(env / "bin" / "synthforge"), "init", "proj").returncode == 0
     assert (work / "proj" / "constitutions" / "harmless.txt").is_file()
     assert run(str(env / "bin" / "python"), "-m", "synthforge", "list").stdout.count("principles") == 2
+
+
+def test_the_top_level_folders_are_the_one_copy_a_checkout_uses(tmp_path, monkeypatch, capsys):
+    """The design card's layout: constitutions/, prompts/ and pipelines/ at the top of the checkout, read from
+    there (an edit there changes what `generate cai-harmless` uses), and nowhere else in the package."""
+    assert BUILTIN == REPO and all((REPO / kind).is_dir() for kind in ("constitutions", "prompts", "pipelines"))
+    assert not any((REPO / "synthforge" / "builtin" / kind).exists() for kind in ("constitutions", "prompts"))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["constitution", "check", REPO / "constitutions" / "harmless.txt"], capsys)
+    assert code == 0, err
+    spec = load_pipeline(find_pipeline("cai-harmless"))
+    assert spec.constitutions_dir == REPO / "constitutions" and spec.prompts_dir == REPO / "prompts"
+
+
+def test_a_pipeline_pointing_into_the_old_builtin_folder_still_runs(tmp_path):
+    """Pipelines written when the shipped files lived in synthforge/builtin/ keep working."""
+    old = REPO / "synthforge" / "builtin"
+    pipeline = tmp_path / "old.yaml"
+    pipeline.write_text(
+        f"name: old\nteacher: {{model: embedded}}\nseeds: {{path: {old / 'pipelines/seeds/red-team.jsonl'}}}\n"
+        f"stages:\n  - respond: {{}}\npaths: {{prompts: {old / 'prompts'}, constitutions: {old / 'constitutions'}}}\n"
+    )
+    spec = load_pipeline(pipeline)
+    assert spec.prompts_dir == REPO / "prompts" and spec.seeds_path == REPO / "pipelines" / "seeds" / "red-team.jsonl"

@@ -1,5 +1,6 @@
-"""What synthforge ships, as package data beside this file: ``pipelines/`` (with their seed files and held-out
-eval prompts), ``prompts/`` (Jinja2 templates) and ``constitutions/``. Found from any working directory;
+"""What synthforge ships: ``pipelines/`` (with their seed files and held-out eval prompts), ``prompts/`` (Jinja2
+templates) and ``constitutions/``. Their one copy is the checkout's top-level folders; a wheel carries them as
+package data beside this file (mapped at build time, ``setup.py``). Found from any working directory;
 ``synthforge init`` copies them into a project to edit, and a pipeline's own files win over these."""
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from pathlib import Path
 
 from synthforge.errors import UserError
 
-ROOT = Path(__file__).resolve().parent
 KINDS = ("pipelines", "prompts", "constitutions")
+_PACKAGE = Path(__file__).resolve().parent
+# installed from a wheel: beside this file; a checkout or an editable install: the repository's top-level folders
+ROOT = _PACKAGE if (_PACKAGE / "pipelines").is_dir() else _PACKAGE.parents[1]
 PIPELINE_SUFFIXES = (".yaml", ".yml")
 LABEL = "synthforge:"  # how a built-in file is named in manifests and messages
 
@@ -17,6 +20,16 @@ LABEL = "synthforge:"  # how a built-in file is named in manifests and messages
 def builtin_path(*parts: str) -> Path:
     """A shipped file or folder, e.g. ``builtin_path("pipelines", "eval-compare.yaml")``."""
     return ROOT.joinpath(*parts)
+
+
+def moved(path: Path) -> Path:
+    """``path``, or where it is now if it named a shipped file in a checkout's ``synthforge/builtin/`` (where the
+    pipelines, prompts and constitutions lived before the top-level folders became their one copy)."""
+    parts = path.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 2] == ("synthforge", "builtin") and parts[i + 2] in KINDS and not path.exists():
+            return ROOT.joinpath(*parts[i + 2 :])
+    return path
 
 
 def pipeline_names() -> list[str]:
@@ -58,7 +71,7 @@ def builtin_label(path: str | Path) -> str | None:
         inside = Path(path).resolve().relative_to(ROOT)
     except ValueError:
         return None
-    return LABEL + inside.as_posix()
+    return LABEL + inside.as_posix() if inside.parts and inside.parts[0] in KINDS else None
 
 
 PROJECT_README = """# {name}

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from synthforge.builtin import moved
 from synthforge.engine.executor import EXECUTORS, executor_kind
 from synthforge.errors import excerpt
 from synthforge.files import read_text
@@ -151,16 +152,16 @@ class PipelineSpec:
 
     @property
     def prompts_dir(self) -> Path:
-        return (self.base_dir / self.paths.prompts).resolve()
+        return moved((self.base_dir / self.paths.prompts).resolve())
 
     @property
     def constitutions_dir(self) -> Path:
-        return (self.base_dir / self.paths.constitutions).resolve()
+        return moved((self.base_dir / self.paths.constitutions).resolve())
 
     @property
     def seeds_path(self) -> Path | None:
         """The seed file, or None when the first stage generates the prompts itself (e.g. Magpie)."""
-        return (self.base_dir / self.seeds.path).resolve() if self.seeds else None
+        return moved((self.base_dir / self.seeds.path).resolve()) if self.seeds else None
 
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # becomes a directory or file name: no '/', no '..'
