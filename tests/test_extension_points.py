@@ -1,5 +1,5 @@
-"""The README's "where a change goes" table, checked by doing: a throwaway backend, executor and filter, each
-one new file (written here into a temporary package) plus one registry line, run a real pipeline."""
+"""The "where a change goes" table (docs/architecture.md), checked by doing: a throwaway backend, executor and
+filter, each one new file (written here into a temporary package) plus one registry line, run a real pipeline."""
 
 from __future__ import annotations
 
