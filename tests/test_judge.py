@@ -48,6 +48,7 @@ def test_judge_stage_labels_pairs_with_consistent_probabilities(project, tiny_mo
         project,
         tiny_model_dir,
         "stages.judge.margin=0.0",
+        "stages.judge.disagreement=average",  # the label maths on every pair (the random judge flips its verdicts)
         f"stages.judge.chain_of_thought={str(cot).lower()}",
         "stages.judge.cot_sampling.max_new_tokens=4",
     )
@@ -78,7 +79,7 @@ def test_judge_stage_labels_pairs_with_consistent_probabilities(project, tiny_mo
 
 
 def test_margin_sends_uncertain_pairs_to_the_ledger(project, tiny_model_dir):
-    result = _rlaif(project, tiny_model_dir, "stages.judge.margin=0.49")
+    result = _rlaif(project, tiny_model_dir, "stages.judge.margin=0.49", "stages.judge.disagreement=average")
     dropped = _lines(result.out_dir / "dropped.jsonl")
     assert len(dropped) == 4  # a random model is never 99 % sure
     assert all(d["stage"] == "judge" and ("judge margin" in d["reason"] or "identical" in d["reason"]) for d in dropped)

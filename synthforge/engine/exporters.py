@@ -43,10 +43,15 @@ def sft_row(record: Record, system: bool = True, reasoning: bool = False) -> dic
 
 
 def has_preference(record: Record) -> bool:
-    """A usable pair: a rejected answer that differs from the chosen one beyond whitespace."""
-    if record.rejected is None or record.response is None:
+    """A usable pair: a rejected answer that differs from the chosen one beyond whitespace, and not a tie (a
+    judge whose two orders disagreed, or who was undecided, labelled nothing)."""
+    if record.rejected is None or record.response is None or _tie(record):
         return False
     return not same_text(record.rejected, record.response)
+
+
+def _tie(record: Record) -> bool:
+    return bool((record.meta.get("preference") or {}).get("tie"))
 
 
 def dpo_row(record: Record, system: bool = True, reasoning: bool = False) -> dict[str, Any]:
@@ -131,7 +136,11 @@ def export_run(
     if dpo:
         pairs = (dpo_row(r, system, reasoning) for r in answered if has_preference(r))
         counts["dpo"] = write_jsonl(out_dir / "dpo.jsonl", pairs)
+        ties = sum(1 for r in answered if r.rejected is not None and _tie(r))
         counts["dpo_skipped_identical"] = sum(1 for r in answered if r.rejected is not None and not has_preference(r))
+        counts["dpo_skipped_identical"] -= ties
+        if ties:
+            counts["dpo_skipped_undecided"] = ties  # the judge labelled nothing (its orders disagreed)
     thought = sum(1 for r in answered if r.thinking(r.response) is not None)
     if thought:
         counts["with_reasoning"] = thought

@@ -14,7 +14,7 @@ from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.judging import choose, first_wins, judge_question, swap_agrees
+from synthforge.stages.judging import Pair, first_wins, judge_pairs, judge_question, swap_agrees
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
@@ -108,38 +108,27 @@ class CompareJudge(Stage):
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
-        asks: list[tuple[int, str, str, str, bool, Conversation]] = []
+        asked: list[tuple[int, str, str]] = []
+        pairs: list[Pair] = []
         for i, record in enumerate(batch):
             answers = record.meta.get("answers", {})
+            principles = tuple(self._principles(record))
             for a, b in itertools.combinations(list(answers), 2):
-                for principle in self._principles(record):
-                    for swapped in (False, True):
-                        first, second = (answers[b], answers[a]) if swapped else (answers[a], answers[b])
-                        asks.append((i, a, b, principle.name, swapped, self.question(record, principle, first, second)))
-        scored = choose(teacher, [q[-1] for q in asks])
-        orders: dict[tuple[int, str, str, str], dict[bool, float]] = {}
-        for (i, a, b, name, swapped, _), p in zip(asks, scored, strict=True):
-            orders.setdefault((i, a, b, name), {})[swapped] = p
+                asked.append((i, a, b))
+                pairs.append(Pair(record, answers[a], answers[b], principles))
+        verdicts = judge_pairs(teacher, self.template, pairs)
         results: list[Record | Drop] = []
         for i, record in enumerate(batch):
             steps, comparisons = list(record.steps), []
-            for (j, a, b, name), probs in orders.items():
+            for (j, a, b), verdict in zip(asked, verdicts, strict=True):
                 if j != i:
                     continue
-                p_a = first_wins(probs[False], probs[True])  # P(a's answer better), both orders averaged
-                comparisons.append({"a": a, "b": b, "principle": name, "p_a": p_a})
-                steps.append(
-                    {
-                        "stage": self.name,
-                        "role": "comparison",
-                        "a": a,
-                        "b": b,
-                        "principle": name,
-                        "p_a": p_a,
-                        "ab": probs[False],
-                        "ba": probs[True],
-                    }
-                )
+                for name, p_ab in verdict.ab.items():
+                    p_ba = verdict.ba[name]
+                    p_a = first_wins(p_ab, p_ba)  # P(a's answer better), both orders averaged
+                    comparisons.append({"a": a, "b": b, "principle": name, "p_a": p_a})
+                    step = {"stage": self.name, "role": "comparison", "a": a, "b": b, "principle": name, "p_a": p_a}
+                    steps.append({**step, "ab": p_ab, "ba": p_ba})
             refusals = {label: refuses(text) for label, text in record.meta.get("answers", {}).items()}
             meta = {**record.meta, "comparisons": comparisons, "refusals": refusals}
             results.append(replace(record, steps=steps, meta=meta))

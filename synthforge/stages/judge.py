@@ -15,7 +15,18 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.stages.judging import choose, clamp, first_wins, judge_question, swap_agrees
+from synthforge.stages.judging import (
+    DISAGREEMENT,
+    MAX_FLIP_RATE,
+    Pair,
+    Verdict,
+    first_wins,
+    judge_notes,
+    judge_pairs,
+    judge_question,
+    swap_agrees,
+    tally_verdict,
+)
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher
 
@@ -29,7 +40,10 @@ class JudgeConfig:
     template: str = "judge"
     answer_template: str = "judge-answer"
     principles: int = 1
-    swap: bool = True
+    swap: bool = True  # ask in both orders; false: labels are marked unverified for position
+    disagreement: str = "tie"  # orders that disagree: tie (ledgered: no pair), drop (ledgered), average (decides)
+    max_flip_rate: float = MAX_FLIP_RATE  # above it (after min_judged pairs) the judge is called unreliable
+    min_judged: int = 20  # judged pairs before the flip rate is held against the judge
     chain_of_thought: bool = False
     margin: float = 0.05
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=256))
@@ -40,6 +54,10 @@ class JudgeConfig:
             raise ValueError("principles must be >= 1")
         if not 0 <= self.margin < 0.5:
             raise ValueError("margin must be in [0, 0.5)")
+        if self.disagreement not in DISAGREEMENT:
+            raise ValueError(f"disagreement must be one of {', '.join(DISAGREEMENT)}, got {self.disagreement!r}")
+        if not 0 <= self.max_flip_rate <= 1 or self.min_judged < 1:
+            raise ValueError("max_flip_rate must be in [0, 1] and min_judged >= 1")
 
 
 class Judge(Stage):
@@ -60,10 +78,20 @@ class Judge(Stage):
     }
 
     def tally(self, step: dict, metrics: Metrics) -> None:
-        """Per principle: judgements asked in both orders, and how often the two orders agreed."""
+        """Per principle: judgements asked in both orders, and how often the two orders agreed; per stage: the
+        flip, first-position and longer-answer rates."""
         if step.get("role") == "judgement":
             for name, agreed in (step.get("swap_agreement") or {}).items():
                 metrics.add("principle", name, judged_swapped=1, swap_agreed=bool(agreed))
+            tally_verdict(step, metrics, step["p_first"])
+
+    def notes(self, summary: dict) -> list[str]:
+        notes = judge_notes(summary.get("counters", {}), self.config.max_flip_rate, self.config.min_judged, "pairs")
+        if not self.config.swap:
+            notes.append("labels are unverified for position: the judge was asked in one order only (swap: false)")
+        elif self.config.disagreement == "average":
+            notes.append("labels are not swap-checked: orders that disagree were averaged (disagreement: average)")
+        return notes
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,35 +117,23 @@ class Judge(Stage):
         sampling = replace(self.config.sampling, n=2)
         convs = [self.answer_request(r, self.respond_template) for r in batch]
         samples = teacher.generate(convs, [self.seeded(sampling, r) for r in batch])
-        # One question per (record, principle, order); all scored in one call.
-        questions: list[tuple[int, str, bool, Conversation]] = []
-        for i, record in enumerate(batch):
-            first, second = samples[i][0].text, samples[i][1].text
-            for principle in self._principles(record):
-                questions.append((i, principle.name, False, self.question(record, principle, first, second)))
-                if self.config.swap:
-                    questions.append((i, principle.name, True, self.question(record, principle, second, first)))
-        reasoning = self._reason(batch, questions, teacher)
-        scored = choose(teacher, [q[3] + extra for q, extra in zip(questions, reasoning, strict=True)])
-        votes: dict[int, dict[str, dict[bool, float]]] = {}
-        for (i, name, swapped, _), p in zip(questions, scored, strict=True):
-            votes.setdefault(i, {}).setdefault(name, {})[swapped] = clamp(p) if self.config.chain_of_thought else p
-        return [self._label(r, samples[i], votes.get(i, {})) for i, r in enumerate(batch)]
+        pairs = [Pair(r, s[0].text, s[1].text, tuple(self._principles(r))) for r, s in zip(batch, samples, strict=True)]
+        reason = (lambda asks: self._reason(batch, asks, teacher)) if self.config.chain_of_thought else None
+        verdicts = judge_pairs(teacher, self.template, pairs, self.config.swap, self.config.chain_of_thought, reason)
+        return [self._label(r, samples[i], verdicts[i]) for i, r in enumerate(batch)]
 
-    def _reason(self, batch, questions, teacher) -> list[Conversation]:
+    def _reason(self, batch, asks, teacher) -> list[Conversation]:
         """With chain of thought, the judge's reasoning and the answer request, appended to each question."""
-        if not self.config.chain_of_thought:
-            return [[] for _ in questions]
-        params = [self.seeded(self.config.cot_sampling, batch[i], name, swapped) for i, name, swapped, _ in questions]
-        thoughts = teacher.generate([q[3] for q in questions], params)
+        params = [self.seeded(self.config.cot_sampling, batch[i], name, swapped) for i, name, swapped, _ in asks]
+        thoughts = teacher.generate([q[3] for q in asks], params)
         answer = self.answer_template.render()
         return [[{"role": "assistant", "content": t[0].text}, {"role": "user", "content": answer}] for t in thoughts]
 
-    def _label(self, record, pair, votes) -> Record | Drop:
+    def _label(self, record: Record, pair, verdict: Verdict) -> Record | Drop:
         first, second = pair[0], pair[1]
-        per_principle = {name: first_wins(v[False], v.get(True)) for name, v in votes.items()}
-        p_first = sum(per_principle.values()) / len(per_principle)
-        agreement = {name: swap_agrees(v[False], v[True]) for name, v in votes.items() if True in v}
+        ba = verdict.ba or {}
+        per_principle = {name: first_wins(p, ba.get(name)) for name, p in verdict.ab.items()}
+        p_first = verdict.p_first
         steps = [
             *record.steps,
             completion_step(self.name, "sample", first, index=0, writes=["response", "rejected"]),
@@ -129,20 +145,31 @@ class Judge(Stage):
                 "role": "judgement",
                 "p_first": p_first,
                 "per_principle": per_principle,
-                "orders": {n: {"ab": v[False], "ba": v.get(True)} for n, v in votes.items()},
-                "swap_agreement": agreement,
+                "orders": {n: {"ab": p, "ba": ba.get(n)} for n, p in verdict.ab.items()},
+                "swap_agreement": {n: swap_agrees(p, ba[n]) for n, p in verdict.ab.items() if n in ba},
+                **verdict.summary(),
             }
         )
         chosen, rejected = (first, second) if p_first >= 0.5 else (second, first)
         confidence = max(p_first, 1.0 - p_first)
-        meta = {**record.meta, "preference": {"confidence": confidence, "p_first": p_first}}
+        preference = {"confidence": confidence, "p_first": p_first, "position_checked": verdict.swapped}
+        meta = {**record.meta, "preference": preference}
         labelled = replace(record, response=chosen.text, rejected=rejected.text, steps=steps, meta=meta)
         labelled = with_reasoning(labelled, (first.text, first.reasoning), (second.text, second.reasoning))
         if same_text(first.text, second.text):
             return self.drop(labelled, "identical samples: no preference to learn")
+        if verdict.winner(self.config.disagreement) == "tie":
+            return self.drop(labelled, self._tie_reason(verdict))
         if confidence - 0.5 < self.config.margin:
             return self.drop(labelled, f"judge margin below {self.config.margin} ({confidence - 0.5:.3f})")
         return labelled
+
+    def _tie_reason(self, verdict: Verdict) -> str:
+        a, b = verdict.first_when_a, verdict.first_when_b
+        what = "dropped" if self.config.disagreement == "drop" else "a tie"
+        if b is None or not verdict.flipped:
+            return f"judge undecided (P(first) {a:.3f}{'' if b is None else f' / {b:.3f}'}): {what}"
+        return f"judge's two orders disagree (P(first) {a:.3f} shown first, {b:.3f} shown second): {what}"
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = self._principles(record)[0]

@@ -1,11 +1,13 @@
-"""The AI judge's machinery, shared by ``judge``, ``verify_pairs`` and ``compare_judge``: a multiple-choice
-question about two answers, read as P(A) from the teacher's log-probabilities of "(A)" and "(B)", asked in both
-orders so that position bias cancels (and shows, as swap agreement)."""
+"""The AI judge's machinery, shared by ``judge``, ``verify_pairs``, ``compare_judge`` and ``eval judge``: a
+multiple-choice question about two answers, read as P(A) from the teacher's log-probabilities of "(A)" and "(B)",
+asked in both orders (:func:`judge_pairs`, the one both-orders loop). A :class:`Verdict` says whether the two
+orders agree: a judge whose verdict follows the position an answer is shown in labels nothing."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from synthforge.constitution import Principle
@@ -13,6 +15,156 @@ from synthforge.records import Record
 from synthforge.teachers.base import Conversation, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
+MAX_FLIP_RATE = 0.4  # the one threshold: a judge whose verdict flips with the order more often than this is noise
+DISAGREEMENT = ("tie", "drop", "average")  # what a verdict whose two orders disagree becomes
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two answers to judge as final answers to ``record``'s conversation, under each of ``principles``."""
+
+    record: Record
+    first: str
+    second: str
+    principles: tuple[Principle, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's answer about one :class:`Pair`: per principle, P(A) with the first answer shown as (A) (``ab``)
+    and, when asked, with the second shown as (A) (``ba``). The orders are compared after averaging over the
+    principles: swap-consistent when both prefer the same answer; p = 0.5 in either order is a tie."""
+
+    ab: dict[str, float]
+    ba: dict[str, float] | None
+    first_longer: bool | None  # the first answer is longer in characters (None: equally long)
+
+    @property
+    def swapped(self) -> bool:
+        return self.ba is not None
+
+    @property
+    def first_when_a(self) -> float:
+        """P(first better) when the first answer is shown first, averaged over the principles."""
+        return sum(self.ab.values()) / len(self.ab)
+
+    @property
+    def first_when_b(self) -> float | None:
+        """P(first better) when the first answer is shown second (None: not asked)."""
+        return None if self.ba is None else sum(1.0 - p for p in self.ba.values()) / len(self.ba)
+
+    @property
+    def p_first(self) -> float:
+        """P(first better), both orders averaged (the soft label)."""
+        second = self.first_when_b
+        return self.first_when_a if second is None else (self.first_when_a + second) / 2.0
+
+    @property
+    def flipped(self) -> bool:
+        """The two orders prefer different answers: the verdict follows the position, not the answers."""
+        second = self.first_when_b
+        return second is not None and (self.first_when_a - 0.5) * (second - 0.5) < 0
+
+    @property
+    def consistent(self) -> bool | None:
+        """Both orders prefer the same answer (None: only one order was asked)."""
+        second = self.first_when_b
+        return None if second is None else (self.first_when_a - 0.5) * (second - 0.5) > 0
+
+    def winner(self, disagreement: str = "tie") -> str:
+        """ "first", "second" or "tie": a verdict whose orders disagree (or either is exactly 0.5) is a tie, unless
+        ``disagreement`` is "average" (the averaged probability decides)."""
+        if self.swapped and not self.consistent and disagreement != "average":
+            return "tie"
+        return "tie" if self.p_first == 0.5 else "first" if self.p_first > 0.5 else "second"
+
+    def positions(self) -> tuple[int, int]:
+        """(orders in which the answer shown first was preferred, orders with a preference)."""
+        shown_first = [self.first_when_a - 0.5]
+        if self.first_when_b is not None:
+            shown_first.append(0.5 - self.first_when_b)  # the second answer was shown first
+        return sum(d > 0 for d in shown_first), sum(d != 0 for d in shown_first)
+
+    def summary(self) -> dict[str, Any]:
+        """What a trace step keeps of the verdict (both orders' probabilities, whether they agree)."""
+        return {
+            "p_first_ab": self.first_when_a,
+            "p_first_ba": self.first_when_b,
+            "consistent": self.consistent,
+            "position_checked": self.swapped,
+            "first_longer": self.first_longer,
+        }
+
+
+def judge_pairs(
+    teacher: Teacher,
+    template: Any,
+    pairs: Sequence[Pair],
+    swap: bool = True,
+    chain_of_thought: bool = False,
+    reason: Callable[[list[tuple[int, str, bool, Conversation]]], list[Conversation]] | None = None,
+) -> list[Verdict]:
+    """The one both-orders loop: every (pair, principle, order) question, scored in one teacher call. ``reason``
+    (chain of thought): the judge's reasoning and answer request appended to each question, whose probabilities
+    are then clamped to [0.4, 0.6]."""
+    asks: list[tuple[int, str, bool, Conversation]] = []
+    for i, pair in enumerate(pairs):
+        for principle in pair.principles:
+            for swapped in (False, True) if swap else (False,):
+                first, second = (pair.second, pair.first) if swapped else (pair.first, pair.second)
+                question = judge_question(template, pair.record, principle, first, second, chain_of_thought)
+                asks.append((i, principle.name, swapped, question))
+    extra = reason(asks) if reason is not None else [[] for _ in asks]
+    scored = choose(teacher, [ask[3] + more for ask, more in zip(asks, extra, strict=True)])
+    ab: list[dict[str, float]] = [{} for _ in pairs]
+    ba: list[dict[str, float]] = [{} for _ in pairs]
+    for (i, name, swapped, _), p in zip(asks, scored, strict=True):
+        (ba if swapped else ab)[i][name] = clamp(p) if reason is not None else p
+    return [Verdict(ab[i], ba[i] if swap else None, _longer(pair.first, pair.second)) for i, pair in enumerate(pairs)]
+
+
+def _longer(first: str, second: str) -> bool | None:
+    return None if len(first) == len(second) else len(first) > len(second)
+
+
+def tally_verdict(step: dict[str, Any], metrics: Any, p_first: float) -> None:
+    """Count a judged pair's position and length behaviour (flip, first-position and longer-answer rates)."""
+    ab, ba = step.get("p_first_ab"), step.get("p_first_ba")
+    if ab is None:
+        return
+    metrics.count("judged")
+    if ba is not None:
+        metrics.count("judged_both_orders")
+        metrics.count("flipped", (ab - 0.5) * (ba - 0.5) < 0)
+    for shown_first in [ab - 0.5, *([0.5 - ba] if ba is not None else [])]:
+        metrics.count("order_votes", shown_first != 0)
+        metrics.count("first_position", shown_first > 0)
+    longer = step.get("first_longer")
+    if longer is not None and p_first != 0.5:
+        metrics.count("length_decided")
+        metrics.count("longer_preferred", (p_first > 0.5) == longer)
+
+
+def judge_notes(counters: dict[str, float], max_flip_rate: float, min_judged: int, what: str) -> list[str]:
+    """The judge's flip, first-position and longer-answer rates, and a loud note when it flips too often."""
+    both, votes, decided = (counters.get(k, 0) for k in ("judged_both_orders", "order_votes", "length_decided"))
+    notes = []
+    rates = []
+    if both:
+        rates.append(f"flip rate {counters.get('flipped', 0) / both:.0%} of {int(both)}")
+    if votes:
+        rates.append(f"first position preferred {counters.get('first_position', 0) / votes:.0%}")
+    if decided:
+        rates.append(f"longer answer preferred {counters.get('longer_preferred', 0) / decided:.0%}")
+    if rates:
+        notes.append("judge: " + ", ".join(rates))
+    if both >= min_judged and counters.get("flipped", 0) / both > max_flip_rate:
+        notes.append(
+            f"UNRELIABLE JUDGE: its verdict changes with the order the answers are shown in for "
+            f"{counters.get('flipped', 0) / both:.0%} of {int(both)} {what} (above {max_flip_rate:.0%}): these labels "
+            "are position noise; use a stronger judge (measure one with synthforge eval judge)"
+        )
+    return notes
 
 
 def judge_question(

@@ -1,7 +1,9 @@
 """Judge-verified CAI pairs: SL-CAI assumes the revision beats the first answer; with weak teachers it often
 doesn't. The judge (the RL-CAI judge's machinery, both orders) compares chosen and rejected under the
-principle that drove the revision; pairs it doesn't prefer by ``margin`` go to the drop ledger with its
-probability, and kept pairs carry it as ``confidence`` (a column of ``dpo.jsonl``).
+principle that drove the revision. A pair it prefers in both orders by ``margin`` is kept with its probability
+as ``confidence`` (a column of ``dpo.jsonl``); one it rejects goes to the drop ledger; an undecided one (the
+orders disagree, or inside the margin) leaves the DPO set, its revision staying an SFT row by default (SL-CAI's
+SFT data doesn't need the judge).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
-from synthforge.stages.judging import choose, first_wins, judge_question
+from synthforge.stages.judging import (
+    DISAGREEMENT,
+    MAX_FLIP_RATE,
+    Pair,
+    judge_notes,
+    judge_pairs,
+    judge_question,
+    tally_verdict,
+)
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
@@ -26,12 +36,22 @@ class VerifyPairsConfig:
     template: str = "judge"
     margin: float = 0.0
     on_reject: str = "drop"
+    disagreement: str = "tie"  # orders that disagree: tie (undecided), drop (ledgered), average (decides)
+    undecided: str = "sft"  # an undecided pair: sft (the revision stays an SFT row, no DPO pair) or drop
+    max_flip_rate: float = MAX_FLIP_RATE  # above it (after min_judged pairs) the judge is called unreliable
+    min_judged: int = 20  # judged pairs before the flip rate is held against the judge
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 0.5:
             raise ValueError("margin must be in [0, 0.5)")
         if self.on_reject not in ("drop", "keep"):
             raise ValueError(f"on_reject must be drop or keep, got {self.on_reject!r}")
+        if self.disagreement not in DISAGREEMENT:
+            raise ValueError(f"disagreement must be one of {', '.join(DISAGREEMENT)}, got {self.disagreement!r}")
+        if self.undecided not in ("sft", "drop"):
+            raise ValueError(f"undecided must be sft or drop, got {self.undecided!r}")
+        if not 0 <= self.max_flip_rate <= 1 or self.min_judged < 1:
+            raise ValueError("max_flip_rate must be in [0, 1] and min_judged >= 1")
 
 
 class VerifyPairs(Stage):
@@ -61,6 +81,19 @@ class VerifyPairs(Stage):
     def tally(self, step: dict, metrics: Metrics) -> None:
         if step.get("role") == "verification":
             metrics.add("principle", step["principle"], verified=1, preferred=step["p_chosen"] >= 0.5)
+            tally_verdict(step, metrics, step["p_chosen"])
+            metrics.count("undecided", step.get("outcome") == "undecided")
+
+    def notes(self, summary: dict) -> list[str]:
+        counters = summary.get("counters", {})
+        notes = judge_notes(counters, self.config.max_flip_rate, self.config.min_judged, "pairs")
+        if counters.get("undecided"):
+            kept = "kept as SFT rows" if self.config.undecided == "sft" else "dropped"
+            notes.append(
+                f"{int(counters['undecided'])} of {int(counters.get('judged', 0))} pairs undecided (the judge's two "
+                f"orders disagree, or its margin is below {self.config.margin:g}): no DPO pair; their revisions {kept}"
+            )
+        return notes
 
     def principle_of(self, record: Record) -> Principle:
         """The principle of the record's last revision (when it has a compare question), else the first one."""
@@ -73,34 +106,47 @@ class VerifyPairs(Stage):
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
         paired = [i for i, r in enumerate(batch) if r.rejected and not same_text(r.response or "", r.rejected)]
-        asks = []
-        for i in paired:
-            r, principle = batch[i], self.principle_of(batch[i])
-            asks.append(self.question(r, principle, r.response, r.rejected))  # chosen first
-            asks.append(self.question(r, principle, r.rejected, r.response))  # swapped
-        scored = choose(teacher, asks)
+        pairs = [Pair(batch[i], batch[i].response, batch[i].rejected, (self.principle_of(batch[i]),)) for i in paired]
+        verdicts = judge_pairs(teacher, self.template, pairs)  # chosen first, then swapped
         results: list[Record | Drop] = list(batch)
-        for k, i in enumerate(paired):
-            p_ab, p_ba = scored[2 * k], scored[2 * k + 1]
-            p_chosen = first_wins(p_ab, p_ba)
-            record, principle = batch[i], self.principle_of(batch[i])
-            step = {
-                "stage": self.name,
-                "role": "verification",
-                "principle": principle.name,
-                "p_chosen": p_chosen,
-                "ab": p_ab,
-                "ba": p_ba,
-            }
-            meta = {**record.meta, "preference": {"confidence": p_chosen, "p_first": p_chosen, "verified": True}}
-            checked = replace(record, steps=[*record.steps, step], meta=meta)
-            if p_chosen < 0.5 + self.config.margin and self.config.on_reject == "drop":
-                results[i] = self.drop(
-                    checked, f"judge does not prefer the revision (P = {p_chosen:.3f} < {0.5 + self.config.margin:g})"
-                )
-            else:
-                results[i] = checked
+        for i, pair, verdict in zip(paired, pairs, verdicts, strict=True):
+            results[i] = self._checked(batch[i], pair.principles[0], verdict)
         return results
+
+    def _checked(self, record: Record, principle: Principle, verdict) -> Record | Drop:
+        """The record with the judge's verdict: kept (a DPO pair), undecided (SFT only, or dropped) or rejected."""
+        p_chosen = verdict.p_first
+        winner = verdict.winner(self.config.disagreement)
+        if winner == "tie" and self.config.disagreement == "drop" and verdict.flipped:
+            outcome = "dropped"
+        elif winner == "tie" or (winner == "first" and p_chosen < 0.5 + self.config.margin):
+            outcome = "undecided"
+        else:
+            outcome = "kept" if winner == "first" else "rejected"
+        step = {
+            "stage": self.name,
+            "role": "verification",
+            "principle": principle.name,
+            "p_chosen": p_chosen,
+            "ab": verdict.ab[principle.name],
+            "ba": verdict.ba[principle.name],
+            "outcome": outcome,
+            **verdict.summary(),
+        }
+        preference = {"confidence": p_chosen, "p_first": p_chosen, "verified": True, "position_checked": True}
+        if outcome == "undecided":
+            preference["tie"] = True  # no DPO pair from it
+        checked = replace(record, steps=[*record.steps, step], meta={**record.meta, "preference": preference})
+        orders = f"P(revision) {verdict.first_when_a:.3f} shown first, {verdict.first_when_b:.3f} shown second"
+        if outcome == "dropped":
+            return self.drop(checked, f"judge's two orders disagree ({orders})")
+        if outcome == "undecided" and self.config.undecided == "drop":
+            return self.drop(checked, f"judge undecided ({orders}; margin {self.config.margin:g})")
+        if outcome == "rejected" and self.config.on_reject == "drop":
+            return self.drop(
+                checked, f"judge does not prefer the revision (P = {p_chosen:.3f} < {0.5 + self.config.margin:g})"
+            )
+        return checked
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = next(iter(self.by_name.values()))

@@ -1,0 +1,145 @@
+"""Every judging stage, with scripted judges whose preference is known: a judge that knows the better answer
+labels it whichever order it is shown in (a swapped A/B mapping fails here), and a judge that always prefers the
+first position labels nothing: its verdicts are ties, ledgered with both orders' probabilities, and the run says
+it is unreliable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.stages.judging import Verdict
+from synthforge.teachers.scripted import ScriptedTeacher
+from tests.test_compare import judge_of
+
+
+def knows(first: str, second: str) -> float:
+    """P(A): the answer holding GOOD is better, by 0.9."""
+    return 0.9 if "GOOD" in first and "GOOD" not in second else 0.1 if "GOOD" in second and "GOOD" not in first else 0.5
+
+
+def first_position(first: str, second: str) -> float:
+    return 0.8
+
+
+def judge(prefer, reply=None) -> ScriptedTeacher:
+    score, only_scores = judge_of(prefer)
+    return ScriptedTeacher(
+        reply or only_scores,
+        score=score,
+        identity={"backend": "scripted", "name": "judge"},
+        capabilities=frozenset({"generate", "score", "choice"}),
+    )
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _rlaif(project, teacher, *overrides, limit=4):
+    spec = load_pipeline(project / "pipelines" / "rlaif.yaml", list(overrides))
+    return run_pipeline(spec, RunOptions(out_dir=project / "out", limit=limit), teacher=teacher, log=lambda _: None)
+
+
+def test_verdict_consistency_ties_and_positions():
+    agree = Verdict({"p": 0.9}, {"p": 0.2}, first_longer=True)  # first preferred as A (0.9) and as B (0.8)
+    assert agree.consistent and not agree.flipped and agree.winner() == "first" and agree.positions() == (1, 2)
+    assert agree.p_first == pytest.approx(0.85)
+    flip = Verdict({"p": 0.8}, {"p": 0.8}, first_longer=None)  # always position A
+    assert flip.flipped and flip.winner() == "tie" and flip.winner("average") == "tie" and flip.positions() == (2, 2)
+    leaning = Verdict({"p": 0.9, "q": 0.55}, {"p": 0.7, "q": 0.7}, first_longer=False)
+    assert leaning.first_when_a == pytest.approx(0.725) and leaning.first_when_b == pytest.approx(0.3)
+    assert leaning.winner() == "tie" and leaning.winner("average") == "first"
+    assert Verdict({"p": 0.5}, {"p": 0.5}, None).winner() == "tie"  # p = 0.5 in either order is a tie
+    assert Verdict({"p": 0.7}, None, None).winner() == "first" and Verdict({"p": 0.7}, None, None).consistent is None
+
+
+def test_the_judge_stage_chooses_the_answer_a_knowing_judge_prefers_in_either_order(project):
+    replies = iter(["GOOD answer", "plain answer", "plain answer", "GOOD answer"] * 4)
+    teacher = judge(knows, reply=lambda conversation: next(replies))
+    result = _rlaif(project, teacher)
+    kept = _lines(result.out_dir / "trace.jsonl")
+    assert len(kept) == 4 and all(r["response"] == "GOOD answer" and r["rejected"] == "plain answer" for r in kept)
+    for record in kept:
+        step = record["steps"][-1]
+        assert step["consistent"] is True and step["p_first_ab"] == pytest.approx(step["p_first_ba"])
+        assert record["meta"]["preference"]["confidence"] == pytest.approx(0.9)
+    assert len(_lines(result.out_dir / "dpo.jsonl")) == 4
+
+
+def test_a_first_position_judge_labels_nothing_and_is_called_unreliable(project):
+    replies = iter(["one answer", "another answer"] * 8)
+    teacher = judge(first_position, reply=lambda conversation: next(replies))
+    result = _rlaif(project, teacher, "stages.judge.min_judged=2")
+    assert _lines(result.out_dir / "trace.jsonl") == [] and _lines(result.out_dir / "dpo.jsonl") == []
+    dropped = _lines(result.out_dir / "dropped.jsonl")
+    assert len(dropped) == 4
+    for drop in dropped:
+        assert "two orders disagree (P(first) 0.800 shown first, 0.200 shown second): a tie" in drop["reason"]
+        step = drop["record"]["steps"][-1]
+        assert step["p_first_ab"] == pytest.approx(0.8) and step["p_first_ba"] == pytest.approx(0.2)
+    notes = next(s["notes"] for s in result.manifest["stages"] if s["kind"] == "judge")
+    assert any("flip rate 100% of 4" in n and "first position preferred 100%" in n for n in notes)
+    assert any(n.startswith("UNRELIABLE JUDGE") for n in notes)
+    assert "UNRELIABLE JUDGE" in (result.out_dir / "README.md").read_text()
+
+
+def test_average_keeps_the_old_averaged_label_and_says_it_is_not_swap_checked(project):
+    replies = iter(["one answer", "another answer"] * 8)
+    teacher = judge(lambda a, b: 0.8 if a.startswith("one") else 0.7, reply=lambda conversation: next(replies))
+    result = _rlaif(project, teacher, "stages.judge.disagreement=average", "stages.judge.margin=0.0")
+    kept = _lines(result.out_dir / "trace.jsonl")
+    assert len(kept) == 4 and all(r["response"] == "one answer" for r in kept)  # (0.8 + 0.3) / 2 = 0.55
+    notes = next(s["notes"] for s in result.manifest["stages"] if s["kind"] == "judge")
+    assert any("not swap-checked" in n for n in notes)
+
+
+def _cai_pairs(project, teacher, revision: str, *overrides, out: str = "v"):
+    """A CAI run whose first answers are 'first answer' and revisions ``revision``, verified by ``teacher``."""
+    path = project / "pipelines" / "verify.yaml"
+    path.write_text(
+        "name: verify\nseed: 1\nteacher: {model: m}\nseeds: {path: seeds/red-team.jsonl}\n"
+        "stages:\n  - respond: {}\n  - critique_revise: {turns: single, critique_template: critique-single,\n"
+        "      revise_template: revise-single}\n  - verify_pairs: {}\n"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n"
+    )
+
+    def reply(conversation):
+        text = conversation[-1]["content"]
+        if "Reply with the new answer only." in text:  # revise-single.j2
+            return revision
+        return "a critique" if "Here is a question and an answer" in text else "first answer"
+
+    score, _ = judge_of(teacher)
+    scripted = ScriptedTeacher(reply, score=score, capabilities=frozenset({"generate", "score", "choice"}))
+    spec = load_pipeline(path, list(overrides))
+    return run_pipeline(spec, RunOptions(out_dir=project / out, limit=3), teacher=scripted, log=lambda _: None)
+
+
+def test_verify_pairs_keeps_what_a_knowing_judge_prefers_and_rejects_what_it_does_not(project):
+    good = _cai_pairs(project, knows, "GOOD revision")
+    assert len(_lines(good.out_dir / "dpo.jsonl")) == 3
+    assert all(row["chosen"][0]["content"] == "GOOD revision" for row in _lines(good.out_dir / "dpo.jsonl"))
+    worse = _cai_pairs(
+        project,
+        lambda a, b: knows(a.replace("first answer", "GOOD"), b.replace("first answer", "GOOD")),
+        "plain revision",
+        out="worse",
+    )
+    dropped = _lines(worse.out_dir / "dropped.jsonl")
+    assert len(dropped) == 3 and all("does not prefer the revision" in d["reason"] for d in dropped)
+
+
+def test_verify_pairs_keeps_undecided_revisions_as_sft_rows_but_no_dpo_pair(project):
+    result = _cai_pairs(project, first_position, "a revision", "stages.verify_pairs.min_judged=2")
+    assert len(_lines(result.out_dir / "sft.jsonl")) == 3 and _lines(result.out_dir / "dpo.jsonl") == []
+    assert result.manifest["counts"]["dpo_skipped_undecided"] == 3
+    steps = [r["steps"][-1] for r in _lines(result.out_dir / "trace.jsonl")]
+    assert all(s["outcome"] == "undecided" and s["consistent"] is False for s in steps)
+    notes = next(s["notes"] for s in result.manifest["stages"] if s["kind"] == "verify_pairs")
+    assert any("3 of 3 pairs undecided" in n for n in notes) and any(n.startswith("UNRELIABLE") for n in notes)
+    dropping = _cai_pairs(project, first_position, "a revision", "stages.verify_pairs.undecided=drop", out="d")
+    assert _lines(dropping.out_dir / "sft.jsonl") == [] and len(_lines(dropping.out_dir / "dropped.jsonl")) == 3
