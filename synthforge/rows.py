@@ -285,17 +285,18 @@ def is_transcript(text: str) -> bool:
     return bool(_SPEAKER.match(text.replace("\r\n", "\n")))
 
 
-def transcript(text: str) -> list[Message]:
+def transcript(text: str, answer_slot: bool = False) -> list[Message]:
     """An HH-RLHF transcript (``"\\n\\nHuman: … \\n\\nAssistant: …"``, CRLF line endings too) as messages; text
     without speakers is one user turn. A prompt's closing ``Assistant:`` with nothing after it is the slot the
-    model fills, not a turn: it ends the prompt."""
+    model fills, not a turn: it ends the prompt (``answer_slot``: a chosen/rejected transcript's, where that
+    slot is the answer, even when empty)."""
     parts = _SPEAKER.split(text.replace("\r\n", "\n"))
     if len(parts) == 1:
         return [{"role": "user", "content": text.strip()}]
     messages = []
     for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
         messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
-    if len(messages) > 1 and messages[-1] == {"role": "assistant", "content": ""}:
+    if not answer_slot and len(messages) > 1 and messages[-1] == {"role": "assistant", "content": ""}:
         messages.pop()
     return messages
 
@@ -335,8 +336,8 @@ def dialogue(row: dict[str, Any], field: str | None = None) -> Dialogue | None:
         ]
         return _split(turns, row)
     if isinstance(row.get("chosen"), str):  # HH-RLHF transcripts
-        chosen = transcript(row["chosen"])
-        rejected = transcript(row["rejected"]) if isinstance(row.get("rejected"), str) else None
+        chosen = transcript(row["chosen"], answer_slot=True)
+        rejected = transcript(row["rejected"], answer_slot=True) if isinstance(row.get("rejected"), str) else None
         found = _split(chosen, row)
         if rejected and rejected[-1]["role"] == "assistant":
             found.rejected = rejected[-1:]

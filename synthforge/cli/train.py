@@ -9,6 +9,7 @@ import click
 
 from synthforge.builtin import find_pipeline
 from synthforge.cli.options import finite
+from synthforge.stages.judging import MAX_FLIP_RATE
 from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingConfig, load_training_config
 
 
@@ -263,6 +264,43 @@ def evaluate(ctx, model, data, reference, eval_fraction, seed, batch_size, max_l
         f"preference accuracy {report.accuracy:.3f}, mean margin {report.mean_margin:+.4f} "
         f"over {report.pairs} pairs{relative}"
     )
+
+
+@evaluate.command("judge")
+@click.argument("pairs", required=False, type=click.Path(path_type=Path))
+@click.option("--judge", default="embedded", show_default=True, help="The judge: any --teacher reference.")
+@click.option("--constitution", default="harmless", show_default=True, help="Whose compare: questions it answers.")
+@click.option("--template", default="judge", show_default=True, help="The judge's question template (prompts/).")
+@click.option(
+    "--principles", type=click.IntRange(min=0), default=1, show_default=True, help="Questions per pair (0: all)."
+)
+@click.option("--chain-of-thought/--no-chain-of-thought", default=False, help="The judge reasons before answering.")
+@click.option("--limit", type=click.IntRange(min=1), help="Measure only the first N pairs.")
+@click.option(
+    "--max-flip-rate",
+    type=click.FloatRange(0, 1),
+    callback=finite,
+    default=MAX_FLIP_RATE,
+    show_default=True,
+    help="Above it the judge is unreliable (the threshold every judging stage uses).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Principle draws and the bootstrap.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON here.")
+def judge(pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out) -> None:
+    """Measure a judge against human-labelled preference PAIRS: TRL preference rows (prompt/chosen/rejected) or
+    HH-RLHF chosen/rejected transcripts, "chosen" being the human's choice. Each pair is asked in both orders;
+    prints the accuracy with its bootstrap 95% interval, the flip, first-position, longer-answer and tie rates,
+    the calibration error and two baselines (always the longer answer, always the first), and whether the judge
+    is reliable. It measures, it never drops. Without PAIRS, the calibration set synthforge ships (when it has one).
+    """
+    from synthforge.eval.judge import JudgeRun, format_report, run_judge_eval
+
+    report = run_judge_eval(
+        JudgeRun(pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out)
+    )
+    click.echo("\n".join(format_report(report)))
+    if out is not None:
+        click.echo(f"wrote {out}")
 
 
 @evaluate.command("compare")

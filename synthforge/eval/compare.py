@@ -22,7 +22,7 @@ from synthforge.files import write_atomic
 from synthforge.records import Record
 from synthforge.rows import read_jsonl
 from synthforge.stages.compare_judge import position_noise
-from synthforge.stages.judging import swap_agrees
+from synthforge.stages.judging import MAX_FLIP_RATE, swap_agrees
 from synthforge.teachers.factory import teacher_overrides
 
 DEFAULT_PIPELINE = builtin_path("pipelines", "eval-compare.yaml")
@@ -158,7 +158,7 @@ def summarize(
     tie_margin: float,
     rounds: int,
     seed: int,
-    min_swap_agreement: float = 0.6,
+    min_swap_agreement: float = 1 - MAX_FLIP_RATE,
 ) -> dict[str, Any]:
     """Per pair of models: win/tie/loss, win rate with its interval, per principle, swap agreement (and whether
     it is high enough for the verdicts to mean anything) and the largest wins and losses; per model: harmful

@@ -14,7 +14,7 @@ from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.judging import Pair, first_wins, judge_pairs, judge_question, swap_agrees
+from synthforge.stages.judging import MAX_FLIP_RATE, Pair, first_wins, judge_pairs, judge_question, swap_agrees
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
@@ -46,7 +46,8 @@ class CompareJudgeConfig:
     principles: int = 0
     template: str = "judge"
     tie_margin: float = 0.05
-    min_swap_agreement: float = 0.6  # below it, the judge's verdicts follow the order answers are shown in
+    # below it, the judge's verdicts follow the order answers are shown in: 1 - the one max_flip_rate (judging.py)
+    min_swap_agreement: float = 1 - MAX_FLIP_RATE
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_swap_agreement <= 1:
