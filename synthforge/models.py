@@ -276,10 +276,33 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> tuple
 @torch.inference_mode()
 def token_logprobs(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> list[list[float]]:
     """For each (prefix ids, target ids): the log-probability of each target token given everything before it,
-    in one right-padded forward pass (a sequence's very first token has none and is left out)."""
+    in one right-padded forward pass (a sequence's very first token has none and is left out). Only the target
+    positions go through the output head (a vocabulary-wide product at every prompt position is most of the
+    memory and a fifth of the work of scoring a long prompt), where the model's head is a plain projection."""
     device = next(model.parameters()).device
     ids, mask = pad([[*p, *t] for p, t in pairs], pad_id)
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-    picked = logprobs.gather(-1, ids[:, 1:].to(device)[..., None]).squeeze(-1)
-    return [picked[i, max(len(p) - 1, 0) : len(p) - 1 + len(t)].tolist() for i, (p, t) in enumerate(pairs)]
+    ids, mask = ids.to(device), mask.to(device)
+    spans = [(max(len(p) - 1, 0), len(p) - 1 + len(t)) for p, t in pairs]
+    head = model.get_output_embeddings() if _plain_head(model) else None
+    if head is None:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        rows = [logits[i, a:b] for i, (a, b) in enumerate(spans)]
+    else:
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        rows = [head(hidden[i, a:b]) for i, (a, b) in enumerate(spans)]
+    out = []
+    for i, (a, b) in enumerate(spans):
+        logprobs = torch.log_softmax(rows[i].float(), dim=-1)
+        out.append(logprobs.gather(-1, ids[i, a + 1 : b + 1, None]).squeeze(-1).tolist())
+    return out
+
+
+def _plain_head(model: Any) -> bool:
+    """Whether logits are just the output head over the decoder's last hidden state (no soft-capping or scaling
+    after it, as Gemma 2 and a few others apply)."""
+    config = getattr(model, "config", None)
+    extra = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    try:
+        return not extra and model.get_decoder() is not None and model.get_output_embeddings() is not None
+    except (AttributeError, NotImplementedError):
+        return False

@@ -48,6 +48,8 @@ def embedded_run(tmp_path_factory):
         "stages.respond.sampling.max_new_tokens=48",
         "stages.critique_revise.sampling.max_new_tokens=48",
         "stages.verify_pairs.on_reject=keep",  # both records stay (the drop itself is tested with scripted judges)
+        "stages.verify_pairs.disagreement=average",  # DPO rows to load and train on: the 135M judge flips (tie
+        # rules are tested with scripted judges, and the demo's honest result below)
     )
     return out
 

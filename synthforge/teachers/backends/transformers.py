@@ -11,6 +11,7 @@ import functools
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -514,12 +515,19 @@ class TransformersTeacher:
         scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
         self._check_context([p + t for _, _, p, t in items])
         items.sort(key=lambda it: -(len(it[2]) + len(it[3])))
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            for (c, k, _, _), value in zip(chunk, self._score_chunk(chunk), strict=True):
+        chunks = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        workers = min(self.lanes or 1, len(chunks))
+        if workers > 1:  # torch runs each lane's share of the cores: chunks side by side use them all
+            with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+                values = list(pool.map(self._score_chunk, chunks))
+        else:
+            values = [self._score_chunk(chunk) for chunk in chunks]
+        for chunk, chunk_values in zip(chunks, values, strict=True):
+            for (c, k, _, _), value in zip(chunk, chunk_values, strict=True):
                 scores[c][k] = value
         return scores
 
+    @torch.inference_mode()  # thread-local: a worker thread of score() needs its own
     def _score_chunk(self, chunk: list[tuple[int, int, list[int], list[int]]]) -> list[float]:
         rows = self._token_logprobs([(p, t) for _, _, p, t in chunk])
         return [float(sum(row)) for row in rows]
