@@ -96,8 +96,23 @@ def test_win_tie_loss_are_exact_and_swapping_models_mirrors_them(project, two_mo
 
 
 def test_a_killed_comparison_resumes_without_repeating_judge_calls(project, two_models):
-    with pytest.raises(KeyboardInterrupt):
-        _compare(project, two_models, LengthJudge(stop_after=1), "killed", limit=6, overrides=["teacher.batch_size=2"])
+    """A real SIGKILL (a subprocess: no cleanup runs) while the judge is asked its second batch; the judge of the
+    rerun counts what it is asked: only the batches the killed run had not finished."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal
+from pathlib import Path
+from tests.test_compare import LengthJudge, _compare
+judge = LengthJudge()
+judge.fail = lambda conversations: os.kill(os.getpid(), signal.SIGKILL) if judge.score_calls > 1 else None
+_compare(Path({str(project)!r}), {two_models!r}, judge, "killed", limit=6, overrides=["teacher.batch_size=2"])
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     resumed = LengthJudge()
     _compare(project, two_models, resumed, "killed", limit=6, overrides=["teacher.batch_size=2"])
     assert resumed.scored == 4 * 2 * 2  # the 4 prompts after the first batch, 2 principles, both orders
