@@ -68,6 +68,13 @@ main(["dedup", {str(data)!r}, "--out", {out!r}])
 """
 
 
+def cai_model(pipeline: Path) -> str:
+    """The teacher model the tiny CAI pipeline names (the tiny random model)."""
+    import yaml
+
+    return str(yaml.safe_load(pipeline.read_text())["teacher"]["model"])
+
+
 def no_model_loads(monkeypatch) -> None:
     import synthforge.teachers.factory as factory
 
@@ -212,6 +219,24 @@ class TestDiskFull:
                 ["before.jsonl", "before.dropped.jsonl", "before.provenance.json"]
             )
 
+    def test_generate_and_train_on_a_full_disk_keep_what_they_had(self, cai, finished_run, tmp_path, capsys):
+        """A finished run and a trained model on a disk that fills up: their reruns are one line, and the outputs
+        from before stay whole."""
+        with tmpfs(tmp_path / "tiny", "8m") as tiny:
+            run = tiny / "run"
+            shutil.copytree(finished_run, run)
+            sft_before = (run / "sft.jsonl").read_bytes()
+            args = ["train", "sft", "--data", finished_run, "--model", cai_model(cai), "--max-steps", "1"]
+            fill(tiny)
+            code, _, err = run_cli(
+                ["generate", cai, "--out", run, "--limit", "3", "--no-progress", "--seed", "9"], capsys
+            )
+            one_line_error(code, err, "no space left on device")
+            assert (run / "sft.jsonl").read_bytes() == sft_before
+            code, _, err = run_cli([*args, "--out", tiny / "student", "--batch-size", "2"], capsys)
+            one_line_error(code, err, "no space left on device")
+            assert not (tiny / "student").exists()
+
     def test_report_on_a_full_disk(self, finished_run, tmp_path, capsys):
         with tmpfs(tmp_path / "tiny", "1m") as tiny:
             run = tiny / "g2"
@@ -234,7 +259,7 @@ class TestReadOnlyForReal:
             code, _, err = run_cli(["generate", cai, "--out", ro / "run", "--limit", "3", "--no-progress"], capsys)
             one_line_error(code, err, str(ro / "run"), "read-only file system")
 
-    def test_every_other_writing_command_on_a_read_only_mount(self, finished_run, tmp_path, capsys):
+    def test_every_other_writing_command_on_a_read_only_mount(self, cai, finished_run, tmp_path, capsys):
         data = tmp_path / "rows.jsonl"
         data.write_text(DUPLICATES)
         constitution = tmp_path / "c.json"
@@ -247,6 +272,8 @@ class TestReadOnlyForReal:
                 ["dedup", data, "--out", ro / "out.jsonl"],
                 ["dedup", data, "--out", ro / "outd"],
                 ["report", finished_run, "--out", ro / "r.html"],
+                ["train", "sft", "--data", finished_run, "--model", cai_model(cai), "--out", ro / "student"],
+                ["generate", cai, "--out", ro / "run", "--limit", "2", "--no-progress"],
             ):
                 code, _, err = run_cli(args, capsys)
                 one_line_error(code, err, "read-only file system")

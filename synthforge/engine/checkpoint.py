@@ -29,11 +29,7 @@ class StageCheckpoint:
     def append(self, entries: list[tuple[str, Result]]) -> None:
         """Persist a finished batch durably, then remember it."""
         blob = "".join(json.dumps(_encode(k, r), ensure_ascii=False) + "\n" for k, r in entries)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append(self.path, blob)
         self.results.update(entries)
 
 
@@ -50,16 +46,35 @@ class Journal:
 
     def put(self, key: str, value: Any) -> None:
         """Persist ``value`` under ``key`` durably before returning."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append(self.path, json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
         self.entries[key] = value
 
     def discard(self) -> None:
         """Remove the journal once the stage's whole result is saved."""
         self.path.unlink(missing_ok=True)
+
+
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` durably (flushed and fsynced); a file system refusing it (full, read-only) is one line, and
+    what it wrote of it is cut off again (a kill in the middle leaves a torn last line, ignored on reload)."""
+    from synthforge.files import make_dirs, writing
+
+    make_dirs(path.parent)
+    data = text.encode("utf-8")
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:  # unbuffered: nothing is left to be written later, on close
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, start)  # no torn line for the next append to run into
+                raise
+        finally:
+            os.close(fd)
 
 
 def save_results(path: Path, results: list[Result]) -> None:
