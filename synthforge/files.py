@@ -247,6 +247,15 @@ def output_lock(target: Path, option: str, command: str, siblings: Iterable[Path
         yield
 
 
+def made_by(path: Path, maker: str) -> bool:
+    """Whether ``path`` is a JSON object a synthforge command wrote, saying so as ``{"made_by": maker}``."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and found.get("made_by") == maker
+
+
 # -- new, empty, or ours; never an input -------------------------------------------------------------
 def check_not_input(target: Path, inputs: Iterable[Path | str], option: str) -> None:
     """Refuse an output that is one of the invocation's inputs, or a folder holding one."""

@@ -20,7 +20,7 @@ import numpy as np
 from synthforge.dedup.near_duplicates import DedupSettings, cluster_signatures, representatives, signatures
 from synthforge.dedup.sources import keyed_rows
 from synthforge.errors import UserError
-from synthforge.files import claim_dir, claim_file, discard_staging, journal_path_for, staging_dir
+from synthforge.files import claim_dir, claim_file, discard_staging, journal_path_for, made_by, staging_dir
 from synthforge.files import publish as publish_moves
 from synthforge.provenance import package_versions
 from synthforge.rows import iter_lines
@@ -116,10 +116,7 @@ def stage_dir(out: Path) -> Path:
 
 def ours(path: Path) -> bool:
     """A provenance file written by ``synthforge dedup``."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("made_by") == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
+    return made_by(path, MADE_BY)
 
 
 def check_output(out: Path) -> None:

@@ -280,12 +280,9 @@ def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[
 
 
 def _ours(path: Path) -> bool:
-    import json
+    from synthforge.files import made_by
 
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("made_by") == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
+    return made_by(path, MADE_BY)
 
 
 def format_report(report: dict[str, Any]) -> list[str]:
