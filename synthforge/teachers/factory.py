@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -180,12 +181,14 @@ def requests_in_flight(spec: TeacherSpec) -> int:
 class LazyTeacher:
     """A teacher whose identity and capabilities are known now and whose backend is built on first use."""
 
-    def __init__(self, spec: TeacherSpec, needs: frozenset[str] = frozenset(), log: Callable[[str], None] = print):
+    def __init__(
+        self, spec: TeacherSpec, needs: frozenset[str] = frozenset(), log: Callable[[str], None] | None = None
+    ):
         """``needs``: what the pipeline will ask of it, probed once when it is built (:class:`Probing`), with each
         fallback taken told to ``log``."""
         self.spec = spec
         self.needs = needs
-        self._log = log
+        self._log = log or (lambda line: print(line, file=sys.stderr))
         self.identity = teacher_identity(spec)
         self.capabilities = teacher_capabilities(spec)
         self.max_in_flight = requests_in_flight(spec)
