@@ -188,3 +188,19 @@ def test_partial_sort_sampler_picks_what_a_full_sort_picks():
         partial = SeededSampler(temperatures, top_ps, seeds, top_k=256)(None, scores).argmax(-1)
         full = SeededSampler(temperatures, top_ps, seeds, top_k=10**9)(None, scores).argmax(-1)
         assert torch.equal(partial, full)
+
+
+def test_teachers_declare_their_optional_abilities_as_protocols(tiny_teacher):
+    """What the engine asks of a teacher beyond generating is a declared protocol (teachers/base.py), answered
+    by the helpers beside it; nothing outside teachers/ looks at a teacher's attributes."""
+    from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
+    from synthforge.teachers.base import ContextLimited, Probing, Remote, is_remote, requests_at_once, window_of
+
+    remote = OpenAITeacher("m", OpenAISettings(base_url="http://127.0.0.1:9/v1"), {"backend": "openai"})
+    try:
+        assert isinstance(remote, Remote) and isinstance(remote, Probing) and is_remote(remote)
+        assert requests_at_once(remote) == remote.max_in_flight > 1
+    finally:
+        remote.close()
+    assert isinstance(tiny_teacher, ContextLimited) and not isinstance(tiny_teacher, Remote)
+    assert not is_remote(tiny_teacher) and window_of(tiny_teacher) == tiny_teacher.context_window > 0

@@ -39,7 +39,17 @@ from synthforge.report.html import write_run_report
 from synthforge.settings import SpecError, config_to_dict
 from synthforge.stages import stage_class
 from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
-from synthforge.teachers.base import SAMPLES, Conversation, SamplingParams, Teacher, capabilities_of
+from synthforge.teachers.base import (
+    SAMPLES,
+    Conversation,
+    SamplingParams,
+    Teacher,
+    backend_name,
+    capabilities_of,
+    is_remote,
+    requests_at_once,
+    says_ready,
+)
 from synthforge.teachers.factory import (
     LazyTeacher,
     batch_size,
@@ -120,7 +130,7 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
             check_device(spec.teacher, f"{spec.source}: teacher")
         backend = spec.teacher.backend
         if teacher is not None:
-            backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
+            backend = backend_name(teacher)
         for stage in stages:
             problem = missing_capability(backend, stage.needs, have) if stage.uses_teacher else None
             if problem:
@@ -253,7 +263,7 @@ def _run_stages(
     in_flight, batch = pipeline_plan(spec, teacher, executor)
     # send each stage's first batch alone when a remote teacher isn't known to be up (asked once, when a first
     # batch is sent: a fully cached rerun opens no connection)
-    probe = functools.cache(lambda: bool(getattr(teacher, "remote", False)) and not _answers(teacher))
+    probe = functools.cache(lambda: is_remote(teacher) and not says_ready(teacher))
     index = 0
     while index < len(prepared.stages):
         stage = prepared.stages[index]
@@ -318,12 +328,6 @@ def _run_stages(
 
 
 OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "table.jsonl", "table.parquet", "trace.jsonl", "dropped.jsonl", "README.md")
-
-
-def _answers(teacher: Teacher) -> bool:
-    """Whether a remote teacher says its server is up and serves its model (``ready()``; one without says no)."""
-    ready = getattr(teacher, "ready", None)
-    return bool(ready()) if callable(ready) else False
 
 
 def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:
@@ -413,10 +417,10 @@ def pipeline_plan(spec: PipelineSpec, teacher: Teacher | None, executor: Executo
     if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
         return 1, chunk
     workers = getattr(spec.engine.options, "workers", None)
-    serves = int(getattr(teacher, "max_in_flight", 1) or 1) if teacher is not None else 1
+    serves = requests_at_once(teacher)
     if serves <= 1:
         return (workers or 1), chunk
-    share, depth = (16, 6) if getattr(teacher, "remote", False) else (4, 3)
+    share, depth = (16, 6) if is_remote(teacher) else (4, 3)
     batch = spec.engine.chunk_size or spec.teacher.batch_size or max(1, min(chunk, serves // share))
     return (workers or min(MAX_IN_FLIGHT, max(2, -(-depth * serves // batch)))), batch
 

@@ -20,7 +20,15 @@ from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError, build_config, config_to_dict
 from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.teachers.base import STRUCTURED, THINKING_BUDGET, Completion, Conversation, SamplingParams, Teacher
+from synthforge.teachers.base import (
+    STRUCTURED,
+    THINKING_BUDGET,
+    Completion,
+    Conversation,
+    SamplingParams,
+    Teacher,
+    window_of,
+)
 
 PLACEHOLDER = "<<{} from upstream>>"
 
@@ -246,7 +254,7 @@ def fit_context(record: Record, teacher: Any, reserve: int) -> tuple[Record, int
     """``record`` without the oldest turns of its conversation (after the system message, a user and an
     assistant turn at a time) until it fits the teacher's context window with ``reserve`` tokens to spare; the
     system message and the last user turn are never dropped. Returns it and how many turns were dropped."""
-    limit = getattr(teacher, "context_window", None)
+    limit = window_of(teacher)
     if not limit:
         return record, 0
     system = record.history[:1] if record.system is not None else []

@@ -15,7 +15,15 @@ from synthforge.errors import UserError
 from synthforge.hashing import stable_hash
 from synthforge.records import Drop, Record, make_record_id
 from synthforge.stages.base import DatasetStage, Journal, completion_step
-from synthforge.teachers.base import RAW_TEXT, Completion, Conversation, SamplingParams, Teacher, capabilities_of
+from synthforge.teachers.base import (
+    RAW_TEXT,
+    Completion,
+    Conversation,
+    SamplingParams,
+    Teacher,
+    backend_name,
+    capabilities_of,
+)
 
 SENTINEL = "\u2063MAGPIE-USER-QUERY\u2063"
 CHUNK = 32
@@ -68,7 +76,7 @@ class Magpie(DatasetStage):
         journal: Journal | None = None,
     ) -> list[Record | Drop]:
         if RAW_TEXT not in capabilities_of(teacher):
-            backend = (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
+            backend = backend_name(teacher)
             raise UserError(
                 f"magpie needs a teacher that can render its chat template and continue raw text "
                 f"(the raw_text capability); backend {backend!r} can't"

@@ -129,6 +129,56 @@ class Probing(Protocol):
         ...
 
 
+@runtime_checkable
+class Remote(Protocol):
+    """A teacher behind a server: it serves ``max_in_flight`` requests at once and says whether it is up and
+    serves its model (``ready``: one try)."""
+
+    remote: bool
+    max_in_flight: int
+
+    def ready(self) -> bool: ...
+
+
+@runtime_checkable
+class ContextLimited(Protocol):
+    """A teacher that knows its context window and counts a conversation's tokens (prompts checked before they
+    are queued, conversations cut to fit)."""
+
+    context_window: int | None
+
+    def count_tokens(self, conversation: Conversation | str) -> int: ...
+
+
+# What the engine and stages ask of any teacher, answered here (the one place that may look at a teacher's
+# attributes): a teacher that doesn't declare an ability simply lacks it. A lazily built teacher declares
+# ``remote`` and ``max_in_flight`` itself, so asking them builds nothing.
+def is_remote(teacher: Any) -> bool:
+    """Whether the teacher is behind a server (its requests wait on the network, not on local cores)."""
+    return bool(getattr(teacher, "remote", False))
+
+
+def requests_at_once(teacher: Any) -> int:
+    """How many requests the teacher serves at once (1: one call at a time)."""
+    return int(getattr(teacher, "max_in_flight", 1) or 1) if teacher is not None else 1
+
+
+def says_ready(teacher: Any) -> bool:
+    """Whether a remote teacher says its server is up and serves its model (one without ``ready()`` says no)."""
+    ready = getattr(teacher, "ready", None)
+    return bool(ready()) if callable(ready) else False
+
+
+def window_of(teacher: Any) -> int | None:
+    """The teacher's context window in tokens, when it knows it."""
+    return getattr(teacher, "context_window", None)
+
+
+def backend_name(teacher: Any) -> str:
+    """The backend a teacher reports in its identity (its class name for one that reports none)."""
+    return (getattr(teacher, "identity", None) or {}).get("backend", type(teacher).__name__)
+
+
 def per_conversation(params: SamplingParams | Sequence[SamplingParams], count: int) -> list[SamplingParams]:
     """Broadcast one ``SamplingParams`` to ``count`` conversations, or check a list's length."""
     if isinstance(params, SamplingParams):
