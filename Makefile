@@ -28,7 +28,7 @@ test: $(STAMP)   # the fast suite, then the slow end-to-end cases (marked slow)
 lint: $(STAMP)
 	$(BIN)/ruff check synthforge tests benchmarks
 
-bench: $(STAMP)   # every figure of the README's performance table (tens of minutes on 2 cores)
+bench: $(STAMP)   # every figure of docs/performance.md (tens of minutes on 2 cores)
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/teacher.py
 	$(BIN)/python benchmarks/teacher.py --mode overhead
@@ -41,6 +41,7 @@ bench: $(STAMP)   # every figure of the README's performance table (tens of minu
 	$(BIN)/python benchmarks/ray_generate.py
 	$(BIN)/python benchmarks/http_path.py
 	$(BIN)/python benchmarks/structured.py
+	$(BIN)/python benchmarks/judge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
