@@ -126,8 +126,7 @@ def measure(verdicts: Sequence[Verdict], config: JudgeEvalConfig) -> dict[str, A
     accuracy = sum(scores) / n
     low, high = bootstrap_interval(scores, config.bootstrap, config.seed)
     shown_first, decided = (sum(v.positions()[k] for v in verdicts) for k in (0, 1))
-    by_length = [v for v in verdicts if v.first_longer is not None and v.p_first != 0.5]
-    longer = [(v.p_first > 0.5) == v.first_longer for v in by_length]
+    longer = [found for v in verdicts if (found := v.prefers_longer()) is not None]
     baselines = {
         "longer": sum(1.0 if v.first_longer else 0.5 if v.first_longer is None else 0.0 for v in verdicts) / n,
         "first": 0.5,  # always the answer shown first: one vote for the human's choice, one against, every pair

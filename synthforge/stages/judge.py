@@ -83,7 +83,7 @@ class Judge(Stage):
         if step.get("role") == "judgement":
             for name, agreed in (step.get("swap_agreement") or {}).items():
                 metrics.add("principle", name, judged_swapped=1, swap_agreed=bool(agreed))
-            tally_verdict(step, metrics, step["p_first"])
+            tally_verdict(step, metrics)
 
     def notes(self, summary: dict) -> list[str]:
         notes = judge_notes(summary.get("counters", {}), self.config.max_flip_rate, self.config.min_judged, "pairs")

@@ -85,6 +85,13 @@ class Verdict:
             shown_first.append(0.5 - self.first_when_b)  # the second answer was shown first
         return sum(d > 0 for d in shown_first), sum(d != 0 for d in shown_first)
 
+    def prefers_longer(self) -> bool | None:
+        """Whether the preferred answer (both orders averaged) is the longer one; None when they are equally long
+        or the judge is undecided."""
+        if self.first_longer is None or self.p_first == 0.5:
+            return None
+        return (self.p_first > 0.5) == self.first_longer
+
     def summary(self) -> dict[str, Any]:
         """What a trace step keeps of the verdict (both orders' probabilities, whether they agree)."""
         return {
@@ -127,22 +134,31 @@ def _longer(first: str, second: str) -> bool | None:
     return None if len(first) == len(second) else len(first) > len(second)
 
 
-def tally_verdict(step: dict[str, Any], metrics: Any, p_first: float) -> None:
-    """Count a judged pair's position and length behaviour (flip, first-position and longer-answer rates)."""
+def verdict_of(step: dict[str, Any]) -> Verdict | None:
+    """The verdict a trace step keeps (its :meth:`Verdict.summary`), both orders averaged over the principles;
+    None for a step without one."""
     ab, ba = step.get("p_first_ab"), step.get("p_first_ba")
     if ab is None:
+        return None
+    return Verdict({"mean": ab}, None if ba is None else {"mean": 1.0 - ba}, step.get("first_longer"))
+
+
+def tally_verdict(step: dict[str, Any], metrics: Any) -> None:
+    """Count a judged pair's position and length behaviour (flip, first-position and longer-answer rates)."""
+    verdict = verdict_of(step)
+    if verdict is None:
         return
     metrics.count("judged")
-    if ba is not None:
+    if verdict.swapped:
         metrics.count("judged_both_orders")
-        metrics.count("flipped", (ab - 0.5) * (ba - 0.5) < 0)
-    for shown_first in [ab - 0.5, *([0.5 - ba] if ba is not None else [])]:
-        metrics.count("order_votes", shown_first != 0)
-        metrics.count("first_position", shown_first > 0)
-    longer = step.get("first_longer")
-    if longer is not None and p_first != 0.5:
+        metrics.count("flipped", verdict.flipped)
+    shown_first, decided = verdict.positions()
+    metrics.count("order_votes", decided)
+    metrics.count("first_position", shown_first)
+    longer = verdict.prefers_longer()
+    if longer is not None:
         metrics.count("length_decided")
-        metrics.count("longer_preferred", (p_first > 0.5) == longer)
+        metrics.count("longer_preferred", longer)
 
 
 def judge_notes(counters: dict[str, float], max_flip_rate: float, min_judged: int, what: str) -> list[str]:

@@ -81,7 +81,7 @@ class VerifyPairs(Stage):
     def tally(self, step: dict, metrics: Metrics) -> None:
         if step.get("role") == "verification":
             metrics.add("principle", step["principle"], verified=1, preferred=step["p_chosen"] >= 0.5)
-            tally_verdict(step, metrics, step["p_chosen"])
+            tally_verdict(step, metrics)
             metrics.count("undecided", step.get("outcome") == "undecided")
 
     def notes(self, summary: dict) -> list[str]:
