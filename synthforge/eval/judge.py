@@ -86,9 +86,13 @@ def read_pairs(path: Path, limit: int | None = None) -> tuple[list[HumanPair], i
     return pairs, identical
 
 
-def principles_for(constitution: Constitution, count: int, seed: int, index: int) -> tuple[Principle, ...]:
+def comparing(constitution: Constitution) -> Constitution:
+    """The constitution's principles that have a compare question (the ones a judge can be asked)."""
+    return Constitution(constitution.name, tuple(p for p in constitution.principles if p.compare))
+
+
+def principles_for(usable: Constitution, count: int, seed: int, index: int) -> tuple[Principle, ...]:
     """The compare questions asked about pair ``index``: ``count`` drawn by weight (seeded), or all of them."""
-    usable = Constitution(constitution.name, tuple(p for p in constitution.principles if p.compare))
     if not count or count >= len(usable.principles):
         return usable.principles
     return tuple(usable.sample(random.Random(f"{seed}:{index}"), count))
@@ -240,7 +244,8 @@ def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[
         claim_file(run.out.expanduser(), _ours, "--out", "eval judge")
     pairs, identical = read_pairs(path, run.limit)
     constitution = load_constitution(run.constitution, builtin_path("constitutions"))
-    if not any(p.compare for p in constitution.principles):
+    usable = comparing(constitution)
+    if not usable.principles:
         raise UserError(f"--constitution {run.constitution}: it has no 'compare:' questions; the judge needs them")
     template = load_template(run.template, builtin_path("prompts"))
     owned = None
@@ -252,7 +257,7 @@ def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[
                 teacher,
                 template,
                 pairs,
-                lambda i: principles_for(constitution, config.principles, config.seed, i),
+                lambda i: principles_for(usable, config.principles, config.seed, i),
                 config,
                 bar.update,
             )
