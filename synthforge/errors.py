@@ -33,5 +33,20 @@ class StageFailed(RuntimeError):
     kept) with the stage's name, and the original exception chained for its traceback."""
 
 
-class TokenBudgetSpent(Exception):
+class RunStopped(Exception):
+    """A run stopped on purpose (not an error in the input): finished work is checkpointed. The CLI prints the
+    message as one line and exits with ``exit_code``."""
+
+    exit_code = 4
+
+
+class TokenBudgetSpent(RunStopped):
     """The run's ``--max-tokens`` budget is spent; finished batches are checkpointed and a rerun resumes."""
+
+    exit_code = 3
+
+
+class LabelsUnreliable(RunStopped):
+    """A judging stage found its judge unreliable and was set to stop the run (``on_unreliable: stop``)."""
+
+    exit_code = 4

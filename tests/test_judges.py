@@ -143,3 +143,43 @@ def test_verify_pairs_keeps_undecided_revisions_as_sft_rows_but_no_dpo_pair(proj
     assert any("3 of 3 pairs undecided" in n for n in notes) and any(n.startswith("UNRELIABLE") for n in notes)
     dropping = _cai_pairs(project, first_position, "a revision", "stages.verify_pairs.undecided=drop", out="d")
     assert _lines(dropping.out_dir / "sft.jsonl") == [] and len(_lines(dropping.out_dir / "dropped.jsonl")) == 3
+
+
+def test_on_unreliable_stop_stops_the_run_once_enough_pairs_flip_and_keeps_what_was_finished(project):
+    from synthforge.engine.checkpoint import StageCheckpoint
+    from synthforge.errors import LabelsUnreliable
+
+    replies = iter(["one answer", "another answer"] * 8)
+    teacher = judge(first_position, reply=lambda conversation: next(replies))
+    sets = ("stages.judge.min_judged=2", "stages.judge.on_unreliable=stop", "teacher.batch_size=1")
+    with pytest.raises(LabelsUnreliable, match=r"stage judge: UNRELIABLE JUDGE \(on_unreliable: stop\).*100% of 2"):
+        _rlaif(project, teacher, *sets)
+    assert not (project / "out" / "manifest.json").exists()  # nothing exported from a stopped run
+    saved = sorted((project / "out" / "checkpoints").glob("*-judge-*.jsonl"))
+    assert len(saved) == 1 and len(StageCheckpoint(saved[0]).results) == 2  # the two judged pairs are kept
+    # the setting changes how a run reacts, not its results: warn reuses the checkpointed pairs
+    replies = iter(["one answer", "another answer"] * 8)
+    again = _rlaif(project, judge(first_position, reply=lambda c: next(replies)), "stages.judge.min_judged=2")
+    judged = next(r for r in again.reports if r.kind == "judge")
+    assert judged.reused == 2 and judged.computed == 2
+
+
+def test_an_unreliable_judge_stop_is_exit_code_4_from_the_cli(project, monkeypatch, capsys):
+    from synthforge.cli import main as cli_main
+    from synthforge.engine import runner
+
+    replies = iter(["one answer", "another answer"] * 8)
+    teacher = judge(first_position, reply=lambda conversation: next(replies))
+    real = runner.run_pipeline
+    monkeypatch.setattr(
+        "synthforge.cli.generate.run_pipeline", lambda spec, options: real(spec, options, teacher=teacher)
+    )
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit) as stopped:
+        cli_main.main(
+            ["generate", "pipelines/rlaif.yaml", "--limit", "4", "--out", "o", "--set", "stages.judge.min_judged=2"]
+            + ["--set", "stages.judge.on_unreliable=stop"]
+        )
+    assert stopped.value.code == 4
+    err = capsys.readouterr().err
+    assert "UNRELIABLE JUDGE" in err and "Traceback" not in err and not err.startswith("error:")

@@ -13,7 +13,7 @@ from synthforge.engine.spec import load_pipeline
 from synthforge.errors import TokenBudgetSpent
 from synthforge.teachers.factory import teacher_overrides
 
-BUDGET_SPENT_EXIT = 3
+BUDGET_SPENT_EXIT = TokenBudgetSpent.exit_code
 
 
 @click.command()
@@ -82,11 +82,7 @@ def generate(
     options = RunOptions(
         out_dir=out_dir, limit=limit, fresh=fresh, progress=progress, explain=explain, max_tokens=max_tokens
     )
-    try:
-        result = run_pipeline(spec, options)
-    except TokenBudgetSpent as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(BUDGET_SPENT_EXIT) from None
+    result = run_pipeline(spec, options)  # a spent budget or an unreliable judge stops it (cli.main: exit 3, 4)
     counts = result.manifest["counts"]
     funnel = " → ".join(f"{step['step']} {step['records']}" for step in result.manifest["funnel"])
     usage = result.manifest["usage"]

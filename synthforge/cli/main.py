@@ -8,7 +8,7 @@ import sys
 import click
 
 from synthforge import __version__
-from synthforge.errors import UserError
+from synthforge.errors import RunStopped, UserError
 
 # Each command's module is imported when the command runs (dedup, train and serve pull in heavy libraries that
 # `generate` against a server never needs): name -> "module:attribute", in the order --help lists them.
@@ -64,12 +64,16 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a :class:`UserError` anywhere becomes ``error: ...`` and exit code 2."""
+    """Run the CLI; a :class:`UserError` anywhere becomes ``error: ...`` and exit code 2, a run stopped on purpose
+    (:class:`RunStopped`) its one line and its exit code."""
     try:
         cli.main(args=argv, prog_name="synthforge", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except RunStopped as exc:  # on purpose: the budget is spent, or the judge is unreliable (exit 3, 4)
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -12,11 +12,12 @@ from typing import Any
 
 from synthforge.engine.checkpoint import StageCheckpoint
 from synthforge.engine.executor import TEACHER_FAILURE
-from synthforge.errors import TokenBudgetSpent, UserError
+from synthforge.errors import LabelsUnreliable, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic
 from synthforge.hashing import canonical_json, stable_hash
 from synthforge.records import Drop, Record, reason_kind
 from synthforge.stages.base import Stage
+from synthforge.stages.metrics import Metrics
 from synthforge.teachers.base import Teacher
 
 Result = Record | Drop
@@ -100,6 +101,7 @@ class StageWork:
         self.started = time.time()
         self.tokens = [0, 0]  # completion, prompt
         self.committed = 0
+        self.metrics = Metrics()  # what the stage counts of the results this run computed (see Stage.halt)
         self._checkpoint: StageCheckpoint | None = None
 
     @property
@@ -118,6 +120,20 @@ class StageWork:
         self.tokens[0] += sum(c for c, _ in spent)
         self.tokens[1] += sum(p for _, p in spent)
         budget.spend(sum(c + p for c, p in spent), self.stage.name)
+        self._tally([(record, result) for _, record, result in done])
+
+    def _tally(self, done: list[tuple[Record, Result]]) -> None:
+        """Count the stage's new trace steps, and stop the run when the stage says so (:meth:`Stage.halt`)."""
+        for before, result in done:
+            for step in record_of(result).steps[len(before.steps) :]:
+                if step.get("stage") == self.stage.name:
+                    self.stage.tally(step, self.metrics)
+        reason = self.stage.halt(self.metrics.summary(self.stage.metric_groups))
+        if reason is not None:
+            raise LabelsUnreliable(
+                f"stage {self.stage.name}: {reason}. Stopped after {self.committed} records; finished work is "
+                "checkpointed"
+            )
 
     def finish(self, inputs: int, results: list[Result], reused: int) -> tuple[list[Record], list[Drop], StageReport]:
         """The stage's kept records and drops (in input order) and its report; its fingerprint file is written."""

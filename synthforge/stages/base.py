@@ -59,6 +59,8 @@ class Stage(ABC):
     metric_groups: ClassVar[dict[str, GroupSpec]] = {}  # how the per-group statistics of ``tally`` are shown
     generates: ClassVar[bool] = False  # writes a new set of prompts (may open a pipeline without seeds)
     tags: ClassVar[tuple[str, ...]] = ()  # what kind of data it makes, for the dataset card's tags
+    # config keys that change how a run reacts, never a record's result: left out of the fingerprint
+    reaction_keys: ClassVar[frozenset[str]] = frozenset({"on_unreliable"})
 
     def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
         self.name = name
@@ -132,7 +134,7 @@ class Stage(ABC):
         return {
             "kind": self.kind,
             "name": self.name,
-            "config": config_to_dict(self.config),
+            "config": {k: v for k, v in config_to_dict(self.config).items() if k not in self.reaction_keys},
             "seed": self.resources.seed,
             "templates": {role: t.sha256 for role, t in sorted(self.templates.items())},
             "constitution": self.constitution.sha256 if self.constitution else None,
@@ -145,6 +147,11 @@ class Stage(ABC):
     def notes(self, summary: dict[str, Any]) -> list[str]:
         """What a reader of this stage's results must not miss, from its metrics ``summary`` (log, card, report)."""
         return []
+
+    def halt(self, summary: dict[str, Any]) -> str | None:
+        """Why the run must stop now, from the metrics ``summary`` of the results this run computed so far (e.g. a
+        judge found unreliable with ``on_unreliable: stop``); None to go on. Finished work stays checkpointed."""
+        return None
 
     def fields_read(self) -> tuple[str, ...]:
         """The record fields this stage reads, as configured (checked against what earlier stages write)."""

@@ -16,9 +16,8 @@ from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.judging import (
-    DISAGREEMENT,
-    MAX_FLIP_RATE,
     Pair,
+    SwapChecks,
     Verdict,
     first_wins,
     judge_notes,
@@ -32,8 +31,9 @@ from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teach
 
 
 @dataclass
-class JudgeConfig:
-    """Settings of the judge stage."""
+class JudgeConfig(SwapChecks):
+    """Settings of the judge stage (and :class:`SwapChecks`': disagreement, max_flip_rate, min_judged,
+    on_unreliable)."""
 
     constitution: str = "harmless"
     respond_template: str = "respond"
@@ -41,23 +41,17 @@ class JudgeConfig:
     answer_template: str = "judge-answer"
     principles: int = 1
     swap: bool = True  # ask in both orders; false: labels are marked unverified for position
-    disagreement: str = "tie"  # orders that disagree: tie (ledgered: no pair), drop (ledgered), average (decides)
-    max_flip_rate: float = MAX_FLIP_RATE  # above it (after min_judged pairs) the judge is called unreliable
-    min_judged: int = 20  # judged pairs before the flip rate is held against the judge
     chain_of_thought: bool = False
     margin: float = 0.05
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=256))
     cot_sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=160))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.principles < 1:
             raise ValueError("principles must be >= 1")
         if not 0 <= self.margin < 0.5:
             raise ValueError("margin must be in [0, 0.5)")
-        if self.disagreement not in DISAGREEMENT:
-            raise ValueError(f"disagreement must be one of {', '.join(DISAGREEMENT)}, got {self.disagreement!r}")
-        if not 0 <= self.max_flip_rate <= 1 or self.min_judged < 1:
-            raise ValueError("max_flip_rate must be in [0, 1] and min_judged >= 1")
 
 
 class Judge(Stage):
@@ -86,12 +80,15 @@ class Judge(Stage):
             tally_verdict(step, metrics)
 
     def notes(self, summary: dict) -> list[str]:
-        notes = judge_notes(summary.get("counters", {}), self.config.max_flip_rate, self.config.min_judged, "pairs")
+        notes = judge_notes(summary.get("counters", {}), self.config, "pairs")
         if not self.config.swap:
             notes.append("labels are unverified for position: the judge was asked in one order only (swap: false)")
         elif self.config.disagreement == "average":
             notes.append("labels are not swap-checked: orders that disagree were averaged (disagreement: average)")
         return notes
+
+    def halt(self, summary: dict) -> str | None:
+        return self.config.halt(summary.get("counters", {}))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

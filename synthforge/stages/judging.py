@@ -17,6 +17,44 @@ from synthforge.teachers.base import Conversation, Teacher, choice_logprobs
 OPTIONS = ("(A)", "(B)")
 MAX_FLIP_RATE = 0.4  # the one threshold: a judge whose verdict flips with the order more often than this is noise
 DISAGREEMENT = ("tie", "drop", "average")  # what a verdict whose two orders disagree becomes
+ON_UNRELIABLE = ("warn", "stop")  # what a run does once its judge is found unreliable
+
+
+@dataclass
+class SwapChecks:
+    """The settings every pairwise judging stage shares: what a verdict whose orders disagree becomes, and when
+    and how the judge is held to the one flip-rate threshold. Stage configs inherit them."""
+
+    disagreement: str = "tie"  # orders that disagree: tie (no pair, ledgered), drop (ledgered), average (decides)
+    max_flip_rate: float = MAX_FLIP_RATE  # above it (after min_judged pairs) the judge is called unreliable
+    min_judged: int = 20  # pairs judged in both orders before the flip rate is held against the judge
+    # warn: a loud note in the log, card and report; stop: the run stops there (finished work is checkpointed)
+    on_unreliable: str = "warn"
+
+    def __post_init__(self) -> None:
+        if self.disagreement not in DISAGREEMENT:
+            raise ValueError(f"disagreement must be one of {', '.join(DISAGREEMENT)}, got {self.disagreement!r}")
+        if not 0 <= self.max_flip_rate <= 1 or self.min_judged < 1:
+            raise ValueError("max_flip_rate must be in [0, 1] and min_judged >= 1")
+        if self.on_unreliable not in ON_UNRELIABLE:
+            raise ValueError(f"on_unreliable must be one of {', '.join(ON_UNRELIABLE)}, got {self.on_unreliable!r}")
+
+    def unreliable(self, counters: dict[str, float], what: str = "pairs") -> str | None:
+        """Why the judge is unreliable, from a stage's counters (:func:`tally_verdict`); None while it isn't, or
+        before ``min_judged`` pairs were judged in both orders."""
+        both, flipped = counters.get("judged_both_orders", 0), counters.get("flipped", 0)
+        if both < self.min_judged or flipped / both <= self.max_flip_rate:
+            return None
+        return (
+            f"its verdict changes with the order the answers are shown in for {flipped / both:.0%} of {int(both)} "
+            f"{what} (above {self.max_flip_rate:.0%}): these labels are position noise; use a stronger judge "
+            "(measure one with synthforge eval judge)"
+        )
+
+    def halt(self, counters: dict[str, float], what: str = "pairs") -> str | None:
+        """With ``on_unreliable: stop``, why the run stops now (see :meth:`unreliable`); else None."""
+        reason = self.unreliable(counters, what) if self.on_unreliable == "stop" else None
+        return None if reason is None else f"UNRELIABLE JUDGE (on_unreliable: stop): {reason}"
 
 
 @dataclass(frozen=True)
@@ -161,10 +199,9 @@ def tally_verdict(step: dict[str, Any], metrics: Any) -> None:
         metrics.count("longer_preferred", longer)
 
 
-def judge_notes(counters: dict[str, float], max_flip_rate: float, min_judged: int, what: str) -> list[str]:
+def judge_notes(counters: dict[str, float], checks: SwapChecks, what: str) -> list[str]:
     """The judge's flip, first-position and longer-answer rates, and a loud note when it flips too often."""
     both, votes, decided = (counters.get(k, 0) for k in ("judged_both_orders", "order_votes", "length_decided"))
-    notes = []
     rates = []
     if both:
         rates.append(f"flip rate {counters.get('flipped', 0) / both:.0%} of {int(both)}")
@@ -172,14 +209,10 @@ def judge_notes(counters: dict[str, float], max_flip_rate: float, min_judged: in
         rates.append(f"first position preferred {counters.get('first_position', 0) / votes:.0%}")
     if decided:
         rates.append(f"longer answer preferred {counters.get('longer_preferred', 0) / decided:.0%}")
-    if rates:
-        notes.append("judge: " + ", ".join(rates))
-    if both >= min_judged and counters.get("flipped", 0) / both > max_flip_rate:
-        notes.append(
-            f"UNRELIABLE JUDGE: its verdict changes with the order the answers are shown in for "
-            f"{counters.get('flipped', 0) / both:.0%} of {int(both)} {what} (above {max_flip_rate:.0%}): these labels "
-            "are position noise; use a stronger judge (measure one with synthforge eval judge)"
-        )
+    notes = ["judge: " + ", ".join(rates)] if rates else []
+    reason = checks.unreliable(counters, what)
+    if reason is not None:
+        notes.append(f"UNRELIABLE JUDGE: {reason}")
     return notes
 
 

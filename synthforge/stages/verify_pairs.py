@@ -15,9 +15,8 @@ from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.judging import (
-    DISAGREEMENT,
-    MAX_FLIP_RATE,
     Pair,
+    SwapChecks,
     judge_notes,
     judge_pairs,
     judge_question,
@@ -28,30 +27,25 @@ from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
 
 @dataclass
-class VerifyPairsConfig:
+class VerifyPairsConfig(SwapChecks):
     """``margin``: keep a pair when the judge's P(chosen better) ≥ 0.5 + margin; ``on_reject``: ``drop`` (into
-    the ledger) or ``keep`` (only record the judge's probability as ``confidence``)."""
+    the ledger) or ``keep`` (only record the judge's probability as ``confidence``); and :class:`SwapChecks`'
+    disagreement, max_flip_rate, min_judged, on_unreliable."""
 
     constitution: str = "harmless"
     template: str = "judge"
     margin: float = 0.0
     on_reject: str = "drop"
-    disagreement: str = "tie"  # orders that disagree: tie (undecided), drop (ledgered), average (decides)
     undecided: str = "sft"  # an undecided pair: sft (the revision stays an SFT row, no DPO pair) or drop
-    max_flip_rate: float = MAX_FLIP_RATE  # above it (after min_judged pairs) the judge is called unreliable
-    min_judged: int = 20  # judged pairs before the flip rate is held against the judge
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.margin < 0.5:
             raise ValueError("margin must be in [0, 0.5)")
         if self.on_reject not in ("drop", "keep"):
             raise ValueError(f"on_reject must be drop or keep, got {self.on_reject!r}")
-        if self.disagreement not in DISAGREEMENT:
-            raise ValueError(f"disagreement must be one of {', '.join(DISAGREEMENT)}, got {self.disagreement!r}")
         if self.undecided not in ("sft", "drop"):
             raise ValueError(f"undecided must be sft or drop, got {self.undecided!r}")
-        if not 0 <= self.max_flip_rate <= 1 or self.min_judged < 1:
-            raise ValueError("max_flip_rate must be in [0, 1] and min_judged >= 1")
 
 
 class VerifyPairs(Stage):
@@ -84,9 +78,12 @@ class VerifyPairs(Stage):
             tally_verdict(step, metrics)
             metrics.count("undecided", step.get("outcome") == "undecided")
 
+    def halt(self, summary: dict) -> str | None:
+        return self.config.halt(summary.get("counters", {}))
+
     def notes(self, summary: dict) -> list[str]:
         counters = summary.get("counters", {})
-        notes = judge_notes(counters, self.config.max_flip_rate, self.config.min_judged, "pairs")
+        notes = judge_notes(counters, self.config, "pairs")
         if counters.get("undecided"):
             kept = "kept as SFT rows" if self.config.undecided == "sft" else "dropped"
             notes.append(
