@@ -13,9 +13,45 @@ Message = dict[str, str]
 
 # Names a record's own attributes and the template variables of a conversation take: not usable as column names.
 RESERVED_FIELDS = frozenset(
-    {"id", "prompt", "response", "rejected", "steps", "meta", "history", "fields", "reasoning"}
+    {"id", "prompt", "response", "rejected", "steps", "meta", "history", "fields", "reasoning", "candidates"}
     | {"conversation", "system", "turns"}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One of several answers to a record's conversation (a pool's, see ``stages/pool.py``): who wrote it, and
+    what raters scored it (``stages/rate.py``). The typed contract between the stages that write and read
+    ``Record.candidates``."""
+
+    text: str
+    teacher: str = "default"  # the named teacher that wrote it
+    member: str = ""  # the pool member (a teacher with its own sampling settings and system prompt)
+    scores: dict[str, float] = field(default_factory=dict)  # rubric aspect -> score (1..scale)
+    finish_reason: str | None = None
+
+    @property
+    def rating(self) -> float | None:
+        """The mean of its aspects' scores (None before it was rated)."""
+        return sum(self.scores.values()) / len(self.scores) if self.scores else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"text": self.text, "teacher": self.teacher, "member": self.member}
+        if self.scores:
+            data["scores"] = self.scores
+        if self.finish_reason is not None:
+            data["finish_reason"] = self.finish_reason
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(
+            text=data["text"],
+            teacher=data.get("teacher", "default"),
+            member=data.get("member", ""),
+            scores={k: float(v) for k, v in (data.get("scores") or {}).items()},
+            finish_reason=data.get("finish_reason"),
+        )
 
 
 @dataclass(slots=True)
@@ -42,6 +78,7 @@ class Record:
     history: list[Message] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)  # named columns: seed columns and what `generate` writes
     reasoning: dict[str, str] = field(default_factory=dict)  # answer_key(answer) -> the thinking behind it
+    candidates: list[Candidate] = field(default_factory=list)  # several answers to rank (a pool's), in order
 
     @property
     def dialogue(self) -> list[Message]:
@@ -82,6 +119,8 @@ class Record:
             data["fields"] = self.fields
         if self.reasoning:
             data["reasoning"] = self.reasoning
+        if self.candidates:  # absent when there are none: records without a pool serialise as before
+            data["candidates"] = [c.to_dict() for c in self.candidates]
         return data
 
     def thinking(self, answer: str | None) -> str | None:
@@ -101,6 +140,7 @@ class Record:
             history=[dict(m) for m in data.get("history") or []],
             fields=dict(data.get("fields") or {}),
             reasoning=dict(data.get("reasoning") or {}),
+            candidates=[Candidate.from_dict(c) for c in data.get("candidates") or []],
         )
 
     def content_hash(self) -> str:

@@ -364,3 +364,39 @@ def test_work_whose_client_has_gone_is_not_run(tiny_model_dir, continuous):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_two_teacher_pipeline_in_process_and_behind_serve_runs_end_to_end(server, tiny_model_dir, project):
+    """The default teacher in this process, a named one behind `synthforge serve`: a pool over both, rated by the
+    in-process one (log-probabilities), paired by score."""
+    path = project / "pipelines" / "two.yaml"
+    path.write_text(
+        f"""name: two
+seed: 3
+teacher: {{model: "{tiny_model_dir}", batch_size: 4, device: cpu}}
+teachers:
+  remote: {{backend: openai, model: tiny, openai: {{base_url: "{server}"}}}}
+seeds: {{path: seeds/tasks.jsonl, field: instruction}}
+stages:
+  - pool:
+      members:
+        - {{name: here, sampling: {{temperature: 1.0, max_new_tokens: 8}}}}
+        - {{name: there, teacher: remote, sampling: {{temperature: 1.0, max_new_tokens: 8}}}}
+  - rate: {{scoring: logprobs}}
+  - pair_by_score: {{min_margin: 0.0}}
+export: {{sft: true, dpo: true}}
+paths: {{prompts: ../prompts, constitutions: ../constitutions}}
+""",
+        encoding="utf-8",
+    )
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "two", limit=3), log=lambda _: None)
+    records = [json.loads(x) for x in (result.out_dir / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (result.out_dir / "dropped.jsonl").read_text().splitlines()]
+    everything = records + [d["record"] for d in dropped]
+    assert len(everything) == 3
+    for record in everything:
+        assert [(c["member"], c["teacher"]) for c in record["candidates"]] == [("here", "default"), ("there", "remote")]
+        assert all(len(c["scores"]) == 4 for c in record["candidates"])
+    assert result.manifest["teachers"]["remote"]["identity"]["backend"] == "openai"
+    assert result.manifest["teacher"]["backend"] == "transformers"
+    assert len(records) == result.manifest["counts"]["dpo"]  # every kept record is a pair

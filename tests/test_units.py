@@ -42,13 +42,16 @@ class _FlakyStage(Stage):
         return list(batch)
 
 
+NO_TEACHER = {"default": None}  # the team these stages get: they call no teacher
+
+
 def _records(*prompts):
     return [Record(id=p, prompt=p) for p in prompts]
 
 
 def test_a_failing_batch_is_retried_then_split_and_only_the_bad_record_is_ledgered():
     stage = _FlakyStage({"b"}, TeacherError("HTTP 500: boom"))
-    results = process_with_retries(stage, _records("a", "b", "c"), None, retries=2)
+    results = process_with_retries(stage, _records("a", "b", "c"), NO_TEACHER, retries=2)
     assert [r.id if isinstance(r, Record) else f"drop:{r.record.id}" for r in results] == ["a", "drop:b", "c"]
     assert results[1].reason == "teacher error after 3 attempt(s) alone: HTTP 500: boom"
     assert stage.calls[:3] == [["a", "b", "c"]] * 3  # the batch, retried twice
@@ -57,20 +60,20 @@ def test_a_failing_batch_is_retried_then_split_and_only_the_bad_record_is_ledger
 
 def test_a_non_retryable_error_splits_at_once_and_is_not_retried():
     stage = _FlakyStage({"b"}, TeacherError("HTTP 400: bad request", retryable=False))
-    results = process_with_retries(stage, _records("a", "b"), None, retries=5)
+    results = process_with_retries(stage, _records("a", "b"), NO_TEACHER, retries=5)
     assert stage.calls == [["a", "b"], ["a"], ["b"]]
     assert isinstance(results[1], Drop) and "1 attempt (not retryable)" in results[1].reason
 
 
 def test_a_bug_or_a_user_error_stops_instead_of_becoming_drops():
     with pytest.raises(StageFailed, match="raised KeyError"):
-        process_with_retries(_FlakyStage({"a"}, KeyError("x")), _records("a"), None, retries=2)
+        process_with_retries(_FlakyStage({"a"}, KeyError("x")), _records("a"), NO_TEACHER, retries=2)
     with pytest.raises(UserError, match="a file is missing"):
-        process_with_retries(_FlakyStage({"a"}, UserError("a file is missing")), _records("a"), None, retries=2)
+        process_with_retries(_FlakyStage({"a"}, UserError("a file is missing")), _records("a"), NO_TEACHER, retries=2)
     short = _FlakyStage(set(), None)
     short.process = lambda batch, teacher: batch[:1]
     with pytest.raises(StageFailed, match="returned 1 results for 2 records"):
-        process_with_retries(short, _records("a", "b"), None, retries=0)
+        process_with_retries(short, _records("a", "b"), NO_TEACHER, retries=0)
 
 
 # -- configs from YAML ------------------------------------------------------------------------------------

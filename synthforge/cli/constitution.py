@@ -81,7 +81,10 @@ def show(file: Path) -> None:
     for principle in parsed.principles:
         tags = f" tags={','.join(principle.tags)}" if principle.tags else ""
         click.echo(f"[{principle.name}] weight={principle.weight:g}{tags}")
-        click.echo(f"  critique: {principle.critique}")
-        click.echo(f"  revision: {principle.revision}")
+        if principle.can_critique:
+            click.echo(f"  critique: {principle.critique}")
+            click.echo(f"  revision: {principle.revision}")
         if principle.compare:
             click.echo(f"  compare:  {principle.compare}")
+        if principle.rate:
+            click.echo(f"  rate:     {principle.rate}")

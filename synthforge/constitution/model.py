@@ -10,7 +10,8 @@ from pathlib import Path
 @dataclass(frozen=True, slots=True)
 class Principle:
     """One principle: how to critique a response against it and how to revise it, and/or the question an AI
-    judge answers when comparing two responses (a judge-only principle has ``compare`` alone)."""
+    judge answers when comparing two responses (a judge-only principle has ``compare`` alone), and/or a rubric
+    aspect a rater scores one response on (``rate``: the aspect and its scale, for the ``rate`` stage)."""
 
     name: str
     critique: str
@@ -19,6 +20,7 @@ class Principle:
     weight: float = 1.0
     tags: tuple[str, ...] = ()
     line: int = 0
+    rate: str | None = None  # after ``line``: principles built positionally keep their meaning
 
     @property
     def can_critique(self) -> bool:

@@ -7,6 +7,7 @@
       a blank line before it starts a new paragraph).
     revision: Rewrite the response to remove the harm.
     compare: Which response is less harmful?      (optional)
+    rate: How harmless is the response? ...        (optional: a rubric aspect, scored 1..N by `rate`)
     weight: 2                                      (optional, default 1)
     tags: harm, safety                             (optional)
 
@@ -31,7 +32,7 @@ from synthforge.errors import UserError, excerpt
 from synthforge.files import read_text
 from synthforge.hashing import stable_hash
 
-PRINCIPLE_KEYS = {"critique", "revision", "compare", "weight", "tags"}
+PRINCIPLE_KEYS = {"critique", "revision", "compare", "rate", "weight", "tags"}
 PRINCIPLE_REQUIRED = ("critique", "revision")
 EXAMPLE_KEYS = ("prompt", "response", "critique_request", "critique", "revision_request", "revision")
 SUFFIXES = (".txt", ".md")
@@ -140,8 +141,8 @@ class _Reader:
 
 
 def _principle(block: _Block, source: str) -> Principle:
-    has = {key: bool(block.values.get(key, "").strip()) for key in (*PRINCIPLE_REQUIRED, "compare")}
-    judge_only = has["compare"] and not has["critique"] and not has["revision"]
+    has = {key: bool(block.values.get(key, "").strip()) for key in (*PRINCIPLE_REQUIRED, "compare", "rate")}
+    judge_only = (has["compare"] or has["rate"]) and not has["critique"] and not has["revision"]
     for key in PRINCIPLE_REQUIRED:
         if not has[key] and not judge_only:
             raise _fail(source, block.line, f"principle [{block.name}] has no {key} request ('{key}: ...')")
@@ -159,6 +160,7 @@ def _principle(block: _Block, source: str) -> Principle:
         critique=block.values.get("critique", ""),
         revision=block.values.get("revision", ""),
         compare=block.values.get("compare") or None,
+        rate=block.values.get("rate") or None,
         weight=weight,
         tags=tags,
         line=block.line,

@@ -26,6 +26,8 @@ def _principle(p: Principle) -> list[str]:
         lines += [*_value("critique", p.critique), *_value("revision", p.revision)]
     if p.compare:
         lines += _value("compare", p.compare)
+    if p.rate:
+        lines += _value("rate", p.rate)
     if p.weight != 1.0:
         lines.append(f"weight: {p.weight:g}")
     if p.tags:

@@ -9,7 +9,7 @@ registry: a new executor is one module beside the local one exporting an :class:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +20,8 @@ from synthforge.settings import SpecError
 from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
 from synthforge.teachers.config import TeacherSpec
+
+Team = Mapping[str, Teacher]  # the run's teachers by name (teachers.team)
 
 TEACHER_FAILURE = "teacher error"
 Result = Record | Drop
@@ -32,7 +34,7 @@ class Executor(Protocol):
     pipelines: bool
 
     def run(
-        self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
+        self, stage: Stage, batches: list[list[Record]], team: Team, retries: int
     ) -> Iterator[tuple[int, list[Result]]]: ...
 
     def describe(self) -> dict[str, Any]:
@@ -43,7 +45,7 @@ class Executor(Protocol):
         """Workers a whole-dataset stage with a distributed form may use (0: run it in this process)."""
         ...
 
-    def submit(self, stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> Future:
+    def submit(self, stage: Stage, batch: list[Record], team: Team, retries: int) -> Future:
         """Start one batch and return at once: a future of its results (executors that can pipeline stages;
         one that can't raises ``NotImplementedError`` and the engine runs stage by stage)."""
         ...
@@ -56,11 +58,11 @@ class Executor(Protocol):
 @dataclass(frozen=True)
 class ExecutorKind:
     """One executor: its settings (the ``engine:`` keys beyond ``kind`` and ``chunk_size``; None: it has none),
-    how to build it from them, the teacher spec and the run's teacher, and a line for ``--help``."""
+    how to build it from them, the default teacher's spec and the run's teachers, and a line for ``--help``."""
 
     name: str
     settings: type | None
-    build: Callable[[Any, TeacherSpec, Teacher | None], Executor]
+    build: Callable[[Any, TeacherSpec, Team], Executor]
     help: str
 
 
@@ -87,13 +89,13 @@ def stage_bug(stage: Stage, exc: Exception) -> StageFailed:
     )
 
 
-def process_with_retries(stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> list[Result]:
+def process_with_retries(stage: Stage, batch: list[Record], team: Team, retries: int) -> list[Result]:
     """Run a batch; on a teacher error retry it, then split it record by record; a record that still fails
     becomes a drop with the error. Any other exception is a bug and stops the run."""
     error: TeacherError | None = None
     for _ in range(retries + 1):
         try:
-            results = stage.process(batch, teacher)
+            results = stage.run_batch(batch, team)
         except UserError:
             raise
         except TeacherError as exc:
@@ -107,7 +109,7 @@ def process_with_retries(stage: Stage, batch: list[Record], teacher: Teacher | N
             raise StageFailed(f"stage {stage.name} returned {len(results)} results for {len(batch)} records")
         return results
     if len(batch) > 1:
-        return [result for record in batch for result in process_with_retries(stage, [record], teacher, retries)]
+        return [result for record in batch for result in process_with_retries(stage, [record], team, retries)]
     attempts = "1 attempt (not retryable)" if error is not None and not error.retryable else f"{retries + 1} attempt(s)"
     return [stage.drop(batch[0], f"{TEACHER_FAILURE} after {attempts} alone: {error}")]
 
@@ -115,7 +117,7 @@ def process_with_retries(stage: Stage, batch: list[Record], teacher: Teacher | N
 def whole_with_retries(
     stage: Any,
     records: list[Record],
-    teacher: Teacher | None,
+    team: Team,
     progress: Callable[[int], None],
     journal: Any,
     retries: int,
@@ -124,7 +126,7 @@ def whole_with_retries(
     stops the run with one line; any other exception is a bug."""
     for attempt in range(retries + 1):
         try:
-            return stage.process_all(records, teacher, progress, journal)
+            return stage.run_all(records, team, progress, journal)
         except UserError:
             raise
         except TeacherError as exc:

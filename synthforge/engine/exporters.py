@@ -56,7 +56,8 @@ def _tie(record: Record) -> bool:
 
 def dpo_row(record: Record, system: bool = True, reasoning: bool = False) -> dict[str, Any]:
     """TRL conversational preference row with an explicit prompt (every turn before the final answer) and the
-    two final answers (+ the judge's confidence when labelled by one, the reward gap when ranked by a model)."""
+    two final answers (+ the judge's confidence when labelled by one, the reward gap when ranked by a model, both
+    mean scores when paired by a rubric judge)."""
     row = {
         "id": record.id,
         "prompt": _with_thinking(record, _context(record, system), reasoning),
@@ -69,6 +70,10 @@ def dpo_row(record: Record, system: bool = True, reasoning: bool = False) -> dic
     reward = record.meta.get("reward")
     if reward:  # reward-ranked pairs: the reward model's score gap (TRL's RewardTrainer reads a margin column)
         row["margin"] = round(float(reward["margin"]), 6)
+    rating = record.meta.get("rating")
+    if rating:  # pairs from rubric scores: both answers' mean scores, as in UltraFeedback binarized
+        row["score_chosen"] = round(float(rating["chosen_score"]), 6)
+        row["score_rejected"] = round(float(rating["rejected_score"]), 6)
     return row
 
 

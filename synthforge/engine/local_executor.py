@@ -9,10 +9,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from synthforge.engine.executor import ExecutorKind, Result, process_with_retries
+from synthforge.engine.executor import ExecutorKind, Result, Team, process_with_retries
 from synthforge.records import Record
 from synthforge.stages.base import Stage
-from synthforge.teachers.base import Teacher
 
 
 @dataclass
@@ -41,10 +40,10 @@ class LocalExecutor:
     def workers(self) -> int:
         return 0
 
-    def submit(self, stage: Stage, batch: list[Record], teacher: Teacher | None, retries: int) -> Future:
+    def submit(self, stage: Stage, batch: list[Record], team: Team, retries: int) -> Future:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads or 128, thread_name_prefix="synthforge-batch")
-        return self._pool.submit(process_with_retries, stage, batch, teacher, retries)
+        return self._pool.submit(process_with_retries, stage, batch, team, retries)
 
     def close(self) -> None:
         """Let the worker threads go."""
@@ -53,15 +52,15 @@ class LocalExecutor:
             self._pool = None
 
     def run(
-        self, stage: Stage, batches: list[list[Record]], teacher: Teacher | None, retries: int
+        self, stage: Stage, batches: list[list[Record]], team: Team, retries: int
     ) -> Iterator[tuple[int, list[Result]]]:
         for number, batch in enumerate(batches):
-            yield number, process_with_retries(stage, batch, teacher, retries)
+            yield number, process_with_retries(stage, batch, team, retries)
 
 
 EXECUTOR = ExecutorKind(
     name="local",
     settings=LocalSettings,
-    build=lambda settings, teacher_spec, teacher: LocalExecutor(settings.workers if settings else None),
+    build=lambda settings, teacher_spec, team: LocalExecutor(settings.workers if settings else None),
     help="this process",
 )

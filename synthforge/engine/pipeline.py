@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from synthforge.engine.executor import Team
 from synthforge.engine.stagework import Budget, Result, StageReport, StageWork
 from synthforge.records import Drop, Record
-from synthforge.teachers.base import Teacher
 
 
 @dataclass
@@ -39,7 +39,7 @@ class _Step:
 def run_segment(
     works: list[StageWork],
     records: list[Record],
-    teacher: Teacher | None,
+    team: Team,
     submit: Callable[..., cf.Future],
     concurrency: int,
     chunk: int,
@@ -60,7 +60,7 @@ def run_segment(
         for order, record in enumerate(records):
             _arrive(steps, 0, order, record)
         while True:
-            _submit(steps, running, submit, teacher, concurrency, chunk, retries, probe)
+            _submit(steps, running, submit, team, concurrency, chunk, retries, probe)
             if not running:
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
@@ -116,7 +116,7 @@ def _submit(
     steps: list[_Step],
     running: dict[cf.Future, tuple[int, list[int]]],
     submit: Callable[..., cf.Future],
-    teacher: Teacher | None,
+    team: Team,
     concurrency: int,
     chunk: int,
     retries: int,
@@ -132,5 +132,5 @@ def _submit(
                 break  # the probe is still out
             orders, step.pending = step.pending[:chunk], step.pending[chunk:]
             batch = [step.inputs[i] for i in orders]
-            running[submit(step.work.stage, batch, teacher, retries)] = (k, orders)
+            running[submit(step.work.stage, batch, team, retries)] = (k, orders)
             step.in_flight += 1

@@ -23,6 +23,7 @@ from synthforge.records import Record
 from synthforge.stages.base import Stage
 from synthforge.teachers.config import TeacherSpec
 from synthforge.teachers.factory import LazyTeacher, placement_group_replica, replica_devices
+from synthforge.teachers.team import DEFAULT, Team
 
 
 @dataclass
@@ -46,14 +47,14 @@ class TeacherReplica:
 
         torch.set_num_threads(max(1, threads))
         self.spec = spec
-        self.teacher = LazyTeacher(spec)
+        self.team = Team.of(LazyTeacher(spec))  # the default teacher only (named teachers: engine local)
         self._stage: tuple[bytes, Stage] | None = None
 
     def process(self, number: int, plan: tuple, batch: list[Record], retries: int) -> tuple[int, list[Result]]:
         """Results of one batch; ``plan`` is the stage as plain data (``Stage.__reduce__``), rebuilt here once.
         A user error here (a file or model missing on this node) is one line naming the node."""
         try:
-            return number, process_with_retries(self._rebuilt(plan), batch, self.teacher, retries)
+            return number, process_with_retries(self._rebuilt(plan), batch, self.team, retries)
         except UserError as exc:
             raise UserError(f"on Ray node {socket.gethostname()}: {exc}") from None
 
@@ -138,14 +139,14 @@ class RayExecutor:
         (0 when the replicas hold them all: the stage then runs on the driver rather than wait for them)."""
         return max(0, int(self.ray.available_resources().get("CPU", 0)))
 
-    def submit(self, stage: Stage, batch: list[Record], teacher: Any, retries: int) -> Any:
+    def submit(self, stage: Stage, batch: list[Record], team: Any, retries: int) -> Any:
         raise NotImplementedError("the Ray executor runs a stage's batches on its actors, stage by stage")
 
     def completed(self, actor: Any, number: int) -> None:
         """Called after each batch comes back (a hook for tests that kill an actor mid-run)."""
 
     def run(
-        self, stage: Stage, batches: list[list[Record]], teacher: Any, retries: int
+        self, stage: Stage, batches: list[list[Record]], team: Any, retries: int
     ) -> Iterator[tuple[int, list[Result]]]:
         ray = self.ray
         queue = list(range(len(batches)))
@@ -184,7 +185,13 @@ class RayExecutor:
         self.actors = []
 
 
-def _build(settings: RayResources | None, teacher_spec: TeacherSpec, teacher: Any) -> RayExecutor:
+def _build(settings: RayResources | None, teacher_spec: TeacherSpec, team: Any) -> RayExecutor:
+    if set(team) - {DEFAULT}:
+        raise UserError(
+            f"engine ray runs replicas of the pipeline's teacher: only; named teachers ({', '.join(sorted(team))}) "
+            "need engine local"
+        )
+    teacher = team.get(DEFAULT)
     if teacher is not None and not isinstance(teacher, LazyTeacher):
         raise UserError(
             "engine ray builds its teacher replicas from the pipeline's teacher: settings, not from an object"
@@ -195,6 +202,6 @@ def _build(settings: RayResources | None, teacher_spec: TeacherSpec, teacher: An
 EXECUTOR = ExecutorKind(
     name="ray",
     settings=RayResources,
-    build=lambda settings, teacher_spec, teacher: _build(settings, teacher_spec, teacher),
+    build=lambda settings, teacher_spec, team: _build(settings, teacher_spec, team),
     help="teacher replicas as Ray actors (pip install 'synthforge[ray]'; joins RAY_ADDRESS when set)",
 )

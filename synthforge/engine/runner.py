@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from synthforge.teachers.factory import (
     teacher_capabilities,
     teacher_settings,
 )
+from synthforge.teachers.team import DEFAULT, Team
 
 Log = Callable[[str], None]
 
@@ -86,6 +87,11 @@ class PreparedRun:
     def needs_teacher(self) -> bool:
         return any(stage.uses_teacher for stage in self.stages)
 
+    @property
+    def teacher_names(self) -> list[str]:
+        """The named teachers the stages call, in order of first use."""
+        return list(dict.fromkeys(name for stage in self.stages for name in stage.teacher_names()))
+
 
 @dataclass
 class RunResult:
@@ -95,8 +101,9 @@ class RunResult:
 
 
 def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | None = None) -> PreparedRun:
-    """Build every stage and render every prompt once, and check that the teacher can do what each stage
-    needs, so bad files and settings fail before a model loads or a request is sent."""
+    """Build every stage and render every prompt once, and check that each stage's teachers can do what it
+    needs, so bad files and settings fail before a model loads or a request is sent. ``teacher``: an object
+    standing in for the default teacher."""
     records = (
         seed_records(
             spec.seeds_path,
@@ -109,9 +116,17 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
         if spec.seeds
         else []
     )
-    have = capabilities_of(teacher) if teacher is not None else teacher_capabilities(spec.teacher)
-    resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir, have)
-    stages = [stage_class(s.kind)(s.name, s.settings, resources, where=s.where) for s in spec.stages]
+
+    def have(name: str) -> frozenset[str]:
+        if name == DEFAULT and teacher is not None:
+            return capabilities_of(teacher)
+        return teacher_capabilities(spec.teacher_spec_of(name))
+
+    stages = []
+    for s in spec.stages:
+        name = _teacher_named(s.settings, s.where, spec) if stage_class(s.kind).uses_teacher else DEFAULT
+        resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir, have(name))
+        stages.append(stage_class(s.kind)(s.name, s.settings, resources, where=s.where))
     for stage in stages:
         stage.preview(placeholder_record(records[0] if records else None))
     available = _check_data_flow(
@@ -125,25 +140,41 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
                 f"(available: {', '.join(sorted(available | set(CONVERSATION_COLUMNS)))})"
             )
     prepared = PreparedRun(spec=spec, stages=stages, records=records)
-    if prepared.needs_teacher:
-        if teacher is None:
-            check_device(spec.teacher, f"{spec.source}: teacher")
-        backend = spec.teacher.backend
-        if teacher is not None:
-            backend = backend_name(teacher)
-        for stage in stages:
-            problem = missing_capability(backend, stage.needs, have) if stage.uses_teacher else None
-            if problem:
-                raise SpecError(f"{stage.where}: stage {stage.kind} {problem}")
+    for name in prepared.teacher_names:
+        _check_teacher(prepared, name, have(name), teacher if name == DEFAULT else None)
     return prepared
 
 
-def teacher_needs(stages: list[Stage]) -> frozenset[str]:
-    """What the stages that call the teacher will ask of it: their capabilities, and ``SAMPLES`` when one asks
-    for several samples of a prompt (a server may ignore ``n``)."""
+def _teacher_named(settings: dict[str, Any], where: str, spec: PipelineSpec) -> str:
+    """The teacher a stage's ``teacher:`` names (the default when unset); an unknown name is a spec error."""
+    name = settings.get("teacher", DEFAULT)
+    if isinstance(name, str) and name != DEFAULT and name not in spec.teachers:
+        named = ", ".join(sorted(spec.teachers)) or "none: add a teachers: mapping"
+        raise SpecError(f"{where}.teacher: no teacher named {name!r} (named teachers: {named})")
+    return name if isinstance(name, str) else DEFAULT
+
+
+def _check_teacher(prepared: PreparedRun, name: str, have: frozenset[str], given: Teacher | None) -> None:
+    """Each stage calling teacher ``name`` needs only what it can do; its device exists on this machine."""
+    spec = prepared.spec
+    where = "teacher" if name == DEFAULT else f"teachers.{name}"
+    if given is None:
+        check_device(spec.teacher_spec_of(name), f"{spec.source}: {where}")
+    backend = backend_name(given) if given is not None else spec.teacher_spec_of(name).backend
+    for stage in prepared.stages:
+        if name in stage.teacher_names():
+            problem = missing_capability(backend, stage.needs, have)
+            if problem:
+                who = "" if name == DEFAULT else f" (teacher {name!r})"
+                raise SpecError(f"{stage.where}: stage {stage.kind}{who} {problem}")
+
+
+def teacher_needs(stages: list[Stage], name: str = DEFAULT) -> frozenset[str]:
+    """What the stages that call teacher ``name`` will ask of it: their capabilities, and ``SAMPLES`` when one
+    asks for several samples of a prompt (a server may ignore ``n``)."""
     needs: set[str] = set()
     for stage in stages:
-        if not stage.uses_teacher:
+        if name not in stage.teacher_names():
             continue
         needs |= stage.needs
         if any(isinstance(v, SamplingParams) and v.n > 1 for v in vars(stage.config).values()):
@@ -209,46 +240,53 @@ def run_pipeline(
     options: RunOptions | None = None,
     teacher: Teacher | None = None,
     log: Log | None = None,
+    teachers: dict[str, Teacher] | None = None,
 ) -> RunResult:
-    """Run ``spec`` end to end and return the manifest; ``teacher`` overrides loading ``spec.teacher``."""
+    """Run ``spec`` end to end and return the manifest; ``teacher`` overrides loading ``spec.teacher``, and
+    ``teachers`` named teachers of ``spec.teachers``."""
     options = options or RunOptions()
     log = log or (lambda message: print(message, file=sys.stderr))
+    given = {**(teachers or {}), **({DEFAULT: teacher} if teacher is not None else {})}
     prepared = prepare(spec, options.limit, teacher)
-    owned = None
-    if teacher is None and prepared.needs_teacher:
-        # identity now; weights or connection on first use, when what the stages need is probed
-        teacher = owned = LazyTeacher(spec.teacher, teacher_needs(prepared.stages), log)
+    # identity now; weights or connection on first use, when what the stages need is probed
+    owned = Team(
+        {
+            name: LazyTeacher(spec.teacher_spec_of(name), teacher_needs(prepared.stages, name), log)
+            for name in prepared.teacher_names
+            if name not in given
+        }
+    )
+    team = Team({**owned, **{name: given[name] for name in prepared.teacher_names if name in given}})
     with run_directory(options.out_dir or default_out_dir(spec), spec.name) as out_dir:
         try:
-            return _run_locked(prepared, out_dir, teacher, options, log)
+            return _run_locked(prepared, out_dir, team, options, log)
         finally:
-            if owned is not None:
-                owned.close()
+            owned.close()
 
 
-def _run_locked(prepared: PreparedRun, out_dir: Path, teacher: Teacher | None, options: RunOptions, log: Log):
+def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
     """The run itself, with ``out_dir`` claimed and locked."""
     spec = prepared.spec
     if options.fresh:
         remove_checkpoints(out_dir)
     started = time.time()
     budget = Budget(options.max_tokens)
-    executor = build_executor(spec, teacher)
+    executor = build_executor(spec, team)
     try:
-        return _run_stages(prepared, out_dir, teacher, options, log, executor, budget, started)
+        return _run_stages(prepared, out_dir, team, options, log, executor, budget, started)
     finally:
         executor.close()
 
 
-def build_executor(spec: PipelineSpec, teacher: Teacher | None) -> Executor:
+def build_executor(spec: PipelineSpec, team: Team) -> Executor:
     """The executor ``engine.kind`` names, built from its settings (an optional extra is imported only then)."""
-    return executor_kind(spec.engine.kind).build(spec.engine.options, spec.teacher, teacher)
+    return executor_kind(spec.engine.kind).build(spec.engine.options, spec.teacher, team)
 
 
 def _run_stages(
     prepared: PreparedRun,
     out_dir: Path,
-    teacher: Teacher | None,
+    team: Team,
     options: RunOptions,
     log: Log,
     executor: Executor,
@@ -260,10 +298,10 @@ def _run_stages(
     checkpoints = out_dir / CHECKPOINTS
     records, drops, reports = prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
-    in_flight, batch = pipeline_plan(spec, teacher, executor)
+    in_flight, batch = pipeline_plan(spec, team, executor)
     # send each stage's first batch alone when a remote teacher isn't known to be up (asked once, when a first
     # batch is sent: a fully cached rerun opens no connection)
-    probe = functools.cache(lambda: is_remote(teacher) and not says_ready(teacher))
+    probe = functools.cache(lambda: any(is_remote(t) and not says_ready(t) for t in team.values()))
     index = 0
     while index < len(prepared.stages):
         stage = prepared.stages[index]
@@ -274,11 +312,11 @@ def _run_stages(
                     break
                 segment.append(prepared.stages[index + len(segment)])
         if in_flight > 1 and not stage.whole_dataset:
-            works = [StageWork(index + k, s, teacher, checkpoints) for k, s in enumerate(segment)]
+            works = [StageWork(index + k, s, team, checkpoints) for k, s in enumerate(segment)]
             done = run_segment(
                 works,
                 records,
-                teacher,
+                team,
                 executor.submit,
                 in_flight,
                 batch,
@@ -289,7 +327,7 @@ def _run_stages(
             )
         else:
             segment = [stage]
-            done = [_run_stage(index, stage, records, teacher, spec, checkpoints, options, budget, executor)]
+            done = [_run_stage(index, stage, records, team, spec, checkpoints, options, budget, executor)]
         for step, (kept, stage_drops, report) in zip(segment, done, strict=True):
             _check_balance(step, len(records), len(kept), len(stage_drops))
             records = kept
@@ -307,7 +345,7 @@ def _run_stages(
     if counts["dropped"] != len(drops):
         raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
     funnel.append({"step": "kept (sft)" if "sft" in counts else "kept", "records": counts.get("sft", len(records))})
-    manifest = build_manifest(prepared, teacher, reports, counts, funnel, time.time() - started)
+    manifest = build_manifest(prepared, team, reports, counts, funnel, time.time() - started)
     manifest["engine"] = executor.describe()
     summaries = collect_metrics(prepared.stages, [*records, *(d.record for d in drops)])
     for entry, summary, stage in zip(manifest["stages"], summaries, prepared.stages, strict=True):
@@ -349,7 +387,7 @@ def _run_stage(
     index: int,
     stage: Stage,
     records: list[Record],
-    teacher: Teacher | None,
+    team: Team,
     spec: PipelineSpec,
     checkpoints: Path,
     options: RunOptions,
@@ -357,20 +395,20 @@ def _run_stage(
     executor: Executor,
 ) -> tuple[list[Record], list[Drop], StageReport]:
     if stage.whole_dataset:
-        work = StageWork(index, stage, teacher, checkpoints, stable_hash([r.content_hash() for r in records]))
+        work = StageWork(index, stage, team, checkpoints, stable_hash([r.content_hash() for r in records]))
         distributed = stage.distributed(executor.workers())  # same fingerprint, same results
-        results, cached = _dataset_results(distributed, records, teacher, work, options, spec.teacher.max_retries)
+        results, cached = _dataset_results(distributed, records, team, work, options, spec.teacher.max_retries)
         budget.spend(sum(work.tokens), stage.name)
         return work.finish(len(records), results, len(records) if cached else 0)
-    work = StageWork(index, stage, teacher, checkpoints)
-    results, reused = _batched_results(work, records, teacher, spec, options, budget, executor)
+    work = StageWork(index, stage, team, checkpoints)
+    results, reused = _batched_results(work, records, team, spec, options, budget, executor)
     return work.finish(len(records), results, reused)
 
 
 def _batched_results(
     work: StageWork,
     records: list[Record],
-    teacher: Teacher | None,
+    team: Team,
     spec: PipelineSpec,
     options: RunOptions,
     budget: Budget,
@@ -388,7 +426,7 @@ def _batched_results(
     try:
         # execute: the executor maps the stage over the planned batches, in any order
         batches = [[records[i] for i in todo] for todo in plan]
-        for number, results in executor.run(stage, batches, teacher, spec.teacher.max_retries):
+        for number, results in executor.run(stage, batches, team, spec.teacher.max_retries):
             todo = plan[number]
             # commit: the driver is the only writer of checkpoints
             work.commit([(keys[i], records[i], r) for i, r in zip(todo, results, strict=True)], budget)
@@ -406,7 +444,7 @@ def _unfinished(indices: list[int], keys: list[str], checkpoint: StageCheckpoint
 MAX_IN_FLIGHT = 128  # batches; each holds a worker thread
 
 
-def pipeline_plan(spec: PipelineSpec, teacher: Teacher | None, executor: Executor) -> tuple[int, int]:
+def pipeline_plan(spec: PipelineSpec, team: Mapping[str, Teacher], executor: Executor) -> tuple[int, int]:
     """(batches in flight, records per batch) for per-record stages. A teacher that serves concurrent calls gets
     small batches, so that a slow request holds back few records, and enough of them to queue several times what
     it serves: a remote one (an HTTP window, whose latencies vary by request) batches of 1/16 of its window and
@@ -417,10 +455,10 @@ def pipeline_plan(spec: PipelineSpec, teacher: Teacher | None, executor: Executo
     if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
         return 1, chunk
     workers = getattr(spec.engine.options, "workers", None)
-    serves = requests_at_once(teacher)
+    serves = sum(requests_at_once(t) for t in team.values()) or 1  # each teacher keeps its own window busy
     if serves <= 1:
         return (workers or 1), chunk
-    share, depth = (16, 6) if is_remote(teacher) else (4, 3)
+    share, depth = (16, 6) if any(is_remote(t) for t in team.values()) else (4, 3)
     batch = spec.engine.chunk_size or spec.teacher.batch_size or max(1, min(chunk, serves // share))
     return (workers or min(MAX_IN_FLIGHT, max(2, -(-depth * serves // batch)))), batch
 
@@ -433,7 +471,7 @@ def chunk_size(spec: PipelineSpec) -> int:
 def _dataset_results(
     stage: DatasetStage,
     records: list[Record],
-    teacher: Teacher | None,
+    team: Team,
     work: StageWork,
     options: RunOptions,
     retries: int,
@@ -446,7 +484,7 @@ def _dataset_results(
     bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
     journal = Journal(work.path.with_suffix(".journal.jsonl"))
     try:
-        results = whole_with_retries(stage, records, teacher, bar.update, journal, retries)
+        results = whole_with_retries(stage, records, team, bar.update, journal, retries)
     finally:
         bar.close()
     save_results(work.path, results)
@@ -477,9 +515,23 @@ def _report_line(report: StageReport, explain: bool) -> str:
     return line
 
 
+def named_teachers(spec: PipelineSpec, team: Team) -> dict[str, Any]:
+    """Each named teacher the stages called: its identity and settings, under its name (the manifest's
+    ``teachers``; the default teacher stays under ``teacher``)."""
+    base = spec.base_dir
+    return {
+        name: {
+            "identity": redact_paths(teacher.identity, base),
+            "settings": redact_paths(teacher_settings(spec.teacher_spec_of(name)), base),
+        }
+        for name, teacher in team.items()
+        if name != DEFAULT
+    }
+
+
 def build_manifest(
     prepared: PreparedRun,
-    teacher: Teacher | None,
+    team: Team,
     reports: list[StageReport],
     counts: dict[str, int],
     funnel: list[dict[str, Any]],
@@ -517,8 +569,9 @@ def build_manifest(
             "description": spec.description,
             "resolved": redact_paths(spec.raw, base),
         },
-        "teacher": redact_paths(teacher.identity, base) if teacher is not None else None,
+        "teacher": redact_paths(team.default.identity, base) if team.default is not None else None,
         "teacher_settings": redact_paths(teacher_settings(spec.teacher), base),
+        **({"teachers": named_teachers(spec, team)} if set(team) - {DEFAULT} else {}),
         "usage": {
             "prompt_tokens": sum(r.prompt_tokens for r in reports),
             "completion_tokens": sum(r.completion_tokens for r in reports),

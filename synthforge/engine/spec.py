@@ -19,6 +19,7 @@ from synthforge.settings import OMIT_IF_NONE, SpecError, build_config
 from synthforge.stages import STAGES, stage_class
 from synthforge.teachers.config import TeacherSpec
 from synthforge.teachers.factory import teacher_spec
+from synthforge.teachers.team import DEFAULT
 
 
 @dataclass
@@ -145,6 +146,11 @@ class PipelineSpec:
     engine: EngineSpec = field(default_factory=EngineSpec)
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    teachers: dict[str, TeacherSpec] = field(default_factory=dict)  # named teachers (`teachers:`), besides default
+
+    def teacher_spec_of(self, name: str) -> TeacherSpec:
+        """The spec of the teacher called ``name`` (``default``: ``teacher:``)."""
+        return self.teacher if name == DEFAULT else self.teachers[name]
 
     @property
     def base_dir(self) -> Path:
@@ -165,7 +171,7 @@ class PipelineSpec:
 
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # becomes a directory or file name: no '/', no '..'
-TOP_KEYS = ("name", "description", "seed", "teacher", "engine", "seeds", "stages", "export", "paths")
+TOP_KEYS = ("name", "description", "seed", "teacher", "teachers", "engine", "seeds", "stages", "export", "paths")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -244,6 +250,22 @@ def _entry_named(entry: dict[str, Any], name: str) -> bool:
     return (settings or {}).get("name", kind) == name
 
 
+def named_teachers(data: Any, where: str) -> dict[str, TeacherSpec]:
+    """The ``teachers:`` mapping: a name for each teacher spec (the same keys as ``teacher:``)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping of names to teacher settings, got {type(data).__name__}")
+    named = {}
+    for name, settings in data.items():
+        if not isinstance(name, str) or not SAFE_NAME.match(name):
+            raise SpecError(f"{where}: {excerpt(name)} is not a teacher name (letters, digits, '.', '_', '-')")
+        if name == DEFAULT:
+            raise SpecError(f"{where}.{name}: the name {DEFAULT!r} is the pipeline's teacher: (set that instead)")
+        named[name] = teacher_spec(settings, f"{where}.{name}")
+    return named
+
+
 def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineSpec:
     """Read, override and validate a pipeline file; every error names the file and key path."""
     source = Path(path).resolve()
@@ -268,6 +290,7 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         source=source,
         seed=seed,
         teacher=teacher_spec(data.get("teacher"), f"{source}: teacher"),
+        teachers=named_teachers(data.get("teachers"), f"{source}: teachers"),
         seeds=build_config(SeedsSpec, data["seeds"], f"{source}: seeds") if data.get("seeds") is not None else None,
         stages=_stage_entries(data, source),
         export=build_config(ExportSpec, data.get("export"), f"{source}: export"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,24 @@ def stop_if_all_failed(stage: Stage, results: list[Result]) -> None:
         )
 
 
+def teachers_identity(stage: Stage, team: Mapping[str, Teacher]) -> Any:
+    """What identifies the teachers a stage calls, for its fingerprint: the one teacher's identity (as before named
+    teachers), or each one's by name when it calls several; None when it calls none."""
+    names = stage.teacher_names()
+    if not names:
+        return None
+    if len(names) == 1:
+        return team[names[0]].identity
+    return {name: team[name].identity for name in names}
+
+
 class StageWork:
     """One stage's run: its fingerprint (cache key) and checkpoint, the results committed to it, the tokens they
     cost, and the report. The driver alone calls :meth:`commit` (it is the only writer of checkpoints)."""
 
-    def __init__(self, index: int, stage: Stage, teacher: Teacher | None, checkpoints: Path, inputs: str = ""):
+    def __init__(self, index: int, stage: Stage, team: Mapping[str, Teacher], checkpoints: Path, inputs: str = ""):
         parts = stage.fingerprint()
-        parts["teacher"] = teacher.identity if (teacher is not None and stage.uses_teacher) else None
+        parts["teacher"] = teachers_identity(stage, team)
         if inputs:
             parts["inputs"] = inputs  # a whole-dataset stage: the hash of all its input records
         self.stage, self.parts, self.checkpoints = stage, parts, checkpoints

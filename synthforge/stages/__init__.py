@@ -26,6 +26,9 @@ STAGES: dict[str, str] = {
     "verify_pairs": "synthforge.stages.verify_pairs:VerifyPairs",
     "reward_score": "synthforge.stages.reward_score:RewardScore",
     "grow_dialogue": "synthforge.stages.grow_dialogue:GrowDialogue",
+    "pool": "synthforge.stages.pool:Pool",
+    "rate": "synthforge.stages.rate:Rate",
+    "pair_by_score": "synthforge.stages.pair_by_score:PairByScore",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -29,6 +29,7 @@ from synthforge.teachers.base import (
     Teacher,
     window_of,
 )
+from synthforge.teachers.team import DEFAULT
 
 PLACEHOLDER = "<<{} from upstream>>"
 
@@ -66,7 +67,11 @@ class Stage(ABC):
         self.name = name
         self.settings = dict(settings or {})  # the plain data it was built from (see __reduce__)
         self.where = where or f"stages.{name}"
-        self.config = build_config(self.Config, settings or {}, self.where)
+        own = dict(self.settings)
+        self.teacher_name = own.pop("teacher", DEFAULT) if self.uses_teacher else DEFAULT  # `teacher: NAME`
+        if not isinstance(self.teacher_name, str):
+            raise SpecError(f"{self.where}.teacher: expected the name of a teacher, got {self.teacher_name!r}")
+        self.config = build_config(self.Config, own, self.where)
         self.resources = resources
         self.templates: dict[str, PromptTemplate] = {}
         self.constitution: Constitution | None = None
@@ -140,6 +145,29 @@ class Stage(ABC):
             "constitution": self.constitution.sha256 if self.constitution else None,
             **({"json_answers": self.json_answers} if self.json_answers is not None else {}),
         }
+
+    def teacher_names(self) -> tuple[str, ...]:
+        """The named teachers this stage calls (``teacher: NAME``, else the default); none when it calls none."""
+        return (self.teacher_name,) if self.uses_teacher else ()
+
+    def run_batch(self, batch: list[Record], team: Mapping[str, Teacher]) -> list[Record | Drop]:
+        """What executors call: :meth:`process` with this stage's own teacher; each new trace step of this stage
+        says which named teacher it called (``teacher``). A stage that calls several (a pool, a jury) overrides
+        this and says so itself."""
+        if not self.uses_teacher:
+            return self.process(batch, None)
+        return [self.stamped(r, self.teacher_name) for r in self.process(batch, team[self.teacher_name])]
+
+    def stamped(self, result: Record | Drop, teacher: str) -> Record | Drop:
+        """``result`` with ``teacher: NAME`` on this stage's steps that don't name one yet."""
+        record = result.record if isinstance(result, Drop) else result
+        steps = [
+            {**s, "teacher": teacher} if s.get("stage") == self.name and "teacher" not in s else s for s in record.steps
+        ]
+        if steps == record.steps:
+            return result
+        record = replace(record, steps=steps)
+        return replace(result, record=record) if isinstance(result, Drop) else record
 
     def tally(self, step: dict[str, Any], metrics: Metrics) -> None:  # noqa: B027 - optional hook
         """Count what this stage reports about one of its own trace steps (see ``metric_groups``)."""
@@ -220,6 +248,19 @@ class DatasetStage(Stage):
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         return self.process_all(batch, teacher, lambda _: None)
+
+    def run_all(
+        self,
+        records: list[Record],
+        team: Mapping[str, Teacher],
+        progress: Callable[[int], None],
+        journal: Journal | None = None,
+    ) -> list[Record | Drop]:
+        """What executors call: :meth:`process_all` with this stage's own teacher, its steps stamped with its name."""
+        if not self.uses_teacher:
+            return self.process_all(records, None, progress, journal)
+        results = self.process_all(records, team[self.teacher_name], progress, journal)
+        return [self.stamped(r, self.teacher_name) for r in results]
 
     @staticmethod
     def remember_completions(

@@ -1,0 +1,96 @@
+"""A pool over two servers: does it finish in about the time of the slower server alone, not the sum of both?
+
+Two stand-in OpenAI-compatible servers (benchmarks/http_path.py's: their own processes, a fixed latency that does
+not depend on load, so the figure measures the client, not CPU contention between two real models) each serve
+one named teacher. In one process, on the same prompts:
+
+- teacher ``a`` alone answers every prompt (a ``respond`` stage), then teacher ``b`` alone;
+- a ``pool`` whose two members are ``a`` and ``b`` answers every prompt once per member.
+
+Printed: each stage's seconds (the manifest's), and the pool's time as a ratio to the slower server alone (the
+target: about 1) and to the sum of both (what answering member by member would take).
+
+    python benchmarks/pool.py                    # 1,000 prompts, 64 requests in flight per server
+    python benchmarks/pool.py --prompts 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.http_path import serve  # noqa: E402
+from synthforge.builtin import ROOT as BUILTIN  # noqa: E402
+from synthforge.engine.runner import RunOptions, run_pipeline  # noqa: E402
+from synthforge.engine.spec import load_pipeline  # noqa: E402
+from tests.fault_server import free_port  # noqa: E402
+
+STAGES = {
+    "a alone": "  - respond: {teacher: a, sampling: {max_new_tokens: 32}}\n",
+    "b alone": "  - respond: {teacher: b, sampling: {max_new_tokens: 32}}\n",
+    "pool a+b": (
+        "  - pool:\n      members: [{name: a, teacher: a}, {name: b, teacher: b}]\n"
+        "      sampling: {max_new_tokens: 32}\n"
+    ),
+}
+
+
+def teacher(url: str, window: int) -> str:
+    settings = {"base_url": url, "max_concurrency": window}
+    return json.dumps({"backend": "openai", "model": "stand-in", "openai": settings})
+
+
+def stage_seconds(kind: str, urls: list[str], prompts: int, window: int, root: Path) -> float:
+    """Seconds of the one stage of a run (the manifest's), over ``prompts`` fresh prompts."""
+    seeds = root / "seeds.jsonl"
+    rows = [json.dumps({"prompt": f"Question {i}: how do tides work?"}) + "\n" for i in range(prompts)]
+    seeds.write_text("".join(rows))
+    pipeline = root / "pool.yaml"
+    pipeline.write_text(
+        f"name: pool\nseed: 1\nteacher: {teacher(urls[0], window)}\n"
+        f"teachers: {{a: {teacher(urls[0], window)}, b: {teacher(urls[1], window)}}}\n"
+        f"seeds: {{path: {seeds}}}\nstages:\n{STAGES[kind]}export: {{sft: false, dpo: false}}\n"
+        f"paths: {{prompts: {BUILTIN / 'prompts'}, constitutions: {BUILTIN / 'constitutions'}}}\n"
+    )
+    out = root / f"out-{time.time_ns()}"
+    result = run_pipeline(load_pipeline(pipeline), RunOptions(out_dir=out, progress=False), log=lambda _: None)
+    return result.reports[0].seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=1000)
+    parser.add_argument("--window", type=int, default=64)
+    args = parser.parse_args()
+    servers, urls = [], []
+    for _ in range(2):
+        port = free_port()
+        servers.append(multiprocessing.Process(target=serve, args=(port, "fixed"), daemon=True))
+        servers[-1].start()
+        urls.append(f"http://127.0.0.1:{port}/v1")
+    time.sleep(0.5)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds = {kind: stage_seconds(kind, urls, args.prompts, args.window, Path(tmp)) for kind in STAGES}
+    finally:
+        for server in servers:
+            server.kill()
+    for kind, value in seconds.items():
+        print(f"{kind:9s} {args.prompts} prompts, window {args.window} per server: {value:.2f} s")
+    slower, total = max(seconds["a alone"], seconds["b alone"]), seconds["a alone"] + seconds["b alone"]
+    print(
+        f"pool over two servers: {seconds['pool a+b'] / slower:.2f}x the slower server alone, "
+        f"{seconds['pool a+b'] / total:.2f}x the sum of both"
+    )
+
+
+if __name__ == "__main__":
+    main()

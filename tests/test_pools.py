@@ -1,0 +1,251 @@
+"""Named teachers, pools and rubric ratings (UltraFeedback): scripted teachers whose answers and scores are known,
+so each candidate's teacher and member, each score's method, and each pair's best and worst can be checked."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from synthforge.engine.runner import RunOptions, run_pipeline
+from synthforge.engine.spec import load_pipeline
+from synthforge.errors import UserError
+from synthforge.records import Candidate, Record
+from synthforge.stages.rate import expected_score, parse_json_score, parse_text_score
+from synthforge.teachers.scripted import ScriptedTeacher
+
+ASPECT = re.compile(r"Assistant: (.*?)\n\n(How [a-z]+)", re.S)
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _pipeline(project, body: str, name: str = "pool") -> object:
+    path = project / "pipelines" / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nseed: 7\nteacher: {{model: m}}\nseeds: {{path: seeds/red-team.jsonl}}\n{body}"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n"
+    )
+    return path
+
+
+def _writer(label: str) -> ScriptedTeacher:
+    """A teacher that answers '<label> answer (<system prompt or none>)'."""
+
+    def reply(conversation):
+        system = conversation[0]["content"] if conversation[0]["role"] == "system" else "none"
+        return f"{label} answer ({system})"
+
+    return ScriptedTeacher(reply, identity={"backend": "scripted", "name": label})
+
+
+def _digit_rater(score_of) -> ScriptedTeacher:
+    """A rater whose log-probability of answering digit d is log P(d), with the expected score ``score_of(answer)``
+    put on the two nearest digits."""
+
+    def score(conversation, digit: str) -> float:
+        answer = ASPECT.search(conversation[-1]["content"]).group(1)
+        target = score_of(answer)
+        low = math.floor(target)
+        weights = {str(low): 1 - (target - low), str(low + 1): target - low}
+        return math.log(max(weights.get(digit, 0.0), 1e-12))
+
+    return ScriptedTeacher(
+        lambda c: "3",
+        score=score,
+        identity={"backend": "scripted", "name": "rater"},
+        capabilities=frozenset({"generate", "score", "choice"}),
+    )
+
+
+POOL = """teachers:
+  a: {model: model-a}
+  b: {model: model-b}
+stages:
+  - pool:
+      members:
+        - {name: first, teacher: a}
+        - {name: second, teacher: b, system: "Be brief."}
+        - {name: third, teacher: a, sampling: {temperature: 1.0, max_new_tokens: 64}}
+"""
+
+
+def test_a_pool_over_named_teachers_records_each_answer_s_teacher_and_member(project):
+    a, b = _writer("A"), _writer("B")
+    spec = load_pipeline(_pipeline(project, POOL + "export: {sft: false, dpo: false}\n"))
+    options = RunOptions(out_dir=project / "o", limit=3)
+    result = run_pipeline(spec, options, log=lambda _: None, teachers={"a": a, "b": b})
+    records = _lines(result.out_dir / "trace.jsonl")
+    assert len(records) == 3
+    for record in records:
+        assert [(c["member"], c["teacher"], c["text"]) for c in record["candidates"]] == [
+            ("first", "a", "A answer (none)"),
+            ("second", "b", "B answer (Be brief.)"),
+            ("third", "a", "A answer (none)"),
+        ]
+        steps = [s for s in record["steps"] if s["role"] == "candidate"]
+        assert [(s["member"], s["teacher"]) for s in steps] == [("first", "a"), ("second", "b"), ("third", "a")]
+    assert a.calls == 6 and b.calls == 3
+    assert set(result.manifest["teachers"]) == {"a", "b"}
+    assert result.manifest["teachers"]["b"]["settings"]["model"] == "model-b"
+    groups = result.manifest["groups"]["member"]["members"]
+    assert groups["second"]["answered"] == 3
+
+
+def test_changing_one_named_teacher_recomputes_only_the_stages_that_call_it(project):
+    body = """teachers:
+  a: {model: model-a}
+  b: {model: model-b}
+stages:
+  - respond: {teacher: a}
+  - pool:
+      members: [{name: x, teacher: b}, {name: y, teacher: b, system: "Be brief."}]
+export: {sft: false, dpo: false}
+"""
+    path = _pipeline(project, body)
+    run = lambda teachers: run_pipeline(  # noqa: E731
+        load_pipeline(path), RunOptions(out_dir=project / "o", limit=2), log=lambda _: None, teachers=teachers
+    )
+    run({"a": _writer("A"), "b": _writer("B")})
+    again = run({"a": _writer("A"), "b": _writer("B2")})  # another identity for b only
+    by_kind = {r.kind: r for r in again.reports}
+    assert by_kind["respond"].reused == 2 and by_kind["pool"].computed == 2
+    assert "teacher" in by_kind["pool"].why
+    respond_steps = [s for s in _lines(again.out_dir / "trace.jsonl")[0]["steps"] if s["stage"] == "respond"]
+    assert respond_steps[0]["teacher"] == "a"  # every step that called a teacher names it
+
+
+def test_a_stage_naming_an_unknown_teacher_is_one_line_naming_the_key(project):
+    path = _pipeline(project, "teachers:\n  a: {model: m}\nstages:\n  - respond: {teacher: nobody}\n")
+    with pytest.raises(UserError, match=r"stages\.respond\.teacher: no teacher named 'nobody' \(named teachers: a\)"):
+        run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=1), log=lambda _: None)
+    bad = _pipeline(project, "teachers:\n  default: {model: m}\nstages:\n  - respond: {}\n", name="bad")
+    with pytest.raises(UserError, match=r"teachers\.default: the name 'default' is the pipeline's teacher"):
+        load_pipeline(bad)
+    assert not (project / "o").exists()
+
+
+def test_named_teachers_are_set_from_the_command_line_and_loaded_only_when_called(project):
+    from synthforge.teachers.factory import teacher_identity
+
+    body = "teachers:\n  a: {backend: openai, model: m, openai: {base_url: 'http://127.0.0.1:9/v1'}}\n"
+    path = _pipeline(project, body + "stages:\n  - respond: {teacher: a}\n")
+    spec = load_pipeline(path, ["teachers.a.model=other", "teachers.a.batch_size=4"])
+    assert spec.teachers["a"].model == "other" and spec.teachers["a"].batch_size == 4
+    same = ScriptedTeacher(lambda c: "an answer", identity=teacher_identity(spec.teachers["a"]))
+    run_pipeline(spec, RunOptions(out_dir=project / "o", limit=1), log=lambda _: None, teachers={"a": same})
+    # every stage cached: teacher a (nothing listens at its URL) is never connected
+    cached = run_pipeline(spec, RunOptions(out_dir=project / "o", limit=1), log=lambda _: None)
+    assert cached.reports[0].reused == 1 and cached.manifest["teachers"]["a"]["settings"]["model"] == "other"
+
+
+def test_per_record_draws_members_by_weight_reproducibly(project):
+    body = """stages:
+  - pool:
+      per_record: 2
+      members: [{name: x}, {name: y, weight: 100.0}, {name: z, system: "z"}]
+export: {sft: false, dpo: false}
+"""
+    path = _pipeline(project, body)
+    first = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=6), teacher=_writer("T"))
+    drawn = [[c["member"] for c in r["candidates"]] for r in _lines(first.out_dir / "trace.jsonl")]
+    assert all(len(d) == 2 and "y" in d for d in drawn)  # weight 100 of 102: drawn every time (seeded)
+    again = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "p", limit=6), teacher=_writer("T"))
+    assert [[c["member"] for c in r["candidates"]] for r in _lines(again.out_dir / "trace.jsonl")] == drawn
+
+
+def _ultrafeedback(project, rater, *overrides, out="u", limit=3):
+    spec = load_pipeline(project / "pipelines" / "ultrafeedback.yaml", ["seeds.path=seeds/red-team.jsonl", *overrides])
+    return run_pipeline(spec, RunOptions(out_dir=project / out, limit=limit), teacher=rater, log=lambda _: None)
+
+
+def _pool_and_rater(scores: dict[str, float]) -> ScriptedTeacher:
+    """The built-in pipeline's three members answer '<member> answer' (told apart by their system prompts); the
+    rater scores each answer ``scores[answer]`` in expectation."""
+    rater = _digit_rater(lambda answer: scores[answer])
+
+    def reply(conversation):
+        system = conversation[0]["content"] if conversation[0]["role"] == "system" else ""
+        if "carefully" in system:
+            return "careful answer"
+        return "loose answer" if "one or two" in system else "plain answer"
+
+    rater.reply = reply
+    return rater
+
+
+def test_ultrafeedback_pairs_the_best_and_worst_rated_answers_by_log_probability_scores(project):
+    teacher = _pool_and_rater({"plain answer": 4.5, "careful answer": 3.0, "loose answer": 1.5})
+    result = _ultrafeedback(project, teacher, "stages.rate.scoring=logprobs")
+    rows = _lines(result.out_dir / "dpo.jsonl")
+    assert len(rows) == 3
+    assert all(r["chosen"][-1]["content"] == "plain answer" for r in rows)
+    assert all(r["rejected"][-1]["content"] == "loose answer" for r in rows)
+    record = _lines(result.out_dir / "trace.jsonl")[0]
+    plain = next(c for c in record["candidates"] if c["member"] == "plain")
+    assert set(plain["scores"]) == {"helpfulness", "honesty", "instruction-following", "truthfulness"}
+    assert all(s == pytest.approx(4.5) for s in plain["scores"].values())
+    ratings = [s for s in record["steps"] if s["role"] == "rating"]
+    assert len(ratings) == 12 and all(s["method"] == "logprobs" and "probabilities" in s for s in ratings)
+    assert record["meta"]["rating"]["margin"] == pytest.approx(3.0)
+    assert rows[0]["score_chosen"] == pytest.approx(4.5) and rows[0]["score_rejected"] == pytest.approx(1.5)
+    pairing = next(s for s in record["steps"] if s["role"] == "pairing")
+    assert pairing["chosen"]["member"] == "plain" and pairing["chosen"]["teacher"] == "default"
+    aspects = result.manifest["groups"]["aspect"]["members"]
+    assert aspects["honesty"]["rated"] == 9 and aspects["honesty"]["mean_score"] == pytest.approx(3.0)
+
+
+def test_a_score_tie_goes_to_the_ledger_with_the_scores(project):
+    teacher = _pool_and_rater({"plain answer": 3.2, "careful answer": 3.0, "loose answer": 2.9})
+    result = _ultrafeedback(project, teacher, "stages.rate.scoring=logprobs", limit=2)
+    assert _lines(result.out_dir / "dpo.jsonl") == []
+    dropped = _lines(result.out_dir / "dropped.jsonl")
+    assert len(dropped) == 2 and all(d["reason"].startswith("score tie: margin 0.30 below 0.5") for d in dropped)
+    assert "plain: 3.20" in dropped[0]["reason"]
+
+
+def test_json_scores_keep_the_rater_s_reasoning_and_text_scores_say_they_were_parsed(project):
+    def reply(conversation):
+        text = conversation[-1]["content"]
+        if "Consider the following conversation" not in text:
+            return "an answer" if conversation[0]["role"] == "user" else "another answer"
+        score = 5 if "Assistant: an answer" in text else 2
+        return json.dumps({"reasoning": "because", "score": score}) if "JSON object" in text else f"Score: {score}/5"
+
+    structured = ScriptedTeacher(reply, capabilities=frozenset({"generate", "structured"}))
+    result = _ultrafeedback(project, structured, limit=1)  # auto: json, the teacher constrains output
+    record = _lines(result.out_dir / "trace.jsonl")[0]
+    ratings = [s for s in record["steps"] if s["role"] == "rating"]
+    assert {s["method"] for s in ratings} == {"json"} and all(s["rationale"] == "because" for s in ratings)
+    assert record["response"] == "an answer"
+    plain = ScriptedTeacher(reply, capabilities=frozenset({"generate"}))
+    text = _ultrafeedback(project, plain, out="t", limit=1)  # auto: text, the teacher has neither
+    ratings = [s for s in _lines(text.out_dir / "trace.jsonl")[0]["steps"] if s["role"] == "rating"]
+    assert {s["method"] for s in ratings} == {"text"} and {s["score"] for s in ratings} == {5.0, 2.0}
+    notes = next(s["notes"] for s in text.manifest["stages"] if s["kind"] == "rate")
+    assert any("parsed from the rater's text" in n for n in notes)
+
+
+def test_a_rubric_judge_without_log_probabilities_is_refused_at_validation(project):
+    plain = ScriptedTeacher(lambda c: "x", capabilities=frozenset({"generate"}))
+    with pytest.raises(UserError, match=r"stages\.rate: stage rate needs log-probabilities"):
+        _ultrafeedback(project, plain, "stages.rate.scoring=logprobs")
+
+
+def test_score_readers():
+    assert expected_score([math.log(0.5), math.log(0.5), -50.0]).score == pytest.approx(1.5)
+    assert parse_json_score('{"reasoning": "ok", "score": 4}', 5) == (4, "ok")
+    assert parse_json_score('{"score": 9}', 5) == (None, None) and parse_json_score("4", 5)[0] is None
+    assert parse_text_score("Score: 4/5", 5) == 4.0 and parse_text_score("I'd say 3.", 5) == 3.0
+    assert parse_text_score("4.5 out of 5", 5) == 5.0 and parse_text_score("none", 5) is None
+    assert parse_text_score("10 of them: 2", 5) == 2.0
+
+
+def test_a_candidate_round_trips_and_records_without_candidates_serialise_as_before():
+    record = Record(id="r", prompt="p", candidates=[Candidate("t", "a", "m", {"x": 4.0}, "stop")])
+    assert Record.from_dict(record.to_dict()) == record
+    assert "candidates" not in Record(id="r", prompt="p").to_dict()
+    assert Candidate("t", scores={"x": 4.0, "y": 2.0}).rating == 3.0 and Candidate("t").rating is None
