@@ -137,6 +137,27 @@ def test_rlaif_judge_on_the_embedded_teacher(tmp_path):
     assert all(0.5 <= row["confidence"] <= 1.0 for row in dpo)
 
 
+def test_ultrafeedback_on_the_embedded_teacher_as_a_pool_of_three_members(tmp_path):
+    """The built-in UltraFeedback pipeline on a fresh machine: the embedded model as three members (loaded once),
+    rubric ratings by JSON under its schema (the transformers backend constrains output), best vs worst."""
+    _require_embedded()
+    out = tmp_path / "ultrafeedback"
+    _generate("ultrafeedback", out, "stages.pool.sampling.max_new_tokens=24")
+    trace = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (out / "dropped.jsonl").read_text().splitlines()]
+    records = [*trace, *(d["record"] for d in dropped)]
+    assert len(records) == 2
+    for record in records:
+        assert [c["member"] for c in record["candidates"]] == ["plain", "careful", "loose"]
+        ratings = [s for s in record["steps"] if s["role"] == "rating"]
+        assert len(ratings) == 12 and {s["method"] for s in ratings} == {"json"}
+        assert all(s["score"] is None or s["score"] in (1.0, 2.0, 3.0, 4.0, 5.0) for s in ratings)
+    for row in (json.loads(x) for x in (out / "dpo.jsonl").read_text().splitlines()):
+        assert row["score_chosen"] - row["score_rejected"] >= 0.5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["teacher"]["backend"] == "transformers" and "teachers" not in manifest
+
+
 def test_self_instruct_grows_10_seeds_to_20_on_the_embedded_teacher(tmp_path):
     """Self-Instruct end to end on SmolLM2-135M: 10 seed tasks become a pool of 20 novel instructions."""
     _require_embedded()

@@ -221,6 +221,16 @@ def test_json_scores_keep_the_rater_s_reasoning_and_text_scores_say_they_were_pa
     ratings = [s for s in record["steps"] if s["role"] == "rating"]
     assert {s["method"] for s in ratings} == {"json"} and all(s["rationale"] == "because" for s in ratings)
     assert record["response"] == "an answer"
+    cut = ScriptedTeacher(  # JSON cut at max_new_tokens for the second answer: no score, not its reasoning's digits
+        lambda c: '{"reasoning": "3 of 5 steps' if "another answer" in c[-1]["content"] else reply(c),
+        capabilities=frozenset({"generate", "structured"}),
+    )
+    truncated = _ultrafeedback(project, cut, out="c", limit=1)
+    assert _lines(truncated.out_dir / "dpo.jsonl") == []  # one rated candidate left: no pair
+    aspects = truncated.manifest["groups"]["aspect"]["members"]
+    assert aspects["honesty"]["unscored"] == 2 and aspects["honesty"]["mean_score"] == 5.0  # 2 members cut
+    notes = next(s["notes"] for s in truncated.manifest["stages"] if s["kind"] == "rate")
+    assert any(n.startswith("8 ratings had no readable score") for n in notes)
     plain = ScriptedTeacher(reply, capabilities=frozenset({"generate"}))
     text = _ultrafeedback(project, plain, out="t", limit=1)  # auto: text, the teacher has neither
     ratings = [s for s in _lines(text.out_dir / "trace.jsonl")[0]["steps"] if s["role"] == "rating"]
@@ -249,3 +259,24 @@ def test_a_candidate_round_trips_and_records_without_candidates_serialise_as_bef
     assert Record.from_dict(record.to_dict()) == record
     assert "candidates" not in Record(id="r", prompt="p").to_dict()
     assert Candidate("t", scores={"x": 4.0, "y": 2.0}).rating == 3.0 and Candidate("t").rating is None
+
+
+def test_a_member_s_sampling_goes_over_the_pool_s_and_bad_settings_name_the_member(project):
+    seen = []
+    teacher = ScriptedTeacher(lambda c: "an answer")
+    teacher.generate = lambda convs, params: (seen.extend(params), ScriptedTeacher.generate(teacher, convs, params))[1]
+    body = """stages:
+  - pool:
+      sampling: {temperature: 0.5, max_new_tokens: 40}
+      members: [{name: x}, {name: y, sampling: {temperature: 1.5}}]
+export: {sft: false, dpo: false}
+"""
+    run_pipeline(load_pipeline(_pipeline(project, body)), RunOptions(out_dir=project / "o", limit=1), teacher=teacher)
+    assert [(p.temperature, p.max_new_tokens) for p in seen] == [(0.5, 40), (1.5, 40)]
+    for wrong, message in (
+        ("{seed: 3}", r"sampling\.seed: not a sampling setting"),
+        ("{temperature: -1}", "temperature"),
+    ):
+        bad = body.replace("{temperature: 1.5}", wrong)
+        with pytest.raises(UserError, match=rf"stages\.pool.*{message}"):
+            run_pipeline(load_pipeline(_pipeline(project, bad, name="bad")), RunOptions(out_dir=project / "b", limit=1))

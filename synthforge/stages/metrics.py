@@ -13,15 +13,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """How a stage's group statistics are shown: the counts, and the rates (name → numerator, denominator)
-    with their human labels (for the run log and the dataset card)."""
+    """How a stage's group statistics are shown: the counts, the rates (name → numerator, denominator; shown as
+    percentages) and the means (name → sum, count; shown as numbers), with their human labels (for the run log
+    and the dataset card)."""
 
     counts: tuple[str, ...]
     rates: dict[str, tuple[str, str]]
     labels: dict[str, str] = field(default_factory=dict)
+    means: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def fields(self) -> tuple[str, ...]:
-        return (*self.counts, *self.rates)
+        return (*self.counts, *self.rates, *self.means)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Metrics:
                 member: {
                     **{c: _number(sums[c]) for c in spec.counts},
                     **{r: _rate(sums[n], sums[d]) for r, (n, d) in spec.rates.items()},
+                    **{m: _mean(sums[n], sums[d]) for m, (n, d) in spec.means.items()},
                 }
                 for member, sums in sorted(members.items())
             }
@@ -57,6 +60,10 @@ class Metrics:
 
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else round(value, 4)
+
+
+def _mean(total: float, count: float) -> float | None:
+    return round(total / count, 2) if count else None
 
 
 def _rate(part: float, whole: float) -> float | None:

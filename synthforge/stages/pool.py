@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from synthforge.records import Candidate, Drop, Record
 from synthforge.stages.base import Stage, completion_step
@@ -26,12 +27,20 @@ class MemberConfig:
     name: str  # the member's name in candidates and the trace
     teacher: str = DEFAULT  # a named teacher (`teachers:`), or the pipeline's teacher
     system: str | None = None  # a system prompt for this member (replaces the conversation's own, if any)
-    sampling: SamplingParams | None = None  # its own sampling settings (default: the pool's)
+    sampling: dict[str, Any] | None = None  # sampling settings of its own, over the pool's (e.g. temperature: 1.0)
     weight: float = 1.0  # how often it is drawn, with per_record
 
     def __post_init__(self) -> None:
         if not self.weight > 0:
             raise ValueError(f"weight must be > 0, got {self.weight!r}")
+        given = set(self.sampling or {})
+        wrong = sorted(given - {f.name for f in fields(SamplingParams)}) or sorted(given & {"seed"})
+        if wrong:
+            raise ValueError(f"sampling.{wrong[0]}: not a sampling setting of a member (seeds derive from the run's)")
+
+    def sampling_over(self, pool: SamplingParams) -> SamplingParams:
+        """The pool's sampling settings with this member's own on top."""
+        return replace(pool, **self.sampling) if self.sampling else pool
 
 
 @dataclass
@@ -51,6 +60,8 @@ class PoolConfig:
             raise ValueError(f"members: names must be unique, got {names}")
         if not 0 <= self.per_record <= len(self.members) or self.per_record == 1:
             raise ValueError(f"per_record must be 0 (all) or from 2 to {len(self.members)}, got {self.per_record}")
+        for member in self.members:
+            member.sampling_over(self.sampling)  # a bad value (temperature: -1) is refused here, by its member
 
 
 class Pool(Stage):
@@ -127,7 +138,7 @@ class Pool(Stage):
         return self.run_batch(batch, dict.fromkeys(self.teacher_names(), teacher))
 
     def _sampling(self, record: Record, member: MemberConfig) -> SamplingParams:
-        return self.seeded(member.sampling or self.config.sampling, record, member.name)
+        return self.seeded(member.sampling_over(self.config.sampling), record, member.name)
 
     def _answered(self, record: Record, answers: list) -> Record | Drop:
         steps = list(record.steps)

@@ -72,7 +72,8 @@ class Rate(Stage):
     metric_groups = {
         "aspect": GroupSpec(
             counts=("rated", "unscored"),
-            rates={"mean_score": ("score_sum", "scored")},
+            rates={},
+            means={"mean_score": ("score_sum", "scored")},
             labels={"rated": "ratings", "unscored": "no score read", "mean_score": "mean score"},
         )
     }
@@ -118,6 +119,12 @@ class Rate(Stage):
     def notes(self, summary: dict) -> list[str]:
         counters = summary.get("counters", {})
         notes = []
+        unscored = sum(v.get("unscored", 0) for v in summary.get("groups", {}).get("aspect", {}).values())
+        if unscored:
+            notes.append(
+                f"{int(unscored)} ratings had no readable score (e.g. an answer cut at max_new_tokens): those "
+                "aspects are left out of their candidates' mean scores"
+            )
         if counters.get("method_text"):
             notes.append(
                 f"{int(counters['method_text'])} scores were parsed from the rater's text (no structured output "
@@ -194,12 +201,11 @@ class Rate(Stage):
         return [self._read(samples[0]) for samples in completions]
 
     def _read(self, completion: Any) -> Rating:
-        """A score from an answer: the JSON object's ``score`` (json), else the first number in range (text)."""
+        """A score from an answer: the JSON object's ``score`` (json), or the first number in range (text)."""
         detail = {"completion": completion}
-        if self.method == "json":
+        if self.method == "json":  # unreadable (cut at max_new_tokens): no score, never digits of its reasoning
             score, reasoning = parse_json_score(completion.text, self.config.scale)
-            if score is not None:
-                return Rating(float(score), "json", {**detail, "rationale": reasoning})
+            return Rating(None if score is None else float(score), "json", {**detail, "rationale": reasoning})
         return Rating(parse_text_score(completion.text, self.config.scale), "text", detail)
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
