@@ -183,3 +183,71 @@ def test_an_unreliable_judge_stop_is_exit_code_4_from_the_cli(project, monkeypat
     assert stopped.value.code == 4
     err = capsys.readouterr().err
     assert "UNRELIABLE JUDGE" in err and "Traceback" not in err and not err.startswith("error:")
+
+
+def _jury_run(project, *overrides, prefer_c=first_position):
+    """rlaif judged by a jury of named teachers a and b (knowing judges) and c (``prefer_c``)."""
+    replies = iter(["GOOD answer", "plain answer"] * 8)
+    sampler = judge(knows, reply=lambda conversation: next(replies))
+    sets = ["teachers.a.model=a", "teachers.b.model=b", "teachers.c.model=c", "stages.judge.judges=[a, b, c]"]
+    spec = load_pipeline(project / "pipelines" / "rlaif.yaml", [*sets, *overrides])
+    teachers = {"a": judge(knows), "b": judge(knows), "c": judge(prefer_c)}
+    options = RunOptions(out_dir=project / "jury", limit=4)
+    return run_pipeline(spec, options, teacher=sampler, teachers=teachers, log=lambda _: None)
+
+
+def test_a_jury_votes_in_both_orders_and_reports_its_agreement(project):
+    result = _jury_run(project)
+    kept = _lines(result.out_dir / "trace.jsonl")
+    assert len(kept) == 4 and all(r["response"] == "GOOD answer" for r in kept)
+    step = kept[0]["steps"][-1]
+    assert step["judges"] == ["a", "b", "c"] and step["votes"] == {"a": "first", "b": "first", "c": "tie"}
+    assert step["unanimous"] is False and step["by_judge"]["c"]["consistent"] is False
+    # mean over the judges of P(A): GOOD shown first (0.9 + 0.9 + 0.8) / 3, shown second 1 - (0.1 + 0.1 + 0.8) / 3
+    assert step["p_first_ab"] == pytest.approx(2.6 / 3) and step["p_first_ba"] == pytest.approx(2 / 3)
+    assert step["teacher"] is None  # several judges: "judges" names them
+    notes = next(s["notes"] for s in result.manifest["stages"] if s["kind"] == "judge")
+    # votes per pair: first 2, tie 1 -> agreement 1/3; chance (2/3)^2 + (1/3)^2 = 5/9 -> kappa (1/3 - 5/9) / (4/9)
+    assert "jury of 3: pairwise agreement 33%, Fleiss' kappa -0.50, unanimous on 0 of 4 pairs" in notes
+    assert set(result.manifest["teachers"]) == {"a", "b", "c"}
+
+
+def test_a_split_jury_is_a_tie_or_a_drop_when_asked_and_majority_counts_votes(project):
+    tied = _jury_run(project, "stages.judge.jury_split=tie")
+    dropped = _lines(tied.out_dir / "dropped.jsonl")
+    assert len(dropped) == 4 and all(d["reason"] == "jury split (a: first, b: first, c: tie): a tie" for d in dropped)
+    majority = _jury_run(project, "stages.judge.jury=majority", prefer_c=lambda a, b: 1 - knows(a, b))
+    step = _lines(majority.out_dir / "trace.jsonl")[0]["steps"][-1]
+    assert step["votes"] == {"a": "first", "b": "first", "c": "second"}
+    assert step["p_first_ab"] == pytest.approx(2 / 3) and step["p_first_ba"] == pytest.approx(2 / 3)  # 2 of 3 votes
+
+
+def test_a_jury_naming_an_unknown_teacher_or_one_judge_is_refused(project):
+    from synthforge.errors import UserError
+
+    with pytest.raises(UserError, match=r"stages\.judge: no teacher named 'c' \(named teachers: a, b\)"):
+        spec = load_pipeline(
+            project / "pipelines" / "rlaif.yaml",
+            ["teachers.a.model=a", "teachers.b.model=b", "stages.judge.judges=[a, b, c]"],
+        )
+        run_pipeline(spec, RunOptions(out_dir=project / "x", limit=1), teacher=judge(knows), log=lambda _: None)
+    with pytest.raises(UserError, match=r"stages\.judge: judges: two or more"):
+        run_pipeline(
+            load_pipeline(project / "pipelines" / "rlaif.yaml", ["teachers.a.model=a", "stages.judge.judges=[a]"]),
+            RunOptions(out_dir=project / "y", limit=1),
+            teacher=judge(knows),
+        )
+
+
+def test_fleiss_kappa_arithmetic():
+    from synthforge.stages.judging import jury_agreement, tally_jury
+    from synthforge.stages.metrics import Metrics
+
+    metrics = Metrics()
+    tally_jury({"votes": {"a": "first", "b": "first"}, "unanimous": True}, metrics)
+    tally_jury({"votes": {"a": "first", "b": "second"}, "unanimous": False}, metrics)
+    agreement, kappa = jury_agreement(metrics.counters)
+    assert agreement == 0.5 and kappa == pytest.approx((0.5 - 0.625) / 0.375)  # chance (3/4)^2 + (1/4)^2
+    same = Metrics()
+    tally_jury({"votes": {"a": "tie", "b": "tie"}}, same)
+    assert jury_agreement(same.counters) == (1.0, None)

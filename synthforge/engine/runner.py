@@ -100,10 +100,16 @@ class RunResult:
     reports: list[StageReport] = field(default_factory=list)
 
 
-def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | None = None) -> PreparedRun:
+def prepare(
+    spec: PipelineSpec,
+    limit: int | None = None,
+    teacher: Teacher | None = None,
+    teachers: Mapping[str, Teacher] | None = None,
+) -> PreparedRun:
     """Build every stage and render every prompt once, and check that each stage's teachers can do what it
     needs, so bad files and settings fail before a model loads or a request is sent. ``teacher``: an object
-    standing in for the default teacher."""
+    standing in for the default teacher; ``teachers``: for named ones."""
+    given = {**(teachers or {}), **({DEFAULT: teacher} if teacher is not None else {})}
     records = (
         seed_records(
             spec.seeds_path,
@@ -118,8 +124,8 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
     )
 
     def have(name: str) -> frozenset[str]:
-        if name == DEFAULT and teacher is not None:
-            return capabilities_of(teacher)
+        if name in given:
+            return capabilities_of(given[name])
         return teacher_capabilities(spec.teacher_spec_of(name))
 
     stages = []
@@ -140,8 +146,13 @@ def prepare(spec: PipelineSpec, limit: int | None = None, teacher: Teacher | Non
                 f"(available: {', '.join(sorted(available | set(CONVERSATION_COLUMNS)))})"
             )
     prepared = PreparedRun(spec=spec, stages=stages, records=records)
+    for stage in stages:
+        unknown = [n for n in stage.teacher_names() if n != DEFAULT and n not in spec.teachers]
+        if unknown:
+            named = ", ".join(sorted(spec.teachers)) or "none: add a teachers: mapping"
+            raise SpecError(f"{stage.where}: no teacher named {unknown[0]!r} (named teachers: {named})")
     for name in prepared.teacher_names:
-        _check_teacher(prepared, name, have(name), teacher if name == DEFAULT else None)
+        _check_teacher(prepared, name, have(name), given.get(name))
     return prepared
 
 
@@ -247,7 +258,7 @@ def run_pipeline(
     options = options or RunOptions()
     log = log or (lambda message: print(message, file=sys.stderr))
     given = {**(teachers or {}), **({DEFAULT: teacher} if teacher is not None else {})}
-    prepared = prepare(spec, options.limit, teacher)
+    prepared = prepare(spec, options.limit, teacher, teachers)
     # identity now; weights or connection on first use, when what the stages need is probed
     owned = Team(
         {

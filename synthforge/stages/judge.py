@@ -16,14 +16,17 @@ from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.judging import (
+    Juried,
+    JuryVerdict,
     Pair,
     SwapChecks,
     Verdict,
     first_wins,
     judge_notes,
-    judge_pairs,
     judge_question,
+    jury_pairs,
     swap_agrees,
+    tally_jury,
     tally_verdict,
 )
 from synthforge.stages.metrics import GroupSpec, Metrics
@@ -54,7 +57,7 @@ class JudgeConfig(SwapChecks):
             raise ValueError("margin must be in [0, 0.5)")
 
 
-class Judge(Stage):
+class Judge(Juried, Stage):
     """Reads ``prompt``; writes the preferred sample as ``response``, the other as ``rejected``, and the label."""
 
     kind = "judge"
@@ -78,6 +81,7 @@ class Judge(Stage):
             for name, agreed in (step.get("swap_agreement") or {}).items():
                 metrics.add("principle", name, judged_swapped=1, swap_agreed=bool(agreed))
             tally_verdict(step, metrics)
+            tally_jury(step, metrics)
 
     def notes(self, summary: dict) -> list[str]:
         notes = judge_notes(summary.get("counters", {}), self.config, "pairs")
@@ -109,15 +113,16 @@ class Judge(Stage):
         assert self.constitution is not None
         return self.constitution.sample(random.Random(self.seed_for(record, "principles")), self.config.principles)
 
-    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
-        assert teacher is not None
+    def judged(self, batch: list[Record], teacher: Teacher, judges: dict[str, Teacher]) -> list[Record | Drop]:
+        """Two samples per record from ``teacher``, judged by each of ``judges`` (one, or a jury)."""
         sampling = replace(self.config.sampling, n=2)
         convs = [self.answer_request(r, self.respond_template) for r in batch]
         samples = teacher.generate(convs, [self.seeded(sampling, r) for r in batch])
         pairs = [Pair(r, s[0].text, s[1].text, tuple(self._principles(r))) for r, s in zip(batch, samples, strict=True)]
-        reason = (lambda asks: self._reason(batch, asks, teacher)) if self.config.chain_of_thought else None
-        verdicts = judge_pairs(teacher, self.template, pairs, self.config.swap, self.config.chain_of_thought, reason)
-        return [self._label(r, samples[i], verdicts[i]) for i, r in enumerate(batch)]
+        cot = self.config.chain_of_thought
+        reason_for = (lambda judge: lambda asks: self._reason(batch, asks, judge)) if cot else None
+        judged = jury_pairs(judges, self.template, pairs, self.config, self.config.swap, cot, reason_for)
+        return [self._label(r, samples[i], *judged[i]) for i, r in enumerate(batch)]
 
     def _reason(self, batch, asks, teacher) -> list[Conversation]:
         """With chain of thought, the judge's reasoning and the answer request, appended to each question."""
@@ -126,7 +131,7 @@ class Judge(Stage):
         answer = self.answer_template.render()
         return [[{"role": "assistant", "content": t[0].text}, {"role": "user", "content": answer}] for t in thoughts]
 
-    def _label(self, record: Record, pair, verdict: Verdict) -> Record | Drop:
+    def _label(self, record: Record, pair, verdict: Verdict, jury: JuryVerdict | None = None) -> Record | Drop:
         first, second = pair[0], pair[1]
         ba = verdict.ba or {}
         per_principle = {name: first_wins(p, ba.get(name)) for name, p in verdict.ab.items()}
@@ -145,6 +150,7 @@ class Judge(Stage):
                 "orders": {n: {"ab": p, "ba": ba.get(n)} for n, p in verdict.ab.items()},
                 "swap_agreement": {n: swap_agrees(p, ba[n]) for n, p in verdict.ab.items() if n in ba},
                 **verdict.summary(),
+                **({"teacher": None, **jury.summary(), "jury": self.config.jury} if jury is not None else {}),
             }
         )
         chosen, rejected = (first, second) if p_first >= 0.5 else (second, first)
@@ -155,6 +161,9 @@ class Judge(Stage):
         labelled = with_reasoning(labelled, (first.text, first.reasoning), (second.text, second.reasoning))
         if same_text(first.text, second.text):
             return self.drop(labelled, "identical samples: no preference to learn")
+        if jury is not None and not jury.unanimous and self.config.jury_split != "keep":
+            what = "dropped" if self.config.jury_split == "drop" else "a tie"
+            return self.drop(labelled, f"jury split ({', '.join(f'{n}: {v}' for n, v in jury.votes.items())}): {what}")
         if verdict.winner(self.config.disagreement) == "tie":
             return self.drop(labelled, self._tie_reason(verdict))
         if confidence - 0.5 < self.config.margin:

@@ -6,8 +6,8 @@ orders agree: a judge whose verdict follows the position an answer is shown in l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from synthforge.constitution import Principle
@@ -18,6 +18,8 @@ OPTIONS = ("(A)", "(B)")
 MAX_FLIP_RATE = 0.4  # the one threshold: a judge whose verdict flips with the order more often than this is noise
 DISAGREEMENT = ("tie", "drop", "average")  # what a verdict whose two orders disagree becomes
 ON_UNRELIABLE = ("warn", "stop")  # what a run does once its judge is found unreliable
+JURY = ("mean", "majority")  # how several judges' verdicts make one
+JURY_SPLIT = ("keep", "tie", "drop")  # what a jury that is not unanimous does
 
 
 @dataclass
@@ -30,6 +32,10 @@ class SwapChecks:
     min_judged: int = 20  # pairs judged in both orders before the flip rate is held against the judge
     # warn: a loud note in the log, card and report; stop: the run stops there (finished work is checkpointed)
     on_unreliable: str = "warn"
+    judges: list[str] = field(default_factory=list)  # a jury of named teachers (`teachers:`); none: the stage's own
+    # mean: per principle and order, the judges' mean P(A); majority: the share of judges preferring (A)
+    jury: str = "mean"
+    jury_split: str = "keep"  # a jury that is not unanimous: keep (the rule decides), tie (no pair) or drop
 
     def __post_init__(self) -> None:
         if self.disagreement not in DISAGREEMENT:
@@ -38,6 +44,13 @@ class SwapChecks:
             raise ValueError("max_flip_rate must be in [0, 1] and min_judged >= 1")
         if self.on_unreliable not in ON_UNRELIABLE:
             raise ValueError(f"on_unreliable must be one of {', '.join(ON_UNRELIABLE)}, got {self.on_unreliable!r}")
+        if self.jury not in JURY or self.jury_split not in JURY_SPLIT:
+            raise ValueError(
+                f"jury must be one of {', '.join(JURY)} and jury_split one of {', '.join(JURY_SPLIT)}, "
+                f"got {self.jury!r} and {self.jury_split!r}"
+            )
+        if len(set(self.judges)) != len(self.judges) or len(self.judges) == 1:
+            raise ValueError(f"judges: two or more different named teachers (one judge: teacher:), got {self.judges}")
 
     def unreliable(self, counters: dict[str, float], what: str = "pairs") -> str | None:
         """Why the judge is unreliable, from a stage's counters (:func:`tally_verdict`); None while it isn't, or
@@ -210,10 +223,127 @@ def judge_notes(counters: dict[str, float], checks: SwapChecks, what: str) -> li
     if decided:
         rates.append(f"longer answer preferred {counters.get('longer_preferred', 0) / decided:.0%}")
     notes = ["judge: " + ", ".join(rates)] if rates else []
+    agreement = jury_agreement(counters)
+    if agreement is not None:
+        kappa = "undefined (every vote the same)" if agreement[1] is None else f"{agreement[1]:.2f}"
+        notes.append(
+            f"jury of {counters['jury_judges'] / counters['jury_pairs']:.0f}: pairwise agreement {agreement[0]:.0%}, "
+            f"Fleiss' kappa {kappa}, unanimous on {int(counters.get('jury_unanimous', 0))} of "
+            f"{int(counters['jury_pairs'])} {what}"
+        )
     reason = checks.unreliable(counters, what)
     if reason is not None:
         notes.append(f"UNRELIABLE JUDGE: {reason}")
     return notes
+
+
+@dataclass(frozen=True)
+class JuryVerdict:
+    """Several judges' verdicts on one pair and the one they make (``verdict``, see :func:`jury_verdict`)."""
+
+    verdict: Verdict
+    by_judge: dict[str, Verdict]
+    votes: dict[str, str]  # judge -> "first", "second" or "tie" (its own verdict, its orders checked)
+
+    @property
+    def unanimous(self) -> bool:
+        return len(set(self.votes.values())) == 1
+
+    def summary(self) -> dict[str, Any]:
+        """What a judgement step keeps of the jury: each judge's orders and vote, and whether they agree."""
+        return {
+            "judges": list(self.by_judge),
+            "votes": self.votes,
+            "unanimous": self.unanimous,
+            "by_judge": {name: v.summary() for name, v in self.by_judge.items()},
+        }
+
+
+def jury_verdict(by_judge: dict[str, Verdict], rule: str, disagreement: str) -> JuryVerdict:
+    """One verdict from several judges', per principle and order: their mean P(A) (``mean``), or the share of judges
+    whose P(A) is above 0.5, a tie counting half (``majority``); each judge's vote is its own verdict's winner."""
+    verdicts = list(by_judge.values())
+
+    def combine(maps: list[dict[str, float]]) -> dict[str, float]:
+        if rule == "majority":
+            maps = [{n: 1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for n, p in m.items()} for m in maps]
+        return {n: sum(m[n] for m in maps) / len(maps) for n in maps[0]}
+
+    ba = None if verdicts[0].ba is None else combine([v.ba for v in verdicts if v.ba is not None])
+    combined = Verdict(combine([v.ab for v in verdicts]), ba, verdicts[0].first_longer)
+    return JuryVerdict(combined, by_judge, {name: v.winner(disagreement) for name, v in by_judge.items()})
+
+
+def jury_pairs(
+    judges: Mapping[str, Teacher],
+    template: Any,
+    pairs: Sequence[Pair],
+    checks: SwapChecks,
+    swap: bool = True,
+    chain_of_thought: bool = False,
+    reason_for: Callable[[Teacher], Callable[..., list[Conversation]]] | None = None,
+) -> list[tuple[Verdict, JuryVerdict | None]]:
+    """Each pair judged by each of ``judges`` (:func:`judge_pairs`): the one judge's verdict, or the jury's and
+    its votes (``checks.jury`` makes one verdict of several)."""
+    by_judge = {
+        name: judge_pairs(judge, template, pairs, swap, chain_of_thought, reason_for(judge) if reason_for else None)
+        for name, judge in judges.items()
+    }
+    judged: list[tuple[Verdict, JuryVerdict | None]] = []
+    for i in range(len(pairs)):
+        verdicts = {name: found[i] for name, found in by_judge.items()}
+        if len(verdicts) == 1:
+            judged.append((next(iter(verdicts.values())), None))
+        else:
+            jury = jury_verdict(verdicts, checks.jury, checks.disagreement)
+            judged.append((jury.verdict, jury))
+    return judged
+
+
+class Juried:
+    """What a pairwise judging stage (its config a :class:`SwapChecks`) inherits before :class:`Stage`: the jury
+    among the teachers it names, and a ``judged(batch, teacher, judges)`` that :meth:`run_batch` hands them to."""
+
+    def teacher_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([self.teacher_name, *self.config.judges]))  # type: ignore[attr-defined]
+
+    def run_batch(self, batch: list[Record], team: Mapping[str, Teacher]) -> list[Any]:
+        own = self.teacher_name  # type: ignore[attr-defined]
+        judges = {name: team[name] for name in self.config.judges} or {own: team[own]}  # type: ignore[attr-defined]
+        return [self.stamped(r, own) for r in self.judged(batch, team[own], judges)]  # type: ignore[attr-defined]
+
+    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Any]:
+        """With one teacher standing in for every judge (tests)."""
+        assert teacher is not None
+        names = self.config.judges or [self.teacher_name]  # type: ignore[attr-defined]
+        return self.judged(batch, teacher, dict.fromkeys(names, teacher))  # type: ignore[attr-defined]
+
+
+def tally_jury(step: dict[str, Any], metrics: Any) -> None:
+    """Count a jury's votes on one pair for its agreement: the share of agreeing judge pairs, and Fleiss' κ."""
+    votes = list((step.get("votes") or {}).values())
+    n = len(votes)
+    if n < 2:
+        return
+    counts = [votes.count(c) for c in ("first", "second", "tie")]
+    metrics.count("jury_pairs")
+    metrics.count("jury_judges", n)
+    metrics.count("jury_agreement", (sum(c * c for c in counts) - n) / (n * (n - 1)))
+    for category, count in zip(("first", "second", "tie"), counts, strict=True):
+        metrics.count(f"jury_votes_{category}", count)
+    metrics.count("jury_unanimous", step.get("unanimous") is True)
+
+
+def jury_agreement(counters: dict[str, float]) -> tuple[float, float | None] | None:
+    """(mean pairwise agreement, Fleiss' κ) of a jury from :func:`tally_jury`'s counters; None before any pair.
+    κ is None when every vote fell in one category (agreement by chance is then 1)."""
+    pairs = counters.get("jury_pairs", 0)
+    if not pairs:
+        return None
+    agreement = counters.get("jury_agreement", 0) / pairs
+    total = sum(counters.get(f"jury_votes_{c}", 0) for c in ("first", "second", "tie"))
+    chance = sum((counters.get(f"jury_votes_{c}", 0) / total) ** 2 for c in ("first", "second", "tie"))
+    return agreement, None if chance >= 1 else (agreement - chance) / (1 - chance)
 
 
 def judge_question(

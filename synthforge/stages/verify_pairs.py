@@ -15,11 +15,14 @@ from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.judging import (
+    Juried,
+    JuryVerdict,
     Pair,
     SwapChecks,
     judge_notes,
-    judge_pairs,
     judge_question,
+    jury_pairs,
+    tally_jury,
     tally_verdict,
 )
 from synthforge.stages.metrics import GroupSpec, Metrics
@@ -48,7 +51,7 @@ class VerifyPairsConfig(SwapChecks):
             raise ValueError(f"undecided must be sft or drop, got {self.undecided!r}")
 
 
-class VerifyPairs(Stage):
+class VerifyPairs(Juried, Stage):
     """Reads ``prompt``, ``response`` (chosen), ``rejected``; keeps pairs the judge prefers, with ``confidence``."""
 
     kind = "verify_pairs"
@@ -76,6 +79,7 @@ class VerifyPairs(Stage):
         if step.get("role") == "verification":
             metrics.add("principle", step["principle"], verified=1, preferred=step["p_chosen"] >= 0.5)
             tally_verdict(step, metrics)
+            tally_jury(step, metrics)
             metrics.count("undecided", step.get("outcome") == "undecided")
 
     def halt(self, summary: dict) -> str | None:
@@ -100,21 +104,26 @@ class VerifyPairs(Stage):
     def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
         return judge_question(self.template, record, principle, first, second)
 
-    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
-        assert teacher is not None
+    def judged(self, batch: list[Record], teacher: Teacher, judges: dict[str, Teacher]) -> list[Record | Drop]:
+        """Each pair (chosen shown first, then swapped) judged by each of ``judges`` (one, or a jury)."""
         paired = [i for i, r in enumerate(batch) if r.rejected and not same_text(r.response or "", r.rejected)]
         pairs = [Pair(batch[i], batch[i].response, batch[i].rejected, (self.principle_of(batch[i]),)) for i in paired]
-        verdicts = judge_pairs(teacher, self.template, pairs)  # chosen first, then swapped
+        judged = jury_pairs(judges, self.template, pairs, self.config)
         results: list[Record | Drop] = list(batch)
-        for i, pair, verdict in zip(paired, pairs, verdicts, strict=True):
-            results[i] = self._checked(batch[i], pair.principles[0], verdict)
+        for i, pair, (verdict, jury) in zip(paired, pairs, judged, strict=True):
+            results[i] = self._checked(batch[i], pair.principles[0], verdict, jury)
         return results
 
-    def _checked(self, record: Record, principle: Principle, verdict) -> Record | Drop:
+    def _checked(self, record: Record, principle: Principle, verdict, jury: JuryVerdict | None) -> Record | Drop:
         """The record with the judge's verdict: kept (a DPO pair), undecided (SFT only, or dropped) or rejected."""
         p_chosen = verdict.p_first
         winner = verdict.winner(self.config.disagreement)
-        if winner == "tie" and self.config.disagreement == "drop" and verdict.flipped:
+        split = jury is not None and not jury.unanimous and self.config.jury_split != "keep"
+        if split and self.config.jury_split == "drop":
+            outcome = "dropped"
+        elif split:
+            outcome = "undecided"
+        elif winner == "tie" and self.config.disagreement == "drop" and verdict.flipped:
             outcome = "dropped"
         elif winner == "tie" or (winner == "first" and p_chosen < 0.5 + self.config.margin):
             outcome = "undecided"
@@ -129,12 +138,15 @@ class VerifyPairs(Stage):
             "ba": verdict.ba[principle.name],
             "outcome": outcome,
             **verdict.summary(),
+            **({"teacher": None, **jury.summary(), "jury": self.config.jury} if jury is not None else {}),
         }
         preference = {"confidence": p_chosen, "p_first": p_chosen, "verified": True, "position_checked": True}
         if outcome == "undecided":
             preference["tie"] = True  # no DPO pair from it
         checked = replace(record, steps=[*record.steps, step], meta={**record.meta, "preference": preference})
         orders = f"P(revision) {verdict.first_when_a:.3f} shown first, {verdict.first_when_b:.3f} shown second"
+        if outcome == "dropped" and split:
+            return self.drop(checked, f"jury split ({', '.join(f'{n}: {v}' for n, v in jury.votes.items())}): dropped")
         if outcome == "dropped":
             return self.drop(checked, f"judge's two orders disagree ({orders})")
         if outcome == "undecided" and self.config.undecided == "drop":
