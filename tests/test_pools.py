@@ -280,3 +280,24 @@ export: {sft: false, dpo: false}
         bad = body.replace("{temperature: 1.5}", wrong)
         with pytest.raises(UserError, match=rf"stages\.pool.*{message}"):
             run_pipeline(load_pipeline(_pipeline(project, bad, name="bad")), RunOptions(out_dir=project / "b", limit=1))
+
+
+def test_the_answer_stage_takes_a_named_teacher_or_a_reference_but_not_both(project):
+    body = """teachers:
+  student: {model: s}
+stages:
+  - answer: {teacher: student, label: student}
+export: {sft: false, dpo: false}
+"""
+    result = run_pipeline(
+        load_pipeline(_pipeline(project, body)),
+        RunOptions(out_dir=project / "o", limit=2),
+        log=lambda _: None,
+        teachers={"student": _writer("S")},
+    )
+    records = _lines(result.out_dir / "trace.jsonl")
+    assert [r["meta"]["answers"]["student"] for r in records] == ["S answer (none)"] * 2
+    assert records[0]["steps"][-1]["teacher"] == "student"
+    both = body.replace("{teacher: student, label: student}", "{teacher: student, model: embedded, label: x}")
+    with pytest.raises(UserError, match=r"stages\.answer: give model .* or teacher .*, one of them"):
+        run_pipeline(load_pipeline(_pipeline(project, both, name="both")), RunOptions(out_dir=project / "b", limit=1))

@@ -400,3 +400,20 @@ paths: {{prompts: ../prompts, constitutions: ../constitutions}}
     assert result.manifest["teachers"]["remote"]["identity"]["backend"] == "openai"
     assert result.manifest["teacher"]["backend"] == "transformers"
     assert len(records) == result.manifest["counts"]["dpo"]  # every kept record is a pair
+
+
+def test_eval_compare_answers_with_a_model_behind_serve_by_reference(server, tiny_model_dir, project):
+    """`eval compare --models DIR,openai:tiny@URL`: the answer stage takes any teacher reference, not only a local
+    model; the label of a served model is its name."""
+    from synthforge.eval.compare import CompareOptions, compare_overrides, labels_for
+    from tests.test_compare import DEFAULT_PIPELINE, LengthJudge
+
+    models = [str(tiny_model_dir), f"openai:tiny@{server}"]
+    assert labels_for(models) == [tiny_model_dir.name, "tiny"]
+    options = CompareOptions(models=models, pipeline=project / DEFAULT_PIPELINE, principles=1, max_new_tokens=8)
+    spec = load_pipeline(options.pipeline, compare_overrides(options))
+    result = run_pipeline(spec, RunOptions(out_dir=project / "cmp", limit=2), teacher=LengthJudge(), log=lambda _: None)
+    records = [json.loads(x) for x in (result.out_dir / "trace.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(set(r["meta"]["answers"]) == {tiny_model_dir.name, "tiny"} for r in records)
+    served = next(s for s in result.manifest["stages"] if s["name"] == "answer-tiny")
+    assert served["config"]["model"] == f"openai:tiny@{server}"

@@ -304,7 +304,12 @@ def judge(pairs, judge, constitution, template, principles, chain_of_thought, li
 
 
 @evaluate.command("compare")
-@click.option("--models", required=True, help="Comma-separated models (embedded, directories, .gguf), the base first.")
+@click.option(
+    "--models",
+    required=True,
+    help="Comma-separated teacher references, the base first: embedded, a directory, a .gguf, openai:MODEL@URL, "
+    "vllm:MODEL.",
+)
 @click.option(
     "--prompts", type=click.Path(path_type=Path), help="Held-out prompts (default: pipelines/eval/heldout.jsonl)."
 )

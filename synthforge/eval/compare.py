@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from synthforge.records import Record
 from synthforge.rows import read_jsonl
 from synthforge.stages.compare_judge import position_noise
 from synthforge.stages.judging import MAX_FLIP_RATE, swap_agrees
-from synthforge.teachers.factory import teacher_overrides
+from synthforge.teachers.factory import BACKENDS, teacher_overrides
 
 DEFAULT_PIPELINE = builtin_path("pipelines", "eval-compare.yaml")
 
@@ -49,10 +50,13 @@ class CompareOptions:
 
 
 def labels_for(models: list[str]) -> list[str]:
-    """Short unique labels: the model reference's last path component (``embedded``, ``student-dpo``)."""
+    """Short unique labels: the model reference's last path component (``embedded``, ``student-dpo``; for
+    ``openai:MODEL@URL`` or ``vllm:MODEL``, the model's), in letters, digits, ``.``, ``_`` and ``-``."""
     labels: list[str] = []
     for model in models:
-        base = Path(model).name or model
+        backend, _, rest = model.partition(":")
+        named = rest.split("@", 1)[0] if backend in BACKENDS and rest else model
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(named).name or named).strip("-.") or "model"
         label, n = base, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1

@@ -1,8 +1,10 @@
 """Answer: one model's answer to each prompt, for comparing models (``synthforge eval compare``).
 
-The model is this stage's own (not the pipeline's teacher, which judges): it is built through the teacher
-factory on first use, and its identity — known without loading it — is part of the stage fingerprint, so
-answers are cached per model and a comparison resumes after a kill like any run.
+The model is this stage's own (not the pipeline's teacher, which judges): any teacher reference (``embedded``, a
+directory, a ``.gguf``, ``openai:MODEL@URL``, ``vllm:MODEL``), built through the teacher factory on first use, or
+a named teacher of the pipeline (``teacher: NAME`` instead of ``model``). Its identity — known without loading
+it — is part of the stage fingerprint, so answers are cached per model and a comparison resumes after a kill
+like any run.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from synthforge.records import Drop, Record
+from synthforge.settings import SpecError
 from synthforge.stages.base import Stage, completion_step
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
-from synthforge.teachers.config import TeacherSpec
-from synthforge.teachers.factory import LazyTeacher
+from synthforge.teachers.factory import LazyTeacher, spec_from_ref
 
 
 @dataclass
 class AnswerConfig:
-    """``model``: any teacher reference (embedded, a directory, a .gguf); ``label``: its name in the results."""
+    """``model``: any teacher reference (embedded, a directory, a .gguf, openai:MODEL@URL, vllm:MODEL), or none
+    with ``teacher: NAME`` (a named teacher of the pipeline); ``label``: its name in the results."""
 
-    model: str
     label: str
+    model: str | None = None
     template: str = "respond"
     device: str | None = None
     batch_size: int = 16
@@ -35,15 +38,24 @@ class Answer(Stage):
     kind = "answer"
     Config = AnswerConfig
     reads = ("prompt",)
-    uses_teacher = False  # it brings its own model
+    uses_teacher = False  # it brings its own model (model:), unless it names a teacher of the pipeline (teacher:)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, name: str, settings: dict[str, Any] | None, *args, **kwargs):
+        self.uses_teacher = "teacher" in (settings or {})
+        super().__init__(name, settings, *args, **kwargs)
+        if (self.config.model is not None) == self.uses_teacher:
+            raise SpecError(f"{self.where}: give model (a teacher reference) or teacher (a named teacher), one of them")
         self.template = self.use_template("respond", self.config.template)
-        spec = TeacherSpec(model=self.config.model, batch_size=self.config.batch_size, device=self.config.device)
-        self.model = LazyTeacher(spec)
+        self.model: Any = None
+        if self.config.model is not None:
+            common: dict[str, Any] = {"batch_size": self.config.batch_size}
+            if self.config.device is not None:
+                common["device"] = self.config.device
+            self.model = LazyTeacher(spec_from_ref(self.config.model, **common))
 
     def fingerprint(self) -> dict[str, Any]:
+        if self.model is None:
+            return super().fingerprint()  # the named teacher's identity is the run's part of it
         return {**super().fingerprint(), "model": self.model.identity}
 
     def conversation(self, record: Record) -> Conversation:
@@ -51,7 +63,9 @@ class Answer(Stage):
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         params = [self.seeded(self.config.sampling, r) for r in batch]
-        completions = self.model.generate([self.conversation(r) for r in batch], params)
+        model = self.model if self.model is not None else teacher
+        assert model is not None
+        completions = model.generate([self.conversation(r) for r in batch], params)
         results: list[Record | Drop] = []
         for record, (completion, *_) in zip(batch, completions, strict=True):
             step = completion_step(self.name, "answer", completion, model=self.config.label)
