@@ -301,3 +301,19 @@ export: {sft: false, dpo: false}
     both = body.replace("{teacher: student, label: student}", "{teacher: student, model: embedded, label: x}")
     with pytest.raises(UserError, match=r"stages\.answer: give model .* or teacher .*, one of them"):
         run_pipeline(load_pipeline(_pipeline(project, both, name="both")), RunOptions(out_dir=project / "b", limit=1))
+
+
+def test_named_teachers_with_the_same_settings_share_one_teacher_loaded_once(project):
+    from synthforge.engine.runner import _lazy_teachers, prepare
+
+    body = """teachers:
+  a: {backend: openai, model: m, openai: {base_url: 'http://127.0.0.1:9/v1'}}
+  b: {backend: openai, model: m, openai: {base_url: 'http://127.0.0.1:9/v1'}}
+  c: {backend: openai, model: other, openai: {base_url: 'http://127.0.0.1:9/v1'}}
+stages:
+  - pool:
+      members: [{name: x, teacher: a}, {name: y, teacher: b}, {name: z, teacher: c}]
+"""
+    prepared = prepare(load_pipeline(_pipeline(project, body)), 1)
+    teachers = _lazy_teachers(prepared, ["a", "b", "c"], lambda _: None)
+    assert teachers["a"] is teachers["b"] and teachers["c"] is not teachers["a"]

@@ -32,7 +32,7 @@ from synthforge.engine.stagework import Budget, StageReport, StageWork, new_toke
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
 from synthforge.errors import StageFailed
 from synthforge.files import write_atomic, writing
-from synthforge.hashing import file_sha256, stable_hash
+from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
 from synthforge.records import RESERVED_FIELDS, Drop, Record
 from synthforge.report.html import write_run_report
@@ -259,20 +259,29 @@ def run_pipeline(
     log = log or (lambda message: print(message, file=sys.stderr))
     given = {**(teachers or {}), **({DEFAULT: teacher} if teacher is not None else {})}
     prepared = prepare(spec, options.limit, teacher, teachers)
-    # identity now; weights or connection on first use, when what the stages need is probed
-    owned = Team(
-        {
-            name: LazyTeacher(spec.teacher_spec_of(name), teacher_needs(prepared.stages, name), log)
-            for name in prepared.teacher_names
-            if name not in given
-        }
-    )
+    owned = Team(_lazy_teachers(prepared, [n for n in prepared.teacher_names if n not in given], log))
     team = Team({**owned, **{name: given[name] for name in prepared.teacher_names if name in given}})
     with run_directory(options.out_dir or default_out_dir(spec), spec.name) as out_dir:
         try:
             return _run_locked(prepared, out_dir, team, options, log)
         finally:
             owned.close()
+
+
+def _lazy_teachers(prepared: PreparedRun, names: list[str], log: Log) -> dict[str, Teacher]:
+    """A teacher per name, its identity known now, its weights or connection made on first use (when what its
+    stages need is probed); names with the same settings share one (a model is loaded once)."""
+    spec = prepared.spec
+    built: dict[str, LazyTeacher] = {}
+    teachers: dict[str, Teacher] = {}
+    for name in names:
+        key = canonical_json(teacher_settings(spec.teacher_spec_of(name)))
+        same = [n for n in names if canonical_json(teacher_settings(spec.teacher_spec_of(n))) == key]
+        if key not in built:
+            needs = frozenset().union(*(teacher_needs(prepared.stages, n) for n in same))
+            built[key] = LazyTeacher(spec.teacher_spec_of(name), needs, log)
+        teachers[name] = built[key]
+    return teachers
 
 
 def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
@@ -466,10 +475,11 @@ def pipeline_plan(spec: PipelineSpec, team: Mapping[str, Teacher], executor: Exe
     if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
         return 1, chunk
     workers = getattr(spec.engine.options, "workers", None)
-    serves = sum(requests_at_once(t) for t in team.values()) or 1  # each teacher keeps its own window busy
+    distinct = list({id(t): t for t in team.values()}.values())  # names may share one teacher
+    serves = sum(requests_at_once(t) for t in distinct) or 1  # each teacher keeps its own window busy
     if serves <= 1:
         return (workers or 1), chunk
-    share, depth = (16, 6) if any(is_remote(t) for t in team.values()) else (4, 3)
+    share, depth = (16, 6) if any(is_remote(t) for t in distinct) else (4, 3)
     batch = spec.engine.chunk_size or spec.teacher.batch_size or max(1, min(chunk, serves // share))
     return (workers or min(MAX_IN_FLIGHT, max(2, -(-depth * serves // batch)))), batch
 

@@ -37,7 +37,7 @@ class Team(Mapping[str, Teacher]):
 
     def close(self) -> None:
         """Release every teacher that holds something (an HTTP client, an event-loop thread)."""
-        for teacher in self._teachers.values():
+        for teacher in {id(t): t for t in self._teachers.values()}.values():  # names may share one teacher
             close = getattr(teacher, "close", None)
             if callable(close):
                 close()
