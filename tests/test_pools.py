@@ -317,3 +317,54 @@ stages:
     prepared = prepare(load_pipeline(_pipeline(project, body)), 1)
     teachers = _lazy_teachers(prepared, ["a", "b", "c"], lambda _: None)
     assert teachers["a"] is teachers["b"] and teachers["c"] is not teachers["a"]
+
+
+def test_a_pool_over_two_in_process_models(project, tiny_model_dir):
+    """Two local models in one pool, first called at once from the pool's threads."""
+    body = f"""teachers:
+  a: {{model: "{tiny_model_dir}", batch_size: 2, device: cpu}}
+  b: {{model: "{tiny_model_dir}", batch_size: 4, device: cpu}}
+stages:
+  - pool:
+      sampling: {{max_new_tokens: 4}}
+      members: [{{name: x, teacher: a}}, {{name: y, teacher: b}}]
+export: {{sft: false, dpo: false}}
+"""
+    result = run_pipeline(load_pipeline(_pipeline(project, body)), RunOptions(out_dir=project / "o", limit=2))
+    records = _lines(result.out_dir / "trace.jsonl") + [d["record"] for d in _lines(result.out_dir / "dropped.jsonl")]
+    assert len(records) == 2 and all(len(r["steps"]) == 2 for r in records)
+    assert result.manifest["teachers"]["a"]["identity"]["backend"] == "transformers"
+
+
+def test_in_process_teachers_load_one_at_a_time(monkeypatch):
+    """transformers' loading is not thread-safe (two embedded models loaded at once from a pool's threads failed
+    with 'Cannot copy out of meta tensor'): LazyTeacher builds local backends one at a time."""
+    import threading
+    import time
+
+    from synthforge.teachers import factory
+    from synthforge.teachers.config import TeacherSpec
+
+    running, most = [0], [0]
+    guard = threading.Lock()
+
+    def build(spec, identity=None):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with guard:
+            running[0] -= 1
+        return ScriptedTeacher(lambda c: "x")
+
+    monkeypatch.setattr(factory, "build_teacher", build)
+    monkeypatch.setattr(factory, "teacher_identity", lambda spec: {"model": spec.model})
+    monkeypatch.setattr(factory, "teacher_capabilities", lambda spec: frozenset({"generate"}))
+    monkeypatch.setattr(factory, "requests_in_flight", lambda spec: 1)
+    lazy = [factory.LazyTeacher(TeacherSpec(model=f"m{i}")) for i in range(3)]
+    threads = [threading.Thread(target=lambda t=t: t.generate) for t in lazy]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(t.loaded for t in lazy) and most[0] == 1

@@ -9,6 +9,7 @@ exporting a :class:`~synthforge.teachers.config.Backend` record, plus its line i
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
@@ -178,6 +179,9 @@ def requests_in_flight(spec: TeacherSpec) -> int:
     return backend_of(spec.backend).in_flight(replace(spec, batch_size=batch_size(spec)), options_of(spec))
 
 
+_LOADING = threading.Lock()  # in-process models load one at a time (transformers' loading isn't thread-safe)
+
+
 class LazyTeacher:
     """A teacher whose identity and capabilities are known now and whose backend is built on first use."""
 
@@ -206,7 +210,8 @@ class LazyTeacher:
         if self._teacher is None:
             with self._building:
                 if self._teacher is None:
-                    teacher = build_teacher(self.spec, self.identity)
+                    with contextlib.nullcontext() if self.remote else _LOADING:
+                        teacher = build_teacher(self.spec, self.identity)
                     if self.needs and isinstance(teacher, Probing):
                         try:
                             for line in teacher.probe(self.needs):
