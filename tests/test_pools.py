@@ -192,6 +192,11 @@ def test_ultrafeedback_pairs_the_best_and_worst_rated_answers_by_log_probability
     assert len(ratings) == 12 and all(s["method"] == "logprobs" and "probabilities" in s for s in ratings)
     assert record["meta"]["rating"]["margin"] == pytest.approx(3.0)
     assert rows[0]["score_chosen"] == pytest.approx(4.5) and rows[0]["score_rejected"] == pytest.approx(1.5)
+    assert (rows[0]["chosen_member"], rows[0]["rejected_member"], rows[0]["chosen_teacher"]) == (
+        "plain",
+        "loose",
+        "default",
+    )
     pairing = next(s for s in record["steps"] if s["role"] == "pairing")
     assert pairing["chosen"]["member"] == "plain" and pairing["chosen"]["teacher"] == "default"
     aspects = result.manifest["groups"]["aspect"]["members"]
@@ -368,3 +373,20 @@ def test_in_process_teachers_load_one_at_a_time(monkeypatch):
     for thread in threads:
         thread.join()
     assert all(t.loaded for t in lazy) and most[0] == 1
+
+
+def test_a_jury_of_raters_scores_each_answer_by_their_mean(project):
+    low = _digit_rater(lambda answer: 2.0)
+    high = _digit_rater(lambda answer: 4.0 if answer == "plain answer" else 3.0)
+    sampler = _pool_and_rater({})
+    sets = ["teachers.low.model=l", "teachers.high.model=h", "stages.rate.judges=[low, high]"]
+    spec = load_pipeline(project / "pipelines" / "ultrafeedback.yaml", ["seeds.path=seeds/red-team.jsonl", *sets])
+    options = RunOptions(out_dir=project / "j", limit=1)
+    result = run_pipeline(spec, options, teacher=sampler, teachers={"low": low, "high": high}, log=lambda _: None)
+    dropped = [d["record"] for d in _lines(result.out_dir / "dropped.jsonl")]
+    record = (_lines(result.out_dir / "trace.jsonl") + dropped)[0]
+    plain = next(c for c in record["candidates"] if c["member"] == "plain")
+    assert all(score == pytest.approx(3.0) for score in plain["scores"].values())  # (2 + 4) / 2
+    ratings = [s for s in record["steps"] if s["role"] == "rating"]
+    assert len(ratings) == 24 and {s["teacher"] for s in ratings} == {"low", "high"}
+    assert {s["method"] for s in ratings} == {"logprobs"}  # auto: what both raters can do

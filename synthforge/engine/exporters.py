@@ -74,6 +74,9 @@ def dpo_row(record: Record, system: bool = True, reasoning: bool = False) -> dic
     if rating:  # pairs from rubric scores: both answers' mean scores, as in UltraFeedback binarized
         row["score_chosen"] = round(float(rating["chosen_score"]), 6)
         row["score_rejected"] = round(float(rating["rejected_score"]), 6)
+        for key in ("chosen_teacher", "rejected_teacher", "chosen_member", "rejected_member"):
+            if key in rating:  # who wrote each answer (a pool's named teacher and member)
+                row[key] = rating[key]
     return row
 
 

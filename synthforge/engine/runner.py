@@ -131,7 +131,9 @@ def prepare(
     stages = []
     for s in spec.stages:
         name = _teacher_named(s.settings, s.where, spec) if stage_class(s.kind).uses_teacher else DEFAULT
-        resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir, have(name))
+        jury = [n for n in s.settings.get("judges") or [] if isinstance(n, str) and n in spec.teachers]
+        able = frozenset.intersection(*(have(n) for n in jury)) if jury else have(name)  # what every judge can do
+        resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir, able)
         stages.append(stage_class(s.kind)(s.name, s.settings, resources, where=s.where))
     for stage in stages:
         stage.preview(placeholder_record(records[0] if records else None))

@@ -71,7 +71,15 @@ class PairByScore(Stage):
             "chosen_member": best.member,
             "margin": margin,
         }
-        rating = {"chosen_score": best.rating, "rejected_score": worst.rating, "margin": margin}
+        rating = {
+            "chosen_score": best.rating,
+            "rejected_score": worst.rating,
+            "margin": margin,
+            "chosen_teacher": best.teacher,
+            "rejected_teacher": worst.teacher,
+            "chosen_member": best.member,
+            "rejected_member": worst.member,
+        }
         meta = {**record.meta, "rating": rating}
         return replace(record, response=best.text, rejected=worst.text, steps=[*record.steps, step], meta=meta)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +43,7 @@ class RateConfig:
     # auto: json where the teacher constrains output to a schema, else logprobs, else text; or one of them
     scoring: str = "auto"
     answers: str = "candidates"  # what is rated: the pool's candidates, or the record's response (and rejected)
+    judges: list[str] = field(default_factory=list)  # raters by name (`teachers:`), scores their mean; none: teacher
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=160))
 
     def __post_init__(self) -> None:
@@ -51,6 +53,8 @@ class RateConfig:
             raise ValueError(f"scoring must be one of {', '.join(SCORING)}, got {self.scoring!r}")
         if self.answers not in ANSWERS:
             raise ValueError(f"answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
+        if len(set(self.judges)) != len(self.judges) or len(self.judges) == 1:
+            raise ValueError(f"judges: two or more different named teachers (one rater: teacher:), got {self.judges}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ class Rate(Stage):
             self.needs = self.needs | {needed}
 
     def _method(self) -> str:
-        """How scores are read: as configured, or (auto) the first of json, logprobs, text the teacher allows."""
+        """How scores are read: as configured, or (auto) the first of json, logprobs, text the teacher allows (every
+        rater of a jury: the engine passes what they all can do)."""
         if self.config.scoring != "auto":
             return self.config.scoring
         have = self.resources.capabilities or frozenset()
@@ -150,30 +155,46 @@ class Rate(Stage):
         answers = [("response", record.response), ("rejected", record.rejected)]
         return [Candidate(text=text, member=name) for name, text in answers if text]
 
+    def teacher_names(self) -> tuple[str, ...]:
+        return tuple(self.config.judges) or (self.teacher_name,)
+
+    def run_batch(self, batch: list[Record], team: Mapping[str, Teacher]) -> list[Record | Drop]:
+        return self.rated(batch, {name: team[name] for name in self.teacher_names()})
+
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
+        """With one teacher standing in for every rater (tests)."""
         assert teacher is not None
+        return self.rated(batch, dict.fromkeys(self.teacher_names(), teacher))
+
+    def rated(self, batch: list[Record], raters: dict[str, Teacher]) -> list[Record | Drop]:
+        """Every candidate scored on every aspect by each rater; a candidate's score on an aspect is the mean of
+        the raters' readable scores. Each rating step names its rater (``teacher``)."""
         asks = [
             (i, k, aspect, self.question(record, aspect, candidate.text))
             for i, record in enumerate(batch)
             for k, candidate in enumerate(self.candidates_of(record))
             for aspect in self.aspects
         ]
-        ratings = self._ratings(teacher, batch, asks)
+        by_rater = {name: self._ratings(rater, batch, asks) for name, rater in raters.items()}
         results: list[Record | Drop] = []
         for i, record in enumerate(batch):
             candidates = self.candidates_of(record)
             if not candidates:
                 results.append(self.drop(record, f"nothing to rate (no {self.config.answers})"))
                 continue
-            scores: list[dict[str, float]] = [{} for _ in candidates]
+            scores: list[dict[str, list[float]]] = [{} for _ in candidates]
             steps = list(record.steps)
-            for (j, k, aspect, _), rating in zip(asks, ratings, strict=True):
-                if j != i:
-                    continue
-                if rating.score is not None:
-                    scores[k][aspect.name] = rating.score
-                steps.append(self._step(candidates[k], k, aspect, rating))
-            rated = [replace(c, scores={**c.scores, **s}) for c, s in zip(candidates, scores, strict=True)]
+            for name, ratings in by_rater.items():
+                for (j, k, aspect, _), rating in zip(asks, ratings, strict=True):
+                    if j != i:
+                        continue
+                    if rating.score is not None:
+                        scores[k].setdefault(aspect.name, []).append(rating.score)
+                    steps.append({**self._step(candidates[k], k, aspect, rating), "teacher": name})
+            rated = [
+                replace(c, scores={**c.scores, **{a: sum(v) / len(v) for a, v in s.items()}})
+                for c, s in zip(candidates, scores, strict=True)
+            ]
             results.append(replace(record, candidates=rated, steps=steps))
         return results
 
