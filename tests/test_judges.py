@@ -251,3 +251,29 @@ def test_fleiss_kappa_arithmetic():
     same = Metrics()
     tally_jury({"votes": {"a": "tie", "b": "tie"}}, same)
     assert jury_agreement(same.counters) == (1.0, None)
+
+
+def test_a_measured_judge_report_is_pointed_at_by_the_manifest_and_the_card(project, tmp_path):
+    from synthforge.errors import UserError
+    from synthforge.eval.judge import MADE_BY, JudgeRun, run_judge_eval
+    from tests.test_eval_judge import _pairs
+
+    report_path = project / "pipelines" / "judge-report.json"
+    run_judge_eval(JudgeRun(_pairs(tmp_path / "pairs.jsonl", 20), out=report_path), teacher=judge(knows))
+    assert json.loads(report_path.read_text())["made_by"] == MADE_BY
+    replies = iter(["GOOD answer", "plain answer"] * 8)
+    _rlaif(project, judge(knows, reply=lambda c: next(replies)))
+    # the setting changes no label: the run before it is reused
+    result = _rlaif(project, judge(knows), "stages.judge.judge_report=judge-report.json")
+    assert next(r for r in result.reports if r.kind == "judge").reused == 4
+    entry = next(s for s in result.manifest["stages"] if s["kind"] == "judge")
+    assert entry["judge_report"]["path"] == "judge-report.json" and entry["judge_report"]["accuracy"] == 1.0
+    assert entry["judge_report"]["reliable"] is True and len(entry["judge_report"]["sha256"]) == 64
+    note = next(n for n in entry["notes"] if n.startswith("judge measured by eval judge"))
+    assert "accuracy 1.000" in note and "on 20 pairs, reliable" in note
+    assert note in (result.out_dir / "README.md").read_text()
+    secret = project / "pipelines" / "secret.json"
+    secret.write_text('{"password": "hunter2"}')
+    with pytest.raises(UserError, match=r"stages\.judge\.judge_report: .*secret\.json is not a report") as info:
+        _rlaif(project, judge(knows), "stages.judge.judge_report=secret.json")
+    assert "hunter2" not in str(info.value)

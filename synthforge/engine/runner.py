@@ -581,6 +581,7 @@ def build_manifest(
                 "constitution": stage.constitution.name if stage.constitution else None,
                 "constitution_sha256": stage.constitution.sha256 if stage.constitution else None,
                 "report": {k: v for k, v in vars(report).items() if k not in ("name", "kind", "fingerprint")},
+                **stage.provenance(),
             }
         )
     return {

@@ -61,7 +61,7 @@ class Stage(ABC):
     generates: ClassVar[bool] = False  # writes a new set of prompts (may open a pipeline without seeds)
     tags: ClassVar[tuple[str, ...]] = ()  # what kind of data it makes, for the dataset card's tags
     # config keys that change how a run reacts, never a record's result: left out of the fingerprint
-    reaction_keys: ClassVar[frozenset[str]] = frozenset({"on_unreliable"})
+    reaction_keys: ClassVar[frozenset[str]] = frozenset({"on_unreliable", "judge_report"})
 
     def __init__(self, name: str, settings: dict[str, Any] | None, resources: StageResources, where: str = ""):
         self.name = name
@@ -175,6 +175,11 @@ class Stage(ABC):
     def notes(self, summary: dict[str, Any]) -> list[str]:
         """What a reader of this stage's results must not miss, from its metrics ``summary`` (log, card, report)."""
         return []
+
+    def provenance(self) -> dict[str, Any]:
+        """What else the manifest records of how this stage's results were made (e.g. its judge's measured
+        report); nothing by default."""
+        return {}
 
     def halt(self, summary: dict[str, Any]) -> str | None:
         """Why the run must stop now, from the metrics ``summary`` of the results this run computed so far (e.g. a

@@ -25,6 +25,7 @@ from synthforge.stages.judging import (
     judge_notes,
     judge_question,
     jury_pairs,
+    measured_note,
     swap_agrees,
     tally_jury,
     tally_verdict,
@@ -85,6 +86,9 @@ class Judge(Juried, Stage):
 
     def notes(self, summary: dict) -> list[str]:
         notes = judge_notes(summary.get("counters", {}), self.config, "pairs")
+        measured = self.measured()
+        if measured is not None:
+            notes.append(measured_note(measured))
         if not self.config.swap:
             notes.append("labels are unverified for position: the judge was asked in one order only (swap: false)")
         elif self.config.disagreement == "average":
@@ -104,6 +108,7 @@ class Judge(Juried, Stage):
             )
         self.respond_template = self.use_template("respond", self.config.respond_template)
         self.template = self.use_template("judge", self.config.template)
+        self.measured()  # a judge_report that isn't one fails validation
         self.answer_template = self.use_template("judge_answer", self.config.answer_template)
 
     def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:

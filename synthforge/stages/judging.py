@@ -5,18 +5,24 @@ orders agree: a judge whose verdict follows the position an answer is shown in l
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from synthforge.constitution import Principle
+from synthforge.files import read_text
+from synthforge.hashing import file_sha256
 from synthforge.records import Record
+from synthforge.settings import SpecError
 from synthforge.teachers.base import Conversation, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
 MAX_FLIP_RATE = 0.4  # the one threshold: a judge whose verdict flips with the order more often than this is noise
 DISAGREEMENT = ("tie", "drop", "average")  # what a verdict whose two orders disagree becomes
+EVAL_JUDGE = "synthforge eval judge"  # the made_by of its reports
 ON_UNRELIABLE = ("warn", "stop")  # what a run does once its judge is found unreliable
 JURY = ("mean", "majority")  # how several judges' verdicts make one
 JURY_SPLIT = ("keep", "tie", "drop")  # what a jury that is not unanimous does
@@ -36,6 +42,9 @@ class SwapChecks:
     # mean: per principle and order, the judges' mean P(A); majority: the share of judges preferring (A)
     jury: str = "mean"
     jury_split: str = "keep"  # a jury that is not unanimous: keep (the rule decides), tie (no pair) or drop
+    # an `eval judge` report (REPORT.json, relative to the pipeline file) that measured this stage's judge: the
+    # manifest and card point at it; it changes no label (not part of the cache key)
+    judge_report: str | None = None
 
     def __post_init__(self) -> None:
         if self.disagreement not in DISAGREEMENT:
@@ -302,7 +311,21 @@ def jury_pairs(
 
 class Juried:
     """What a pairwise judging stage (its config a :class:`SwapChecks`) inherits before :class:`Stage`: the jury
-    among the teachers it names, and a ``judged(batch, teacher, judges)`` that :meth:`run_batch` hands them to."""
+    among the teachers it names, a ``judged(batch, teacher, judges)`` that :meth:`run_batch` hands them to, and
+    the measured report of its judge (``judge_report``) in its provenance and notes."""
+
+    def measured(self) -> dict[str, Any] | None:
+        """The ``judge_report`` setting's figures (read once), or None."""
+        if self.config.judge_report is None:  # type: ignore[attr-defined]
+            return None
+        if not hasattr(self, "_measured"):
+            base = self.resources.base_dir  # type: ignore[attr-defined]
+            self._measured = measured_judge(self.config.judge_report, base, self.where)  # type: ignore[attr-defined]
+        return self._measured
+
+    def provenance(self) -> dict[str, Any]:
+        measured = self.measured()
+        return {"judge_report": measured} if measured is not None else {}
 
     def teacher_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([self.teacher_name, *self.config.judges]))  # type: ignore[attr-defined]
@@ -344,6 +367,36 @@ def jury_agreement(counters: dict[str, float]) -> tuple[float, float | None] | N
     total = sum(counters.get(f"jury_votes_{c}", 0) for c in ("first", "second", "tie"))
     chance = sum((counters.get(f"jury_votes_{c}", 0) / total) ** 2 for c in ("first", "second", "tie"))
     return agreement, None if chance >= 1 else (agreement - chance) / (1 - chance)
+
+
+REPORT_KEYS = ("n", "accuracy", "accuracy_interval", "flip_rate", "reliable", "reason", "judge")
+
+
+def measured_judge(ref: str, base_dir: Path | None, where: str) -> dict[str, Any]:
+    """What the manifest and card say of an ``eval judge`` report: its file and hash and its figures; a file that
+    isn't one is a one-line error naming the setting (its contents are never echoed)."""
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        report = json.loads(read_text(path, "judge report"))
+    except (OSError, ValueError):
+        report = None
+    if not isinstance(report, dict) or report.get("made_by") != EVAL_JUDGE or any(k not in report for k in REPORT_KEYS):
+        raise SpecError(f"{where}.judge_report: {path} is not a report of synthforge eval judge (--out REPORT.json)")
+    return {"path": path.name, "sha256": file_sha256(path), **{k: report[k] for k in REPORT_KEYS}}
+
+
+def measured_note(measured: dict[str, Any]) -> str:
+    """One line on a measured judge: its accuracy against human labels, and whether it is reliable."""
+    low, high = measured["accuracy_interval"]
+    judge = measured["judge"] if isinstance(measured["judge"], dict) else {}
+    name = judge.get("name") or judge.get("model") or judge.get("backend") or "?"
+    verdict = "reliable" if measured["reliable"] else "UNRELIABLE"
+    return (
+        f"judge measured by eval judge ({measured['path']}: {name}): accuracy {measured['accuracy']:.3f} "
+        f"({low:.3f}-{high:.3f}) against human labels on {measured['n']} pairs, {verdict}: {measured['reason']}"
+    )
 
 
 def judge_question(

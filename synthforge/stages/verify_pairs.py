@@ -22,6 +22,7 @@ from synthforge.stages.judging import (
     judge_notes,
     judge_question,
     jury_pairs,
+    measured_note,
     tally_jury,
     tally_verdict,
 )
@@ -74,6 +75,7 @@ class VerifyPairs(Juried, Stage):
         if not self.by_name:
             raise SpecError(f"{self.where}.constitution: {constitution.name} has no 'compare:' questions")
         self.template = self.use_template("judge", self.config.template)
+        self.measured()  # a judge_report that isn't one fails validation
 
     def tally(self, step: dict, metrics: Metrics) -> None:
         if step.get("role") == "verification":
@@ -88,6 +90,9 @@ class VerifyPairs(Juried, Stage):
     def notes(self, summary: dict) -> list[str]:
         counters = summary.get("counters", {})
         notes = judge_notes(counters, self.config, "pairs")
+        measured = self.measured()
+        if measured is not None:
+            notes.append(measured_note(measured))
         if counters.get("undecided"):
             kept = "kept as SFT rows" if self.config.undecided == "sft" else "dropped"
             notes.append(
