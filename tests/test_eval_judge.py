@@ -122,3 +122,19 @@ def test_without_pairs_or_with_bad_rows_it_is_one_line(tmp_path, capsys):
     bad.write_text(json.dumps({"prompt": "q", "chosen": "a"}) + "\n")
     code, _, err = run_cli(["eval", "judge", bad], capsys)
     assert code == 2 and f"{bad}:1" in err and "preference pair" in err
+
+
+def test_a_jury_is_measured_with_each_judge_beside_it(tmp_path):
+    teachers = {"a": judge(knows), "b": judge(knows), "c": judge(first_position)}
+    run = JudgeRun(_pairs(tmp_path / "pairs.jsonl", 30), jury=("a", "b", "c"), jury_rule="majority")
+    report = run_judge_eval(run, teachers=teachers)
+    assert report["accuracy"] == 1.0 and report["flip_rate"] == 0.0  # two knowing judges outvote the biased one
+    jury = report["jury"]
+    assert jury["by_judge"]["a"]["accuracy"] == 1.0 and jury["by_judge"]["c"]["flip_rate"] == 1.0
+    assert jury["unanimous_rate"] == 0.0 and jury["pairwise_agreement"] == pytest.approx(1 / 3)
+    assert report["judge"]["backend"] == "jury" and set(report["judge"]["judges"]) == {"a", "b", "c"}
+
+
+def test_the_cli_refuses_a_jury_of_one(tmp_path, capsys):
+    code, _, err = run_cli(["eval", "judge", str(_pairs(tmp_path / "p.jsonl", 4)), "--jury", "embedded"], capsys)
+    assert code == 2 and "--jury: give two or more different judges" in err

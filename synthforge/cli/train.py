@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +287,21 @@ def evaluate(ctx, model, data, reference, eval_fraction, seed, batch_size, max_l
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Principle draws and the bootstrap.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON here.")
-def judge(pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out) -> None:
+@click.option(
+    "--jury",
+    multiple=True,
+    help="A jury instead of --judge: give it twice or more (teacher references); each judge is measured too.",
+)
+@click.option(
+    "--jury-rule",
+    type=click.Choice(["mean", "majority"]),
+    default="mean",
+    show_default=True,
+    help="How the jury's verdicts make one (as the judging stages' jury: setting).",
+)
+def judge(
+    pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out, jury, jury_rule
+) -> None:
     """Measure a judge against human-labelled preference PAIRS: TRL preference rows (prompt/chosen/rejected) or
     HH-RLHF chosen/rejected transcripts, "chosen" being the human's choice. Each pair is asked in both orders;
     prints the accuracy with its bootstrap 95% interval, the flip, first-position, longer-answer and tie rates,
@@ -295,9 +310,10 @@ def judge(pairs, judge, constitution, template, principles, chain_of_thought, li
     """
     from synthforge.eval.judge import JudgeRun, format_report, run_judge_eval
 
-    report = run_judge_eval(
-        JudgeRun(pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out)
-    )
+    if len(jury) == 1 or len(set(jury)) != len(jury):
+        raise click.UsageError("--jury: give two or more different judges (one judge: --judge)")
+    run = JudgeRun(pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out)
+    report = run_judge_eval(replace(run, jury=tuple(jury), jury_rule=jury_rule))
     click.echo("\n".join(format_report(report)))
     if out is not None:
         click.echo(f"wrote {out}")

@@ -217,20 +217,24 @@ class JudgeRun:
     max_flip_rate: float = MAX_FLIP_RATE
     seed: int = 0
     out: Path | None = None  # REPORT.json
+    jury: tuple[str, ...] = ()  # two or more teacher references judging together (instead of ``judge``)
+    jury_rule: str = "mean"  # mean or majority (see stages.judging.jury_verdict)
 
 
-def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[[str], None] | None = None):
+def run_judge_eval(
+    run: JudgeRun,
+    teacher: Teacher | None = None,
+    log: Callable[[str], None] | None = None,
+    teachers: dict[str, Teacher] | None = None,
+):
     """Measure the judge ``run`` names (or ``teacher``) on its pairs; write the report when ``run.out`` is set."""
     import json
-
-    from tqdm.auto import tqdm
 
     from synthforge import __version__
     from synthforge.builtin import builtin_path
     from synthforge.constitution import load_constitution
     from synthforge.files import check_not_input, claim_file, output_lock, write_atomic
     from synthforge.prompts import load_template
-    from synthforge.teachers.factory import LazyTeacher, spec_from_ref
 
     path = run.pairs.expanduser() if run.pairs is not None else builtin_path(*CALIBRATION)
     if run.pairs is None and not path.is_file():
@@ -248,23 +252,13 @@ def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[
     if not usable.principles:
         raise UserError(f"--constitution {run.constitution}: it has no 'compare:' questions; the judge needs them")
     template = load_template(run.template, builtin_path("prompts"))
-    owned = None
-    if teacher is None:
-        teacher = owned = LazyTeacher(spec_from_ref(run.judge), frozenset({CHOICE}))  # built (and probed) on first use
-    try:
-        with tqdm(total=len(pairs), desc="eval judge", unit="pair", disable=None) as bar:
-            verdicts = ask_judge(
-                teacher,
-                template,
-                pairs,
-                lambda i: principles_for(usable, config.principles, config.seed, i),
-                config,
-                bar.update,
-            )
-    finally:
-        if owned is not None:
-            owned.close()
-    report = measure(verdicts, config)
+    refs = list(run.jury) or [run.judge]
+    given = {**(teachers or {}), **({run.judge: teacher} if teacher is not None else {})}
+    by_judge, identities = verdicts_by_judge(refs, given, pairs, template, usable, config)
+    if len(refs) == 1:
+        report, identity = measure(by_judge[refs[0]], config), identities[refs[0]]
+    else:
+        report, identity = measure_jury(by_judge, config, run.jury_rule, identities)
     asked = {
         "constitution": constitution.name,
         "constitution_sha256": constitution.sha256,
@@ -272,7 +266,7 @@ def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[
         "principles": config.principles,
         "chain_of_thought": config.chain_of_thought,
     }
-    report |= provenance(path, identical, dict(teacher.identity), asked)
+    report |= provenance(path, identical, identity, asked)
     report["thresholds"] = {"max_flip_rate": config.max_flip_rate, "interval": 0.95, "bootstrap": config.bootstrap}
     report["synthforge_version"] = __version__
     if run.out is not None:
@@ -281,6 +275,68 @@ def run_judge_eval(run: JudgeRun, teacher: Teacher | None = None, log: Callable[
             claim_file(out, _ours, "--out", "eval judge")
             write_atomic(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
+
+
+def verdicts_by_judge(
+    refs: list[str],
+    given: dict[str, Teacher],
+    pairs: Sequence[HumanPair],
+    template: Any,
+    usable: Constitution,
+    config: JudgeEvalConfig,
+) -> tuple[dict[str, list[Verdict]], dict[str, dict[str, Any]]]:
+    """Each judge's verdicts on every pair (a teacher of ``given``, else built from its reference and probed on
+    first use), and each one's identity."""
+    from tqdm.auto import tqdm
+
+    from synthforge.teachers.factory import LazyTeacher, spec_from_ref
+
+    owned = {ref: LazyTeacher(spec_from_ref(ref), frozenset({CHOICE})) for ref in refs if ref not in given}
+    judges = {ref: given.get(ref) or owned[ref] for ref in refs}
+    try:
+        with tqdm(total=len(pairs) * len(refs), desc="eval judge", unit="pair", disable=None) as bar:
+            by_judge = {
+                ref: ask_judge(
+                    judge,
+                    template,
+                    pairs,
+                    lambda i: principles_for(usable, config.principles, config.seed, i),
+                    config,
+                    bar.update,
+                )
+                for ref, judge in judges.items()
+            }
+    finally:
+        for judge in owned.values():
+            judge.close()
+    return by_judge, {ref: dict(judge.identity) for ref, judge in judges.items()}
+
+
+def measure_jury(
+    by_judge: dict[str, list[Verdict]], config: JudgeEvalConfig, rule: str, identities: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The figures of a jury's verdicts (made as a judging stage makes them), each judge's own accuracy and flip
+    rate beside them, and the jury's agreement; and the jury's identity (its judges')."""
+    from synthforge.stages.judging import jury_agreement, jury_verdict, tally_jury
+    from synthforge.stages.metrics import Metrics
+
+    refs = list(by_judge)
+    juries = [jury_verdict({r: by_judge[r][i] for r in refs}, rule, "tie") for i in range(len(by_judge[refs[0]]))]
+    report = measure([j.verdict for j in juries], config)
+    metrics = Metrics()
+    for jury in juries:
+        tally_jury(jury.summary(), metrics)
+    agreement, kappa = jury_agreement(metrics.counters) or (None, None)
+    alone = {r: measure(by_judge[r], config) for r in refs}
+    report["jury"] = {
+        "rule": rule,
+        "pairwise_agreement": agreement,
+        "fleiss_kappa": kappa,
+        "unanimous_rate": metrics.counters.get("jury_unanimous", 0) / max(1, len(juries)),
+        "by_judge": {r: {k: alone[r][k] for k in ("accuracy", "accuracy_interval", "flip_rate")} for r in refs},
+    }
+    names = [identities[r].get("name") or identities[r].get("model") or r for r in refs]
+    return report, {"backend": "jury", "name": f"jury ({rule}) of {', '.join(map(str, names))}", "judges": identities}
 
 
 def _ours(path: Path) -> bool:
@@ -301,4 +357,19 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"flip rate {rate('flip_rate')}, first position {rate('first_position_rate')}, longer answer "
         f"{rate('longer_rate')}, ties {rate('tie_rate')}, calibration error {report['calibration_error']:.3f}",
         f"{'RELIABLE' if report['reliable'] else 'UNRELIABLE'}: {report['reason']}",
+        *_jury_lines(report.get("jury")),
     ]
+
+
+def _jury_lines(jury: dict[str, Any] | None) -> list[str]:
+    if not jury:
+        return []
+    kappa = "undefined" if jury["fleiss_kappa"] is None else f"{jury['fleiss_kappa']:.2f}"
+    lines = [
+        f"jury ({jury['rule']}): pairwise agreement {jury['pairwise_agreement']:.0%}, Fleiss' kappa {kappa}, "
+        f"unanimous {jury['unanimous_rate']:.0%}"
+    ]
+    for name, alone in jury["by_judge"].items():
+        flips = "n/a" if alone["flip_rate"] is None else f"{alone['flip_rate']:.0%}"
+        lines.append(f"  {name} alone: accuracy {alone['accuracy']:.3f}, flip rate {flips}")
+    return lines
