@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from synthforge.annotations import PREFERENCE, RATING, REWARD
 from synthforge.files import write_atomic, write_jsonl
 from synthforge.records import Drop, Record, same_text
 
@@ -51,7 +52,8 @@ def has_preference(record: Record) -> bool:
 
 
 def _tie(record: Record) -> bool:
-    return bool((record.meta.get("preference") or {}).get("tie"))
+    preference = PREFERENCE.of(record)
+    return preference is not None and preference.tie
 
 
 def dpo_row(record: Record, system: bool = True, reasoning: bool = False) -> dict[str, Any]:
@@ -64,19 +66,19 @@ def dpo_row(record: Record, system: bool = True, reasoning: bool = False) -> dic
         "chosen": [_turn(record, record.response, reasoning)],
         "rejected": [_turn(record, record.rejected, reasoning)],
     }
-    preference = record.meta.get("preference")
-    if preference:
-        row["confidence"] = round(float(preference["confidence"]), 6)
-    reward = record.meta.get("reward")
-    if reward:  # reward-ranked pairs: the reward model's score gap (TRL's RewardTrainer reads a margin column)
-        row["margin"] = round(float(reward["margin"]), 6)
-    rating = record.meta.get("rating")
-    if rating:  # pairs from rubric scores: both answers' mean scores, as in UltraFeedback binarized
-        row["score_chosen"] = round(float(rating["chosen_score"]), 6)
-        row["score_rejected"] = round(float(rating["rejected_score"]), 6)
-        for key in ("chosen_teacher", "rejected_teacher", "chosen_member", "rejected_member"):
-            if key in rating:  # who wrote each answer (a pool's named teacher and member)
-                row[key] = rating[key]
+    preference = PREFERENCE.of(record)
+    if preference is not None:
+        row["confidence"] = round(preference.confidence, 6)
+    reward = REWARD.of(record)
+    if reward is not None:  # reward-ranked pairs: the reward model's score gap (TRL's RewardTrainer reads a margin)
+        row["margin"] = round(reward.margin, 6)
+    rating = RATING.of(record)
+    if rating is not None:  # pairs from rubric scores: both mean scores (as UltraFeedback binarized) and who wrote each
+        row["score_chosen"] = round(rating.chosen_score, 6)
+        row["score_rejected"] = round(rating.rejected_score, 6)
+        row |= {
+            k: getattr(rating, k) for k in ("chosen_teacher", "rejected_teacher", "chosen_member", "rejected_member")
+        }
     return row
 
 

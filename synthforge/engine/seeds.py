@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synthforge.annotations import HARMFUL, PERSONA, SOURCE
 from synthforge.hashing import canonical_json
 from synthforge.records import Record, make_record_id
 from synthforge.rows import read_dialogues
@@ -30,11 +31,12 @@ def seed_records(
         key = canonical_json([row.history, row.prompt])
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1
-        meta: dict[str, Any] = {"source": path.name}
+        meta: dict[str, Any] = {}
+        SOURCE.set_on(meta, path.name)
         if row.harmful is not None:
-            meta["harmful"] = row.harmful
+            HARMFUL.set_on(meta, row.harmful)
         if row.persona is not None:
-            meta["persona"] = row.persona
+            PERSONA.set_on(meta, row.persona)
         record_id = make_record_id(path.name, row.prompt, occurrence, row.history)
         records.append(Record(id=record_id, prompt=row.prompt, meta=meta, history=row.history, fields=row.columns))
     return records

@@ -13,7 +13,7 @@ from typing import Any
 
 from synthforge.engine.checkpoint import StageCheckpoint
 from synthforge.engine.executor import TEACHER_FAILURE
-from synthforge.errors import LabelsUnreliable, TokenBudgetSpent, UserError
+from synthforge.errors import LabelsUnreliable, StageFailed, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic
 from synthforge.hashing import canonical_json, stable_hash
 from synthforge.records import Drop, Record, reason_kind
@@ -126,6 +126,7 @@ class StageWork:
         """Persist results (key, input record, result) of one batch, count their tokens, spend them."""
         if not self.committed:
             stop_if_all_failed(self.stage, [r for _, _, r in done])
+        self._check_annotations([(record, result) for _, record, result in done])
         self.checkpoint.append([(key, result) for key, _, result in done])
         self.committed += len(done)
         spent = [new_tokens(record, result) for _, record, result in done]
@@ -133,6 +134,19 @@ class StageWork:
         self.tokens[1] += sum(p for _, p in spent)
         budget.spend(sum(c + p for c, p in spent), self.stage.name)
         self._tally([(record, result) for _, record, result in done])
+
+    def _check_annotations(self, done: list[tuple[Record, Result]]) -> None:
+        """A stage leaves on records only the annotations it declares (``Stage.annotates``); anything else is a bug
+        in it (a reader would have to guess what the key means), so the run stops."""
+        declared = {a.key for a in self.stage.annotates}
+        for before, result in done:
+            after = record_of(result).meta
+            new = [k for k in after if k not in declared and (k not in before.meta or after[k] != before.meta[k])]
+            if new:
+                raise StageFailed(
+                    f"stage {self.stage.name} wrote annotation {new[0]!r}, which it doesn't declare (Stage.annotates; "
+                    "declare it in synthforge/annotations.py or the stage's own module)"
+                )
 
     def _tally(self, done: list[tuple[Record, Result]]) -> None:
         """Count the stage's new trace steps, and stop the run when the stage says so (:meth:`Stage.halt`)."""

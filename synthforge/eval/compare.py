@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synthforge.annotations import ANSWERS, COMPARISONS, HARMFUL, REFUSALS
 from synthforge.builtin import builtin_path
 from synthforge.engine.runner import Log, RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
@@ -173,8 +174,8 @@ def summarize(
             pairs.append(_pair(records, a, b, tie_margin, rounds, seed, min_swap_agreement))
     safety = {}
     for label in labels:
-        harmful = [r.meta["refusals"][label] for r in records if r.meta.get("harmful") is True]
-        benign = [r.meta["refusals"][label] for r in records if r.meta.get("harmful") is False]
+        harmful = [(REFUSALS.of(r) or {})[label] for r in records if HARMFUL.of(r) is True]
+        benign = [(REFUSALS.of(r) or {})[label] for r in records if HARMFUL.of(r) is False]
         safety[label] = {
             "harmful_prompts": len(harmful),
             "harmful_compliance": None if not harmful else round(1 - sum(harmful) / len(harmful), 4),
@@ -201,7 +202,7 @@ def _pair(
     scored: list[tuple[float, Record]] = []
     agree, orders = 0, 0
     for record in records:
-        found = [c for c in record.meta.get("comparisons", []) if c["a"] == a and c["b"] == b]
+        found = [c for c in COMPARISONS.of(record) or [] if c["a"] == a and c["b"] == b]
         if not found:
             continue
         outcomes = [outcome(c["p_a"], tie_margin) for c in found]
@@ -242,7 +243,7 @@ def _round(value: float | None) -> float | None:
 
 
 def _example(record: Record, a: str, b: str, p_a: float) -> dict[str, Any]:
-    answers = record.meta["answers"]
+    answers = ANSWERS.of(record) or {}
     return {"id": record.id, "prompt": record.prompt, "p_a": round(p_a, 4), a: answers[a], b: answers[b]}
 
 

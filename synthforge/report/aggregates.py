@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synthforge.annotations import PREFERENCE, Preference
 from synthforge.errors import UserError
 from synthforge.files import read_text
 from synthforge.records import answer_key, reason_kind
@@ -135,9 +136,9 @@ def confidences(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> li
     """The judge's confidence of every record it labelled or verified."""
     found = []
     for record in kept + [d["record"] for d in dropped]:
-        preference = (record.get("meta") or {}).get("preference")
-        if preference and "confidence" in preference:
-            found.append(float(preference["confidence"]))
+        data = (record.get("meta") or {}).get(PREFERENCE.key)
+        if data and "confidence" in data:
+            found.append(Preference.from_dict(data).confidence)
     return found
 
 

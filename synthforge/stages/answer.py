@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from synthforge.annotations import ANSWERS
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import Stage, completion_step
@@ -36,6 +37,7 @@ class Answer(Stage):
     """Reads ``prompt``; writes ``meta.answers[label]``."""
 
     kind = "answer"
+    annotates = (ANSWERS,)
     Config = AnswerConfig
     reads = ("prompt",)
     uses_teacher = False  # it brings its own model (model:), unless it names a teacher of the pipeline (teacher:)
@@ -69,8 +71,8 @@ class Answer(Stage):
         results: list[Record | Drop] = []
         for record, (completion, *_) in zip(batch, completions, strict=True):
             step = completion_step(self.name, "answer", completion, model=self.config.label)
-            answers = {**record.meta.get("answers", {}), self.config.label: completion.text}
-            results.append(replace(record, steps=[*record.steps, step], meta={**record.meta, "answers": answers}))
+            answers = {**(ANSWERS.of(record) or {}), self.config.label: completion.text}
+            results.append(ANSWERS.on(replace(record, steps=[*record.steps, step]), answers))
         return results
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from synthforge.annotations import Annotation
 from synthforge.constitution import Constitution
 from synthforge.constitution.parser import load_constitution
 from synthforge.hashing import derive_seed
@@ -60,6 +61,7 @@ class Stage(ABC):
     metric_groups: ClassVar[dict[str, GroupSpec]] = {}  # how the per-group statistics of ``tally`` are shown
     generates: ClassVar[bool] = False  # writes a new set of prompts (may open a pipeline without seeds)
     tags: ClassVar[tuple[str, ...]] = ()  # what kind of data it makes, for the dataset card's tags
+    annotates: ClassVar[tuple[Annotation, ...]] = ()  # the typed annotations it leaves on records (annotations.py)
     # config keys that change how a run reacts, never a record's result: left out of the fingerprint
     reaction_keys: ClassVar[frozenset[str]] = frozenset({"on_unreliable", "judge_report"})
 

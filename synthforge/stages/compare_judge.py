@@ -9,6 +9,7 @@ import itertools
 import random
 from dataclasses import dataclass, replace
 
+from synthforge.annotations import ANSWERS, COMPARISONS, REFUSALS
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
@@ -62,6 +63,7 @@ class CompareJudge(Stage):
     """Reads ``meta.answers``; writes ``meta.comparisons`` and ``meta.refusals``."""
 
     kind = "compare_judge"
+    annotates = (COMPARISONS, REFUSALS)
     Config = CompareJudgeConfig
     reads = ("prompt",)
     needs = frozenset({CHOICE})
@@ -112,7 +114,7 @@ class CompareJudge(Stage):
         asked: list[tuple[int, str, str]] = []
         pairs: list[Pair] = []
         for i, record in enumerate(batch):
-            answers = record.meta.get("answers", {})
+            answers = ANSWERS.of(record) or {}
             principles = tuple(self._principles(record))
             for a, b in itertools.combinations(list(answers), 2):
                 asked.append((i, a, b))
@@ -130,9 +132,8 @@ class CompareJudge(Stage):
                     comparisons.append({"a": a, "b": b, "principle": name, "p_a": p_a})
                     step = {"stage": self.name, "role": "comparison", "a": a, "b": b, "principle": name, "p_a": p_a}
                     steps.append({**step, "ab": p_ab, "ba": p_ba})
-            refusals = {label: refuses(text) for label, text in record.meta.get("answers", {}).items()}
-            meta = {**record.meta, "comparisons": comparisons, "refusals": refusals}
-            results.append(replace(record, steps=steps, meta=meta))
+            refusals = {label: refuses(text) for label, text in (ANSWERS.of(record) or {}).items()}
+            results.append(REFUSALS.on(COMPARISONS.on(replace(record, steps=steps), comparisons), refusals))
         return results
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:

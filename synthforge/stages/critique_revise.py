@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from synthforge.annotations import UNCHANGED
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
@@ -53,6 +54,7 @@ class CritiqueRevise(Stage):
     """Reads ``prompt`` and ``response``; writes the revised ``response`` and the original as ``rejected``."""
 
     kind = "critique_revise"
+    annotates = (UNCHANGED,)
     tags = ("constitutional-ai",)
     Config = CritiqueReviseConfig
     reads = ("prompt", "response")
@@ -222,10 +224,8 @@ class CritiqueRevise(Stage):
     ) -> Record | Drop:
         """The revised record, or a drop when its final revision was cut off and ``drop_truncated`` is set."""
         original = record.response or ""
-        meta = {**record.meta, "unchanged": same_text(final, original)}
-        revised = with_reasoning(
-            replace(record, response=final, rejected=original, steps=steps, meta=meta), (final, thought)
-        )
+        annotated = UNCHANGED.on(record, same_text(final, original))
+        revised = with_reasoning(replace(annotated, response=final, rejected=original, steps=steps), (final, thought))
         if truncated and self.config.drop_truncated:
             return self.drop(revised, "truncated revision (hit max_new_tokens)")
         return revised

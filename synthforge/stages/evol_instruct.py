@@ -15,6 +15,7 @@ import random
 import re
 from dataclasses import dataclass, field, replace
 
+from synthforge.annotations import EVOLUTIONS, EVOLVED_FROM
 from synthforge.dedup.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.schemas import parse_json
@@ -152,6 +153,7 @@ class EvolInstruct(Stage):
     """Reads ``prompt``; writes the evolved ``prompt`` (the original is kept in ``meta.evolved_from``)."""
 
     kind = "evol_instruct"
+    annotates = (EVOLVED_FROM, EVOLUTIONS)
     tags = ("evol-instruct",)
     Config = EvolInstructConfig
     reads = ("prompt",)
@@ -219,8 +221,8 @@ class EvolInstruct(Stage):
         return " ".join(value["prompt"].split()), None
 
     def _finish(self, record: Record, prompt: str, steps: list[dict], kept: int, reason: str | None) -> Record | Drop:
-        meta = {**record.meta, "evolved_from": record.prompt, "evolutions": kept}
-        evolved = with_reasoning(replace(record, prompt=prompt, response=None, rejected=None, steps=steps, meta=meta))
+        annotated = EVOLUTIONS.on(EVOLVED_FROM.on(record, record.prompt), kept)
+        evolved = with_reasoning(replace(annotated, prompt=prompt, response=None, rejected=None, steps=steps))
         if kept == 0:
             return self.drop(evolved, f"every evolution eliminated (last: {reason})")
         return evolved

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from synthforge.annotations import DIALOGUE_END
 from synthforge.records import Drop, Record, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step, empty_answer
 from synthforge.stages.critique_revise import CritiqueRevise
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 
-ENDED = "dialogue_end"  # meta key of a conversation the simulated user ended
 _LABELS = ("user:", "human:")
 
 
@@ -55,6 +55,7 @@ class GrowDialogue(Stage):
     user turn is the ``prompt``, its answer the ``response`` (and its first version ``rejected`` after a critique)."""
 
     kind = "grow_dialogue"
+    annotates = (DIALOGUE_END, *CritiqueRevise.annotates)  # with a critic per turn, its annotations too
     Config = GrowDialogueConfig
     reads = ("prompt", "response")
     writes = ("prompt", "response", "rejected")
@@ -111,7 +112,7 @@ class GrowDialogue(Stage):
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         assert teacher is not None
         results: list[Record | Drop] = list(batch)
-        going = [i for i, r in enumerate(batch) if ENDED not in r.meta]
+        going = [i for i, r in enumerate(batch) if DIALOGUE_END.of(r) is None]
         if not going:
             return results
         asked = teacher.generate(
@@ -126,7 +127,7 @@ class GrowDialogue(Stage):
             if reason is not None:
                 end = {"turn": self.config.turn, "reason": reason}
                 ended = {**step, "ended": reason}
-                results[i] = replace(record, steps=[*record.steps, ended], meta={**record.meta, ENDED: end})
+                results[i] = DIALOGUE_END.on(replace(record, steps=[*record.steps, ended]), end)
                 continue
             history = [*record.dialogue, {"role": "assistant", "content": record.response or ""}]
             steps = [

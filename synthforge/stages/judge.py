@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
+from synthforge.annotations import PREFERENCE, Preference
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
@@ -62,6 +63,7 @@ class Judge(Juried, Stage):
     """Reads ``prompt``; writes the preferred sample as ``response``, the other as ``rejected``, and the label."""
 
     kind = "judge"
+    annotates = (PREFERENCE,)
     tags = ("constitutional-ai", "rlaif")
     Config = JudgeConfig
     reads = ("prompt",)
@@ -160,9 +162,8 @@ class Judge(Juried, Stage):
         )
         chosen, rejected = (first, second) if p_first >= 0.5 else (second, first)
         confidence = max(p_first, 1.0 - p_first)
-        preference = {"confidence": confidence, "p_first": p_first, "position_checked": verdict.swapped}
-        meta = {**record.meta, "preference": preference}
-        labelled = replace(record, response=chosen.text, rejected=rejected.text, steps=steps, meta=meta)
+        preference = Preference(confidence, p_first, position_checked=verdict.swapped)
+        labelled = replace(PREFERENCE.on(record, preference), response=chosen.text, rejected=rejected.text, steps=steps)
         labelled = with_reasoning(labelled, (first.text, first.reasoning), (second.text, second.reasoning))
         if same_text(first.text, second.text):
             return self.drop(labelled, "identical samples: no preference to learn")

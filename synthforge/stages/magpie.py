@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from synthforge.annotations import ORIGIN, PRE_QUERY_SHA256
 from synthforge.errors import UserError
 from synthforge.hashing import stable_hash
 from synthforge.records import Drop, Record, make_record_id
@@ -59,6 +60,7 @@ class Magpie(DatasetStage):
     """Passes input records through and adds ``num_prompts`` self-written user queries as new records."""
 
     kind = "magpie"
+    annotates = (ORIGIN, PRE_QUERY_SHA256)
     tags = ("magpie",)
     Config = MagpieConfig
     writes = ("prompt",)
@@ -99,7 +101,7 @@ class Magpie(DatasetStage):
                 id=make_record_id("magpie", query, seen[query]),
                 prompt=query,
                 steps=[completion_step(self.name, "query", completion, index=i)],
-                meta={"origin": "magpie", "pre_query_sha256": stable_hash(prefix)},
+                meta=_origin(prefix),
             )
             progress(1)
             if len(query.split()) < self.config.min_words:
@@ -111,3 +113,11 @@ class Magpie(DatasetStage):
             else:
                 results.append(record)
         return results
+
+
+def _origin(prefix: str) -> dict[str, str]:
+    """A Magpie prompt's annotations: where it came from, and the pre-query text's hash."""
+    meta: dict[str, str] = {}
+    ORIGIN.set_on(meta, "magpie")
+    PRE_QUERY_SHA256.set_on(meta, stable_hash(prefix))
+    return meta

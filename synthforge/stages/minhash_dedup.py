@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from synthforge.annotations import PREFERENCE
 from synthforge.dedup.engines import choose_kept
 from synthforge.dedup.keys import KEYS, compared_text
 from synthforge.dedup.near_duplicates import KEEP, DedupSettings
@@ -76,7 +77,7 @@ class MinHashDedup(DatasetStage):
         journal: Journal | None = None,
     ) -> list[Record | Drop]:
         texts = [key_text(r, self.config.key) for r in records]
-        confidences = [float((r.meta.get("preference") or {}).get("confidence", 0.0)) for r in records]
+        confidences = [p.confidence if (p := PREFERENCE.of(r)) is not None else 0.0 for r in records]
         best, clusters = choose_kept(
             texts, confidences, self.config.minhash, self.config.keep, progress, self.config.ray_workers
         )

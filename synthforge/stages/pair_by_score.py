@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from synthforge.annotations import RATING, ScorePair
 from synthforge.records import Candidate, Drop, Record, same_text
 from synthforge.stages.base import Stage
 from synthforge.stages.metrics import GroupSpec, Metrics
@@ -28,6 +29,7 @@ class PairByScore(Stage):
     """Reads ``candidates`` (rated); writes ``response`` (the best) and ``rejected`` (the worst)."""
 
     kind = "pair_by_score"
+    annotates = (RATING,)
     tags = ("rlaif",)
     Config = PairByScoreConfig
     reads = ("prompt", "candidates")
@@ -71,17 +73,10 @@ class PairByScore(Stage):
             "chosen_member": best.member,
             "margin": margin,
         }
-        rating = {
-            "chosen_score": best.rating,
-            "rejected_score": worst.rating,
-            "margin": margin,
-            "chosen_teacher": best.teacher,
-            "rejected_teacher": worst.teacher,
-            "chosen_member": best.member,
-            "rejected_member": worst.member,
-        }
-        meta = {**record.meta, "rating": rating}
-        return replace(record, response=best.text, rejected=worst.text, steps=[*record.steps, step], meta=meta)
+        rating = ScorePair(
+            best.rating or 0.0, worst.rating or 0.0, margin, best.teacher, worst.teacher, best.member, worst.member
+        )
+        return replace(RATING.on(record, rating), response=best.text, rejected=worst.text, steps=[*record.steps, step])
 
 
 def _who(candidate: Candidate, index: int) -> dict[str, object]:

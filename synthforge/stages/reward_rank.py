@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from synthforge.annotations import REWARD, RewardGap
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.stages.base import Stage, completion_step
 from synthforge.stages.reward_score import RewardScorer
@@ -38,6 +39,7 @@ class RewardRank(Stage):
     """Writes the best-scored answer as ``response`` and the worst as ``rejected`` (``meta.reward``)."""
 
     kind = "reward_rank"
+    annotates = (REWARD,)
     tags = ("reward-model",)
     Config = RewardRankConfig
     reads = ("prompt",)
@@ -84,8 +86,8 @@ class RewardRank(Stage):
             for k, s in enumerate(samples)
         ]
         steps.append({"stage": self.name, "role": "reward", "scores": scores, "best": best, "worst": worst})
-        meta = {**record.meta, "reward": {"chosen": scores[best], "rejected": scores[worst], "margin": gap}}
-        ranked = replace(record, response=texts[best], rejected=texts[worst], steps=steps, meta=meta)
+        annotated = REWARD.on(record, RewardGap(scores[best], scores[worst], gap))
+        ranked = replace(annotated, response=texts[best], rejected=texts[worst], steps=steps)
         ranked = with_reasoning(ranked, *((s.text, s.reasoning) for s in samples))
         if same_text(texts[best], texts[worst]):
             return self.drop(ranked, "identical answers: no preference to learn")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthforge.annotations import REWARD_SCORE
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import Stage
@@ -61,6 +62,7 @@ class RewardScore(Stage):
     """Reads ``prompt`` and ``response``; adds ``meta.reward_score``."""
 
     kind = "reward_score"
+    annotates = (REWARD_SCORE,)
     Config = RewardScoreConfig
     reads = ("prompt", "response")
     uses_teacher = False
@@ -74,4 +76,4 @@ class RewardScore(Stage):
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
         scores = self.scorer.score([(r, r.response or "") for r in batch], self.config)
-        return [replace(r, meta={**r.meta, "reward_score": s}) for r, s in zip(batch, scores, strict=True)]
+        return [REWARD_SCORE.on(r, s) for r, s in zip(batch, scores, strict=True)]

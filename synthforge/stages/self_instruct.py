@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from synthforge.annotations import NEAREST, ORIGIN, ROUGE_L_MAX, ROUND
 from synthforge.dedup.rouge import NoveltyIndex, Verdict
 from synthforge.records import Drop, Record, make_record_id
 from synthforge.schemas import leading_strings, parse_json
@@ -64,6 +65,7 @@ class SelfInstruct(DatasetStage):
     """Reads seed instructions (``prompt``); writes new instruction records (and the seeds if ``keep_seeds``)."""
 
     kind = "self_instruct"
+    annotates = (ORIGIN, ROUND, ROUGE_L_MAX, NEAREST)
     tags = ("self-instruct",)
     Config = SelfInstructConfig
     reads = ("prompt",)
@@ -169,12 +171,13 @@ class PoolGrowth:
                 self.drops.append(self.stage.drop(record, reason))
                 continue
             nearest = self.index.texts[verdict.nearest] if verdict.nearest is not None else None
-            record.meta = {
-                "origin": "self_instruct",
-                "round": rnd,
-                "rouge_l_max": round(verdict.score, 4),
-                "nearest": nearest,
-            }
+            for annotation, value in (
+                (ORIGIN, "self_instruct"),
+                (ROUND, rnd),
+                (ROUGE_L_MAX, round(verdict.score, 4)),
+                (NEAREST, nearest),
+            ):
+                annotation.set_on(record.meta, value)
             self.new.append(record)
             added += 1
         return added

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from synthforge.annotations import PREFERENCE, Preference
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
@@ -56,6 +57,7 @@ class VerifyPairs(Juried, Stage):
     """Reads ``prompt``, ``response`` (chosen), ``rejected``; keeps pairs the judge prefers, with ``confidence``."""
 
     kind = "verify_pairs"
+    annotates = (PREFERENCE,)
     tags = ("constitutional-ai",)
     Config = VerifyPairsConfig
     reads = ("prompt", "response", "rejected")
@@ -145,10 +147,8 @@ class VerifyPairs(Juried, Stage):
             **verdict.summary(),
             **({"teacher": None, **jury.summary(), "jury": self.config.jury} if jury is not None else {}),
         }
-        preference = {"confidence": p_chosen, "p_first": p_chosen, "verified": True, "position_checked": True}
-        if outcome == "undecided":
-            preference["tie"] = True  # no DPO pair from it
-        checked = replace(record, steps=[*record.steps, step], meta={**record.meta, "preference": preference})
+        preference = Preference(p_chosen, p_chosen, True, verified=True, tie=outcome == "undecided")  # tie: no DPO pair
+        checked = replace(PREFERENCE.on(record, preference), steps=[*record.steps, step])
         orders = f"P(revision) {verdict.first_when_a:.3f} shown first, {verdict.first_when_b:.3f} shown second"
         if outcome == "dropped" and split:
             return self.drop(checked, f"jury split ({', '.join(f'{n}: {v}' for n, v in jury.votes.items())}): dropped")
