@@ -87,12 +87,20 @@ def build_config(cls: type[T], data: Any, where: str) -> T:
 
 
 OMIT_IF_NONE = "omit_if_none"  # field metadata: a setting added later, left out while unset (cache keys stay)
+OMIT_IF_DEFAULT = "omit_if_default"  # field metadata: a setting added later, left out at its default (likewise)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON-able data (tuples become lists; fields marked ``OMIT_IF_NONE`` are left
-    out while None, so adding such a setting changes no fingerprint of configs that don't use it)."""
+    out while None, ``OMIT_IF_DEFAULT`` at their default, so adding such a setting changes no fingerprint of
+    configs that don't use it)."""
     return _plain(config)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _plain(value: Any) -> Any:
@@ -101,6 +109,7 @@ def _plain(value: Any) -> Any:
             f.name: _plain(getattr(value, f.name))
             for f in dataclasses.fields(value)
             if not (f.metadata.get(OMIT_IF_NONE) and getattr(value, f.name) is None)
+            and not (f.metadata.get(OMIT_IF_DEFAULT) and getattr(value, f.name) == _default(f))
         }
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

@@ -277,3 +277,28 @@ def test_a_measured_judge_report_is_pointed_at_by_the_manifest_and_the_card(proj
     with pytest.raises(UserError, match=r"stages\.judge\.judge_report: .*secret\.json is not a report") as info:
         _rlaif(project, judge(knows), "stages.judge.judge_report=secret.json")
     assert "hunter2" not in str(info.value)
+
+
+def test_settings_added_later_leave_the_cache_keys_of_older_runs_alone():
+    from synthforge.settings import config_to_dict
+    from synthforge.stages.judge import JudgeConfig
+    from synthforge.stages.verify_pairs import VerifyPairsConfig
+
+    for config in (JudgeConfig(), VerifyPairsConfig()):
+        assert not {"judges", "jury", "jury_split"} & set(config_to_dict(config))
+    assert config_to_dict(JudgeConfig(judges=["a", "b"], jury="majority"))["jury"] == "majority"
+
+
+def test_why_a_stage_reran_is_not_fooled_by_numeric_mapping_keys(project):
+    """filter_repetition's settings hold mappings with number keys ({5: 0.15}); written as JSON they are strings,
+    which once made every rerun say "changed: config"."""
+    path = project / "pipelines" / "rep.yaml"
+    path.write_text(
+        "name: rep\nteacher: {model: m}\nseeds: {path: seeds/red-team.jsonl}\n"
+        "stages:\n  - respond: {}\n  - filter_repetition: {}\n"
+        "paths: {prompts: ../prompts, constitutions: ../constitutions}\n"
+    )
+    teacher = ScriptedTeacher(lambda c: f"an answer about {c[-1]['content'][:30]}")
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=2), teacher=teacher, log=lambda _: None)
+    again = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3), teacher=teacher)
+    assert next(r for r in again.reports if r.kind == "filter_repetition").why == "same settings, new input records"

@@ -191,5 +191,6 @@ class StageWork:
         if not previous_path.is_file():
             return "no earlier run of this stage"
         previous: dict[str, Any] = json.loads(previous_path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(previous) | set(self.parts) if previous.get(k) != self.parts.get(k))
+        now = json.loads(canonical_json(self.parts))  # as written: mapping keys are strings there
+        changed = sorted(k for k in set(previous) | set(now) if previous.get(k) != now.get(k))
         return "changed: " + ", ".join(changed) if changed else "same settings, new input records"

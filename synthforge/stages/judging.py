@@ -16,7 +16,7 @@ from synthforge.constitution import Principle
 from synthforge.files import read_text
 from synthforge.hashing import file_sha256
 from synthforge.records import Record
-from synthforge.settings import SpecError
+from synthforge.settings import OMIT_IF_DEFAULT, SpecError
 from synthforge.teachers.base import Conversation, Teacher, choice_logprobs
 
 OPTIONS = ("(A)", "(B)")
@@ -38,10 +38,13 @@ class SwapChecks:
     min_judged: int = 20  # pairs judged in both orders before the flip rate is held against the judge
     # warn: a loud note in the log, card and report; stop: the run stops there (finished work is checkpointed)
     on_unreliable: str = "warn"
-    judges: list[str] = field(default_factory=list)  # a jury of named teachers (`teachers:`); none: the stage's own
+    # a jury of named teachers (`teachers:`); none: the stage's own. (Settings added later are left out of the
+    # cache key at their defaults: runs made before them are reused.)
+    judges: list[str] = field(default_factory=list, metadata={OMIT_IF_DEFAULT: True})
     # mean: per principle and order, the judges' mean P(A); majority: the share of judges preferring (A)
-    jury: str = "mean"
-    jury_split: str = "keep"  # a jury that is not unanimous: keep (the rule decides), tie (no pair) or drop
+    jury: str = field(default="mean", metadata={OMIT_IF_DEFAULT: True})
+    # a jury that is not unanimous: keep (the rule decides), tie (no pair) or drop
+    jury_split: str = field(default="keep", metadata={OMIT_IF_DEFAULT: True})
     # an `eval judge` report (REPORT.json, relative to the pipeline file) that measured this stage's judge: the
     # manifest and card point at it; it changes no label (not part of the cache key)
     judge_report: str | None = None
