@@ -134,3 +134,17 @@ class JsonClient:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def error_detail(exc: StatusError) -> str:
+    """The server's error message (OpenAI's ``{"error": {"message"}}`` or a bare ``{"message"}``), else the body's
+    first line."""
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else body.get("message")
+        if message:
+            return str(message)
+        return json.dumps(body)[:200]
+    text = str(body).strip()
+    return text.splitlines()[0][:200] if text else "(empty body)"

@@ -15,8 +15,6 @@ import math
 import os
 import re
 import sys
-import threading
-import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +38,9 @@ from synthforge.teachers.base import (
     per_conversation,
 )
 from synthforge.teachers.config import Backend, TeacherSpec
-from synthforge.teachers.flow import AdaptiveWindow, RateLimiter
-from synthforge.teachers.http import ConnectionFailed, JsonClient, StatusError, TimedOut
+from synthforge.teachers.http import error_detail
 from synthforge.teachers.reasoning import THINK_TAGS, split_reasoning
+from synthforge.teachers.remote import RemoteTeacher
 
 CHOICE_TOKENS = 4  # tokens generated to find where alternative answers such as "(A)" and "(B)" part
 _URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
@@ -332,7 +330,7 @@ def _option_score(remainder: str, top: list[tuple[str, float]]) -> float | None:
     return peak + math.log(sum(math.exp(lp - peak) for lp in matches))
 
 
-class OpenAITeacher:
+class OpenAITeacher(RemoteTeacher):
     """A :class:`~synthforge.teachers.base.Teacher` speaking the OpenAI API to ``settings.base_url``."""
 
     def __init__(
@@ -349,34 +347,13 @@ class OpenAITeacher:
         self._identity = identity
         self.capabilities = openai_capabilities(settings)
         self.native_n = settings.native_n  # turned off when the server turns out to ignore n
-        self.max_in_flight = settings.max_concurrency
-        self.remote = True
         self.tokenizer = tokenizer
-        self.window = AdaptiveWindow(settings.max_concurrency)
-        self.requests = RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
-        self.tokens = RateLimiter(settings.tokens_per_minute) if settings.tokens_per_minute else None
-        self._salvage: dict[str, Any] = {}  # results of a failed call's successful requests, for its retry
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="synthforge-openai", daemon=True)
-        self._thread.start()
-        self.client = JsonClient(
-            settings.base_url,
-            {"authorization": f"Bearer {resolve_api_key(settings)}", "user-agent": f"synthforge/{__version__}"},
-            settings.timeout,
-            settings.retries,
-            self._observe,
-        )
+        headers = {"authorization": f"Bearer {resolve_api_key(settings)}", "user-agent": f"synthforge/{__version__}"}
+        super().__init__(settings, headers, "synthforge-openai")
 
     @property
     def identity(self) -> dict[str, Any]:
         return self._identity
-
-    def close(self) -> None:
-        """Close the HTTP client and stop the event-loop thread."""
-        if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result(timeout=10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
 
     def ready(self) -> bool:
         """Whether the server lists this model at ``GET /models`` (one try): it is up, takes our key and serves
@@ -385,42 +362,10 @@ class OpenAITeacher:
         models = _get(listed, "data") if isinstance(listed, dict) else None
         return isinstance(models, list) and any(_get(m, "id") == self.model for m in models)
 
-    # -- flow control -------------------------------------------------------------------------
-    async def _observe(self, response: Any) -> None:
-        """Every HTTP response, retries included: 429/503 and slow answers shrink the window."""
-        if response.status_code in (429, 503):
-            self.window.on_congestion()
-
-    async def _call(self, key: str, make: Awaitable[Any] | Any, cost: float) -> Any:
-        """One request under the window and rate limits; its error becomes a classified TeacherError."""
-        if key in self._salvage:
-            return self._salvage.pop(key)
-        if self.requests is not None:
-            await self.requests.take(1)
-        if self.tokens is not None:
-            await self.tokens.take(cost)
-        await self.window.acquire()
-        started = time.monotonic()
-        try:
-            response = await make()
-        except StatusError as exc:
-            raise self._classify_status(exc) from None
-        except TimedOut:
-            self.window.on_congestion()
-            raise TeacherError(f"request timed out after {self.settings.timeout:g} s (and retries)") from None
-        except ConnectionFailed as exc:
-            raise TeacherError(f"connection to {self.settings.base_url} failed: {exc}") from None
-        finally:
-            await self.window.release()
-        if time.monotonic() - started > self.settings.timeout / 2:
-            self.window.on_congestion()
-        else:
-            self.window.on_success()
-        return response
-
+    # -- flow control (teachers.remote.RemoteTeacher) ---------------------------------------------
     def _classify_status(self, exc: Any) -> Exception:
         status = exc.status_code
-        detail = _error_detail(exc)
+        detail = error_detail(exc)
         if status in (401, 403):
             return UserError(
                 f"teacher server {self.settings.base_url} refused the request ({status}): {detail} "
@@ -435,22 +380,6 @@ class OpenAITeacher:
             return TeacherError(too_long, retryable=False)
         retryable = status in (408, 409, 429) or status >= 500
         return TeacherError(f"HTTP {status}: {detail}", retryable=retryable)
-
-    def _run(self, coroutines: list[Any], keys: list[str]) -> list[Any]:
-        """Run request coroutines on the client's loop; if any fails, keep the others' results for the retry
-        and raise the first error."""
-
-        async def gather() -> list[Any]:
-            return await asyncio.gather(*coroutines, return_exceptions=True)
-
-        results = asyncio.run_coroutine_threadsafe(gather(), self._loop).result()
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            for key, result in zip(keys, results, strict=True):
-                if not isinstance(result, BaseException):
-                    self._salvage[key] = result
-            raise next((e for e in errors if isinstance(e, UserError)), errors[0])
-        return results
 
     # -- the teacher protocol -------------------------------------------------------------------
     def generate(
@@ -626,20 +555,6 @@ def context_overflow(detail: str) -> str | None:
         return None
     tokens = match["has"] or match["messages"]
     return f"prompt of {tokens} tokens does not fit the teacher's context window of {match['limit']} tokens"
-
-
-def _error_detail(exc: StatusError) -> str:
-    """The server's error message (OpenAI's ``{"error": {"message"}}`` or a bare ``{"message"}``), else the body's
-    first line."""
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error")
-        message = error.get("message") if isinstance(error, dict) else body.get("message")
-        if message:
-            return str(message)
-        return json.dumps(body)[:200]
-    text = str(body).strip()
-    return text.splitlines()[0][:200] if text else "(empty body)"
 
 
 def ref_overrides(rest: str) -> list[str]:
