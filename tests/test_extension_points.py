@@ -141,7 +141,7 @@ def test_a_new_backend_is_one_file_and_one_registry_line(project, plugins, monke
     assert factory.teacher_overrides("echo:other")[:1] == ["teacher.backend=echo"]
     with pytest.raises(SpecError, match="teacher.echo.colour: unknown setting"):
         load_pipeline(_pipeline(project, "{backend: echo, model: e, echo: {colour: red}}", "  - respond: {}\n"))
-    with pytest.raises(SpecError, match="backend must be one of transformers, openai, vllm, echo"):
+    with pytest.raises(SpecError, match="backend must be one of transformers, openai, vllm, anthropic, echo"):
         load_pipeline(_pipeline(project, "{backend: nope, model: e}", "  - respond: {}\n"))
 
 

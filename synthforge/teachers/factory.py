@@ -27,6 +27,7 @@ BACKENDS: dict[str, str] = {
     "transformers": "synthforge.teachers.backends.transformers:BACKEND",
     "openai": "synthforge.teachers.backends.openai:BACKEND",
     "vllm": "synthforge.teachers.backends.vllm:BACKEND",
+    "anthropic": "synthforge.teachers.backends.anthropic:BACKEND",
 }
 
 CAPABILITY_WORDS = {

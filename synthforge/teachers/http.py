@@ -148,3 +148,21 @@ def error_detail(exc: StatusError) -> str:
         return json.dumps(body)[:200]
     text = str(body).strip()
     return text.splitlines()[0][:200] if text else "(empty body)"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can't be a server's base URL (scheme, host, port), or None."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "port 0 is not a port a server listens on"
+    return None

@@ -38,7 +38,7 @@ from synthforge.teachers.base import (
     per_conversation,
 )
 from synthforge.teachers.config import Backend, TeacherSpec
-from synthforge.teachers.http import error_detail
+from synthforge.teachers.http import error_detail, url_problem
 from synthforge.teachers.reasoning import THINK_TAGS, split_reasoning
 from synthforge.teachers.remote import RemoteTeacher
 
@@ -49,24 +49,6 @@ _URL = re.compile(r"^(?P<model>.+?)@(?P<url>https?://\S+)$")
 def _finite_positive(name: str, value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` can't be a server's base URL (scheme, host, port), or None."""
-    from urllib.parse import urlsplit
-
-    if not url.startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"not a valid URL ({exc})"
-    if not parts.hostname:
-        return "names no host"
-    if port == 0:
-        return "port 0 is not a port a server listens on"
-    return None
 
 
 @dataclass
