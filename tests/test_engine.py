@@ -203,7 +203,7 @@ def test_truncated_outputs_can_be_dropped_into_the_ledger(project, tiny_teacher,
     ],
 )
 def test_a_stage_reading_a_field_nothing_writes_is_a_spec_error(project, tiny_model_dir, stages, fragment):
-    from synthforge.engine.runner import prepare
+    from synthforge.engine.prepare import prepare
     from synthforge.settings import SpecError
 
     path = project / "pipelines" / "flow.yaml"

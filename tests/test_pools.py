@@ -309,7 +309,8 @@ export: {sft: false, dpo: false}
 
 
 def test_named_teachers_with_the_same_settings_share_one_teacher_loaded_once(project):
-    from synthforge.engine.runner import _lazy_teachers, prepare
+    from synthforge.engine.prepare import prepare
+    from synthforge.engine.runner import _lazy_teachers
 
     body = """teachers:
   a: {backend: openai, model: m, openai: {base_url: 'http://127.0.0.1:9/v1'}}

@@ -250,8 +250,8 @@ def test_a_file_missing_on_a_workers_node_is_one_line_naming_the_node(project, t
     the pipeline's files at the same paths) is a user error, not a Ray deserialization traceback."""
     import dataclasses
 
+    from synthforge.engine.prepare import prepare
     from synthforge.engine.ray_executor import RayExecutor, RayResources
-    from synthforge.engine.runner import prepare
     from synthforge.errors import UserError
     from synthforge.records import Record
 

@@ -8,7 +8,8 @@ import click
 
 from synthforge.builtin import find_pipeline
 from synthforge.engine.executor import EXECUTORS
-from synthforge.engine.runner import RunOptions, preview, run_pipeline
+from synthforge.engine.prepare import preview
+from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import TokenBudgetSpent
 from synthforge.teachers.factory import teacher_overrides

@@ -18,34 +18,25 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from synthforge import __version__
-from synthforge.builtin import builtin_label
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.executor import Executor, executor_kind, whole_with_retries
-from synthforge.engine.exporters import CONVERSATION_COLUMNS, export_run
+from synthforge.engine.exporters import export_run
+from synthforge.engine.manifest import OUTPUT_FILES, build_manifest
 from synthforge.engine.pipeline import run_segment
+from synthforge.engine.prepare import PreparedRun, default_out_dir, prepare, teacher_needs
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
-from synthforge.engine.seeds import seed_records
 from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
 from synthforge.errors import StageFailed
 from synthforge.files import write_atomic, writing
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
-from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
-from synthforge.records import RESERVED_FIELDS, Drop, Record
+from synthforge.records import Drop, Record
 from synthforge.report.html import write_run_report
-from synthforge.settings import SpecError, config_to_dict
-from synthforge.stages import stage_class
-from synthforge.stages.base import DatasetStage, Stage, StageResources, placeholder_record
+from synthforge.stages.base import DatasetStage, Stage
 from synthforge.teachers.base import (
-    SAMPLES,
-    Conversation,
-    SamplingParams,
     Teacher,
-    backend_name,
-    capabilities_of,
     is_remote,
     requests_at_once,
     says_ready,
@@ -53,9 +44,6 @@ from synthforge.teachers.base import (
 from synthforge.teachers.factory import (
     LazyTeacher,
     batch_size,
-    check_device,
-    missing_capability,
-    teacher_capabilities,
     teacher_settings,
 )
 from synthforge.teachers.team import DEFAULT, Team
@@ -76,176 +64,10 @@ class RunOptions:
 
 
 @dataclass
-class PreparedRun:
-    """A validated pipeline with its stages built and seed records read; no model loaded yet."""
-
-    spec: PipelineSpec
-    stages: list[Stage]
-    records: list[Record]
-
-    @property
-    def needs_teacher(self) -> bool:
-        return any(stage.uses_teacher for stage in self.stages)
-
-    @property
-    def teacher_names(self) -> list[str]:
-        """The named teachers the stages call, in order of first use."""
-        return list(dict.fromkeys(name for stage in self.stages for name in stage.teacher_names()))
-
-
-@dataclass
 class RunResult:
     out_dir: Path
     manifest: dict[str, Any]
     reports: list[StageReport] = field(default_factory=list)
-
-
-def prepare(
-    spec: PipelineSpec,
-    limit: int | None = None,
-    teacher: Teacher | None = None,
-    teachers: Mapping[str, Teacher] | None = None,
-) -> PreparedRun:
-    """Build every stage and render every prompt once, and check that each stage's teachers can do what it
-    needs, so bad files and settings fail before a model loads or a request is sent. ``teacher``: an object
-    standing in for the default teacher; ``teachers``: for named ones."""
-    given = {**(teachers or {}), **({DEFAULT: teacher} if teacher is not None else {})}
-    records = (
-        seed_records(
-            spec.seeds_path,
-            spec.seeds.field,
-            limit,
-            spec.seeds.harmful_field,
-            spec.seeds.system,
-            tuple(spec.seeds.columns),
-        )
-        if spec.seeds
-        else []
-    )
-
-    def have(name: str) -> frozenset[str]:
-        if name in given:
-            return capabilities_of(given[name])
-        return teacher_capabilities(spec.teacher_spec_of(name))
-
-    stages = []
-    for s in spec.stages:
-        name = _teacher_named(s.settings, s.where, spec) if stage_class(s.kind).uses_teacher else DEFAULT
-        jury = [n for n in s.settings.get("judges") or [] if isinstance(n, str) and n in spec.teachers]
-        able = frozenset.intersection(*(have(n) for n in jury)) if jury else have(name)  # what every judge can do
-        resources = StageResources(spec.prompts_dir, spec.constitutions_dir, spec.seed, spec.base_dir, able)
-        stages.append(stage_class(s.kind)(s.name, s.settings, resources, where=s.where))
-    for stage in stages:
-        stage.preview(placeholder_record(records[0] if records else None))
-    available = _check_data_flow(
-        stages, has_seeds=spec.seeds is not None, columns=spec.seeds.columns if spec.seeds else []
-    )
-    if spec.export.table is not None:
-        unknown = [f for f in spec.export.table.fields if f not in available and f not in CONVERSATION_COLUMNS]
-        if unknown:
-            raise SpecError(
-                f"{spec.source}: export.table.fields: {unknown[0]!r} is written by no stage and no seed column "
-                f"(available: {', '.join(sorted(available | set(CONVERSATION_COLUMNS)))})"
-            )
-    prepared = PreparedRun(spec=spec, stages=stages, records=records)
-    for stage in stages:
-        unknown = [n for n in stage.teacher_names() if n != DEFAULT and n not in spec.teachers]
-        if unknown:
-            named = ", ".join(sorted(spec.teachers)) or "none: add a teachers: mapping"
-            raise SpecError(f"{stage.where}: no teacher named {unknown[0]!r} (named teachers: {named})")
-    for name in prepared.teacher_names:
-        _check_teacher(prepared, name, have(name), given.get(name))
-    return prepared
-
-
-def _teacher_named(settings: dict[str, Any], where: str, spec: PipelineSpec) -> str:
-    """The teacher a stage's ``teacher:`` names (the default when unset); an unknown name is a spec error."""
-    name = settings.get("teacher", DEFAULT)
-    if isinstance(name, str) and name != DEFAULT and name not in spec.teachers:
-        named = ", ".join(sorted(spec.teachers)) or "none: add a teachers: mapping"
-        raise SpecError(f"{where}.teacher: no teacher named {name!r} (named teachers: {named})")
-    return name if isinstance(name, str) else DEFAULT
-
-
-def _check_teacher(prepared: PreparedRun, name: str, have: frozenset[str], given: Teacher | None) -> None:
-    """Each stage calling teacher ``name`` needs only what it can do; its device exists on this machine."""
-    spec = prepared.spec
-    where = "teacher" if name == DEFAULT else f"teachers.{name}"
-    if given is None:
-        check_device(spec.teacher_spec_of(name), f"{spec.source}: {where}")
-    backend = backend_name(given) if given is not None else spec.teacher_spec_of(name).backend
-    for stage in prepared.stages:
-        if name in stage.teacher_names():
-            problem = missing_capability(backend, stage.needs, have)
-            if problem:
-                who = "" if name == DEFAULT else f" (teacher {name!r})"
-                raise SpecError(f"{stage.where}: stage {stage.kind}{who} {problem}")
-
-
-def teacher_needs(stages: list[Stage], name: str = DEFAULT) -> frozenset[str]:
-    """What the stages that call teacher ``name`` will ask of it: their capabilities, and ``SAMPLES`` when one
-    asks for several samples of a prompt (a server may ignore ``n``)."""
-    needs: set[str] = set()
-    for stage in stages:
-        if name not in stage.teacher_names():
-            continue
-        needs |= stage.needs
-        if any(isinstance(v, SamplingParams) and v.n > 1 for v in vars(stage.config).values()):
-            needs.add(SAMPLES)
-    return frozenset(needs)
-
-
-def _check_data_flow(stages: list[Stage], has_seeds: bool, columns: list[str]) -> set[str]:
-    """Each stage reads only fields that the seeds (``prompt``, ``seeds.columns``) or an earlier stage write;
-    else a spec error naming the stage and the field. Returns the fields the last stage leaves."""
-    available = {"prompt", *columns} if has_seeds else set()
-    for stage in stages:
-        missing = [f for f in stage.fields_read() if f not in available]
-        if missing:
-            writers = sorted({s.name for s in stages if missing[0] in s.fields_written()})
-            hint = (
-                f"written by: {', '.join(writers)}; put this stage after one of them"
-                if writers
-                else "no stage of this pipeline writes it; a seed column must be listed in seeds.columns"
-            )
-            raise SpecError(f"{stage.where}: reads {missing[0]!r}, which nothing before it writes ({hint})")
-        _check_new_columns(stage, stages, columns, available)
-        available.update(stage.fields_written())
-    return available
-
-
-def _check_new_columns(stage: Stage, stages: list[Stage], columns: list[str], available: set[str]) -> None:
-    """A column a stage defines (beyond the record's own fields, which built-in stages rewrite by design) must be
-    new: a second writer of a seed column or of an earlier stage's column would silently replace its values."""
-    for name in stage.fields_written():
-        if name in RESERVED_FIELDS or name not in available:
-            continue
-        earlier = [s.name for s in stages[: stages.index(stage)] if name in s.fields_written()]
-        who = f"stage {earlier[0]!r}" if earlier else "the seeds (seeds.columns)"
-        raise SpecError(f"{stage.where}: writes {name!r}, which {who} already writes; give this column another name")
-
-
-@dataclass
-class Preview:
-    """What ``--dry-run`` shows: the seeds, the output directory, and the first prompt of every stage (with
-    placeholders where upstream model text would go); made without loading a model."""
-
-    seeds: int
-    out_dir: Path
-    prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
-
-
-def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None = None) -> Preview:
-    """Validate everything and render the first prompt of every stage; no model is loaded. ``out_dir``: where the
-    run would write (default: ``outputs/NAME``)."""
-    prepared = prepare(spec, limit)
-    record = placeholder_record(prepared.records[0] if prepared.records else None)
-    prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
-    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts)
-
-
-def default_out_dir(spec: PipelineSpec) -> Path:
-    return Path("outputs") / spec.name
 
 
 def run_pipeline(
@@ -358,6 +180,25 @@ def _run_stages(
             funnel.append({"step": step.name, "records": len(records)})
             log(_report_line(report, options.explain))
         index += len(segment)
+    manifest = _publish(prepared, out_dir, team, records, drops, reports, funnel, executor, log, started)
+    return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
+
+
+def _publish(
+    prepared: PreparedRun,
+    out_dir: Path,
+    team: Team,
+    records: list[Record],
+    drops: list[Drop],
+    reports: list[StageReport],
+    funnel: list[dict[str, Any]],
+    executor: Executor,
+    log: Log,
+    started: float,
+) -> dict[str, Any]:
+    """The export, the dataset card and the report, the manifest last (and returned): each stage's metrics and
+    notes, and its group tables, said in the log too."""
+    spec = prepared.spec
     # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
     with writing(out_dir):
         (out_dir / "manifest.json").unlink(missing_ok=True)
@@ -384,10 +225,7 @@ def _run_stages(
     manifest["outputs"] = {name: file_sha256(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).is_file()}
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     write_run_report(out_dir)  # made from the files above, so it comes last
-    return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
-
-
-OUTPUT_FILES = ("sft.jsonl", "dpo.jsonl", "table.jsonl", "table.parquet", "trace.jsonl", "dropped.jsonl", "README.md")
+    return manifest
 
 
 def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:
@@ -536,79 +374,3 @@ def _report_line(report: StageReport, explain: bool) -> str:
     if explain or report.computed:
         line += f" — {report.why}"
     return line
-
-
-def named_teachers(spec: PipelineSpec, team: Team) -> dict[str, Any]:
-    """Each named teacher the stages called: its identity and settings, under its name (the manifest's
-    ``teachers``; the default teacher stays under ``teacher``)."""
-    base = spec.base_dir
-    return {
-        name: {
-            "identity": redact_paths(teacher.identity, base),
-            "settings": redact_paths(teacher_settings(spec.teacher_spec_of(name)), base),
-        }
-        for name, teacher in team.items()
-        if name != DEFAULT
-    }
-
-
-def build_manifest(
-    prepared: PreparedRun,
-    team: Team,
-    reports: list[StageReport],
-    counts: dict[str, int],
-    funnel: list[dict[str, Any]],
-    seconds: float,
-) -> dict[str, Any]:
-    """Everything needed to explain any record of the run (paths relative to the pipeline file: it may be
-    published, so no home directories)."""
-    spec = prepared.spec
-    base = spec.base_dir
-    stage_files: dict[str, str] = {}
-    stages = []
-    for stage, report in zip(prepared.stages, reports, strict=True):
-        stage_files.update(stage.files())
-        stages.append(
-            {
-                "name": stage.name,
-                "kind": stage.kind,
-                "fingerprint": report.fingerprint,
-                "config": config_to_dict(stage.config),
-                "templates": {
-                    role: {"path": public_path(t.path, base), "sha256": t.sha256} for role, t in stage.templates.items()
-                },
-                "tags": list(stage.tags),
-                "constitution": stage.constitution.name if stage.constitution else None,
-                "constitution_sha256": stage.constitution.sha256 if stage.constitution else None,
-                "report": {k: v for k, v in vars(report).items() if k not in ("name", "kind", "fingerprint")},
-                **stage.provenance(),
-            }
-        )
-    return {
-        "synthforge_version": __version__,
-        "pipeline": {
-            "name": spec.name,
-            "path": builtin_label(spec.source) or spec.source.name,
-            "sha256": file_sha256(spec.source),
-            "description": spec.description,
-            "resolved": redact_paths(spec.raw, base),
-        },
-        "teacher": redact_paths(team.default.identity, base) if team.default is not None else None,
-        "teacher_settings": redact_paths(teacher_settings(spec.teacher), base),
-        **({"teachers": named_teachers(spec, team)} if set(team) - {DEFAULT} else {}),
-        "usage": {
-            "prompt_tokens": sum(r.prompt_tokens for r in reports),
-            "completion_tokens": sum(r.completion_tokens for r in reports),
-            "by_stage": {
-                r.name: {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens} for r in reports
-            },
-        },
-        "seed": spec.seed,
-        "stages": stages,
-        "files": file_hashes(stage_files, [spec.seeds_path] if spec.seeds_path else [], base),
-        "versions": package_versions(),
-        "export": config_to_dict(spec.export),
-        "counts": counts,
-        "funnel": funnel,
-        "seconds": round(seconds, 2),
-    }
