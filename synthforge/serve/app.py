@@ -18,6 +18,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
 from synthforge.serve.batcher import Batcher
 from synthforge.serve.protocol import (
     BadRequest,
@@ -65,30 +68,29 @@ class ClientGone(Exception):
     """The client closed its connection before its answer was ready: its work is dropped."""
 
 
-def build_app(teacher: Any, config: ServeConfig) -> Any:
-    """The Starlette application serving ``teacher`` under ``config.model_name``."""
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response, StreamingResponse
-    from starlette.routing import Route
+class Server:
+    """``synthforge serve``'s handlers over one teacher: requests checked, queued to the teacher (its running
+    batch, or the batcher), answered in OpenAI's shapes."""
 
-    batcher = Batcher(teacher, max_batch=config.max_batch, wait_ms=config.wait_ms)
-    capabilities = capabilities_of(teacher)
+    def __init__(self, teacher: Any, config: ServeConfig):
+        self.teacher = teacher
+        self.config = config
+        self.batcher = Batcher(teacher, max_batch=config.max_batch, wait_ms=config.wait_ms)
+        self.capabilities = capabilities_of(teacher)
 
-    def check_supported(params: SamplingParams) -> None:
+    def check_supported(self, params: SamplingParams) -> None:
         """A schema or a thinking budget the teacher can't honour is a 400 before any work."""
-        if params.json_schema is not None and STRUCTURED not in capabilities:
+        if params.json_schema is not None and STRUCTURED not in self.capabilities:
             raise BadRequest("this server's teacher can't constrain its output", param="response_format")
-        if params.max_reasoning_tokens is not None and THINKING_BUDGET not in capabilities:
+        if params.max_reasoning_tokens is not None and THINKING_BUDGET not in self.capabilities:
             raise BadRequest("this server's teacher can't end thinking early", param="thinking_token_budget")
 
-    async def run(kind: str, prompt: Any, params: SamplingParams) -> list[Completion]:
+    async def run(self, kind: str, prompt: Any, params: SamplingParams) -> list[Completion]:
         """A request's completions: straight into a continuous-batching teacher's running batch (it joins at the
         next step; cancelled if the client leaves), else through the batcher."""
-        if CONTINUOUS not in capabilities:
-            return await batcher.run(kind, prompt, params)
-        submission = await asyncio.to_thread(teacher.start, [prompt], params)
+        if CONTINUOUS not in self.capabilities:
+            return await self.batcher.run(kind, prompt, params)
+        submission = await asyncio.to_thread(self.teacher.start, [prompt], params)
         try:
             await asyncio.wrap_future(submission.future)
         except asyncio.CancelledError:
@@ -96,21 +98,22 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
             raise
         return submission.result()[0]
 
+    @staticmethod
     def error(message: str, status: int, kind: str = "invalid_request_error", param: str | None = None):
         body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
         return JSONResponse(body, status_code=status)
 
-    def check_key(request: Request) -> None:
-        if config.api_key is None:
+    def check_key(self, request: Request) -> None:
+        if self.config.api_key is None:
             return
         given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.config.api_key}".encode()):
             raise BadRequest("invalid or missing API key", status=401, kind="authentication_error")
 
-    async def read_limited(request: Request) -> bytes:
+    async def read_limited(self, request: Request) -> bytes:
         """The body; past the limit it is read on but not kept (so the client hears the 413 rather than a reset
         connection), and refused."""
-        limit = config.max_body_bytes
+        limit = self.config.max_body_bytes
         parts, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -122,30 +125,30 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
             raise BadRequest(f"request body is larger than {limit} bytes", status=413, kind="request_too_large")
         return b"".join(parts)
 
-    async def body_of(request: Request) -> dict:
-        check_key(request)
-        body = parse_body(await read_limited(request))
+    async def body_of(self, request: Request) -> dict:
+        self.check_key(request)
+        body = parse_body(await self.read_limited(request))
         model = body.get("model")
-        if model != config.model_name:
+        if model != self.config.model_name:
             raise BadRequest(
-                f"The model {model!r} does not exist (this server serves {config.model_name!r})",
+                f"The model {model!r} does not exist (this server serves {self.config.model_name!r})",
                 status=404,
                 param="model",
                 kind="not_found_error",
             )
         return body
 
-    def check_fits(prompt: Any) -> int | None:
+    def check_fits(self, prompt: Any) -> int | None:
         """A prompt that leaves no room in the context window is the client's to fix (as vLLM answers it)."""
-        if TOKENS not in capabilities:
+        if TOKENS not in self.capabilities:
             return None
-        limit = teacher.context_window
-        tokens = teacher.count_tokens(prompt)
+        limit = self.teacher.context_window
+        tokens = self.teacher.count_tokens(prompt)
         if limit and tokens >= limit:
             raise context_error(tokens, limit)
         return tokens
 
-    async def unless_gone(request: Request, work: Awaitable[Any]) -> Any:
+    async def unless_gone(self, request: Request, work: Awaitable[Any]) -> Any:
         """``work``'s result; if the client disconnects first, the work is cancelled (queued requests are
         skipped) and :class:`ClientGone` raised."""
         task = asyncio.ensure_future(work)
@@ -166,37 +169,39 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
             raise ClientGone
         return task.result()
 
-    def respond(kind: str, body: dict, choices: list, prompt_tokens: int, completion_tokens: int, **extra: Any):
+    def respond(self, kind: str, body: dict, choices: list, prompt_tokens: int, completion_tokens: int, **extra: Any):
         include_usage = stream_options(body)
         if include_usage is None:
-            return JSONResponse(envelope(kind, config.model_name, choices, prompt_tokens, completion_tokens, **extra))
+            return JSONResponse(
+                envelope(kind, self.config.model_name, choices, prompt_tokens, completion_tokens, **extra)
+            )
         usage = usage_of(prompt_tokens, completion_tokens) if include_usage else None
-        events = stream_events(kind, config.model_name, choices, usage)
+        events = stream_events(kind, self.config.model_name, choices, usage)
         return StreamingResponse(iter(events), media_type="text/event-stream")
 
-    def token_logprobs(conversation: Any, text: str) -> tuple[int, list]:
-        if PROMPT_LOGPROBS not in capabilities:
+    def token_logprobs(self, conversation: Any, text: str) -> tuple[int, list]:
+        if PROMPT_LOGPROBS not in self.capabilities:
             raise BadRequest("prompt log-probabilities are not supported by this server's backend")
-        return teacher.continuation_token_logprobs(conversation, text)
+        return self.teacher.continuation_token_logprobs(conversation, text)
 
-    async def chat(request: Request) -> Response:
-        body = await body_of(request)
+    async def chat(self, request: Request) -> Response:
+        body = await self.body_of(request)
         messages = messages_of(body)
         top = integer(body, "top_logprobs", None, 0, 20)
         logprobs = body.get("logprobs")
         if logprobs not in (None, True, False):
             raise BadRequest("logprobs must be a boolean", param="logprobs")
-        params = sampling_from_request(body, config.default_max_tokens, (top or 0) if logprobs else None)
-        check_supported(params)
+        params = sampling_from_request(body, self.config.default_max_tokens, (top or 0) if logprobs else None)
+        self.check_supported(params)
         stream_options(body)  # a malformed stream_options is a 400 before any work
         if integer(body, "prompt_logprobs", None, 0, 20) is not None:
-            return await score_final_message(body, messages, params)
-        check_fits(messages)
-        completions = await unless_gone(request, run("chat", messages, params))
-        used = sum(c.completion_tokens for c in completions)
-        return respond("chat.completion", body, chat_choices(completions), completions[0].prompt_tokens, used)
+            return await self.score_final_message(body, messages, params)
+        self.check_fits(messages)
+        answers = await self.unless_gone(request, self.run("chat", messages, params))
+        used = sum(c.completion_tokens for c in answers)
+        return self.respond("chat.completion", body, chat_choices(answers), answers[0].prompt_tokens, used)
 
-    async def score_final_message(body: dict, messages: list, params: SamplingParams) -> Response:
+    async def score_final_message(self, body: dict, messages: list, params: SamplingParams) -> Response:
         """vLLM's scoring idiom: prompt_logprobs + continue_final_message scores the last assistant message."""
         if not body.get("continue_final_message") or messages[-1]["role"] != "assistant":
             raise BadRequest(
@@ -205,8 +210,8 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
             )
         if params.n != 1:
             raise BadRequest("prompt_logprobs needs n = 1", param="n")
-        check_fits(messages)
-        prefix_len, tokens = await asyncio.to_thread(token_logprobs, messages[:-1], messages[-1]["content"])
+        self.check_fits(messages)
+        prefix_len, tokens = await asyncio.to_thread(self.token_logprobs, messages[:-1], messages[-1]["content"])
         entries: list[Any] = [None] * prefix_len
         entries += [
             None if lp is None else {str(tid): {"logprob": lp, "rank": None, "decoded_token": text}}
@@ -214,39 +219,39 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
         ]
         choice = {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length"}
         choices = [{**choice, "logprobs": None}]
-        return respond("chat.completion", body, choices, len(entries), 0, prompt_logprobs=entries)
+        return self.respond("chat.completion", body, choices, len(entries), 0, prompt_logprobs=entries)
 
-    def prompts_of(body: dict) -> list[str]:
+    def prompts_of(self, body: dict) -> list[str]:
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise BadRequest("prompt must be a string or a non-empty list of strings", param="prompt")
-        if len(prompts) > config.max_prompts:
-            raise BadRequest(f"prompt: at most {config.max_prompts} prompts in one request", param="prompt")
+        if len(prompts) > self.config.max_prompts:
+            raise BadRequest(f"prompt: at most {self.config.max_prompts} prompts in one request", param="prompt")
         if not all(prompts):
             raise BadRequest("prompt must not be empty", param="prompt")
         return prompts
 
-    async def completions(request: Request) -> Response:
-        body = await body_of(request)
-        prompts = prompts_of(body)
+    async def completions(self, request: Request) -> Response:
+        body = await self.body_of(request)
+        prompts = self.prompts_of(body)
         echo = bool(body.get("echo"))
         top = integer(body, "logprobs", None, 0, 20)
         zero_tokens = echo and body.get("max_tokens") == 0
         request_body = {k: v for k, v in body.items() if not (zero_tokens and k == "max_tokens")}
-        params = sampling_from_request(request_body, config.default_max_tokens, top)
-        check_supported(params)
+        params = sampling_from_request(request_body, self.config.default_max_tokens, top)
+        self.check_supported(params)
         stream_options(body)
         for text in prompts:
-            check_fits(text)
+            self.check_fits(text)
 
         async def one(text: str) -> tuple[Any, list[Completion]]:
-            echoed = await asyncio.to_thread(token_logprobs, None, text) if echo and top is not None else None
-            generated = [] if zero_tokens else await run("text", text, params)
+            echoed = await asyncio.to_thread(self.token_logprobs, None, text) if echo and top is not None else None
+            generated = [] if zero_tokens else await self.run("text", text, params)
             return echoed, generated
 
         # Every prompt is queued at once: they batch together, and a client that leaves cancels them all.
-        answers = await unless_gone(request, asyncio.gather(*(one(text) for text in prompts)))
+        answers = await self.unless_gone(request, asyncio.gather(*(one(text) for text in prompts)))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for p_index, (text, (echoed, generated)) in enumerate(zip(prompts, answers, strict=True)):
             samples = generated or [Completion("", "length", len(echoed[1]) if echoed else 0, 0)]
@@ -260,50 +265,61 @@ def build_app(teacher: Any, config: ServeConfig) -> Any:
                 choices.append(choice)
                 completion_tokens += sample.completion_tokens
             prompt_tokens += samples[0].prompt_tokens
-        return respond("text_completion", body, choices, prompt_tokens, completion_tokens)
+        return self.respond("text_completion", body, choices, prompt_tokens, completion_tokens)
 
-    async def models(request: Request) -> JSONResponse:
-        check_key(request)
-        data = [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "synthforge"}]
+    async def models(self, request: Request) -> JSONResponse:
+        self.check_key(request)
+        data = [{"id": self.config.model_name, "object": "model", "created": 0, "owned_by": "synthforge"}]
         return JSONResponse({"object": "list", "data": data})
 
-    async def on_bad_request(request: Request, exc: Exception) -> JSONResponse:
+    async def on_bad_request(self, request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BadRequest)
-        return error(str(exc), exc.status, exc.kind, exc.param)
+        return self.error(str(exc), exc.status, exc.kind, exc.param)
 
-    async def on_client_gone(request: Request, exc: Exception) -> Response:
+    async def on_client_gone(self, request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # nobody reads it: the client closed the connection
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(self, request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 500)
-        return error(str(getattr(exc, "detail", "error")), status, "invalid_request_error")
+        return self.error(str(getattr(exc, "detail", "error")), status, "invalid_request_error")
 
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_error(self, request: Request, exc: Exception) -> JSONResponse:
         traceback.print_exception(exc, file=sys.stderr)
-        return error(f"internal error: {type(exc).__name__}", 500, "server_error")
+        return self.error(f"internal error: {type(exc).__name__}", 500, "server_error")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any):
-        batcher.start()
+    async def lifespan(self, app: Any):
+        self.batcher.start()
         yield
-        batcher.stop()
+        self.batcher.stop()
 
-    app = Starlette(
-        routes=[
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/v1/completions", completions, methods=["POST"]),
-        ],
-        exception_handlers={
-            BadRequest: on_bad_request,
-            ClientGone: on_client_gone,
-            HTTPException: on_http,
-            Exception: on_error,
-        },
-        lifespan=lifespan,
-    )
-    app.state.batcher = batcher
-    return app
+    def app(self) -> Any:
+        """The Starlette application."""
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.routing import Route
+
+        app = Starlette(
+            routes=[
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
+            ],
+            exception_handlers={
+                BadRequest: self.on_bad_request,
+                ClientGone: self.on_client_gone,
+                HTTPException: self.on_http,
+                Exception: self.on_error,
+            },
+            lifespan=self.lifespan,
+        )
+        app.state.batcher = self.batcher
+        return app
+
+
+def build_app(teacher: Any, config: ServeConfig) -> Any:
+    """The Starlette application serving ``teacher`` under ``config.model_name``."""
+    return Server(teacher, config).app()
 
 
 def serve(teacher: Any, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
