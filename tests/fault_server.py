@@ -44,6 +44,15 @@ def _answers(url: str) -> bool:
 def serve_process(args: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> Iterator[str]:
     """`synthforge serve ARGS` on a free 127.0.0.1 port: yields its /v1 URL once it answers, stops it after.
     Its stderr goes to a temporary file (a pipe nobody reads would fill and block it), shown if it fails."""
+    with serve_handle(args, timeout, env) as (url, _):
+        yield url
+
+
+@contextmanager
+def serve_handle(
+    args: list[str], timeout: float = 120, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As :func:`serve_process`, yielding the process too (a test may kill it)."""
     port = free_port()
     command = [sys.executable, "-m", "synthforge.cli.main", "serve", *args, "--port", str(port)]
     with tempfile.TemporaryFile("w+") as log:
@@ -56,7 +65,7 @@ def serve_process(args: list[str], timeout: float = 120, env: dict[str, str] | N
                     log.seek(0)
                     raise RuntimeError(f"serve did not start: {log.read()[-4000:]}")
                 time.sleep(0.2)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from synthforge.cli.options import finite
 from synthforge.serve.app import ServeConfig
 from synthforge.serve.app import serve as run_server
+from synthforge.serve.batches import BatchSettings
 from synthforge.teachers.factory import build_teacher, check_device, spec_from_ref
 
 
@@ -69,6 +72,28 @@ from synthforge.teachers.factory import build_teacher, check_device, spec_from_r
     show_default=True,
     help="Most prompts in one /v1/completions request.",
 )
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Turn on the Batch API (/v1/files, /v1/batches) and keep its files and batches in this folder, so they "
+    "survive a restart (one server per folder).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=finite,
+    default=200.0,
+    show_default=True,
+    help="Largest file accepted at /v1/files (the Batch API).",
+)
+@click.option(
+    "--batch-retention-days",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=finite,
+    default=30.0,
+    show_default=True,
+    help="Files and batches older than this are deleted from --state-dir.",
+)
 def serve(
     model,
     host,
@@ -82,8 +107,15 @@ def serve(
     default_max_tokens,
     max_body_mb,
     max_prompts,
+    state_dir,
+    max_upload_mb,
+    batch_retention_days,
 ):
     """Serve a teacher over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models).
+
+    \b
+    With --state-dir it also speaks OpenAI's Batch API (/v1/files, /v1/batches): batch requests run at low
+    priority beside interactive ones, and their state survives a restart.
 
     \b
     Several pipeline runs on one machine should share one server rather than each load the model:
@@ -100,7 +132,12 @@ def serve(
     teacher = build_teacher(spec)
     name = model_name or model
     click.echo(f"serving {name} on http://{host}:{port}/v1 (batch {batch_size}, wait {batch_wait_ms:g} ms)", err=True)
+    batch = None
+    if state_dir is not None:
+        batch = BatchSettings(
+            state_dir.expanduser(), int(max_upload_mb * (1 << 20)), retention_s=batch_retention_days * 86400
+        )
     config = ServeConfig(
-        name, api_key, batch_size, batch_wait_ms, default_max_tokens, int(max_body_mb * (1 << 20)), max_prompts
+        name, api_key, batch_size, batch_wait_ms, default_max_tokens, int(max_body_mb * (1 << 20)), max_prompts, batch
     )
     run_server(teacher, config, host, port)

@@ -15,13 +15,15 @@ import hmac
 import sys
 import traceback
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from synthforge.files import exclusive_lock
 from synthforge.serve.batcher import Batcher
+from synthforge.serve.batches import BatchError, BatchRequestFailed, BatchRunner, BatchSettings, BatchStore
 from synthforge.serve.protocol import (
     BadRequest,
     chat_choices,
@@ -62,6 +64,18 @@ class ServeConfig:
     default_max_tokens: int = 256
     max_body_bytes: int = 8 << 20  # a larger request body is answered 413
     max_prompts: int = 256  # prompts in one /v1/completions request
+    batch: BatchSettings | None = None  # the Batch API (/v1/files, /v1/batches), its state kept there
+
+
+@dataclass
+class Answered:
+    """What an endpoint answers, before its HTTP shape (a JSON body, a stream, or a Batch API result line)."""
+
+    kind: str
+    choices: list
+    prompt_tokens: int
+    used: int  # completion tokens
+    extra: dict = field(default_factory=dict)
 
 
 class ClientGone(Exception):
@@ -77,6 +91,16 @@ class Server:
         self.config = config
         self.batcher = Batcher(teacher, max_batch=config.max_batch, wait_ms=config.wait_ms)
         self.capabilities = capabilities_of(teacher)
+        self.interactive = 0  # interactive requests running (Batch API requests yield to them)
+        self.batches: BatchStore | None = None
+        self.runner: BatchRunner | None = None
+        self._lock = contextlib.ExitStack()
+        if config.batch is not None:
+            folder = config.batch.state_dir
+            busy = f"--state-dir {folder}: another synthforge serve keeps its batches there (pid {{pid}})"
+            self._lock.enter_context(exclusive_lock(folder / ".synthforge-serve.lock", busy))
+            self.batches = BatchStore(config.batch)
+            self.runner = BatchRunner(self.batches, self.batch_answer, lambda: self.interactive > 0, config.max_batch)
 
     def check_supported(self, params: SamplingParams) -> None:
         """A schema or a thinking budget the teacher can't honour is a 400 before any work."""
@@ -85,9 +109,19 @@ class Server:
         if params.max_reasoning_tokens is not None and THINKING_BUDGET not in self.capabilities:
             raise BadRequest("this server's teacher can't end thinking early", param="thinking_token_budget")
 
-    async def run(self, kind: str, prompt: Any, params: SamplingParams) -> list[Completion]:
-        """A request's completions: straight into a continuous-batching teacher's running batch (it joins at the
-        next step; cancelled if the client leaves), else through the batcher."""
+    async def run(self, kind: str, prompt: Any, params: SamplingParams, batch: bool = False) -> list[Completion]:
+        """A request's completions (``batch``: a Batch API request, counted apart: it yields to interactive ones)."""
+        if batch:
+            return await self._run(kind, prompt, params)
+        self.interactive += 1
+        try:
+            return await self._run(kind, prompt, params)
+        finally:
+            self.interactive -= 1
+
+    async def _run(self, kind: str, prompt: Any, params: SamplingParams) -> list[Completion]:
+        """Straight into a continuous-batching teacher's running batch (it joins at the next step; cancelled if
+        the client leaves), else through the batcher."""
         if CONTINUOUS not in self.capabilities:
             return await self.batcher.run(kind, prompt, params)
         submission = await asyncio.to_thread(self.teacher.start, [prompt], params)
@@ -128,6 +162,10 @@ class Server:
     async def body_of(self, request: Request) -> dict:
         self.check_key(request)
         body = parse_body(await self.read_limited(request))
+        self.check_model(body)
+        return body
+
+    def check_model(self, body: dict) -> None:
         model = body.get("model")
         if model != self.config.model_name:
             raise BadRequest(
@@ -136,7 +174,6 @@ class Server:
                 param="model",
                 kind="not_found_error",
             )
-        return body
 
     def check_fits(self, prompt: Any) -> int | None:
         """A prompt that leaves no room in the context window is the client's to fix (as vLLM answers it)."""
@@ -186,6 +223,11 @@ class Server:
 
     async def chat(self, request: Request) -> Response:
         body = await self.body_of(request)
+        stream_options(body)  # a malformed stream_options is a 400 before any work
+        answer = await self.unless_gone(request, self.chat_answer(body))
+        return self.respond(answer.kind, body, answer.choices, answer.prompt_tokens, answer.used, **answer.extra)
+
+    async def chat_answer(self, body: dict, batch: bool = False) -> Answered:
         messages = messages_of(body)
         top = integer(body, "top_logprobs", None, 0, 20)
         logprobs = body.get("logprobs")
@@ -193,15 +235,14 @@ class Server:
             raise BadRequest("logprobs must be a boolean", param="logprobs")
         params = sampling_from_request(body, self.config.default_max_tokens, (top or 0) if logprobs else None)
         self.check_supported(params)
-        stream_options(body)  # a malformed stream_options is a 400 before any work
         if integer(body, "prompt_logprobs", None, 0, 20) is not None:
             return await self.score_final_message(body, messages, params)
         self.check_fits(messages)
-        answers = await self.unless_gone(request, self.run("chat", messages, params))
+        answers = await self.run("chat", messages, params, batch)
         used = sum(c.completion_tokens for c in answers)
-        return self.respond("chat.completion", body, chat_choices(answers), answers[0].prompt_tokens, used)
+        return Answered("chat.completion", chat_choices(answers), answers[0].prompt_tokens, used)
 
-    async def score_final_message(self, body: dict, messages: list, params: SamplingParams) -> Response:
+    async def score_final_message(self, body: dict, messages: list, params: SamplingParams) -> Answered:
         """vLLM's scoring idiom: prompt_logprobs + continue_final_message scores the last assistant message."""
         if not body.get("continue_final_message") or messages[-1]["role"] != "assistant":
             raise BadRequest(
@@ -219,7 +260,7 @@ class Server:
         ]
         choice = {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length"}
         choices = [{**choice, "logprobs": None}]
-        return self.respond("chat.completion", body, choices, len(entries), 0, prompt_logprobs=entries)
+        return Answered("chat.completion", choices, len(entries), 0, {"prompt_logprobs": entries})
 
     def prompts_of(self, body: dict) -> list[str]:
         prompt = body.get("prompt")
@@ -234,6 +275,11 @@ class Server:
 
     async def completions(self, request: Request) -> Response:
         body = await self.body_of(request)
+        stream_options(body)
+        answer = await self.unless_gone(request, self.text_answer(body))
+        return self.respond(answer.kind, body, answer.choices, answer.prompt_tokens, answer.used)
+
+    async def text_answer(self, body: dict, batch: bool = False) -> Answered:
         prompts = self.prompts_of(body)
         echo = bool(body.get("echo"))
         top = integer(body, "logprobs", None, 0, 20)
@@ -241,17 +287,16 @@ class Server:
         request_body = {k: v for k, v in body.items() if not (zero_tokens and k == "max_tokens")}
         params = sampling_from_request(request_body, self.config.default_max_tokens, top)
         self.check_supported(params)
-        stream_options(body)
         for text in prompts:
             self.check_fits(text)
 
         async def one(text: str) -> tuple[Any, list[Completion]]:
             echoed = await asyncio.to_thread(self.token_logprobs, None, text) if echo and top is not None else None
-            generated = [] if zero_tokens else await self.run("text", text, params)
+            generated = [] if zero_tokens else await self.run("text", text, params, batch)
             return echoed, generated
 
         # Every prompt is queued at once: they batch together, and a client that leaves cancels them all.
-        answers = await self.unless_gone(request, asyncio.gather(*(one(text) for text in prompts)))
+        answers = await asyncio.gather(*(one(text) for text in prompts))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for p_index, (text, (echoed, generated)) in enumerate(zip(prompts, answers, strict=True)):
             samples = generated or [Completion("", "length", len(echoed[1]) if echoed else 0, 0)]
@@ -265,7 +310,77 @@ class Server:
                 choices.append(choice)
                 completion_tokens += sample.completion_tokens
             prompt_tokens += samples[0].prompt_tokens
-        return self.respond("text_completion", body, choices, prompt_tokens, completion_tokens)
+        return Answered("text_completion", choices, prompt_tokens, completion_tokens)
+
+    async def batch_answer(self, endpoint: str, body: dict) -> dict:
+        """One Batch API request answered as its endpoint answers it (a failure: its status and error object)."""
+        try:
+            self.check_model(body)
+            chat = endpoint.endswith("chat/completions")
+            answer = await (self.chat_answer(body, True) if chat else self.text_answer(body, True))
+        except BadRequest as exc:
+            raise BatchRequestFailed(exc.status, {"message": str(exc), "type": exc.kind, "param": exc.param}) from None
+        except Exception as exc:  # a teacher failure: this request fails, the batch goes on
+            raise BatchRequestFailed(500, {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}) from None
+        model = self.config.model_name
+        return envelope(answer.kind, model, answer.choices, answer.prompt_tokens, answer.used, **answer.extra)
+
+    # -- the Batch API (with --state-dir) ----------------------------------------------------------------------
+    def store(self, request: Request) -> BatchStore:
+        self.check_key(request)
+        if self.batches is None:
+            raise BadRequest("the Batch API is off on this server (start it with --state-dir)", status=404)
+        return self.batches
+
+    async def upload(self, request: Request) -> JSONResponse:
+        """``POST /v1/files``: a multipart upload (``file``, ``purpose``), kept in the state folder."""
+        store = self.store(request)
+        limit = store.settings.max_upload_bytes
+        if int(request.headers.get("content-length") or 0) > limit + (1 << 16):
+            raise BatchError(f"file is larger than {limit} bytes", status=413, kind="request_too_large")
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as exc:  # a body that isn't multipart form data
+            raise BatchError(f"expected multipart/form-data with file and purpose ({exc})") from None
+        upload, purpose = form.get("file"), form.get("purpose")
+        if upload is None or isinstance(upload, str):
+            raise BatchError("file: a file part is required", param="file")
+        data = await upload.read()
+        return JSONResponse(store.create_file(data, upload.filename or "upload.jsonl", str(purpose)))
+
+    async def file_object(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.store(request).file(request.path_params["file_id"]))
+
+    async def file_content(self, request: Request) -> Response:
+        data = self.store(request).content(request.path_params["file_id"])
+        return Response(data, media_type="application/octet-stream")
+
+    async def create_batch(self, request: Request) -> JSONResponse:
+        store = self.store(request)
+        batch = store.create_batch(parse_body(await self.read_limited(request)))
+        if self.runner is not None:
+            self.runner.wake.set()
+        return JSONResponse(batch)
+
+    async def list_batches(self, request: Request) -> JSONResponse:
+        store = self.store(request)
+        limit = request.query_params.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise BatchError("limit must be from 1 to 100", param="limit")
+        return JSONResponse(store.list_batches(request.query_params.get("after"), int(limit)))
+
+    async def batch_object(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.store(request).batch(request.path_params["batch_id"]))
+
+    async def cancel_batch(self, request: Request) -> JSONResponse:
+        batch = self.store(request).cancel(request.path_params["batch_id"])
+        if self.runner is not None:
+            self.runner.wake.set()
+        return JSONResponse(batch)
+
+    async def on_batch_error(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BatchError)
+        return self.error(str(exc), exc.status, exc.kind, exc.param)
 
     async def models(self, request: Request) -> JSONResponse:
         self.check_key(request)
@@ -290,8 +405,14 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any):
         self.batcher.start()
+        running = asyncio.ensure_future(self.runner.run_forever()) if self.runner is not None else None
         yield
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         self.batcher.stop()
+        self._lock.close()  # another server may keep its batches in the folder now
 
     def app(self) -> Any:
         """The Starlette application."""
@@ -304,9 +425,17 @@ class Server:
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
+                Route("/v1/files", self.upload, methods=["POST"]),
+                Route("/v1/files/{file_id}", self.file_object, methods=["GET"]),
+                Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
+                Route("/v1/batches", self.create_batch, methods=["POST"]),
+                Route("/v1/batches", self.list_batches, methods=["GET"]),
+                Route("/v1/batches/{batch_id}", self.batch_object, methods=["GET"]),
+                Route("/v1/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
             ],
             exception_handlers={
                 BadRequest: self.on_bad_request,
+                BatchError: self.on_batch_error,
                 ClientGone: self.on_client_gone,
                 HTTPException: self.on_http,
                 Exception: self.on_error,
