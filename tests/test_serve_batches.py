@@ -192,3 +192,14 @@ def test_batch_requests_yield_to_interactive_ones_and_expire_by_the_clock(tmp_pa
     assert first["status"] == second["status"] == "completed" and most == {True: 1, False: 8}
     expired = asyncio.run(runner.run(batch_of(60)["id"]))
     assert expired["status"] == "expired" and 30 <= expired["request_counts"]["completed"] < 60
+
+
+def test_batch_files_are_split_by_requests_and_bytes_and_ids_are_the_body_s_hash():
+    from synthforge.teachers.batch_api import BatchLimits, custom_id, retryable, split
+
+    rows = [(f"id{i}", b"x" * 10) for i in range(7)]
+    assert [len(g) for g in split(rows, BatchLimits(max_requests=3))] == [3, 3, 1]
+    assert [len(g) for g in split(rows, BatchLimits(max_bytes=25))] == [2, 2, 2, 1]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}
+    assert custom_id(body) == custom_id(dict(reversed(list(body.items())))) != custom_id({**body, "seed": 2})
+    assert len(custom_id(body)) <= 64 and retryable(429) and retryable(500) and not retryable(400)

@@ -92,7 +92,7 @@ class JsonClient:
         self._observe = observe
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
-            headers={"content-type": "application/json", "accept": "application/json", **headers},
+            headers={"accept": "application/json", **headers},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
         )
@@ -101,10 +101,15 @@ class JsonClient:
         """The JSON answer to ``body`` POSTed at ``path``; :class:`StatusError`, :class:`TimedOut` or
         :class:`ConnectionFailed` once the retries are spent."""
         content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return await self.send("POST", path, content=content, headers={"content-type": "application/json"})
+
+    async def send(self, method: str, path: str, raw: bool = False, **request: Any) -> Any:
+        """One request with the retries :meth:`post` makes; the answer's JSON (its bytes with ``raw``).
+        ``request``: what httpx takes (``content``, ``files`` and ``data`` for a multipart upload, ``params``)."""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = await self._client.post(path.lstrip("/"), content=content)
+                response = await self._client.request(method, path.lstrip("/"), **request)
             except httpx.TimeoutException:
                 if last:
                     raise TimedOut(f"no answer within {self.timeout:g} s") from None
@@ -118,7 +123,7 @@ class JsonClient:
             if self._observe is not None:
                 await self._observe(response)
             if response.is_success:
-                return answer_of(response)
+                return response.content if raw else answer_of(response)
             if last or not should_retry(response):
                 raise StatusError(response.status_code, answer_of(response))
             await asyncio.sleep(retry_delay(response.headers, attempt))

@@ -37,8 +37,9 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
+from synthforge.teachers.batch_api import BatchClient, BatchEnded, BatchLimits, retryable
 from synthforge.teachers.config import Backend, TeacherSpec
-from synthforge.teachers.http import error_detail, url_problem
+from synthforge.teachers.http import ConnectionFailed, StatusError, TimedOut, error_detail, url_problem
 from synthforge.teachers.reasoning import THINK_TAGS, split_reasoning
 from synthforge.teachers.remote import RemoteTeacher
 
@@ -67,6 +68,11 @@ class OpenAISettings:
     top_logprobs: int = 20
     tokenizer: str | None = None  # a local tokenizer (dir, .gguf, embedded) for the chat template: raw text, Magpie
     revision: str | None = None  # what the server runs, if you know it (goes into the identity, so cache keys)
+    batch: bool = False  # send requests through the Batch API (/v1/files, /v1/batches): same answers, not the cache key
+    batch_max_requests: int = 50_000  # requests in one batch file at most (OpenAI's limit)
+    batch_max_mb: float = 200.0  # size of one batch file at most (OpenAI's limit)
+    batch_poll_s: float = 5.0  # first wait between polls of a batch; it grows to at most a minute
+    batch_tag: str = "synthforge"  # metadata that marks our batches, found again on a rerun (exactly once)
 
     def __post_init__(self) -> None:
         problem = url_problem(self.base_url)
@@ -83,6 +89,10 @@ class OpenAISettings:
             raise ValueError(f"score must be prompt_logprobs, top_logprobs or none, got {self.score!r}")
         if not 1 <= self.top_logprobs <= 20:
             raise ValueError("top_logprobs must be in [1, 20] (the OpenAI API's limit)")
+        if self.batch_max_requests < 1:
+            raise ValueError("batch_max_requests must be >= 1")
+        _finite_positive("batch_max_mb", self.batch_max_mb)
+        _finite_positive("batch_poll_s", self.batch_poll_s)
 
 
 def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
@@ -332,6 +342,15 @@ class OpenAITeacher(RemoteTeacher):
         self.tokenizer = tokenizer
         headers = {"authorization": f"Bearer {resolve_api_key(settings)}", "user-agent": f"synthforge/{__version__}"}
         super().__init__(settings, headers, "synthforge-openai")
+        self.batches = None
+        if settings.batch:
+            limits = BatchLimits(
+                settings.batch_max_requests,
+                int(settings.batch_max_mb * (1 << 20)),
+                poll_s=settings.batch_poll_s,
+                tag=settings.batch_tag,
+            )
+            self.batches = BatchClient(self.client, limits)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -391,6 +410,39 @@ class OpenAITeacher(RemoteTeacher):
         """POST ``body`` as it is; the JSON answer, parsed by the caller."""
         return self.client.post(path, body)
 
+    def _send_all(self, path: str, requests: list[dict[str, Any]], what: str) -> list[Any]:
+        """Each request's JSON answer: online under the window and rate limits, or through the Batch API."""
+        if self.batches is not None:
+            return self._batch_answers(path, requests)
+        keys = [stable_hash([what, r]) for r in requests]
+        coroutines = [
+            self._call(key, lambda r=r: self._post(path, r), _cost(r)) for key, r in zip(keys, requests, strict=True)
+        ]
+        return self._run(coroutines, keys)
+
+    def _batch_answers(self, path: str, requests: list[dict[str, Any]]) -> list[Any]:
+        """The answers of ``requests`` sent as batch lines (found in a batch already on the server, or sent); a
+        failed line is a teacher error, retryable as its status says."""
+        assert self.batches is not None
+        endpoint = "/v1" + path
+        try:
+            found = asyncio.run_coroutine_threadsafe(self.batches.answers(endpoint, requests), self._loop).result()
+        except StatusError as exc:
+            raise self._classify_status(exc) from None
+        except (TimedOut, ConnectionFailed) as exc:
+            raise TeacherError(f"Batch API at {self.settings.base_url}: {exc}") from None
+        except BatchEnded as exc:
+            raise TeacherError(str(exc), retryable=False) from None
+        answers = []
+        for response in found:
+            status = response.get("status_code")
+            if status != 200:
+                error = (response.get("body") or {}).get("error") or {}
+                message = error.get("message", "") if isinstance(error, dict) else str(error)
+                raise TeacherError(f"batch request failed: HTTP {status}: {message}", retryable=retryable(status))
+            answers.append(response["body"])
+        return answers
+
     def _sample(self, requests, all_params, path: str, parse) -> list[list[Completion]]:
         """Send each request with its ``n`` samples natively, or fanned out with distinct seeds."""
         plan: list[tuple[int, dict[str, Any]]] = []
@@ -401,11 +453,7 @@ class OpenAITeacher(RemoteTeacher):
                 for j in range(params.n):
                     seed = None if params.seed is None else derive_seed(params.seed, j)
                     plan.append((index, {**request, **({"seed": seed} if seed is not None else {})}))
-        keys = [stable_hash(["sample", r]) for _, r in plan]
-        coroutines = [
-            self._call(key, lambda r=r: self._post(path, r), _cost(r)) for key, (_, r) in zip(keys, plan, strict=True)
-        ]
-        responses = self._run(coroutines, keys)
+        responses = self._send_all(path, [r for _, r in plan], "sample")
         if self.native_n and any(_ignored_n(r, request["n"]) for (_, request), r in zip(plan, responses, strict=True)):
             self.native_n = False  # the server answered n > 1 with one choice: ask once per sample from now on
             print(
@@ -443,12 +491,7 @@ class OpenAITeacher(RemoteTeacher):
             }
             for _, _, conv, cand in plan
         ]
-        keys = [stable_hash(["score", r]) for r in requests]
-        coroutines = [
-            self._call(key, lambda r=r: self._post("/chat/completions", r), _cost(r))
-            for key, r in zip(keys, requests, strict=True)
-        ]
-        responses = self._run(coroutines, keys)
+        responses = self._send_all("/chat/completions", requests, "score")
         scores: list[list[float]] = [[0.0] * len(cands) for cands in continuations]
         for (c, k, _, cand), response in zip(plan, responses, strict=True):
             entries = _get(response, "prompt_logprobs")
@@ -483,6 +526,8 @@ class OpenAITeacher(RemoteTeacher):
         ``logprobs``): a judge's log-probabilities have no fallback (one line, before any stage's work is sent);
         ``n`` falls back to one request per sample, a schema to validate-and-retry."""
         said: list[str] = []
+        if self.batches is not None:  # a probe would be a batch of its own, waited for: nothing is asked up front
+            return said
         hello: Conversation = [{"role": "user", "content": "Say yes."}]
         if CHOICE in needs and SCORE in self.capabilities:
             self.score([hello], [["yes"]])  # raises the one line if the server has no prompt_logprobs
@@ -582,7 +627,8 @@ BACKEND = Backend(
     capabilities=lambda spec, settings: frozenset({GENERATE}) | openai_capabilities(settings),
     build=_build,
     batch_size=256,
-    in_flight=lambda spec, settings: settings.max_concurrency,
+    # in batch mode the engine may queue a whole batch file's requests: they go out together
+    in_flight=lambda spec, settings: settings.batch_max_requests if settings.batch else settings.max_concurrency,
     remote=True,
     hints={
         CHOICE: "set teacher.openai.score to top_logprobs (hosted APIs) or prompt_logprobs (vLLM, synthforge serve)",
