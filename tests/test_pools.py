@@ -391,3 +391,44 @@ def test_a_jury_of_raters_scores_each_answer_by_their_mean(project):
     ratings = [s for s in record["steps"] if s["role"] == "rating"]
     assert len(ratings) == 24 and {s["teacher"] for s in ratings} == {"low", "high"}
     assert {s["method"] for s in ratings} == {"logprobs"}  # auto: what both raters can do
+
+
+def test_the_cost_of_a_run_by_stage_and_teacher_from_a_price_table(project, capsys):
+    """Prices per model; each step's usage priced by the teacher it names; batch mode takes the discount off;
+    a model without a price is counted as unpriced tokens; --dry-run estimates before anything runs."""
+    from synthforge.teachers.base import Completion
+
+    body = """teachers:
+  cheap: {backend: openai, model: small, openai: {base_url: 'http://127.0.0.1:9/v1', batch: true}}
+  free: {backend: openai, model: unpriced, openai: {base_url: 'http://127.0.0.1:9/v1'}}
+prices:
+  m: {input: 2.0, output: 10.0}
+  small: {input: 1.0, output: 4.0, batch_discount: 0.5}
+stages:
+  - respond: {}
+  - pool:
+      members: [{name: x, teacher: cheap}, {name: y, teacher: free}]
+export: {sft: false, dpo: false}
+"""
+    used = lambda c: Completion("an answer", "stop", 1000, 100)  # noqa: E731
+    path = _pipeline(project, body)
+    teachers = {"cheap": ScriptedTeacher(used), "free": ScriptedTeacher(used)}
+    result = run_pipeline(
+        load_pipeline(path),
+        RunOptions(out_dir=project / "o", limit=2),
+        teacher=ScriptedTeacher(used),
+        teachers=teachers,
+        log=lambda _: None,
+    )
+    cost = result.manifest["cost"]
+    # respond: 2 x (1000 x 2 + 100 x 10) / 1e6; pool: cheap 2 x (1000 x 1 + 100 x 4) / 1e6 x 0.5, free unpriced
+    assert cost["by_stage"]["respond"]["usd"] == pytest.approx(0.006)
+    assert cost["by_stage"]["pool"]["usd"] == pytest.approx(0.0014) and cost["unpriced_tokens"] == 2200
+    assert cost["total_usd"] == pytest.approx(0.0074)
+    assert "Cost of the teacher calls: $0.0074" in (result.out_dir / "README.md").read_text()
+    from tests.conftest import run_cli
+
+    code, out, _ = run_cli(["generate", str(path), "--dry-run", "--limit", "4"], capsys)
+    assert code == 0 and "estimated cost: about $" in out
+    with pytest.raises(UserError, match=r"prices\.m: .*batch_discount must be in \[0, 1\)"):
+        load_pipeline(path, ["prices.m.batch_discount=1.5"])

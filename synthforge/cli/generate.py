@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from synthforge.builtin import find_pipeline
+from synthforge.engine.costs import estimate
 from synthforge.engine.executor import EXECUTORS
 from synthforge.engine.prepare import preview
 from synthforge.engine.runner import RunOptions, run_pipeline
@@ -98,6 +99,9 @@ def generate(
         f"wrote {result.out_dir}/: {listed + ', ' if listed else ''}trace.jsonl ({counts['trace']}), "
         f"dropped.jsonl ({counts['dropped']}), manifest.json, README.md"
     )
+    cost = result.manifest.get("cost")
+    if cost:
+        click.echo(f"cost of the teacher calls: ${cost['total_usd']:.4f} (prices: from the pipeline's prices:)")
     click.echo(f"report: {result.out_dir / 'report.html'} (open it in a browser; it loads nothing from the network)")
 
 
@@ -111,3 +115,10 @@ def _print_dry_run(spec, limit, out_dir) -> None:
         click.echo(f"\n=== {stage} · {role} ===")
         for message in conversation:
             click.echo(f"[{message['role']}] {message['content']}")
+    cost = estimate(spec, shown.seeds, shown.prompts, shown.budgets)
+    if cost is not None:
+        click.echo(
+            f"\nestimated cost: about ${cost:.4f} for {shown.seeds} seed prompts (each prompt shown above asked once "
+            "per seed at 4 characters a token, answered with its stage's whole max_new_tokens; rounds, samples and "
+            "principles ask more: an order of magnitude, not a bound)"
+        )

@@ -30,6 +30,14 @@ def _header(manifest: dict[str, Any]) -> str:
     return yaml.safe_dump(header, sort_keys=False).strip()
 
 
+def _cost_lines(cost: dict[str, Any] | None) -> list[str]:
+    if not cost:
+        return []
+    stages = ", ".join(f"{name} ${entry['usd']:.4f}" for name, entry in cost["by_stage"].items())
+    unpriced = f"; {cost['unpriced_tokens']} tokens of models without a price" if cost["unpriced_tokens"] else ""
+    return [f"- Cost of the teacher calls: ${cost['total_usd']:.4f} ({stages}){unpriced}"]
+
+
 def render_card(manifest: dict[str, Any]) -> str:
     """Markdown card describing teacher, constitution(s), stages, counts and the funnel."""
     teacher = manifest["teacher"] or {"name": "none (no stage used a teacher)"}
@@ -46,6 +54,12 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         f"- Teacher: {teacher.get('name')} (backend {teacher.get('backend')}, weights {teacher.get('weights')},"
         f" {teacher.get('dtype')})",
+        *[
+            f"- Teacher `{name}`: {t['identity'].get('name') or t['identity'].get('model')} (backend "
+            f"{t['identity'].get('backend')})"
+            for name, t in (manifest.get("teachers") or {}).items()
+        ],
+        *_cost_lines(manifest.get("cost")),
         f"- Seed: {manifest['seed']}; pipeline file `{manifest['pipeline']['path']}`"
         f" (sha256 {manifest['pipeline']['sha256'][:12]})",
         "- Stages:",

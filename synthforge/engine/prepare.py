@@ -5,7 +5,7 @@ model loads or a request is sent (``--dry-run`` shows the prompts this renders).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ class Preview:
     seeds: int
     out_dir: Path
     prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
+    budgets: dict[str, int] = field(default_factory=dict)  # stage -> the most tokens one of its answers may take
 
 
 def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None = None) -> Preview:
@@ -180,7 +181,19 @@ def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None =
     prepared = prepare(spec, limit)
     record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
-    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts)
+    budgets = {
+        stage.name: max(
+            (v.max_new_tokens for v in vars(stage.config).values() if isinstance(v, SamplingParams)), default=256
+        )
+        for stage in prepared.stages
+    }
+    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, budgets)
+
+
+def _answer_budget(stage: Stage) -> int:
+    """The most tokens one of the stage's answers may take (its sampling settings' largest max_new_tokens)."""
+    found = [v.max_new_tokens for v in vars(stage.config).values() if isinstance(v, SamplingParams)]
+    return max(found, default=256)
 
 
 def default_out_dir(spec: PipelineSpec) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
+from synthforge.engine.costs import run_costs
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.executor import Executor, executor_kind, whole_with_retries
 from synthforge.engine.exporters import export_run
@@ -216,6 +217,10 @@ def _publish(
         entry["notes"] = stage.notes(summary)
         for note in entry["notes"]:
             log(f"note [{stage.name}]: {note}")
+    cost = run_costs(spec, [*records, *(d.record for d in drops)])
+    if cost is not None:
+        manifest["cost"] = cost
+        log(f"cost of the teacher calls behind these records: ${cost['total_usd']:.4f}")
     manifest["groups"] = group_tables(prepared.stages, summaries)
     for group, table in manifest["groups"].items():  # each group's members also under its plural (principles)
         manifest.setdefault(f"{group}s", table["members"])

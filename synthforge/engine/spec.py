@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from synthforge.builtin import moved
+from synthforge.engine.costs import Price, price_table
 from synthforge.engine.executor import EXECUTORS, executor_kind
 from synthforge.errors import excerpt
 from synthforge.files import read_text
@@ -147,6 +148,7 @@ class PipelineSpec:
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     teachers: dict[str, TeacherSpec] = field(default_factory=dict)  # named teachers (`teachers:`), besides default
+    prices: dict[str, Price] = field(default_factory=dict)  # model -> its price (`prices:`), for the run's cost
 
     def teacher_spec_of(self, name: str) -> TeacherSpec:
         """The spec of the teacher called ``name`` (``default``: ``teacher:``)."""
@@ -171,7 +173,19 @@ class PipelineSpec:
 
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # becomes a directory or file name: no '/', no '..'
-TOP_KEYS = ("name", "description", "seed", "teacher", "teachers", "engine", "seeds", "stages", "export", "paths")
+TOP_KEYS = (
+    "name",
+    "description",
+    "seed",
+    "teacher",
+    "teachers",
+    "prices",
+    "engine",
+    "seeds",
+    "stages",
+    "export",
+    "paths",
+)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -291,6 +305,7 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         seed=seed,
         teacher=teacher_spec(data.get("teacher"), f"{source}: teacher"),
         teachers=named_teachers(data.get("teachers"), f"{source}: teachers"),
+        prices=price_table(data.get("prices"), f"{source}: prices"),
         seeds=build_config(SeedsSpec, data["seeds"], f"{source}: seeds") if data.get("seeds") is not None else None,
         stages=_stage_entries(data, source),
         export=build_config(ExportSpec, data.get("export"), f"{source}: export"),
