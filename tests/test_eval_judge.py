@@ -137,4 +137,4 @@ def test_a_jury_is_measured_with_each_judge_beside_it(tmp_path):
 
 def test_the_cli_refuses_a_jury_of_one(tmp_path, capsys):
     code, _, err = run_cli(["eval", "judge", str(_pairs(tmp_path / "p.jsonl", 4)), "--jury", "embedded"], capsys)
-    assert code == 2 and "--jury: give two or more different judges" in err
+    assert code == 2 and "--jury: a jury is two or more different judges, got ['embedded']" in err

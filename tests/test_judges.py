@@ -231,7 +231,7 @@ def test_a_jury_naming_an_unknown_teacher_or_one_judge_is_refused(project):
             ["teachers.a.model=a", "teachers.b.model=b", "stages.judge.judges=[a, b, c]"],
         )
         run_pipeline(spec, RunOptions(out_dir=project / "x", limit=1), teacher=judge(knows), log=lambda _: None)
-    with pytest.raises(UserError, match=r"stages\.judge: judges: two or more"):
+    with pytest.raises(UserError, match=r"stages\.judge: judges: a jury is two or more different judges, got \[.a.\]"):
         run_pipeline(
             load_pipeline(project / "pipelines" / "rlaif.yaml", ["teachers.a.model=a", "stages.judge.judges=[a]"]),
             RunOptions(out_dir=project / "y", limit=1),

@@ -10,7 +10,7 @@ import click
 
 from synthforge.builtin import find_pipeline
 from synthforge.cli.options import finite
-from synthforge.stages.judging import MAX_FLIP_RATE
+from synthforge.stages.judging import MAX_FLIP_RATE, jury_problem
 from synthforge.train.config import DPO_LOSSES, DPOTrainingConfig, SFTTrainingConfig, load_training_config
 
 
@@ -310,8 +310,9 @@ def judge(
     """
     from synthforge.eval.judge import JudgeRun, format_report, run_judge_eval
 
-    if len(jury) == 1 or len(set(jury)) != len(jury):
-        raise click.UsageError("--jury: give two or more different judges (one judge: --judge)")
+    problem = jury_problem(jury) if jury else None
+    if problem:
+        raise click.UsageError(f"--jury: {problem} (one judge: --judge)")
     run = JudgeRun(pairs, judge, constitution, template, principles, chain_of_thought, limit, max_flip_rate, seed, out)
     report = run_judge_eval(replace(run, jury=tuple(jury), jury_rule=jury_rule))
     click.echo("\n".join(format_report(report)))

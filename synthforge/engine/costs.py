@@ -3,7 +3,8 @@ input and output tokens, and the batch discount), and a ``--dry-run`` estimate b
 
 Tokens come from each trace step's usage (the server's count), attributed to the named teacher the step says it
 called; a teacher in batch mode (``teacher.openai.batch``) pays its model's price less the batch discount. Steps of
-a teacher whose model has no price are counted as unpriced tokens, never guessed.
+a teacher whose model has no price are counted as unpriced tokens, never guessed. (``spec`` below is a
+``PipelineSpec``; the spec module reads its ``prices:`` with :func:`price_table`, so this one doesn't import it.)
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from synthforge.records import Record
 from synthforge.settings import SpecError, build_config
 from synthforge.teachers.factory import teacher_settings
 from synthforge.teachers.team import DEFAULT
-
-if TYPE_CHECKING:
-    from synthforge.engine.spec import PipelineSpec
 
 CHARS_PER_TOKEN = 4.0  # the dry run's estimate of a prompt's tokens (no tokenizer is loaded then)
 
@@ -52,7 +50,7 @@ def price_table(data: Any, where: str) -> dict[str, Price]:
     return {str(model): build_config(Price, value, f"{where}.{model}") for model, value in data.items()}
 
 
-def _teacher_price(spec: PipelineSpec, name: str) -> tuple[Price | None, bool]:
+def _teacher_price(spec: Any, name: str) -> tuple[Price | None, bool]:
     """(the price of teacher ``name``'s model, whether it sends batches)."""
     teacher = spec.teacher_spec_of(name) if name == DEFAULT or name in spec.teachers else None
     if teacher is None:
@@ -61,7 +59,7 @@ def _teacher_price(spec: PipelineSpec, name: str) -> tuple[Price | None, bool]:
     return spec.prices.get(teacher.model), bool(section.get("batch"))
 
 
-def run_costs(spec: PipelineSpec, records: Iterable[Record]) -> dict[str, Any] | None:
+def run_costs(spec: Any, records: Iterable[Record]) -> dict[str, Any] | None:
     """Per stage and in all: USD, and the tokens with no price; None when the pipeline has no ``prices:``."""
     if not spec.prices:
         return None
@@ -89,7 +87,7 @@ def run_costs(spec: PipelineSpec, records: Iterable[Record]) -> dict[str, Any] |
 
 
 def estimate(
-    spec: PipelineSpec, seeds: int, prompts: list[tuple[str, str, list[dict[str, str]]]], budgets: dict[str, int]
+    spec: Any, seeds: int, prompts: list[tuple[str, str, list[dict[str, str]]]], budgets: dict[str, int]
 ) -> float | None:
     """A dry run's estimate of the teacher calls' cost: each shown prompt (4 characters a token) asked once per
     seed record and answered with its stage's whole ``max_new_tokens``; None without ``prices:``. Prompts that

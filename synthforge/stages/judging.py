@@ -28,6 +28,13 @@ JURY = ("mean", "majority")  # how several judges' verdicts make one
 JURY_SPLIT = ("keep", "tie", "drop")  # what a jury that is not unanimous does
 
 
+def jury_problem(judges: Sequence[str]) -> str | None:
+    """Why ``judges`` can't be a jury (none is none: the stage's own teacher judges); None when it can."""
+    if len(set(judges)) != len(judges) or len(judges) == 1:
+        return f"a jury is two or more different judges, got {list(judges)}"
+    return None
+
+
 @dataclass
 class SwapChecks:
     """The settings every pairwise judging stage shares: what a verdict whose orders disagree becomes, and when
@@ -61,8 +68,9 @@ class SwapChecks:
                 f"jury must be one of {', '.join(JURY)} and jury_split one of {', '.join(JURY_SPLIT)}, "
                 f"got {self.jury!r} and {self.jury_split!r}"
             )
-        if len(set(self.judges)) != len(self.judges) or len(self.judges) == 1:
-            raise ValueError(f"judges: two or more different named teachers (one judge: teacher:), got {self.judges}")
+        problem = jury_problem(self.judges)
+        if problem:
+            raise ValueError(f"judges: {problem} (one judge: teacher:)")
 
     def unreliable(self, counters: dict[str, float], what: str = "pairs") -> str | None:
         """Why the judge is unreliable, from a stage's counters (:func:`tally_verdict`); None while it isn't, or

@@ -26,6 +26,7 @@ from synthforge.constitution import Principle
 from synthforge.records import Candidate, Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.judging import jury_problem
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, STRUCTURED, Conversation, SamplingParams, Teacher, choice_logprobs
 
@@ -53,8 +54,9 @@ class RateConfig:
             raise ValueError(f"scoring must be one of {', '.join(SCORING)}, got {self.scoring!r}")
         if self.answers not in ANSWERS:
             raise ValueError(f"answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
-        if len(set(self.judges)) != len(self.judges) or len(self.judges) == 1:
-            raise ValueError(f"judges: two or more different named teachers (one rater: teacher:), got {self.judges}")
+        problem = jury_problem(self.judges)
+        if problem:
+            raise ValueError(f"judges: {problem} (one rater: teacher:)")
 
 
 @dataclass(frozen=True)
