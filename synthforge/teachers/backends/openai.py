@@ -428,6 +428,11 @@ class OpenAITeacher(RemoteTeacher):
         try:
             found = asyncio.run_coroutine_threadsafe(self.batches.answers(endpoint, requests), self._loop).result()
         except StatusError as exc:
+            if exc.status_code in (404, 405):
+                raise UserError(
+                    f"teacher.openai.batch: the server at {self.settings.base_url} has no Batch API (/files or "
+                    f"/batches answered {exc.status_code}); set batch: false, or start synthforge serve --state-dir"
+                ) from None
             raise self._classify_status(exc) from None
         except (TimedOut, ConnectionFailed) as exc:
             raise TeacherError(f"Batch API at {self.settings.base_url}: {exc}") from None
