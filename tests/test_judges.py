@@ -302,3 +302,29 @@ def test_why_a_stage_reran_is_not_fooled_by_numeric_mapping_keys(project):
     run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=2), teacher=teacher, log=lambda _: None)
     again = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3), teacher=teacher)
     assert next(r for r in again.reports if r.kind == "filter_repetition").why == "same settings, new input records"
+
+
+def test_compare_judge_takes_a_jury_too(project):
+    path = project / "pipelines" / "jury-compare.yaml"
+    path.write_text(
+        "name: jc\nseed: 1\nteacher: {model: m}\nseeds: {path: seeds/red-team.jsonl}\n"
+        "teachers: {a: {model: a}, b: {model: b}, j1: {model: j1}, j2: {model: j2}, j3: {model: j3}}\n"
+        "stages:\n  - answer: {teacher: a, label: a}\n  - answer: {teacher: b, label: b, name: answer-b}\n"
+        "  - compare_judge: {judges: [j1, j2, j3], jury: majority, principles: 1}\n"
+        "export: {sft: false, dpo: false}\npaths: {prompts: ../prompts, constitutions: ../constitutions}\n"
+    )
+    teachers = {
+        "a": ScriptedTeacher(lambda c: "GOOD answer"),
+        "b": ScriptedTeacher(lambda c: "plain answer"),
+        "j1": judge(knows),
+        "j2": judge(knows),
+        "j3": judge(first_position),
+    }
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "jc", limit=2), teachers=teachers)
+    record = _lines(result.out_dir / "trace.jsonl")[0]
+    step = next(s for s in record["steps"] if s["role"] == "comparison")
+    assert step["judges"] == ["j1", "j2", "j3"] and step["votes"] == {"j1": "first", "j2": "first", "j3": "tie"}
+    # majority per order: shown first, all 3 prefer a's answer (j3 always picks (A)); shown second, 2 of 3 do
+    assert (step["ab"], step["ba"]) == (pytest.approx(1.0), pytest.approx(1 / 3)) and step["p_a"] == pytest.approx(
+        5 / 6
+    )

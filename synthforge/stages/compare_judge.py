@@ -7,15 +7,27 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from synthforge.annotations import ANSWERS, COMPARISONS, REFUSALS
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record
-from synthforge.settings import SpecError
+from synthforge.settings import OMIT_IF_DEFAULT, SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.judging import MAX_FLIP_RATE, Pair, first_wins, judge_pairs, judge_question, swap_agrees
+from synthforge.stages.judging import (
+    JURY,
+    MAX_FLIP_RATE,
+    Juried,
+    Pair,
+    SwapChecks,
+    first_wins,
+    judge_question,
+    jury_pairs,
+    jury_problem,
+    measured_note,
+    swap_agrees,
+)
 from synthforge.stages.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
@@ -49,8 +61,15 @@ class CompareJudgeConfig:
     tie_margin: float = 0.05
     # below it, the judge's verdicts follow the order answers are shown in: 1 - the one max_flip_rate (judging.py)
     min_swap_agreement: float = 1 - MAX_FLIP_RATE
+    # a jury of named teachers (`teachers:`; none: the pipeline's teacher), and how their verdicts make one
+    judges: list[str] = field(default_factory=list, metadata={OMIT_IF_DEFAULT: True})
+    jury: str = field(default="mean", metadata={OMIT_IF_DEFAULT: True})
+    judge_report: str | None = None  # the judge's measured `eval judge` report (manifest, notes; not the cache key)
 
     def __post_init__(self) -> None:
+        problem = jury_problem(self.judges)
+        if problem or self.jury not in JURY:
+            raise ValueError(f"judges: {problem}" if problem else f"jury must be one of {', '.join(JURY)}")
         if not 0 <= self.min_swap_agreement <= 1:
             raise ValueError("min_swap_agreement must be in [0, 1]")
         if self.principles < 0:
@@ -59,7 +78,7 @@ class CompareJudgeConfig:
             raise ValueError("tie_margin must be in [0, 0.5)")
 
 
-class CompareJudge(Stage):
+class CompareJudge(Juried, Stage):
     """Reads ``meta.answers``; writes ``meta.comparisons`` and ``meta.refusals``."""
 
     kind = "compare_judge"
@@ -98,7 +117,8 @@ class CompareJudge(Stage):
         note = position_noise(
             counters.get("swap_agreed", 0), counters.get("compared", 0), self.config.min_swap_agreement
         )
-        return [note] if note else []
+        measured = self.measured()
+        return [n for n in (note, measured_note(measured) if measured else None) if n]
 
     def _principles(self, record: Record) -> list[Principle]:
         if not self.config.principles or self.config.principles >= len(self.principles):
@@ -109,8 +129,8 @@ class CompareJudge(Stage):
     def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
         return judge_question(self.template, record, principle, first, second)
 
-    def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
-        assert teacher is not None
+    def judged(self, batch: list[Record], teacher: Teacher, judges: dict[str, Teacher]) -> list[Record | Drop]:
+        """Every pair of models' answers judged by each of ``judges`` (one, or a jury), both orders each."""
         asked: list[tuple[int, str, str]] = []
         pairs: list[Pair] = []
         for i, record in enumerate(batch):
@@ -119,19 +139,21 @@ class CompareJudge(Stage):
             for a, b in itertools.combinations(list(answers), 2):
                 asked.append((i, a, b))
                 pairs.append(Pair(record, answers[a], answers[b], principles))
-        verdicts = judge_pairs(teacher, self.template, pairs)
+        checks = SwapChecks(judges=self.config.judges, jury=self.config.jury)
+        judged = jury_pairs(judges, self.template, pairs, checks)
         results: list[Record | Drop] = []
         for i, record in enumerate(batch):
             steps, comparisons = list(record.steps), []
-            for (j, a, b), verdict in zip(asked, verdicts, strict=True):
+            for (j, a, b), (verdict, jury) in zip(asked, judged, strict=True):
                 if j != i:
                     continue
+                votes = {} if jury is None else {"teacher": None, "judges": list(jury.votes), "votes": jury.votes}
                 for name, p_ab in verdict.ab.items():
                     p_ba = verdict.ba[name]
                     p_a = first_wins(p_ab, p_ba)  # P(a's answer better), both orders averaged
                     comparisons.append({"a": a, "b": b, "principle": name, "p_a": p_a})
                     step = {"stage": self.name, "role": "comparison", "a": a, "b": b, "principle": name, "p_a": p_a}
-                    steps.append({**step, "ab": p_ab, "ba": p_ba})
+                    steps.append({**step, "ab": p_ab, "ba": p_ba, **votes})
             refusals = {label: refuses(text) for label, text in (ANSWERS.of(record) or {}).items()}
             results.append(REFUSALS.on(COMPARISONS.on(replace(record, steps=steps), comparisons), refusals))
         return results

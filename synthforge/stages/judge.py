@@ -120,6 +120,9 @@ class Judge(Juried, Stage):
         assert self.constitution is not None
         return self.constitution.sample(random.Random(self.seed_for(record, "principles")), self.config.principles)
 
+    def teacher_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([self.teacher_name, *self.config.judges]))  # it samples with its own
+
     def judged(self, batch: list[Record], teacher: Teacher, judges: dict[str, Teacher]) -> list[Record | Drop]:
         """Two samples per record from ``teacher``, judged by each of ``judges`` (one, or a jury)."""
         sampling = replace(self.config.sampling, n=2)

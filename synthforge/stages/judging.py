@@ -339,12 +339,14 @@ class Juried:
         return {"judge_report": measured} if measured is not None else {}
 
     def teacher_names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([self.teacher_name, *self.config.judges]))  # type: ignore[attr-defined]
+        """The jury's judges, or the stage's own teacher (a stage that also samples adds its own)."""
+        return tuple(self.config.judges) or (self.teacher_name,)  # type: ignore[attr-defined]
 
     def run_batch(self, batch: list[Record], team: Mapping[str, Teacher]) -> list[Any]:
         own = self.teacher_name  # type: ignore[attr-defined]
         judges = {name: team[name] for name in self.config.judges} or {own: team[own]}  # type: ignore[attr-defined]
-        return [self.stamped(r, own) for r in self.judged(batch, team[own], judges)]  # type: ignore[attr-defined]
+        teacher = team.get(own)  # type: ignore[attr-defined]
+        return [self.stamped(r, own) for r in self.judged(batch, teacher, judges)]  # type: ignore[attr-defined]
 
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Any]:
         """With one teacher standing in for every judge (tests)."""
