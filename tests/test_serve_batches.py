@@ -203,3 +203,69 @@ def test_batch_files_are_split_by_requests_and_bytes_and_ids_are_the_body_s_hash
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}
     assert custom_id(body) == custom_id(dict(reversed(list(body.items())))) != custom_id({**body, "seed": 2})
     assert len(custom_id(body)) <= 64 and retryable(429) and retryable(500) and not retryable(400)
+
+
+class Crash(Exception):
+    """Where a killed client would stop: raised once at one point of batch submission."""
+
+
+@pytest.mark.parametrize("point", ["before upload", "between upload and create", "after create", "polling", "download"])
+def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
+    point, tiny_model_dir, tmp_path, monkeypatch
+):
+    """Each point of submission, simulated in-process (one crash, then a new client: all the state a killed
+    process keeps is the server's); tests/test_batch_mode.py kills a real run after the create with SIGKILL."""
+    from synthforge.teachers import batch_api
+    from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
+    from synthforge.teachers.base import SamplingParams
+    from synthforge.teachers.http import JsonClient
+
+    armed = [True]
+    real_send, real_post, real_follow = JsonClient.send, JsonClient.post, batch_api.BatchClient._follow
+
+    def crash_if(hit: bool) -> None:
+        if hit and armed[0]:
+            armed[0] = False
+            raise Crash(point)
+
+    async def send(self, method, path, raw=False, **request):
+        crash_if(point == "before upload" and method == "POST" and path == "/files")
+        crash_if(point == "polling" and method == "GET" and path.startswith("/batches/batch_"))
+        crash_if(point == "download" and method == "GET" and path.endswith("/content"))
+        return await real_send(self, method, path, raw, **request)
+
+    async def post(self, path, body):
+        crash_if(point == "between upload and create" and path == "/batches")
+        return await real_post(self, path, body)
+
+    def follow(self, batch_id, ids):
+        real_follow(self, batch_id, ids)
+        crash_if(point == "after create")
+
+    monkeypatch.setattr(JsonClient, "send", send)
+    monkeypatch.setattr(JsonClient, "post", post)
+    monkeypatch.setattr(batch_api.BatchClient, "_follow", follow)
+    conversations = [[{"role": "user", "content": f"Question {i}?"}] for i in range(6)]
+    params = [SamplingParams(temperature=1.0, max_new_tokens=4, seed=i) for i in range(6)]
+    state = tmp_path / "state"
+    with serve_handle(_args(tiny_model_dir, state)) as (url, _):
+        settings = OpenAISettings(base_url=url, batch=True, batch_poll_s=0.1)
+        first = OpenAITeacher("tiny", settings, {"backend": "openai"})
+        try:
+            with pytest.raises(Crash):
+                first.generate(conversations, params)
+        finally:
+            first.close()
+        assert not armed[0]  # it crashed where asked
+        second = OpenAITeacher("tiny", settings, {"backend": "openai"})
+        try:
+            answers = second.generate(conversations, params)
+        finally:
+            second.close()
+        online = OpenAITeacher("tiny", OpenAISettings(base_url=url), {"backend": "openai"})
+        try:
+            assert [a[0].text for a in answers] == [a[0].text for a in online.generate(conversations, params)]
+        finally:
+            online.close()
+    batches = [json.loads(p.read_text()) for p in (state / "batches").glob("batch_*.json")]
+    assert len(batches) == 1 and batches[0]["request_counts"]["total"] == 6  # the work was sent once

@@ -107,6 +107,13 @@ class BatchClient:
             self._follow(following.batch_id, following.ids)
         return following is not None
 
+    async def aclose(self) -> None:
+        """Stop following batches (they go on on the server: a new client finds them) and sending queued ones."""
+        tasks = {f.ended for f in self.carried.values()} | ({self._flush} if self._flush is not None else set())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     # -- what the server already has ---------------------------------------------------------------------
     async def _reconcile(self) -> None:
         """Once: the server's batches with our tag, finished ones' results taken, running ones waited for."""

@@ -356,6 +356,12 @@ class OpenAITeacher(RemoteTeacher):
     def identity(self) -> dict[str, Any]:
         return self._identity
 
+    def close(self) -> None:
+        """Stop following batches (they go on on the server), then close the client."""
+        if self.batches is not None and self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.batches.aclose(), self._loop).result(timeout=10)
+        super().close()
+
     def ready(self) -> bool:
         """Whether the server lists this model at ``GET /models`` (one try): it is up, takes our key and serves
         the model, so the engine needn't send each stage's first batch alone to find out."""
