@@ -432,3 +432,34 @@ export: {sft: false, dpo: false}
     assert code == 0 and "estimated cost: about $" in out
     with pytest.raises(UserError, match=r"prices\.m: .*batch_discount must be in \[0, 1\)"):
         load_pipeline(path, ["prices.m.batch_discount=1.5"])
+
+
+def test_a_spent_budget_and_a_fresh_run_cancel_a_batch_mode_teacher_s_running_batches(project):
+    from synthforge.errors import TokenBudgetSpent
+    from synthforge.teachers.base import Completion
+
+    class BatchTeacher(ScriptedTeacher):
+        def __init__(self):
+            super().__init__(
+                lambda c: Completion("an answer", "stop", 10, 10), capabilities=frozenset({"generate", "batch"})
+            )
+            self.cancelled = self.forgotten = 0
+
+        def outstanding(self):
+            return []
+
+        def cancel_outstanding(self):
+            self.cancelled += 1
+            return [{"id": "batch_1"}]
+
+        def forget_batches(self):
+            self.forgotten += 1
+            return 1
+
+    path = _pipeline(project, "stages:\n  - respond: {}\nexport: {sft: true, dpo: false}\n")
+    teacher = BatchTeacher()
+    with pytest.raises(TokenBudgetSpent):
+        run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3, max_tokens=5), teacher=teacher)
+    assert teacher.cancelled == 1 and teacher.forgotten == 0
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3, fresh=True), teacher=teacher)
+    assert teacher.forgotten == 1

@@ -269,3 +269,41 @@ def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
             online.close()
     batches = [json.loads(p.read_text()) for p in (state / "batches").glob("batch_*.json")]
     assert len(batches) == 1 and batches[0]["request_counts"]["total"] == 6  # the work was sent once
+
+
+def test_a_pipeline_s_running_batches_are_listed_and_cancelled_and_a_fresh_run_reuses_none(
+    tiny_model_dir, tmp_path, project, capsys
+):
+    from synthforge.engine.runner import RunOptions, run_pipeline
+    from synthforge.engine.spec import load_pipeline
+    from tests.conftest import run_cli
+
+    state = tmp_path / "state"
+    with serve_handle(_args(tiny_model_dir, state)) as (url, _):
+        settings = json.dumps({"base_url": url, "batch": True, "batch_poll_s": 0.1})
+        path = project / "pipelines" / "batched.yaml"
+        path.write_text(
+            f"name: batched\nseed: 1\nteacher: {{backend: openai, model: tiny, openai: {settings}}}\n"
+            "seeds: {path: seeds/red-team.jsonl}\nstages:\n  - respond: {sampling: {max_new_tokens: 4}}\n"
+            "export: {sft: true, dpo: false}\npaths: {prompts: ../prompts, constitutions: ../constitutions}\n"
+        )
+        client = _client(url)
+        uploaded = client.files.create(file=("in.jsonl", _requests(60)), purpose="batch")
+        running = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"synthforge": "synthforge"},
+        )
+        code, out, err = run_cli(["batches", str(path)], capsys)
+        assert code == 0, err
+        assert "teacher default (tiny): 1 batch(es) running" in out and running.id in out
+        code, out, _ = run_cli(["batches", str(path), "--cancel"], capsys)
+        assert code == 0 and "1 batch(es) cancelled" in out
+        assert _finished(client, running.id).status == "cancelled"
+        options = RunOptions(out_dir=project / "o", limit=2, progress=False)
+        run_pipeline(load_pipeline(path), options, log=lambda _: None)
+        assert len(list((state / "batches").glob("batch_*.json"))) == 2
+        fresh = RunOptions(out_dir=project / "o", limit=2, fresh=True, progress=False)
+        run_pipeline(load_pipeline(path), fresh, log=lambda _: None)
+        assert len(list((state / "batches").glob("batch_*.json"))) == 3  # nothing reused: sent again

@@ -17,6 +17,7 @@ COMMANDS = {
     "init": "synthforge.cli.project:init",
     "list": "synthforge.cli.project:list_builtins",
     "serve": "synthforge.cli.serve:serve",
+    "batches": "synthforge.cli.batches:batches",
     "report": "synthforge.cli.report:report",
     "constitution": "synthforge.cli.constitution:constitution",
     "dedup": "synthforge.cli.dedup:dedup",

@@ -30,7 +30,7 @@ from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_direct
 from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
-from synthforge.errors import StageFailed
+from synthforge.errors import StageFailed, TokenBudgetSpent
 from synthforge.files import write_atomic, writing
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
@@ -41,6 +41,7 @@ from synthforge.teachers.base import (
     is_remote,
     requests_at_once,
     says_ready,
+    sends_batches,
 )
 from synthforge.teachers.factory import (
     LazyTeacher,
@@ -112,13 +113,20 @@ def _lazy_teachers(prepared: PreparedRun, names: list[str], log: Log) -> dict[st
 def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
     """The run itself, with ``out_dir`` claimed and locked."""
     spec = prepared.spec
+    batched = [t for t in {id(t): t for t in team.values()}.values() if sends_batches(t)]
     if options.fresh:
         remove_checkpoints(out_dir)
+        for teacher in batched:  # a fresh run takes nothing from earlier batches, and stops those still running
+            teacher.forget_batches()
     started = time.time()
     budget = Budget(options.max_tokens)
     executor = build_executor(spec, team)
     try:
         return _run_stages(prepared, out_dir, team, options, log, executor, budget, started)
+    except TokenBudgetSpent:
+        for teacher in batched:  # nothing more is paid for: the batches still running are cancelled
+            log(f"budget spent: {len(teacher.cancel_outstanding())} running batch(es) cancelled")
+        raise
     finally:
         executor.close()
 

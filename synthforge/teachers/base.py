@@ -88,6 +88,7 @@ TOKENS = "tokens"  # count_tokens(conversation | text) and context_window: promp
 CONTINUOUS = "continuous"  # start(prompts, params) -> a submission: rows join a running batch (continuous batching)
 STRUCTURED = "structured"  # json_schema constrains the answer (a grammar, or the server's response_format)
 THINKING_BUDGET = "thinking_budget"  # max_reasoning_tokens ends a reasoning teacher's thinking (or the server's)
+BATCH = "batch"  # requests go through a batch API (see Batched): outstanding batches can be listed and cancelled
 
 
 @runtime_checkable
@@ -126,6 +127,24 @@ class Probing(Protocol):
     def probe(self, needs: frozenset[str]) -> list[str]:
         """Check ``needs`` (capabilities, and ``SAMPLES``); raise a one-line user error for one with no fallback,
         and return a line for each fallback taken instead."""
+        ...
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """A teacher sending its requests through a batch API (capability ``BATCH``): its batches still running on
+    the server can be listed and cancelled, and a fresh run takes no earlier result."""
+
+    def outstanding(self) -> list[dict[str, Any]]:
+        """The server's batches of this teacher that are still running (their objects)."""
+        ...
+
+    def cancel_outstanding(self) -> list[dict[str, Any]]:
+        """Cancel them (they keep what they finished); the cancelled batches."""
+        ...
+
+    def forget_batches(self) -> int:
+        """For a fresh run: cancel the running batches and reuse no earlier result; how many were cancelled."""
         ...
 
 
@@ -172,6 +191,12 @@ def says_ready(teacher: Any) -> bool:
 def window_of(teacher: Any) -> int | None:
     """The teacher's context window in tokens, when it knows it."""
     return getattr(teacher, "context_window", None)
+
+
+def sends_batches(teacher: Any) -> bool:
+    """Whether the teacher sends its requests through a batch API (:class:`Batched`; known without building a
+    lazily built one)."""
+    return BATCH in capabilities_of(teacher)
 
 
 def backend_name(teacher: Any) -> str:

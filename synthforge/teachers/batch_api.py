@@ -107,6 +107,35 @@ class BatchClient:
             self._follow(following.batch_id, following.ids)
         return following is not None
 
+    async def ours(self, running_only: bool = True) -> list[dict[str, Any]]:
+        """The server's batches with our tag (those still running, by default), newest first."""
+        found, after = [], None
+        for _ in range(LIST_PAGES):
+            params = {"limit": 100, **({"after": after} if after else {})}
+            page = await self.client.send("GET", "/batches", params=params)
+            for batch in page.get("data", []):
+                ours = (batch.get("metadata") or {}).get("synthforge") == self.limits.tag
+                if ours and (not running_only or batch["status"] in RUNNING):
+                    found.append(batch)
+            if not page.get("has_more"):
+                break
+            after = page.get("last_id")
+        return found
+
+    async def cancel_running(self) -> list[dict[str, Any]]:
+        """Cancel our running batches (they keep what they finished)."""
+        return [await self.client.post(f"/batches/{b['id']}/cancel", {}) for b in await self.ours()]
+
+    async def forget(self) -> int:
+        """A fresh start: our running batches cancelled, and no earlier result reused."""
+        cancelled = await self.cancel_running()
+        self._reconciled = asyncio.get_running_loop().create_future()
+        self._reconciled.set_result(None)  # nothing is taken from the server's earlier batches
+        self.done.clear()
+        self.carried.clear()
+        self.say(f"synthforge: fresh run: {len(cancelled)} running batch(es) cancelled, no earlier result reused")
+        return len(cancelled)
+
     async def aclose(self) -> None:
         """Stop following batches (they go on on the server: a new client finds them) and sending queued ones."""
         tasks = {f.ended for f in self.carried.values()} | ({self._flush} if self._flush is not None else set())

@@ -24,6 +24,7 @@ from synthforge.errors import TeacherError, UserError
 from synthforge.hashing import derive_seed, stable_hash
 from synthforge.schemas import parse_json
 from synthforge.teachers.base import (
+    BATCH,
     CHOICE,
     GENERATE,
     LOGPROBS,
@@ -98,7 +99,7 @@ class OpenAISettings:
 def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
     """What the backend can do with these settings (known before any request)."""
     # response_format: json_schema (every answer is validated anyway); thinking_token_budget (vLLM's; others ignore it)
-    found = {LOGPROBS, STRUCTURED, THINKING_BUDGET}
+    found = {LOGPROBS, STRUCTURED, THINKING_BUDGET} | ({BATCH} if settings.batch else set())
     if settings.score == "prompt_logprobs":
         found |= {SCORE, CHOICE}
     elif settings.score == "top_logprobs":
@@ -355,6 +356,24 @@ class OpenAITeacher(RemoteTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    # -- batch mode (Batched) ---------------------------------------------------------------------------------
+    def _in_loop(self, make: Any) -> Any:
+        if self.batches is None:
+            raise UserError("teacher.openai.batch is false: this teacher sends no batches")
+        try:
+            return asyncio.run_coroutine_threadsafe(make(self.batches), self._loop).result()
+        except StatusError as exc:
+            raise self._classify_status(exc) from None
+
+    def outstanding(self) -> list[dict[str, Any]]:
+        return self._in_loop(lambda b: b.ours())
+
+    def cancel_outstanding(self) -> list[dict[str, Any]]:
+        return self._in_loop(lambda b: b.cancel_running())
+
+    def forget_batches(self) -> int:
+        return self._in_loop(lambda b: b.forget())
 
     def close(self) -> None:
         """Stop following batches (they go on on the server), then close the client."""
