@@ -164,3 +164,20 @@ def test_a_new_filter_is_one_file_and_its_stages_line(project, plugins, monkeypa
     dropped = [json.loads(x) for x in (tmp_path / "f" / "dropped.jsonl").read_text().splitlines()]
     assert sorted(d["record"]["prompt"] for d in dropped) == ["Add 2 and 2.", "Count to 3."]
     assert {d["reason"] for d in dropped} == {"has a digit"} and result.manifest["counts"]["trace"] == 4
+
+
+def test_a_users_own_stage_is_named_module_class_in_the_pipeline_with_no_registry_line(project, plugins, tmp_path):
+    """The design card's other way to add a stage: the user's own module, named in the pipeline; it runs like a
+    registered one (its fingerprint, checkpoints, manifest), and a bad reference is one line."""
+    path = _pipeline(project, "{model: embedded}", "  - plugins.no_digits:NoDigits: {field: prompt}\n")
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "u"), log=lambda _: None)
+    assert result.manifest["counts"]["trace"] == 4 and "plugins.no_digits:NoDigits" not in STAGES
+    again = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "u"), log=lambda _: None)
+    assert again.reports[0].reused == 6
+    for ref, message in (
+        ("nowhere_at_all:Stage", "cannot import 'nowhere_at_all'"),
+        ("plugins.no_digits:Missing", "has no class 'Missing'"),
+        ("plugins.no_digits:NoDigitsConfig", "is not a stage"),
+    ):
+        with pytest.raises(SpecError, match=message):
+            load_pipeline(_pipeline(project, "{model: embedded}", f"  - {ref}: {{}}\n"))

@@ -8,7 +8,6 @@ registry: a new executor is one module beside the local one exporting an :class:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 
 from synthforge.errors import StageFailed, TeacherError, UserError
 from synthforge.records import Drop, Record
+from synthforge.resolve import resolve
 from synthforge.settings import SpecError
 from synthforge.stages.base import Stage
 from synthforge.teachers.base import Teacher
@@ -77,8 +77,7 @@ def executor_kind(name: str, where: str = "engine") -> ExecutorKind:
     if name not in EXECUTORS:
         known = " or ".join(repr(k) for k in EXECUTORS)
         raise SpecError(f"{where}: kind must be {known}, got {name!r}")
-    module, _, attribute = EXECUTORS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    return resolve(EXECUTORS[name], where)
 
 
 def stage_bug(stage: Stage, exc: Exception) -> StageFailed:

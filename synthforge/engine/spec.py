@@ -16,6 +16,7 @@ from synthforge.engine.executor import EXECUTORS, executor_kind
 from synthforge.errors import excerpt
 from synthforge.files import read_text
 from synthforge.records import RESERVED_FIELDS
+from synthforge.resolve import resolve
 from synthforge.settings import OMIT_IF_NONE, SpecError, build_config
 from synthforge.stages import STAGES, stage_class
 from synthforge.teachers.config import TeacherSpec
@@ -212,14 +213,19 @@ def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
         if not isinstance(entry, dict) or len(entry) != 1:
             raise SpecError(f"{where}: expected a one-key mapping like '- respond: {{...}}'")
         kind, settings = next(iter(entry.items()))
+        if kind not in STAGES and (not isinstance(kind, str) or ":" not in kind):
+            raise SpecError(
+                f"{where}: unknown stage {excerpt(kind)} (known: {', '.join(sorted(STAGES))}; or your own as "
+                "module:Class)"
+            )
         if kind not in STAGES:
-            raise SpecError(f"{where}: unknown stage {excerpt(kind)} (known: {', '.join(sorted(STAGES))})")
+            _user_stage(kind, where)
         if settings is not None and not isinstance(settings, dict):
             raise SpecError(
                 f"{where}.{kind}: expected a mapping of settings, got {type(settings).__name__} {excerpt(settings)}"
             )
         settings = dict(settings or {})
-        name = settings.pop("name", kind)
+        name = settings.pop("name", kind if kind in STAGES else stage_class(kind).kind)  # a user stage: its kind
         if not isinstance(name, str) or not SAFE_NAME.match(name):
             raise SpecError(f"{where}.name: {excerpt(name)} is not a valid stage name (letters, digits, '.', '_', '-')")
         for step_name, step_settings in stage_class(kind).expand(name, settings):
@@ -227,6 +233,15 @@ def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
                 raise SpecError(f"{where}: stage name {step_name!r} used twice (give one a 'name:')")
             specs.append(StageSpec(kind, step_name, step_settings, where=f"{source}: stages.{name}"))
     return specs
+
+
+def _user_stage(ref: str, where: str) -> None:
+    """A user's own stage, ``module:Class`` (an importable module): it must be a :class:`Stage` subclass."""
+    from synthforge.stages.base import Stage
+
+    found = resolve(ref, where, what="class")
+    if not (isinstance(found, type) and issubclass(found, Stage)):
+        raise SpecError(f"{where}: {ref!r} is not a stage (a subclass of synthforge.stages.base.Stage)")
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

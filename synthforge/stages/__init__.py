@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from synthforge.resolve import resolve
 
 STAGES: dict[str, str] = {
     "respond": "synthforge.stages.respond:Respond",
@@ -33,6 +33,8 @@ STAGES: dict[str, str] = {
 
 
 def stage_class(kind: str) -> type:
-    """The stage class registered for ``kind`` (KeyError if unknown)."""
-    module, _, name = STAGES[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    """The stage class registered for ``kind``, or a user's own stage named ``module:Class`` (KeyError if
+    neither)."""
+    if kind not in STAGES and ":" not in kind:
+        raise KeyError(kind)
+    return resolve(STAGES.get(kind, kind), f"stage {kind}")

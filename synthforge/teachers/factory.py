@@ -10,7 +10,6 @@ exporting a :class:`~synthforge.teachers.config.Backend` record, plus its line i
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import sys
 import threading
@@ -19,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from synthforge.errors import UserError
+from synthforge.resolve import resolve
 from synthforge.settings import SpecError, build_config
 from synthforge.teachers.base import CHOICE, RAW_TEXT, STRUCTURED, THINKING_BUDGET, TOKENS, Probing, Teacher
 from synthforge.teachers.config import COMMON_KEYS, Backend, TeacherSpec
@@ -43,8 +43,7 @@ def backend_of(name: str, where: str = "teacher.backend") -> Backend:
     """The registered backend called ``name``; an unknown one is a one-line error naming the known ones."""
     if name not in BACKENDS:
         raise SpecError(f"{where}: backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    module, _, attribute = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    return resolve(BACKENDS[name], where)
 
 
 def options_of(spec: TeacherSpec) -> Any:

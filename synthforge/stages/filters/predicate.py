@@ -6,10 +6,7 @@ fingerprint, so editing the function reruns the stage.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Any
 
 from synthforge.hashing import file_sha256
 from synthforge.records import Record
+from synthforge.resolve import resolve
 from synthforge.settings import SpecError
 from synthforge.stages.filters.base import FilterStage
 
@@ -63,21 +61,8 @@ class PredicateFilter(FilterStage):
 
 def load_function(ref: str, base_dir: Path | None, where: str) -> tuple[Callable[[Record], Any], Path | None]:
     """Import ``module:function``, looking next to the pipeline file first; errors name ``where``."""
-    module_name, _, name = ref.partition(":")
-    local = (base_dir / (module_name.replace(".", "/") + ".py")) if base_dir else None
-    try:
-        if local is not None and local.is_file():
-            spec = importlib.util.spec_from_file_location(f"synthforge_user.{module_name}", local)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import problem is the user's file; say which and why
-        raise SpecError(f"{where}.function: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
-    function = getattr(module, name, None)
+    function = resolve(ref, f"{where}.function", base_dir, "function")
     if not callable(function):
-        raise SpecError(f"{where}.function: {module_name!r} has no function {name!r}")
+        raise SpecError(f"{where}.function: {ref!r} is not a function")
     source = inspect.getsourcefile(function)
     return function, Path(source) if source else None
