@@ -340,18 +340,31 @@ def test_429s_shrink_the_window(project):
 
 
 def test_rate_limit_spaces_requests():
+    """On a fake clock: a full bucket goes at once, then each unit waits its share of a minute."""
     import asyncio
 
     from synthforge.teachers.flow import RateLimiter
 
-    async def take_all() -> float:
-        limiter = RateLimiter(per_minute=600)  # 10 per second, a bucket of 600
-        start = time.monotonic()
-        await limiter.take(600)
-        await limiter.take(5)  # the bucket is empty: 5 more take half a second
-        return time.monotonic() - start
+    now, waits = [100.0], []
 
-    assert 0.4 < asyncio.run(take_all()) < 2.0
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    async def take_all() -> list[float]:
+        limiter = RateLimiter(per_minute=600, clock=lambda: now[0], sleep=sleep)  # 10 a second, a bucket of 600
+        taken = []
+        await limiter.take(600)
+        taken.append(now[0])
+        await limiter.take(5)  # the bucket is empty: 5 more take half a second
+        taken.append(now[0])
+        now[0] += 60.0  # a minute later the bucket is full again: 600 go at once
+        await limiter.take(600)
+        taken.append(now[0])
+        return taken
+
+    assert asyncio.run(take_all()) == [100.0, pytest.approx(100.5), pytest.approx(160.5)]
+    assert waits == [pytest.approx(0.5)]
 
 
 # -- failures that are ours --------------------------------------------------------------------------

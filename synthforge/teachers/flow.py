@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -75,6 +76,8 @@ class RateLimiter:
     """A token bucket refilled at ``per_minute / 60`` per second, holding at most one minute's worth."""
 
     per_minute: float
+    clock: Callable[[], float] = time.monotonic  # what time it is (tests give a fake clock)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # how to wait (a fake clock's advances it)
     _level: float | None = None
     _stamp: float = 0.0
     _lock: asyncio.Lock | None = field(default=None, repr=False)
@@ -87,7 +90,7 @@ class RateLimiter:
         async with self._lock:
             amount = min(amount, self.per_minute)
             while True:
-                now = time.monotonic()
+                now = self.clock()
                 if self._level is None:
                     self._level, self._stamp = self.per_minute, now
                 self._level = min(self.per_minute, self._level + (now - self._stamp) * self.per_minute / 60.0)
@@ -95,4 +98,4 @@ class RateLimiter:
                 if self._level >= amount:
                     self._level -= amount
                     return
-                await asyncio.sleep((amount - self._level) * 60.0 / self.per_minute)
+                await self.sleep((amount - self._level) * 60.0 / self.per_minute)
