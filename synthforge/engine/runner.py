@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,22 +98,19 @@ def _lazy_teachers(prepared: PreparedRun, names: list[str], log: Log) -> dict[st
     """A teacher per name, its identity known now, its weights or connection made on first use (when what its
     stages need is probed); names with the same settings share one (a model is loaded once)."""
     spec = prepared.spec
+    keys = {name: canonical_json(teacher_settings(spec.teacher_spec_of(name))) for name in names}
     built: dict[str, LazyTeacher] = {}
-    teachers: dict[str, Teacher] = {}
-    for name in names:
-        key = canonical_json(teacher_settings(spec.teacher_spec_of(name)))
-        same = [n for n in names if canonical_json(teacher_settings(spec.teacher_spec_of(n))) == key]
+    for name, key in keys.items():
         if key not in built:
-            needs = frozenset().union(*(teacher_needs(prepared.stages, n) for n in same))
+            needs = frozenset().union(*(teacher_needs(prepared.stages, n) for n, k in keys.items() if k == key))
             built[key] = LazyTeacher(spec.teacher_spec_of(name), needs, log)
-        teachers[name] = built[key]
-    return teachers
+    return {name: built[key] for name, key in keys.items()}
 
 
 def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
     """The run itself, with ``out_dir`` claimed and locked."""
     spec = prepared.spec
-    batched = [t for t in {id(t): t for t in team.values()}.values() if sends_batches(t)]
+    batched = [t for t in team.distinct() if sends_batches(t)]
     if options.fresh:
         remove_checkpoints(out_dir)
         for teacher in batched:  # a fresh run takes nothing from earlier batches, and stops those still running
@@ -317,7 +314,7 @@ def _unfinished(indices: list[int], keys: list[str], checkpoint: StageCheckpoint
 MAX_IN_FLIGHT = 128  # batches; each holds a worker thread
 
 
-def pipeline_plan(spec: PipelineSpec, team: Mapping[str, Teacher], executor: Executor) -> tuple[int, int]:
+def pipeline_plan(spec: PipelineSpec, team: Team, executor: Executor) -> tuple[int, int]:
     """(batches in flight, records per batch) for per-record stages. A teacher that serves concurrent calls gets
     small batches, so that a slow request holds back few records, and enough of them to queue several times what
     it serves: a remote one (an HTTP window, whose latencies vary by request) batches of 1/16 of its window and
@@ -328,7 +325,7 @@ def pipeline_plan(spec: PipelineSpec, team: Mapping[str, Teacher], executor: Exe
     if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
         return 1, chunk
     workers = getattr(spec.engine.options, "workers", None)
-    distinct = list({id(t): t for t in team.values()}.values())  # names may share one teacher
+    distinct = team.distinct()  # names may share one teacher
     serves = sum(requests_at_once(t) for t in distinct) or 1  # each teacher keeps its own window busy
     if serves <= 1:
         return (workers or 1), chunk

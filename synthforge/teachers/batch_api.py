@@ -151,21 +151,11 @@ class BatchClient:
         await self._reconciled
 
     async def _read_server(self) -> None:
-        after = None
-        for _ in range(LIST_PAGES):
-            params = {"limit": 100, **({"after": after} if after else {})}
-            page = await self.client.send("GET", "/batches", params=params)
-            for batch in page.get("data", []):
-                if (batch.get("metadata") or {}).get("synthforge") != self.limits.tag:
-                    continue
-                if batch["status"] in RUNNING:
-                    ids = await self._carried_ids(batch)
-                    self._follow(batch["id"], ids)
-                else:
-                    await self._take_results(batch)
-            if not page.get("has_more"):
-                return
-            after = page.get("last_id")
+        for batch in await self.ours(running_only=False):
+            if batch["status"] in RUNNING:
+                self._follow(batch["id"], await self._carried_ids(batch))
+            else:
+                await self._take_results(batch)
 
     async def _carried_ids(self, batch: dict[str, Any]) -> list[str]:
         data = await self.client.send("GET", f"/files/{batch['input_file_id']}/content", raw=True)

@@ -35,9 +35,13 @@ class Team(Mapping[str, Teacher]):
     def __len__(self) -> int:
         return len(self._teachers)
 
+    def distinct(self) -> list[Teacher]:
+        """Each teacher once (names with the same settings share one)."""
+        return list({id(t): t for t in self._teachers.values()}.values())
+
     def close(self) -> None:
         """Release every teacher that holds something (an HTTP client, an event-loop thread)."""
-        for teacher in {id(t): t for t in self._teachers.values()}.values():  # names may share one teacher
+        for teacher in self.distinct():
             close = getattr(teacher, "close", None)
             if callable(close):
                 close()
