@@ -28,20 +28,26 @@ test: $(STAMP)   # the fast suite, then the slow end-to-end cases (marked slow)
 lint: $(STAMP)
 	$(BIN)/ruff check synthforge tests benchmarks
 
-bench: $(STAMP)   # every figure of docs/performance.md (tens of minutes on 2 cores)
+bench: $(STAMP)   # every figure of docs/performance.md, in its order (about 45 minutes on 2 cores)
 	$(BIN)/python benchmarks/resume.py
-	$(BIN)/python benchmarks/teacher.py
+	$(BIN)/python benchmarks/teacher.py --batch-sizes 1,16,64
 	$(BIN)/python benchmarks/teacher.py --mode overhead
 	$(BIN)/python benchmarks/teacher.py --mode decoder
+	$(BIN)/python benchmarks/teacher.py --mode kernels
 	$(BIN)/python benchmarks/teacher.py --mode serve
+	$(BIN)/python benchmarks/http_path.py
+	$(BIN)/python benchmarks/http_path.py --only respond --draws 5
+	$(BIN)/python benchmarks/structured.py
 	$(BIN)/python benchmarks/dedup.py
-	$(BIN)/python benchmarks/novelty.py
-	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/dedup.py --docs 1000000 --only-ours
 	$(BIN)/python benchmarks/ray_dedup.py
 	$(BIN)/python benchmarks/ray_generate.py
-	$(BIN)/python benchmarks/http_path.py
-	$(BIN)/python benchmarks/structured.py
+	$(BIN)/python benchmarks/novelty.py
+	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/judge.py
+	$(BIN)/python benchmarks/pool.py
+	$(BIN)/python benchmarks/pool.py --local --prompts 32
+	$(BIN)/python benchmarks/batch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -25,7 +25,7 @@ from synthforge.constitution import load_constitution  # noqa: E402
 from synthforge.models import pad  # noqa: E402
 from synthforge.prompts import load_template  # noqa: E402
 from synthforge.records import Record  # noqa: E402
-from synthforge.stages.judging import OPTIONS, judge_question  # noqa: E402
+from synthforge.stages.helpers.judging import OPTIONS, judge_question  # noqa: E402
 from synthforge.teachers.backends.transformers import TransformersSettings, load_teacher  # noqa: E402
 
 

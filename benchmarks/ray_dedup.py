@@ -3,6 +3,7 @@
     python benchmarks/ray_dedup.py                   # 200k documents of ~100 words, local Ray instance (2 CPUs)
     python benchmarks/ray_dedup.py --docs 50000
 
+Every engine runs once on a slice before its timing (the same warm-up on both sides).
 Part 1 (in memory): clusters of a list of texts, local vs Ray with 1 and 2 workers — the overhead at 1
 worker and the scaling at 2 — and a check that the clusters are identical. Part 2 (files): the same corpus
 as 8 JSONL files, `dedup_files` (local: rows in memory) vs `dedup_files_ray` (Ray Data blocks, shards out):
@@ -30,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthforge.dedup.files import dedup_files  # noqa: E402
+from synthforge.dedup.local_files import dedup_files  # noqa: E402
 from synthforge.dedup.near_duplicates import DedupSettings, find_clusters  # noqa: E402
 from synthforge.dedup.ray_dedup import find_clusters_ray  # noqa: E402
 from synthforge.dedup.ray_files import dedup_files_ray  # noqa: E402
@@ -76,6 +77,7 @@ def peak_bytes(engine: str, inputs_dir: Path, out: Path) -> int:
 
 
 def in_memory(docs: list[str], settings: DedupSettings, chunk: int) -> None:
+    find_clusters(docs[:chunk], settings)  # warm-up, as each Ray run warms its workers below
     local, seconds = timed(lambda: find_clusters(docs, settings))
     local_rate = len(docs) / seconds
     print(f"in memory, local engine: {local_rate:,.0f} docs/s")
@@ -98,6 +100,8 @@ def files(docs: list[str], settings: DedupSettings, root: Path) -> float:
         lines = (json.dumps({"text": d}) + "\n" for d in docs[k * per_file : (k + 1) * per_file])
         (root / "in" / f"part-{k}.jsonl").write_text("".join(lines))
     inputs = data_files(root / "in")
+    dedup_files(inputs[:1], root / "warm-local.jsonl", settings)  # both engines warmed on one file first
+    dedup_files_ray(inputs[:1], root / "warm-ray.jsonl", settings, workers=2)
     local, local_s = timed(lambda: dedup_files(inputs, root / "local.jsonl", settings))
     remote, remote_s = timed(lambda: dedup_files_ray(inputs, root / "ray.jsonl", settings, workers=2))
     same = (root / "local.jsonl").read_bytes() == (root / "ray.jsonl").read_bytes()

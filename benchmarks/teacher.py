@@ -38,69 +38,92 @@ def prompts(count: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(count)]
 
 
-def overhead(teacher, args) -> None:
-    """The respond stage through the engine (checkpoints, trace, export) vs a plain ``model.generate`` loop at
-    the same batch size on the same prompts and token budget; greedy, so both produce the same tokens."""
+def overhead(args) -> None:
+    """The ``respond`` stage through the engine (checkpoints, trace, export) against two baselines on the same
+    teacher, the same 56 prompts, batch size and token budget, greedy (all three make the same tokens):
+    a plain static ``model.generate`` loop on the same model, and the teacher's own ``generate`` called on the
+    same batches without the engine. Same lanes on every side (one, with all of torch's threads: the one lane
+    ``model.generate`` has), and every side runs one warm-up batch before its timing."""
     import torch
 
     from synthforge.engine.runner import RunOptions, run_pipeline
     from synthforge.engine.spec import load_pipeline
     from synthforge.prompts import load_template
+    from synthforge.teachers.factory import LazyTeacher
 
-    size = args.batch
-    count = min(args.prompts, len((BUILTIN / "pipelines" / "seeds" / "red-team.jsonl").read_text().splitlines()))
+    size, seeds = args.batch, BUILTIN / "pipelines" / "seeds" / "red-team.jsonl"
+    count = min(args.prompts, len(seeds.read_text().splitlines()))
     template = load_template("respond", BUILTIN / "prompts")
     convs = [[{"role": "user", "content": template.render(prompt=c[0]["content"])}] for c in prompts(count)]
-    tok, model = teacher.tokenizer, teacher.model
-    started, plain_tokens = time.perf_counter(), 0
-    with torch.inference_mode():
-        for start in range(0, count, size):
-            rows = [teacher.encode_chat(c) for c in convs[start : start + size]]
-            ids, mask = pad(rows, tok.pad_token_id, left=True)
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=False,
-                max_new_tokens=args.max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=sorted(teacher.eos_ids),
-            )
-            for row in out[:, ids.shape[1] :].tolist():
-                end = next((i for i, t in enumerate(row) if t in teacher.eos_ids), None)
-                plain_tokens += len(row) if end is None else end + 1
-    plain = plain_tokens / (time.perf_counter() - started)
-    seeds = BUILTIN / "pipelines" / "seeds" / "red-team.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = Path(tmp) / "overhead.yaml"
+        teacher_keys = {"model": args.teacher, "batch_size": size, "transformers": {"lanes": 1}}
         pipeline.write_text(
             json.dumps(
                 {
                     "name": "overhead",
                     "seed": 0,
-                    "teacher": {"model": args.teacher, "batch_size": size},
+                    "teacher": teacher_keys,
                     "seeds": {"path": str(seeds)},
                     "paths": {"prompts": str(BUILTIN / "prompts"), "constitutions": str(BUILTIN / "constitutions")},
                     "stages": [{"respond": {"sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens}}}],
                 }
             )
         )
-        from synthforge.teachers.factory import LazyTeacher
-
         spec = load_pipeline(pipeline)
-        teacher.close()
-        ours_teacher = LazyTeacher(spec.teacher)  # the teacher `synthforge generate` builds, loaded before the timing
-        ours_teacher.model  # noqa: B018
+        teacher = LazyTeacher(spec.teacher)  # the teacher `synthforge generate` builds, loaded before any timing
+        print(f"teacher: {teacher.identity['name']}, {teacher.decoder.lanes} lane, {torch.get_num_threads()} threads")
+        plain, plain_tokens = _plain_loop(teacher, convs, size, args.max_new_tokens)
+        params = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, seed=0)
+        teacher.generate(convs[:size], params)  # warm-up: the decoder's first batch
+        started, direct_tokens = time.perf_counter(), 0
+        for start in range(0, count, size):
+            out = teacher.generate(convs[start : start + size], params)
+            direct_tokens += sum(c.completion_tokens for group in out for c in group)
+        direct = direct_tokens / (time.perf_counter() - started)
         started = time.perf_counter()
-        result = run_pipeline(
-            spec, RunOptions(out_dir=Path(tmp) / "out", limit=count), teacher=ours_teacher, log=lambda _: None
-        )
+        options = RunOptions(out_dir=Path(tmp) / "out", limit=count)
+        result = run_pipeline(spec, options, teacher=teacher, log=lambda _: None)
         ours_tokens = result.manifest["usage"]["completion_tokens"]
         ours = ours_tokens / (time.perf_counter() - started)
-    print(f"plain model.generate loop, batch {size}: {plain_tokens} tokens, {plain:.1f} tok/s")
+    print(f"plain model.generate loop, batch {size}, 1 lane: {plain_tokens} tokens, {plain:.1f} tok/s")
+    print(f"the teacher's generate on the same batches, no engine, 1 lane: {direct_tokens} tokens, {direct:.1f} tok/s")
     print(
-        f"respond stage through synthforge generate, batch {size}: {ours_tokens} tokens, {ours:.1f} tok/s "
-        f"= {ours / plain:.2f}x the plain loop (target >= 1.0x)"
+        f"respond stage through synthforge generate, batch {size}, 1 lane: {ours_tokens} tokens, {ours:.1f} tok/s "
+        f"= {ours / direct:.2f}x the teacher without the engine (the engine's overhead), "
+        f"{ours / plain:.2f}x the plain loop (target >= 1.0x)"
     )
+
+
+def _plain_loop(teacher, convs, size: int, max_new_tokens: int) -> tuple[float, int]:
+    """Static batches through ``model.generate`` on the teacher's own model, after one warm-up batch."""
+    import torch
+
+    tok, model = teacher.tokenizer, teacher.model
+
+    def batch(rows_convs) -> int:
+        rows = [teacher.encode_chat(c) for c in rows_convs]
+        ids, mask = pad(rows, tok.pad_token_id, left=True)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=sorted(teacher.eos_ids),
+        )
+        made = 0
+        for row in out[:, ids.shape[1] :].tolist():
+            end = next((i for i, t in enumerate(row) if t in teacher.eos_ids), None)
+            made += len(row) if end is None else end + 1
+        return made
+
+    with torch.inference_mode():
+        batch(convs[:size])  # warm-up
+        started, tokens = time.perf_counter(), 0
+        for start in range(0, len(convs), size):
+            tokens += batch(convs[start : start + size])
+    return tokens / (time.perf_counter() - started), tokens
 
 
 def _rate(teacher, convs, params) -> tuple[float, int]:
@@ -325,13 +348,13 @@ def main() -> None:
     resolve_model(args.teacher)  # converts a GGUF teacher once, outside the timing
     if args.mode == "kernels":
         return kernels(args)
+    if args.mode == "overhead":
+        return overhead(args)
     started = time.perf_counter()
     # serve: the in-process teacher as a pipeline gets it (lanes as the defaults choose), like the server's
     settings = TransformersSettings() if args.mode == "serve" else None
     teacher = load_teacher(args.teacher, device=args.device, settings=settings)
     print(f"teacher start (cached weights): {time.perf_counter() - started:.2f} s  [{teacher.identity}]")
-    if args.mode == "overhead":
-        return overhead(teacher, args)
     if args.mode == "serve":
         return serve_batching(teacher, args)
     if args.mode == "decoder":
