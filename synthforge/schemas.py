@@ -59,13 +59,13 @@ def load_schema(value: Any, base_dir: Path | None, where: str) -> SchemaSpec:
         where = str(path)
     if not isinstance(value, dict):
         raise SpecError(f"{where}: a JSON Schema is a mapping (e.g. {{type: object, properties: ...}})")
-    problem = schema_problem(value)
+    problem = schema_defect(value)
     if problem is not None:
         raise SpecError(f"{where}: not a valid JSON Schema: {problem}")
     return SchemaSpec(schema=value, sha256=stable_hash(value), path=path)
 
 
-def schema_problem(schema: dict[str, Any]) -> str | None:
+def schema_defect(schema: dict[str, Any]) -> str | None:
     """Why ``schema`` is not a valid JSON Schema (2020-12 meta-schema), or None."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError

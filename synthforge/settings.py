@@ -68,11 +68,16 @@ def build_config(cls: type[T], data: Any, where: str) -> T:
         raise SpecError(f"{where}: expected a mapping of settings, got {type(data).__name__} {excerpt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    old_names = {old: f.name for f in fields.values() for old in f.metadata.get(ALIASES, ())}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in fields:
+        name = old_names.get(key, key)
+        if name not in fields:
             raise SpecError(f"{where}.{key}: unknown setting (expected one of: {', '.join(sorted(fields))})")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+        if name in kwargs:
+            old = next(o for o, n in old_names.items() if n == name and o in data)
+            raise SpecError(f"{where}.{name}: set twice, also under its older name {old}: keep one")
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{key}")
     missing = [
         name
         for name, f in fields.items()
@@ -88,6 +93,13 @@ def build_config(cls: type[T], data: Any, where: str) -> T:
 
 OMIT_IF_NONE = "omit_if_none"  # field metadata: a setting added later, left out while unset (cache keys stay)
 OMIT_IF_DEFAULT = "omit_if_default"  # field metadata: a setting added later, left out at its default (likewise)
+ALIASES = "aliases"  # field metadata: the older names a renamed setting is still read under
+
+
+def renamed(*old: str, **field_args: Any) -> Any:
+    """A dataclass field that was renamed: ``old`` names are still read as it (``field_args``: as ``field``)."""
+    metadata = {**field_args.pop("metadata", {}), ALIASES: old}
+    return dataclasses.field(metadata=metadata, **field_args)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from synthforge.errors import UserError
 
 
-def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
+def first_violation(value: Any, schema: dict[str, Any]) -> str | None:
     """The first way ``value`` breaks ``schema``, as ``$.path: message``; None when it conforms."""
     import jsonschema
 
@@ -21,6 +21,6 @@ def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
 
 def check_json(value: Any, schema: dict[str, Any], where: str) -> None:
     """Raise a one-line :class:`UserError` naming ``where`` and the key path when ``value`` breaks ``schema``."""
-    problem = schema_problem(value, schema)
+    problem = first_violation(value, schema)
     if problem is not None:
         raise UserError(f"{where}: {problem}")

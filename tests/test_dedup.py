@@ -235,7 +235,7 @@ def test_cli_dedup_of_a_directory_of_jsonl_and_parquet_into_shards(tmp_path, cap
 def test_a_file_changed_between_the_two_passes_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, change):
     """The rows are read twice (signatures, then output) and never held: a file that changed in between is a
     user error, not a misaligned output."""
-    from synthforge.dedup import files
+    from synthforge.dedup import local_files as files
 
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps({"text": f"row number {i} with some words"}) + "\n" for i in range(5)))

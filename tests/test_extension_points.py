@@ -62,6 +62,9 @@ class BackwardsSettings:
 class BackwardsExecutor:
     """Runs the planned batches last first: the driver commits them as they come."""
 
+    pipelines = False  # no submit: the engine runs it stage by stage
+    batches_in_flight = None
+
     def __init__(self, note):
         self.note = note
 

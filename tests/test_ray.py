@@ -166,7 +166,7 @@ def _corpus_files(root, n_docs=12_000):
 def test_ray_file_dedup_streams_blocks_and_writes_what_the_local_engine_writes(tmp_path):
     """JSONL and parquet read by Ray Data in blocks; kept rows written as shards whose concatenation (in name
     order) is the local engine's output byte for byte, also with distributed components (edge limit 0)."""
-    from synthforge.dedup.files import dedup_files
+    from synthforge.dedup.local_files import dedup_files
     from synthforge.dedup.near_duplicates import DedupSettings
     from synthforge.dedup.ray_files import dedup_files_ray
     from synthforge.rows import data_files

@@ -177,3 +177,40 @@ def test_the_dataset_card_has_configs_tags_funnel_drops_notes_and_groups():
     plain = render_card(_manifest(stages=[{**_manifest()["stages"][0], "tags": [], "notes": []}], counts={}))
     assert yaml.safe_load(plain.split("---")[1])["tags"] == ["synthetic", "synthforge"]
     assert "## Notes" not in plain
+
+
+def test_a_renamed_setting_is_read_under_its_older_name_and_both_at_once_are_refused():
+    """Settings renamed so that each name says one thing keep their old spelling as an alias."""
+    from synthforge.engine.local_executor import LocalSettings
+    from synthforge.stages.minhash_dedup import MinHashDedupConfig
+
+    assert build_config(LocalSettings, {"workers": 4}, "engine").batches_in_flight == 4
+    assert build_config(LocalSettings, {"batches_in_flight": 3}, "engine").batches_in_flight == 3
+    with pytest.raises(SpecError, match=r"^engine\.batches_in_flight: set twice, also under its older name workers"):
+        build_config(LocalSettings, {"workers": 4, "batches_in_flight": 3}, "engine")
+    assert build_config(MinHashDedupConfig, {"ray_workers": 3}, "stages.minhash_dedup").workers == 3
+    with pytest.raises(SpecError, match=r"stages\.minhash_dedup: engine must be one of local, ray"):
+        build_config(MinHashDedupConfig, {"engine": "spark"}, "stages.minhash_dedup")
+
+
+def test_where_minhash_dedup_clusters_is_out_of_its_cache_key_under_either_name():
+    """``engine``/``workers`` (and the old ``ray_workers``) choose where the clustering runs, not its result:
+    the stage's fingerprint is the same as with none of them, as it was before the rename."""
+    from synthforge.builtin import ROOT
+    from synthforge.stages.minhash_dedup import MinHashDedup
+
+    resources = StageResources(ROOT / "prompts", ROOT / "constitutions", 0)
+
+    def stage(settings):
+        return MinHashDedup("minhash_dedup", settings, resources)
+
+    plain = stage({})
+    for settings in ({"ray_workers": 4}, {"engine": "ray", "workers": 2}, {"engine": "local"}):
+        assert stage(settings).fingerprint() == plain.fingerprint(), settings
+    assert "engine" not in plain.fingerprint()["config"] and "key" in plain.fingerprint()["config"]
+    assert plain.ray_workers() == 0
+    assert stage({"ray_workers": 4}).ray_workers() == 4
+    assert stage({"engine": "ray"}).ray_workers() == 2
+    assert stage({"engine": "local"}).distributed(8).ray_workers() == 0
+    assert stage({"ray_workers": 4}).distributed(8).ray_workers() == 4
+    assert plain.distributed(8).ray_workers() == 8

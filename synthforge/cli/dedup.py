@@ -8,9 +8,9 @@ import click
 from tqdm.auto import tqdm
 
 from synthforge.cli.options import finite
-from synthforge.dedup.engines import ENGINES, dedup_files_on
-from synthforge.dedup.files import dropped_path_for, provenance_path_for
+from synthforge.dedup.engines import DEFAULT_RAY_WORKERS, ENGINES, dedup_files_on
 from synthforge.dedup.keys import KEYS
+from synthforge.dedup.local_files import dropped_path_for, provenance_path_for
 from synthforge.dedup.near_duplicates import EDGE_LIMIT, MAX_PERM, MIN_PERM, VERIFY, DedupSettings
 from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
@@ -67,7 +67,13 @@ RUN_FILES = ("sft.jsonl", "dpo.jsonl", "trace.jsonl", "dropped.jsonl", "manifest
     help="ray: rows streamed by Ray Data in blocks, signatures, band shuffle, verification and (past "
     "--edge-limit) components as a Ray job; same result. Joins RAY_ADDRESS when set.",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray workers (--engine ray).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_RAY_WORKERS,
+    show_default=True,
+    help="Ray workers (--engine ray).",
+)
 @click.option(
     "--edge-limit",
     type=click.IntRange(min=0),

@@ -22,7 +22,7 @@ COMMANDS = {
     "constitution": "synthforge.cli.constitution:constitution",
     "dedup": "synthforge.cli.dedup:dedup",
     "train": "synthforge.cli.train:train",
-    "eval": "synthforge.cli.train:evaluate",
+    "eval": "synthforge.cli.eval:evaluate",
 }
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from synthforge.dedup.files import DedupReport, dedup_files
+from synthforge.dedup.local_files import DedupReport, dedup_files
 from synthforge.dedup.near_duplicates import Clusters, DedupSettings, find_clusters, keep_scores, representatives
 from synthforge.files import writing
 
 ENGINES = ("local", "ray")
+DEFAULT_RAY_WORKERS = 2  # Ray workers when none are named (`synthforge dedup --workers`, `minhash_dedup`)
 
 
 def choose_kept(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from synthforge.dedup.files import (
+from synthforge.dedup.local_files import (
     DedupReport,
     check_output,
     dropped_path_for,

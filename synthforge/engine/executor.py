@@ -29,9 +29,11 @@ Result = Record | Drop
 
 class Executor(Protocol):
     """Runs ``stage.process`` over planned batches; yields ``(batch number, one result per record)``.
-    ``pipelines``: it can also ``submit`` single batches, so the engine may pipeline consecutive stages."""
+    ``pipelines``: it can also ``submit`` single batches, so the engine may pipeline consecutive stages;
+    ``batches_in_flight``: how many it is told to keep submitted at once (None: the engine sizes it)."""
 
     pipelines: bool
+    batches_in_flight: int | None
 
     def run(
         self, stage: Stage, batches: list[list[Record]], team: Team, retries: int
@@ -53,6 +55,9 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release what the executor holds (workers, actors)."""
         ...
+
+
+EXECUTOR_MEMBERS = ("pipelines", "batches_in_flight", "run", "describe", "workers", "close")  # submit: if pipelines
 
 
 @dataclass(frozen=True)

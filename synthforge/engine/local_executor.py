@@ -11,18 +11,21 @@ from typing import Any
 
 from synthforge.engine.executor import ExecutorKind, Result, Team, process_with_retries
 from synthforge.records import Record
+from synthforge.settings import renamed
 from synthforge.stages.base import Stage
 
 
 @dataclass
 class LocalSettings:
-    """``workers``: batches in flight at once (null: enough to keep the teacher's concurrent requests busy)."""
+    """The ``engine:`` keys of the local executor."""
 
-    workers: int | None = None
+    batches_in_flight: int | None = renamed("workers", default=None)
+    """Batches sent to the teachers at once, each on a thread of this process (null: enough to keep every
+    teacher's concurrent requests busy). Read under its older name ``workers`` too."""
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.batches_in_flight is not None and self.batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be >= 1, got {self.batches_in_flight}")
 
 
 class LocalExecutor:
@@ -30,19 +33,19 @@ class LocalExecutor:
 
     pipelines = True
 
-    def __init__(self, workers: int | None = None):
-        self.threads = workers
+    def __init__(self, batches_in_flight: int | None = None):
+        self.batches_in_flight = batches_in_flight
         self._pool: ThreadPoolExecutor | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", **({"workers": self.threads} if self.threads else {})}
+        return {"kind": "local", **({"batches_in_flight": n} if (n := self.batches_in_flight) else {})}
 
     def workers(self) -> int:
         return 0
 
     def submit(self, stage: Stage, batch: list[Record], team: Team, retries: int) -> Future:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads or 128, thread_name_prefix="synthforge-batch")
+            self._pool = ThreadPoolExecutor(self.batches_in_flight or 128, thread_name_prefix="synthforge-batch")
         return self._pool.submit(process_with_retries, stage, batch, team, retries)
 
     def close(self) -> None:
@@ -61,6 +64,6 @@ class LocalExecutor:
 EXECUTOR = ExecutorKind(
     name="local",
     settings=LocalSettings,
-    build=lambda settings, teacher_spec, team: LocalExecutor(settings.workers if settings else None),
+    build=lambda settings, teacher_spec, team: LocalExecutor(settings.batches_in_flight if settings else None),
     help="this process",
 )

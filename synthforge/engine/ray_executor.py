@@ -79,6 +79,7 @@ class RayExecutor:
     """An actor pool over Ray (joins ``RAY_ADDRESS`` when set, else starts a local instance)."""
 
     pipelines = False  # stage by stage: the actors pace the work
+    batches_in_flight = None
 
     def __init__(self, teacher: TeacherSpec, resources: RayResources):
         self.ray = init_ray(int(resources.replicas * resources.num_cpus), resources.num_gpus * resources.replicas)

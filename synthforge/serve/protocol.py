@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from synthforge.rows import content_text, unicode_problem
-from synthforge.schemas import schema_problem
+from synthforge.schemas import schema_defect
 from synthforge.teachers.base import Completion, SamplingParams
 from synthforge.teachers.grammar import grammar_problem
 
@@ -78,7 +78,7 @@ def json_schema_of(body: dict) -> dict[str, Any] | None:
     schema = spec.get("schema") if isinstance(spec, dict) else None
     if not isinstance(schema, dict):
         raise BadRequest("response_format.json_schema.schema must be a JSON Schema object", param="response_format")
-    problem = schema_problem(schema) or grammar_problem(schema)
+    problem = schema_defect(schema) or grammar_problem(schema)
     if problem is not None:
         raise BadRequest(f"response_format.json_schema.schema: {problem}", param="response_format")
     return schema

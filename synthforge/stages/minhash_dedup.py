@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthforge.annotations import PREFERENCE
-from synthforge.dedup.engines import choose_kept
+from synthforge.dedup.engines import DEFAULT_RAY_WORKERS, ENGINES, choose_kept
 from synthforge.dedup.keys import KEYS, compared_text
 from synthforge.dedup.near_duplicates import KEEP, DedupSettings
 from synthforge.records import Drop, Record
+from synthforge.settings import renamed
 from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher
 
@@ -27,12 +28,20 @@ class MinHashDedupConfig:
     key: str = "prompt"
     keep: str = "first"
     minhash: DedupSettings = field(default_factory=DedupSettings)
-    ray_workers: int = 0  # > 0: cluster as a Ray job on this many workers (same result; not in the cache key);
-    # 0 under --engine ray: the engine's CPUs
+    engine: str | None = None  # where the clustering runs, as for `synthforge dedup --engine`: local | ray;
+    # null: ray when `workers` is set or the run is on Ray (--engine ray), else local (same result either way)
+    workers: int = renamed(
+        "ray_workers", default=0
+    )  # Ray workers (0: the run's Ray workers under --engine ray, else 2); read
+    # under its older name ray_workers too. Neither is in the cache key: the clusters are the same
 
     def __post_init__(self) -> None:
         if self.key not in KEYS:
             raise ValueError(f"key must be one of {', '.join(KEYS)}")
+        if self.engine not in (None, *ENGINES):
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.keep not in KEEP:
             raise ValueError(f"keep must be one of {', '.join(KEEP)}")
 
@@ -58,16 +67,23 @@ class MinHashDedup(DatasetStage):
         )
 
     def fingerprint(self) -> dict[str, Any]:
-        """Where the clustering runs doesn't change it: ``ray_workers`` is left out of the cache key."""
+        """Where the clustering runs doesn't change it: ``engine`` and ``workers`` are left out of the cache key."""
         parts = super().fingerprint()
-        parts["config"] = {k: v for k, v in parts["config"].items() if k != "ray_workers"}
+        parts["config"] = {k: v for k, v in parts["config"].items() if k not in ("engine", "workers")}
         return parts
 
     def distributed(self, workers: int) -> MinHashDedup:
-        """Under an executor with workers (``--engine ray``), cluster as a Ray job unless ``ray_workers`` says."""
-        if workers < 1 or self.config.ray_workers:
+        """Under an executor with workers (``--engine ray``), cluster as a Ray job on them unless the settings
+        say where (``engine: local``, or their own ``workers``)."""
+        if workers < 1 or self.config.workers or self.config.engine == "local":
             return self
-        return MinHashDedup(self.name, {**self.settings, "ray_workers": workers}, self.resources, self.where)
+        settings = {k: v for k, v in self.settings.items() if k != "ray_workers"}
+        return MinHashDedup(self.name, {**settings, "workers": workers}, self.resources, self.where)
+
+    def ray_workers(self) -> int:
+        """Workers of the Ray job the clustering runs as; 0: it runs in this process."""
+        engine = self.config.engine or ("ray" if self.config.workers else "local")
+        return 0 if engine == "local" else self.config.workers or DEFAULT_RAY_WORKERS
 
     def process_all(
         self,
@@ -79,7 +95,7 @@ class MinHashDedup(DatasetStage):
         texts = [key_text(r, self.config.key) for r in records]
         confidences = [p.confidence if (p := PREFERENCE.of(r)) is not None else 0.0 for r in records]
         best, clusters = choose_kept(
-            texts, confidences, self.config.minhash, self.config.keep, progress, self.config.ray_workers
+            texts, confidences, self.config.minhash, self.config.keep, progress, self.ray_workers()
         )
         sizes = clusters.sizes()
         results: list[Record | Drop] = []
