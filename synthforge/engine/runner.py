@@ -21,16 +21,16 @@ from tqdm.auto import tqdm
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.costs import run_costs
 from synthforge.engine.dataset_card import render_card
-from synthforge.engine.executor import Executor, executor_kind, whole_with_retries
+from synthforge.engine.executor import EXECUTOR_MEMBERS, Executor, executor_kind, whole_with_retries
 from synthforge.engine.exporters import export_run
 from synthforge.engine.manifest import OUTPUT_FILES, build_manifest
-from synthforge.engine.pipeline import run_segment
 from synthforge.engine.prepare import PreparedRun, default_out_dir, prepare, teacher_needs
 from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
 from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
-from synthforge.errors import StageFailed, TokenBudgetSpent
+from synthforge.engine.streaming import record_length, run_segment
+from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic, writing
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
@@ -129,8 +129,13 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOp
 
 
 def build_executor(spec: PipelineSpec, team: Team) -> Executor:
-    """The executor ``engine.kind`` names, built from its settings (an optional extra is imported only then)."""
-    return executor_kind(spec.engine.kind).build(spec.engine.options, spec.teacher, team)
+    """The executor ``engine.kind`` names, built from its settings (an optional extra is imported only then);
+    one that lacks a member of the :class:`Executor` protocol is refused in one line."""
+    executor = executor_kind(spec.engine.kind).build(spec.engine.options, spec.teacher, team)
+    missing = [name for name in EXECUTOR_MEMBERS if not hasattr(executor, name)]
+    if missing:
+        raise UserError(f"engine.kind {spec.engine.kind}: its executor lacks {', '.join(missing)} (see Executor)")
+    return executor
 
 
 def _run_stages(
@@ -155,13 +160,8 @@ def _run_stages(
     index = 0
     while index < len(prepared.stages):
         stage = prepared.stages[index]
-        segment = [stage]
-        if in_flight > 1:  # consecutive per-record stages run as one pipeline
-            while not segment[-1].whole_dataset and index + len(segment) < len(prepared.stages):
-                if prepared.stages[index + len(segment)].whole_dataset:
-                    break
-                segment.append(prepared.stages[index + len(segment)])
-        if in_flight > 1 and not stage.whole_dataset:
+        if executor.pipelines and not stage.whole_dataset:  # the one local scheduler; consecutive per-record
+            segment = _segment(prepared.stages, index)  # stages run as one pipeline (one batch in flight: in turn)
             works = [StageWork(index + k, s, team, checkpoints) for k, s in enumerate(segment)]
             done = run_segment(
                 works,
@@ -174,8 +174,9 @@ def _run_stages(
                 budget,
                 _quiet(options),
                 probe=probe,
+                longest_first=in_flight == 1,
             )
-        else:
+        else:  # a whole-dataset stage, or an executor with its own parallelism (Ray's actors): stage by stage
             segment = [stage]
             done = [_run_stage(index, stage, records, team, spec, checkpoints, options, budget, executor)]
         for step, (kept, stage_drops, report) in zip(segment, done, strict=True):
@@ -188,6 +189,14 @@ def _run_stages(
         index += len(segment)
     manifest = _publish(prepared, out_dir, team, records, drops, reports, funnel, executor, log, started)
     return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
+
+
+def _segment(stages: list[Stage], index: int) -> list[Stage]:
+    """The per-record stages from ``index`` up to the next whole-dataset stage."""
+    end = index
+    while end < len(stages) and not stages[end].whole_dataset:
+        end += 1
+    return stages[index:end]
 
 
 def _publish(
@@ -249,7 +258,7 @@ def _check_balance(stage: Stage, inputs: int, kept: int, dropped: int) -> None:
 
 def _plan_batches(records: list[Record], size: int) -> list[list[int]]:
     """Deterministic batches over all inputs, similar lengths together (longest first)."""
-    order = sorted(range(len(records)), key=lambda i: (-len(records[i].prompt) - len(records[i].response or ""), i))
+    order = sorted(range(len(records)), key=lambda i: (-record_length(records[i]), i))
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
@@ -320,18 +329,19 @@ def pipeline_plan(spec: PipelineSpec, team: Team, executor: Executor) -> tuple[i
     it serves: a remote one (an HTTP window, whose latencies vary by request) batches of 1/16 of its window and
     six windows queued, a local one (a continuous-batching decoder) batches of 1/4 and three. A teacher that
     doesn't, or an executor that can't pipeline, gets one batch of ``chunk_size`` at a time (stage by stage).
-    ``engine.chunk_size`` (or ``teacher.batch_size``) and ``engine.workers``, when set, override the sizes."""
+    ``engine.chunk_size`` (or ``teacher.batch_size``) and ``engine.batches_in_flight``, when set, override the
+    sizes."""
     chunk = chunk_size(spec)
-    if not getattr(executor, "pipelines", False):  # an executor without submit runs stage by stage
+    if not executor.pipelines:  # an executor without submit runs stage by stage
         return 1, chunk
-    workers = getattr(spec.engine.options, "workers", None)
+    told = executor.batches_in_flight
     distinct = team.distinct()  # names may share one teacher
     serves = sum(requests_at_once(t) for t in distinct) or 1  # each teacher keeps its own window busy
     if serves <= 1:
-        return (workers or 1), chunk
+        return (told or 1), chunk
     share, depth = (16, 6) if any(is_remote(t) for t in distinct) else (4, 3)
     batch = spec.engine.chunk_size or spec.teacher.batch_size or max(1, min(chunk, serves // share))
-    return (workers or min(MAX_IN_FLIGHT, max(2, -(-depth * serves // batch)))), batch
+    return (told or min(MAX_IN_FLIGHT, max(2, -(-depth * serves // batch)))), batch
 
 
 def chunk_size(spec: PipelineSpec) -> int:

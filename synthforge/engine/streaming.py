@@ -47,11 +47,14 @@ def run_segment(
     budget: Budget,
     quiet: bool | None,
     probe: Callable[[], bool] = lambda: False,
+    longest_first: bool = False,
 ) -> list[tuple[list[Record], list[Drop], StageReport]]:
     """Run per-record stages ``works`` over ``records`` as a pipeline with at most ``concurrency`` batches (of up
     to ``chunk`` records) in flight; returns each stage's kept records, drops and report, as stage by stage.
     ``probe``: asked when a stage's first batch is out; true: the others wait for it (a remote teacher may be
-    down: then one batch of requests was sent, not a window of them)."""
+    down: then one batch of requests was sent, not a window of them). ``longest_first``: the first stage's
+    batches are formed longest records first (similar lengths together: less padding for a teacher that
+    decodes each batch as one), not in seed order."""
     steps = [_Step(w) for w in works]
     running: dict[cf.Future, tuple[int, list[int]]] = {}  # in submission order
     for step in steps:
@@ -59,6 +62,8 @@ def run_segment(
     try:
         for order, record in enumerate(records):
             _arrive(steps, 0, order, record)
+        if longest_first:
+            steps[0].pending.sort(key=lambda i: (-record_length(records[i]), i))
         while True:
             _submit(steps, running, submit, team, concurrency, chunk, retries, probe)
             if not running:
@@ -94,6 +99,11 @@ def run_segment(
         step.work.finish(len(step.inputs), [step.results[i] for i in sorted(step.inputs)], step.reused)
         for step in steps
     ]
+
+
+def record_length(record: Record) -> int:
+    """What batches are sorted by, longest first: the prompt's and the answer's characters."""
+    return len(record.prompt) + len(record.response or "")
 
 
 def _arrive(steps: list[_Step], k: int, order: int, record: Record) -> None:
