@@ -10,8 +10,8 @@ from synthforge.engine.exporters import has_preference
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.errors import UserError
-from synthforge.stages.critique_text import finds_no_issue
-from synthforge.stages.revision_text import clean_revision, edit_fraction
+from synthforge.stages.helpers.critique_text import finds_no_issue
+from synthforge.stages.helpers.revision_text import clean_revision, edit_fraction
 from synthforge.teachers.scripted import ScriptedTeacher
 from tests.conftest import write_pipeline
 

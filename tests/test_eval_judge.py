@@ -9,7 +9,7 @@ import random
 import pytest
 
 from synthforge.eval.judge import JudgeEvalConfig, JudgeRun, measure, read_pairs, run_judge_eval
-from synthforge.stages.judging import Verdict
+from synthforge.stages.helpers.judging import Verdict
 from tests.conftest import run_cli
 from tests.test_judges import first_position, judge, knows
 

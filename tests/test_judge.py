@@ -9,7 +9,7 @@ import pytest
 
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
-from synthforge.stages.judging import clamp, first_wins, option_probability
+from synthforge.stages.helpers.judging import clamp, first_wins, option_probability
 
 
 def test_option_probability_normalises_over_the_two_options():

@@ -11,7 +11,7 @@ import pytest
 
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
-from synthforge.stages.judging import Verdict
+from synthforge.stages.helpers.judging import Verdict
 from synthforge.teachers.scripted import ScriptedTeacher
 from tests.test_compare import judge_of
 
@@ -240,8 +240,8 @@ def test_a_jury_naming_an_unknown_teacher_or_one_judge_is_refused(project):
 
 
 def test_fleiss_kappa_arithmetic():
-    from synthforge.stages.judging import jury_agreement, tally_jury
-    from synthforge.stages.metrics import Metrics
+    from synthforge.stages.helpers.judging import jury_agreement, tally_jury
+    from synthforge.stages.helpers.metrics import Metrics
 
     metrics = Metrics()
     tally_jury({"votes": {"a": "first", "b": "first"}, "unanimous": True}, metrics)

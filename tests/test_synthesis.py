@@ -19,7 +19,7 @@ from synthforge.errors import UserError
 from synthforge.stages import stage_class
 from synthforge.stages.base import StageResources
 from synthforge.stages.evol_instruct import elimination_reason
-from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
+from synthforge.stages.helpers.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.stages.magpie import pre_query_text
 from synthforge.teachers.base import GENERATE, STRUCTURED, Completion, per_conversation
 from synthforge.teachers.scripted import ScriptedTeacher

@@ -18,7 +18,7 @@ from synthforge.files import write_atomic
 from synthforge.hashing import canonical_json, stable_hash
 from synthforge.records import Drop, Record, reason_kind
 from synthforge.stages.base import Stage
-from synthforge.stages.metrics import Metrics
+from synthforge.stages.helpers.metrics import Metrics
 from synthforge.teachers.base import Teacher
 
 Result = Record | Drop

@@ -10,7 +10,7 @@ from typing import Any
 
 from synthforge.records import Record
 from synthforge.stages.base import Stage
-from synthforge.stages.metrics import Metrics, merge_groups
+from synthforge.stages.helpers.metrics import Metrics, merge_groups
 
 
 def collect_metrics(stages: list[Stage], records: Iterable[Record]) -> list[dict[str, Any]]:

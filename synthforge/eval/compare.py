@@ -24,7 +24,7 @@ from synthforge.files import write_atomic
 from synthforge.records import Record
 from synthforge.rows import read_jsonl
 from synthforge.stages.compare_judge import position_noise
-from synthforge.stages.judging import MAX_FLIP_RATE, swap_agrees
+from synthforge.stages.helpers.judging import MAX_FLIP_RATE, swap_agrees
 from synthforge.teachers.factory import BACKENDS, teacher_overrides
 
 DEFAULT_PIPELINE = builtin_path("pipelines", "eval-compare.yaml")

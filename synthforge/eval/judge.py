@@ -20,7 +20,7 @@ from synthforge.errors import UserError
 from synthforge.hashing import file_sha256
 from synthforge.records import Record, same_text
 from synthforge.rows import dialogue, iter_rows, where
-from synthforge.stages.judging import MAX_FLIP_RATE, Pair, Verdict, judge_pairs
+from synthforge.stages.helpers.judging import MAX_FLIP_RATE, Pair, Verdict, judge_pairs
 from synthforge.teachers.base import CHOICE, Teacher
 
 MADE_BY = "synthforge eval judge"
@@ -317,8 +317,8 @@ def measure_jury(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The figures of a jury's verdicts (made as a judging stage makes them), each judge's own accuracy and flip
     rate beside them, and the jury's agreement; and the jury's identity (its judges')."""
-    from synthforge.stages.judging import jury_agreement, jury_verdict, tally_jury
-    from synthforge.stages.metrics import Metrics
+    from synthforge.stages.helpers.judging import jury_agreement, jury_verdict, tally_jury
+    from synthforge.stages.helpers.metrics import Metrics
 
     refs = list(by_judge)
     juries = [jury_verdict({r: by_judge[r][i] for r in refs}, rule, "tie") for i in range(len(by_judge[refs[0]]))]

@@ -20,7 +20,7 @@ from synthforge.hashing import derive_seed
 from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError, build_config, config_to_dict
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import (
     STRUCTURED,
     THINKING_BUDGET,

@@ -15,7 +15,7 @@ from synthforge.records import Drop, Record
 from synthforge.settings import OMIT_IF_DEFAULT, SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.judging import (
+from synthforge.stages.helpers.judging import (
     JURY,
     MAX_FLIP_RATE,
     Juried,
@@ -28,7 +28,7 @@ from synthforge.stages.judging import (
     measured_note,
     swap_agrees,
 )
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
 REFUSAL_WORDS = 60  # an answer this short that contains a refusal phrase counts as a refusal
@@ -59,7 +59,7 @@ class CompareJudgeConfig:
     principles: int = 0
     template: str = "judge"
     tie_margin: float = 0.05
-    # below it, the judge's verdicts follow the order answers are shown in: 1 - the one max_flip_rate (judging.py)
+    # below it, the judge's verdicts follow the order answers are shown in: 1 - the one max_flip_rate (judging)
     min_swap_agreement: float = 1 - MAX_FLIP_RATE
     # a jury of named teachers (`teachers:`; none: the pipeline's teacher), and how their verdicts make one
     judges: list[str] = field(default_factory=list, metadata={OMIT_IF_DEFAULT: True})

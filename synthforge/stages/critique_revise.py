@@ -16,9 +16,9 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.stages.critique_text import finds_no_issue
-from synthforge.stages.metrics import GroupSpec, Metrics
-from synthforge.stages.revision_text import clean_revision, edit_fraction
+from synthforge.stages.helpers.critique_text import finds_no_issue
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.revision_text import clean_revision, edit_fraction
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
 

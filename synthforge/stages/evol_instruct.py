@@ -21,7 +21,7 @@ from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.schemas import parse_json
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
-from synthforge.stages.revision_text import clean_revision
+from synthforge.stages.helpers.revision_text import clean_revision
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 
 DEPTH = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")

@@ -11,7 +11,7 @@ from synthforge.records import RESERVED_FIELDS, Drop, Record
 from synthforge.schemas import SchemaSpec, load_schema
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.stages.metrics import Metrics
+from synthforge.stages.helpers.metrics import Metrics
 from synthforge.teachers.base import STRUCTURED, Conversation, SamplingParams, Teacher
 from synthforge.teachers.grammar import grammar_problem
 

@@ -16,7 +16,7 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.stages.judging import (
+from synthforge.stages.helpers.judging import (
     Juried,
     JuryVerdict,
     Pair,
@@ -31,7 +31,7 @@ from synthforge.stages.judging import (
     tally_jury,
     tally_verdict,
 )
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher
 
 

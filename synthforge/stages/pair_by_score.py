@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from synthforge.annotations import RATING, ScorePair
 from synthforge.records import Candidate, Drop, Record, same_text
 from synthforge.stages.base import Stage
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import Teacher
 
 

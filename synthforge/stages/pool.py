@@ -15,7 +15,7 @@ from typing import Any
 
 from synthforge.records import Candidate, Drop, Record
 from synthforge.stages.base import Stage, completion_step
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 from synthforge.teachers.team import DEFAULT
 

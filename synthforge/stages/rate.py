@@ -26,8 +26,8 @@ from synthforge.constitution import Principle
 from synthforge.records import Candidate, Drop, Record
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
-from synthforge.stages.judging import jury_problem
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.judging import jury_problem
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, STRUCTURED, Conversation, SamplingParams, Teacher, choice_logprobs
 
 SCORING = ("auto", "json", "logprobs", "text")

@@ -21,7 +21,7 @@ from synthforge.dedup.rouge import NoveltyIndex, Verdict
 from synthforge.records import Drop, Record, make_record_id
 from synthforge.schemas import leading_strings, parse_json
 from synthforge.stages.base import DatasetStage, Journal, completion_step
-from synthforge.stages.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
+from synthforge.stages.helpers.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
 
 TASKS_SCHEMA = {

@@ -15,7 +15,7 @@ from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text
 from synthforge.settings import SpecError
 from synthforge.stages.base import PLACEHOLDER, Stage
-from synthforge.stages.judging import (
+from synthforge.stages.helpers.judging import (
     Juried,
     JuryVerdict,
     Pair,
@@ -27,7 +27,7 @@ from synthforge.stages.judging import (
     tally_jury,
     tally_verdict,
 )
-from synthforge.stages.metrics import GroupSpec, Metrics
+from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
 
 
