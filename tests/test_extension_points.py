@@ -4,7 +4,9 @@ filter, each one new file (written here into a temporary package) plus one regis
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,11 @@ import pytest
 from synthforge.engine import executor as executors
 from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
+from synthforge.hashing import file_sha256
 from synthforge.settings import SpecError
 from synthforge.stages import STAGES
 from synthforge.teachers import factory
+from tests.conftest import run_cli
 
 BACKEND_FILE = """
 from dataclasses import dataclass
@@ -112,14 +116,21 @@ class NoDigits(FilterStage):
 
 
 @pytest.fixture
-def plugins(tmp_path, monkeypatch) -> Path:
+def plugins(tmp_path, monkeypatch) -> Iterator[Path]:
     """A temporary package holding the three new files, importable for the test's duration."""
     package = tmp_path / "plugins"
     package.mkdir()
     for name, text in (("echo_backend", BACKEND_FILE), ("backwards", EXECUTOR_FILE), ("no_digits", FILTER_FILE)):
         (package / f"{name}.py").write_text(textwrap.dedent(text))
+    _forget_plugins()  # another test's copy may be imported already
     monkeypatch.syspath_prepend(str(tmp_path))
-    return package
+    yield package
+    _forget_plugins()
+
+
+def _forget_plugins() -> None:
+    for name in [n for n in sys.modules if n == "plugins" or n.startswith("plugins.")]:
+        del sys.modules[name]
 
 
 def _pipeline(project: Path, teacher: str, stages: str, engine: str = "") -> Path:
@@ -184,3 +195,58 @@ def test_a_users_own_stage_is_named_module_class_in_the_pipeline_with_no_registr
     ):
         with pytest.raises(SpecError, match=message):
             load_pipeline(_pipeline(project, "{model: embedded}", f"  - {ref}: {{}}\n"))
+
+
+def test_a_users_stage_is_said_by_dry_run_and_the_manifest_and_its_source_is_in_the_cache_key(
+    project, plugins, tmp_path, capsys
+):
+    """The only Python a pipeline runs that isn't synthforge's is listed before it runs (--dry-run) and kept in
+    the manifest with its file's hash; editing that file recomputes the stage."""
+    path = _pipeline(project, "{model: embedded}", "  - plugins.no_digits:NoDigits: {field: prompt}\n")
+    code, out, err = run_cli(["generate", str(path), "--dry-run"], capsys)
+    assert code == 0, err
+    source = plugins / "no_digits.py"
+    assert f"runs your Python: stage filter_no_digits: plugins.no_digits:NoDigits ({source})" in out
+    first = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "u"), log=lambda _: None)
+    (entry,) = first.manifest["stages"][0]["user_code"]
+    assert entry["ref"] == "plugins.no_digits:NoDigits" and entry["sha256"] == file_sha256(source)
+    assert str(tmp_path) not in entry["file"]  # no home directories in what may be published
+    source.write_text(source.read_text() + "\n# edited\n")
+    again = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "u"), log=lambda _: None)
+    assert again.reports[0].reused == 0 and again.reports[0].computed == 6
+    builtin = run_pipeline(
+        load_pipeline(_pipeline(project, "{model: embedded}", "  - filter_empty: {fields: [prompt]}\n")),
+        RunOptions(out_dir=tmp_path / "b"),
+        log=lambda _: None,
+    )
+    assert "user_code" not in builtin.manifest["stages"][0]
+
+
+def test_an_installed_package_adds_a_stage_by_entry_point(project, plugins, tmp_path, capsys):
+    """A package that registers a stage in the ``synthforge.stages`` entry-point group (here a dist-info folder
+    on sys.path, as pip leaves one) is named in a pipeline by its entry-point name and listed by `list`."""
+    dist = tmp_path / "plugins_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugins-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[synthforge.stages]\nno_digits = plugins.no_digits:NoDigits\n")
+    path = _pipeline(project, "{model: embedded}", "  - no_digits: {}\n")
+    result = run_pipeline(load_pipeline(path), RunOptions(out_dir=tmp_path / "e"), log=lambda _: None)
+    assert result.manifest["stages"][0]["name"] == "no_digits"
+    assert result.manifest["stages"][0]["user_code"][0]["ref"] == "plugins.no_digits:NoDigits"
+    assert result.manifest["counts"]["trace"] == 4
+    code, out, _ = run_cli(["list"], capsys)
+    assert code == 0 and "no_digits          (installed, yours: plugins.no_digits:NoDigits)" in out
+    with pytest.raises(SpecError, match="or installed in the synthforge.stages entry-point group"):
+        load_pipeline(_pipeline(project, "{model: embedded}", "  - no_such_stage: {}\n"))
+
+
+def test_a_users_stage_that_another_machine_cannot_import_is_one_line():
+    """An executor's worker (a Ray node) rebuilds each stage by importing its module: where the user's package
+    isn't installed, that is a user error saying so, not an ImportError traceback."""
+    from synthforge.builtin import ROOT
+    from synthforge.errors import UserError
+    from synthforge.stages.base import StageResources, rebuild_stage
+
+    resources = StageResources(ROOT / "prompts", ROOT / "constitutions", 0)
+    with pytest.raises(UserError, match="stages.shout: cannot import 'not_installed_here' here .*install its package"):
+        rebuild_stage("not_installed_here", "Shout", "shout", {}, resources, "stages.shout")

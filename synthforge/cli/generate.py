@@ -111,6 +111,8 @@ def _print_dry_run(spec, limit, out_dir) -> None:
         f"pipeline {spec.name}: {shown.seeds} seed prompts, teacher {spec.teacher.backend}:{spec.teacher.model}, "
         f"output {shown.out_dir}/"
     )
+    for stage, ref, path in shown.user_code:
+        click.echo(f"runs your Python: stage {stage}: {ref} ({path or 'source not found'})")
     for stage, role, conversation in shown.prompts:
         click.echo(f"\n=== {stage} · {role} ===")
         for message in conversation:

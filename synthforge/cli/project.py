@@ -13,7 +13,7 @@ from synthforge.constitution.parser import load_constitution
 from synthforge.engine.executor import EXECUTORS, executor_kind
 from synthforge.engine.spec import load_pipeline
 from synthforge.files import claim_dir, discard_staging, journal_path_for, output_lock, publish, staging_dir, writing
-from synthforge.stages import STAGES
+from synthforge.stages import STAGES, installed_stages
 from synthforge.teachers.factory import BACKENDS
 
 
@@ -60,6 +60,8 @@ def list_builtins() -> None:
     click.echo("stages (one per entry of a pipeline's stages:):")
     for kind, target in STAGES.items():
         click.echo(f"  {kind:18s} {_doc_line(target)}")
+    for kind, target in installed_stages().items():
+        click.echo(f"  {kind:18s} (installed, yours: {target})")
     click.echo("teacher backends (teacher.backend):")
     for name, target in BACKENDS.items():
         click.echo(f"  {name:18s} {_doc_line(target.partition(':')[0] + ':')}")

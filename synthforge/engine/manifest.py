@@ -4,6 +4,7 @@ and the funnel), with paths made public (relative to the pipeline file: a manife
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from synthforge import __version__
@@ -14,6 +15,7 @@ from synthforge.engine.stagework import StageReport
 from synthforge.hashing import file_sha256
 from synthforge.provenance import file_hashes, package_versions, public_path, redact_paths
 from synthforge.settings import config_to_dict
+from synthforge.stages.base import Stage
 from synthforge.teachers.factory import teacher_settings
 from synthforge.teachers.team import DEFAULT, Team
 
@@ -32,6 +34,15 @@ def named_teachers(spec: PipelineSpec, team: Team) -> dict[str, Any]:
         for name, teacher in team.items()
         if name != DEFAULT
     }
+
+
+def user_code(stage: Stage, base: Path) -> list[dict[str, Any]]:
+    """The user's own Python a stage runs: each reference, its source file (relative to the pipeline file where
+    it can be; no home directories) and the file's hash."""
+    return [
+        {"ref": ref, "file": public_path(path, base) if path else None, "sha256": file_sha256(path) if path else None}
+        for ref, path in stage.user_code()
+    ]
 
 
 def build_manifest(
@@ -63,6 +74,7 @@ def build_manifest(
                 "constitution": stage.constitution.name if stage.constitution else None,
                 "constitution_sha256": stage.constitution.sha256 if stage.constitution else None,
                 "report": {k: v for k, v in vars(report).items() if k not in ("name", "kind", "fingerprint")},
+                **({"user_code": user_code(stage, base)} if stage.user_code() else {}),
                 **stage.provenance(),
             }
         )

@@ -173,6 +173,7 @@ class Preview:
     out_dir: Path
     prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
     budgets: dict[str, int] = field(default_factory=dict)  # stage -> the most tokens one of its answers may take
+    user_code: list[tuple[str, str, Path | None]] = field(default_factory=list)  # (stage, module:name, source)
 
 
 def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None = None) -> Preview:
@@ -181,13 +182,9 @@ def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None =
     prepared = prepare(spec, limit)
     record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
-    budgets = {
-        stage.name: max(
-            (v.max_new_tokens for v in vars(stage.config).values() if isinstance(v, SamplingParams)), default=256
-        )
-        for stage in prepared.stages
-    }
-    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, budgets)
+    budgets = {stage.name: _answer_budget(stage) for stage in prepared.stages}
+    code = [(stage.name, ref, path) for stage in prepared.stages for ref, path in stage.user_code()]
+    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, budgets, code)
 
 
 def _answer_budget(stage: Stage) -> int:

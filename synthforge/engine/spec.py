@@ -18,7 +18,7 @@ from synthforge.files import read_text
 from synthforge.records import RESERVED_FIELDS
 from synthforge.resolve import resolve
 from synthforge.settings import OMIT_IF_NONE, SpecError, build_config
-from synthforge.stages import STAGES, stage_class
+from synthforge.stages import ENTRY_POINTS, STAGES, installed_stages, stage_class
 from synthforge.teachers.config import TeacherSpec
 from synthforge.teachers.factory import teacher_spec
 from synthforge.teachers.team import DEFAULT
@@ -213,19 +213,20 @@ def _stage_entries(data: dict[str, Any], source: Path) -> list[StageSpec]:
         if not isinstance(entry, dict) or len(entry) != 1:
             raise SpecError(f"{where}: expected a one-key mapping like '- respond: {{...}}'")
         kind, settings = next(iter(entry.items()))
-        if kind not in STAGES and (not isinstance(kind, str) or ":" not in kind):
+        known = {**STAGES, **installed_stages()} if isinstance(kind, str) and ":" not in kind else STAGES
+        if kind not in known and (not isinstance(kind, str) or ":" not in kind):
             raise SpecError(
-                f"{where}: unknown stage {excerpt(kind)} (known: {', '.join(sorted(STAGES))}; or your own as "
-                "module:Class)"
+                f"{where}: unknown stage {excerpt(kind)} (known: {', '.join(sorted(known))}; or your own as "
+                f"module:Class, or installed in the {ENTRY_POINTS} entry-point group)"
             )
         if kind not in STAGES:
-            _user_stage(kind, where)
+            _user_stage(known.get(kind, kind), where)
         if settings is not None and not isinstance(settings, dict):
             raise SpecError(
                 f"{where}.{kind}: expected a mapping of settings, got {type(settings).__name__} {excerpt(settings)}"
             )
         settings = dict(settings or {})
-        name = settings.pop("name", kind if kind in STAGES else stage_class(kind).kind)  # a user stage: its kind
+        name = settings.pop("name", kind if ":" not in kind else stage_class(kind).kind)  # module:Class: its kind
         if not isinstance(name, str) or not SAFE_NAME.match(name):
             raise SpecError(f"{where}.name: {excerpt(name)} is not a valid stage name (letters, digits, '.', '_', '-')")
         for step_name, step_settings in stage_class(kind).expand(name, settings):

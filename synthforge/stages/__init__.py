@@ -32,9 +32,22 @@ STAGES: dict[str, str] = {
 }
 
 
+ENTRY_POINTS = "synthforge.stages"  # the entry-point group an installed package registers its own stages in
+
+
 def stage_class(kind: str) -> type:
-    """The stage class registered for ``kind``, or a user's own stage named ``module:Class`` (KeyError if
-    neither)."""
-    if kind not in STAGES and ":" not in kind:
+    """The stage class registered for ``kind``, a user's own stage named ``module:Class``, or one an installed
+    package registers under ``kind`` in the ``synthforge.stages`` entry-point group (KeyError if none)."""
+    if kind in STAGES or ":" in kind:
+        return resolve(STAGES.get(kind, kind), f"stage {kind}")
+    found = installed_stages().get(kind)
+    if found is None:
         raise KeyError(kind)
-    return resolve(STAGES.get(kind, kind), f"stage {kind}")
+    return resolve(found, f"stage {kind} (entry point of {ENTRY_POINTS})")
+
+
+def installed_stages() -> dict[str, str]:
+    """Stages installed packages register, kind -> ``module:Class`` (a built-in kind can't be taken over)."""
+    from importlib.metadata import entry_points
+
+    return {e.name: e.value for e in entry_points(group=ENTRY_POINTS) if e.name not in STAGES}

@@ -42,11 +42,8 @@ class PredicateFilter(FilterStage):
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "function_source": file_sha256(self.source) if self.source else None}
 
-    def files(self) -> dict[str, str]:
-        found = super().files()
-        if self.source:
-            found[str(self.source)] = file_sha256(self.source)
-        return found
+    def user_code(self) -> list[tuple[str, Path | None]]:
+        return [*super().user_code(), (self.config.function, self.source)]
 
     def filter(self, record: Record) -> bool | tuple[bool, str]:
         try:
