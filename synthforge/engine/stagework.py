@@ -127,6 +127,7 @@ class StageWork:
         if not self.committed:
             stop_if_all_failed(self.stage, [r for _, _, r in done])
         self._check_annotations([(record, result) for _, record, result in done])
+        self._check_steps([(record, result) for _, record, result in done])
         self.checkpoint.append([(key, result) for key, _, result in done])
         self.committed += len(done)
         spent = [new_tokens(record, result) for _, record, result in done]
@@ -147,6 +148,25 @@ class StageWork:
                     f"stage {self.stage.name} wrote annotation {new[0]!r}, which it doesn't declare (Stage.annotates; "
                     "declare it in synthforge/annotations.py or the stage's own module)"
                 )
+
+    def _check_steps(self, done: list[tuple[Record, Result]]) -> None:
+        """A stage writes only the kinds of trace step it declares (``Stage.traces``), each with only its kind's
+        fields (trace.py); anything else is a bug in it (readers would have to guess), so the run stops."""
+        traced = self.stage.traced()
+        for before, result in done:
+            for step in record_of(result).steps[len(before.steps) :]:
+                kind = traced.get(step.get("role"))
+                if kind is None:
+                    raise StageFailed(
+                        f"stage {self.stage.name} wrote a trace step {step.get('role')!r} it doesn't declare "
+                        "(Stage.traces; declare its kind in synthforge/trace.py)"
+                    )
+                extra = sorted(set(step) - kind.allowed)
+                if extra:
+                    raise StageFailed(
+                        f"stage {self.stage.name} wrote field {extra[0]!r} on a {step['role']} step, which its kind "
+                        f"({kind.fields.__name__}, synthforge/trace.py) doesn't declare"
+                    )
 
     def _tally(self, done: list[tuple[Record, Result]]) -> None:
         """Count the stage's new trace steps, and stop the run when the stage says so (:meth:`Stage.halt`)."""

@@ -26,6 +26,7 @@ from synthforge.rows import read_jsonl
 from synthforge.stages.compare_judge import position_noise
 from synthforge.stages.helpers.judging import MAX_FLIP_RATE, swap_agrees
 from synthforge.teachers.factory import BACKENDS, teacher_overrides
+from synthforge.trace import COMPARISON_STEP
 
 DEFAULT_PIPELINE = builtin_path("pipelines", "eval-compare.yaml")
 
@@ -211,7 +212,7 @@ def _pair(
             by_principle.setdefault(c["principle"], []).append(o)
         scored.append((sum(c["p_a"] for c in found) / len(found), record))
         for step in record.steps:
-            if step.get("role") == "comparison" and step.get("a") == a and step.get("b") == b:
+            if COMPARISON_STEP.is_(step) and step.get("a") == a and step.get("b") == b:
                 orders += 1
                 agree += swap_agrees(step["ab"], step["ba"])
     flat = [o for outcomes in per_prompt for o in outcomes]

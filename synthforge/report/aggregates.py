@@ -14,6 +14,7 @@ from synthforge.errors import UserError
 from synthforge.files import read_text
 from synthforge.records import answer_key, reason_kind
 from synthforge.rows import iter_json_values
+from synthforge.trace import CRITIQUE_STEP, RESPONSE_STEP, REVISION_STEP, SAMPLE_STEP, StepKind
 from synthforge.validation import check_json
 
 EXAMPLES_PER_REASON = 3
@@ -110,19 +111,20 @@ def _words(text: str | None) -> int:
 def first_answer(record: dict[str, Any]) -> str | None:
     """The first answer the teacher wrote (before any revision)."""
     for step in record.get("steps", []):
-        if step.get("role") in ("response", "sample") and "text" in step:
+        if (RESPONSE_STEP.is_(step) or SAMPLE_STEP.is_(step)) and "text" in step:
             return step["text"]
     return record.get("rejected")
 
 
-def _last(record: dict[str, Any], role: str, key: str) -> Any:
-    return next((s.get(key) for s in reversed(record.get("steps", [])) if s.get("role") == role), None)
+def _last(record: dict[str, Any], kind: StepKind, key: str) -> Any:
+    step = kind.last(record.get("steps", []))
+    return None if step is None else step.get(key)
 
 
 def lengths(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> dict[str, list[int]]:
     """Word counts of prompts (all records), first answers and final revisions (records that have them)."""
     everything = kept + [d["record"] for d in dropped]
-    revised = [r for r in everything if any(s.get("role") == "revision" for s in r.get("steps", []))]
+    revised = [r for r in everything if REVISION_STEP.in_(r.get("steps", []))]
     turns = [1 + sum(1 for m in r.get("history") or [] if m.get("role") == "user") for r in everything]
     return {
         **({"user turns": turns} if any(t > 1 for t in turns) else {}),
@@ -174,8 +176,8 @@ def browser_rows(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> l
                 record["prompt"],
                 first_answer(record) or "",
                 record.get("response") or "",
-                _last(record, "critique", "text") or "",
-                _last(record, "revision", "principle") or _last(record, "critique", "principle") or "",
+                _last(record, CRITIQUE_STEP, "text") or "",
+                _last(record, REVISION_STEP, "principle") or _last(record, CRITIQUE_STEP, "principle") or "",
                 status,
                 [[m.get("role", ""), m.get("content", "")] for m in record.get("history") or []],
                 _thinking(record),

@@ -15,9 +15,10 @@ from typing import Any
 from synthforge.annotations import ANSWERS
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError
-from synthforge.stages.base import Stage, completion_step
+from synthforge.stages.base import Stage
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 from synthforge.teachers.factory import LazyTeacher, spec_from_ref
+from synthforge.trace import ANSWER_STEP
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Answer(Stage):
     """Reads ``prompt``; writes ``meta.answers[label]``."""
 
     kind = "answer"
+    traces = (ANSWER_STEP,)
     annotates = (ANSWERS,)
     Config = AnswerConfig
     reads = ("prompt",)
@@ -70,7 +72,7 @@ class Answer(Stage):
         completions = model.generate([self.conversation(r) for r in batch], params)
         results: list[Record | Drop] = []
         for record, (completion, *_) in zip(batch, completions, strict=True):
-            step = completion_step(self.name, "answer", completion, model=self.config.label)
+            step = ANSWER_STEP.answer(self.name, completion, model=self.config.label)
             answers = {**(ANSWERS.of(record) or {}), self.config.label: completion.text}
             results.append(ANSWERS.on(replace(record, steps=[*record.steps, step]), answers))
         return results

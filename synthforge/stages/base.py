@@ -7,6 +7,8 @@ writes, what changes its output (its fingerprint), and how to process one batch.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -16,7 +18,8 @@ from typing import Any, ClassVar, Protocol
 from synthforge.annotations import Annotation
 from synthforge.constitution import Constitution
 from synthforge.constitution.parser import load_constitution
-from synthforge.hashing import derive_seed
+from synthforge.errors import UserError
+from synthforge.hashing import derive_seed, file_sha256
 from synthforge.prompts import PromptTemplate, load_template
 from synthforge.records import Drop, Record
 from synthforge.settings import SpecError, build_config, config_to_dict
@@ -31,6 +34,7 @@ from synthforge.teachers.base import (
     window_of,
 )
 from synthforge.teachers.team import DEFAULT
+from synthforge.trace import StepKind
 
 PLACEHOLDER = "<<{} from upstream>>"
 
@@ -62,6 +66,7 @@ class Stage(ABC):
     generates: ClassVar[bool] = False  # writes a new set of prompts (may open a pipeline without seeds)
     tags: ClassVar[tuple[str, ...]] = ()  # what kind of data it makes, for the dataset card's tags
     annotates: ClassVar[tuple[Annotation, ...]] = ()  # the typed annotations it leaves on records (annotations.py)
+    traces: ClassVar[tuple[StepKind, ...]] = ()  # the kinds of trace step it writes (trace.py)
     # config keys that change how a run reacts, never a record's result: left out of the fingerprint
     reaction_keys: ClassVar[frozenset[str]] = frozenset({"on_unreliable", "judge_report"})
 
@@ -146,6 +151,7 @@ class Stage(ABC):
             "templates": {role: t.sha256 for role, t in sorted(self.templates.items())},
             "constitution": self.constitution.sha256 if self.constitution else None,
             **({"json_answers": self.json_answers} if self.json_answers is not None else {}),
+            **({"code": [file_sha256(p) for _, p in code if p]} if (code := self.own_class_code()) else {}),
         }
 
     def teacher_names(self) -> tuple[str, ...]:
@@ -188,6 +194,10 @@ class Stage(ABC):
         judge found unreliable with ``on_unreliable: stop``); None to go on. Finished work stays checkpointed."""
         return None
 
+    def traced(self) -> dict[str, StepKind]:
+        """The trace steps this stage writes, by role (a kind whose role its settings choose says so here)."""
+        return {k.role: k for k in self.traces if k.role is not None}
+
     def fields_read(self) -> tuple[str, ...]:
         """The record fields this stage reads, as configured (checked against what earlier stages write)."""
         return self.reads
@@ -201,7 +211,23 @@ class Stage(ABC):
         found = {str(t.path): t.sha256 for t in self.templates.values()}
         if self.constitution and self.constitution.path:
             found[str(self.constitution.path)] = self.constitution.sha256
+        found.update({str(p): file_sha256(p) for _, p in self.user_code() if p})
         return found
+
+    def own_class_code(self) -> list[tuple[str, Path | None]]:
+        """This stage's class, as (``module:Class``, its source file), when it is the user's own (named in a
+        pipeline as ``module:Class`` or by an entry point); empty for synthforge's stages. Its file's hash is in
+        the cache key: editing the stage recomputes it."""
+        cls = type(self)
+        if cls.__module__.partition(".")[0] == "synthforge":
+            return []
+        source = inspect.getsourcefile(cls)
+        return [(f"{cls.__module__}:{cls.__qualname__}", Path(source) if source else None)]
+
+    def user_code(self) -> list[tuple[str, Path | None]]:
+        """All the user's own Python this stage runs, as (reference, source file): its class when it is the
+        user's (a filter adds the function it calls). ``--dry-run`` lists it and the manifest records it."""
+        return self.own_class_code()
 
     @abstractmethod
     def process(self, batch: list[Record], teacher: Teacher | None) -> list[Record | Drop]:
@@ -286,10 +312,18 @@ class DatasetStage(Stage):
 def rebuild_stage(
     module: str, qualname: str, name: str, settings: dict[str, Any], resources: StageResources, where: str
 ) -> Stage:
-    """A stage built again from plain data (the inverse of ``Stage.__reduce__``)."""
-    import importlib
-
-    cls = getattr(importlib.import_module(module), qualname)
+    """A stage built again from plain data (the inverse of ``Stage.__reduce__``); a user's stage whose module
+    can't be imported here (another machine: a Ray node) is one line."""
+    try:
+        found = importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(
+            f"{where}: cannot import {module!r} here ({exc}): a stage of your own must be importable on every "
+            "machine that runs it (install its package there)"
+        ) from None
+    cls = found
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
     return cls(name, settings, resources, where=where)
 
 
@@ -337,17 +371,3 @@ def empty_answer(completion: Any) -> str:
     if getattr(completion, "reasoning", None):
         return "no answer after thinking (raise max_new_tokens, or end thinking with max_reasoning_tokens)"
     return "empty response"
-
-
-def completion_step(stage: str, role: str, completion: Any, **extra: Any) -> dict[str, Any]:
-    """A trace step for one teacher completion."""
-    return {
-        "stage": stage,
-        "role": role,
-        "text": completion.text,
-        "finish_reason": completion.finish_reason,
-        "prompt_tokens": completion.prompt_tokens,
-        "completion_tokens": completion.completion_tokens,
-        **({"reasoning": completion.reasoning} if getattr(completion, "reasoning", None) is not None else {}),
-        **extra,
-    }

@@ -30,6 +30,7 @@ from synthforge.stages.helpers.judging import (
 )
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
+from synthforge.trace import COMPARISON_STEP
 
 REFUSAL_WORDS = 60  # an answer this short that contains a refusal phrase counts as a refusal
 
@@ -82,6 +83,7 @@ class CompareJudge(Juried, Stage):
     """Reads ``meta.answers``; writes ``meta.comparisons`` and ``meta.refusals``."""
 
     kind = "compare_judge"
+    traces = (COMPARISON_STEP,)
     annotates = (COMPARISONS, REFUSALS)
     Config = CompareJudgeConfig
     reads = ("prompt",)
@@ -105,7 +107,7 @@ class CompareJudge(Juried, Stage):
         self.template = self.use_template("judge", self.config.template)
 
     def tally(self, step: dict, metrics: Metrics) -> None:
-        if step.get("role") == "comparison":
+        if COMPARISON_STEP.is_(step):
             agreed = swap_agrees(step["ab"], step["ba"])
             metrics.add("principle", step["principle"], compared=1, swap_agreed=agreed)
             metrics.count("compared")
@@ -152,8 +154,9 @@ class CompareJudge(Juried, Stage):
                     p_ba = verdict.ba[name]
                     p_a = first_wins(p_ab, p_ba)  # P(a's answer better), both orders averaged
                     comparisons.append({"a": a, "b": b, "principle": name, "p_a": p_a})
-                    step = {"stage": self.name, "role": "comparison", "a": a, "b": b, "principle": name, "p_a": p_a}
-                    steps.append({**step, "ab": p_ab, "ba": p_ba, **votes})
+                    steps.append(
+                        COMPARISON_STEP.make(self.name, a=a, b=b, principle=name, p_a=p_a, ab=p_ab, ba=p_ba, **votes)
+                    )
             refusals = {label: refuses(text) for label, text in (ANSWERS.of(record) or {}).items()}
             results.append(REFUSALS.on(COMPARISONS.on(replace(record, steps=steps), comparisons), refusals))
         return results

@@ -15,11 +15,12 @@ from synthforge.annotations import UNCHANGED
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.helpers.critique_text import finds_no_issue
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.stages.helpers.revision_text import clean_revision, edit_fraction
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
+from synthforge.trace import CRITIQUE_STEP, REVISION_STEP
 
 
 @dataclass
@@ -54,6 +55,7 @@ class CritiqueRevise(Stage):
     """Reads ``prompt`` and ``response``; writes the revised ``response`` and the original as ``rejected``."""
 
     kind = "critique_revise"
+    traces = (CRITIQUE_STEP, REVISION_STEP)
     annotates = (UNCHANGED,)
     tags = ("constitutional-ai",)
     Config = CritiqueReviseConfig
@@ -78,9 +80,9 @@ class CritiqueRevise(Stage):
     def tally(self, step: dict, metrics: Metrics) -> None:
         """Per principle: critiques and how often they asked for a change; revisions, how often they changed
         the answer and the share of words they edited."""
-        if step.get("role") == "critique" and "principle" in step:
+        if CRITIQUE_STEP.is_(step) and "principle" in step:
             metrics.add("principle", step["principle"], critiques=1, asked_change=bool(step.get("asks_change", True)))
-        elif step.get("role") == "revision" and "principle" in step and "changed" in step:
+        elif REVISION_STEP.is_(step) and "principle" in step and "changed" in step:
             metrics.add(
                 "principle",
                 step["principle"],
@@ -173,8 +175,8 @@ class CritiqueRevise(Stage):
                     principle = plans[i][rnd].name
                     seen = _seen(batch[i])
                     steps[i].append(
-                        completion_step(
-                            self.name, "critique", critique, round=rnd, principle=principle, asks_change=asks[i], **seen
+                        CRITIQUE_STEP.answer(
+                            self.name, critique, round=rnd, principle=principle, asks_change=asks[i], **seen
                         )
                     )
             todo = [i for i, ask in enumerate(asks) if ask]
@@ -183,9 +185,8 @@ class CritiqueRevise(Stage):
                 revision = completions[0]
                 text = clean_revision(revision.text) if self.config.clean_revisions else revision.text
                 text = text or current[i]
-                step = completion_step(
+                step = REVISION_STEP.answer(
                     self.name,
-                    "revision",
                     revision,
                     round=rnd,
                     principle=plans[i][rnd].name,

@@ -19,10 +19,11 @@ from synthforge.annotations import EVOLUTIONS, EVOLVED_FROM
 from synthforge.dedup.rouge import lcs_length, rouge_l_f1, rouge_tokens
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.schemas import parse_json
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.filters.refusal import DEFAULT_PHRASES, is_refusal_only
 from synthforge.stages.helpers.revision_text import clean_revision
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.trace import EVOLUTION_STEP
 
 DEPTH = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")
 OPERATIONS = (*DEPTH, "breadth")
@@ -153,6 +154,7 @@ class EvolInstruct(Stage):
     """Reads ``prompt``; writes the evolved ``prompt`` (the original is kept in ``meta.evolved_from``)."""
 
     kind = "evol_instruct"
+    traces = (EVOLUTION_STEP,)
     annotates = (EVOLVED_FROM, EVOLUTIONS)
     tags = ("evol-instruct",)
     Config = EvolInstructConfig
@@ -201,7 +203,7 @@ class EvolInstruct(Stage):
                 )
                 steps[i].append(
                     {
-                        **completion_step(self.name, "evolution", samples[0], round=rnd, operation=ops[i]),
+                        **EVOLUTION_STEP.answer(self.name, samples[0], round=rnd, operation=ops[i]),
                         "text": evolved,
                         "eliminated": reason,
                     }

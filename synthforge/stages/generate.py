@@ -10,10 +10,11 @@ from typing import Any
 from synthforge.records import RESERVED_FIELDS, Drop, Record
 from synthforge.schemas import SchemaSpec, load_schema
 from synthforge.settings import SpecError
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.helpers.metrics import Metrics
 from synthforge.teachers.base import STRUCTURED, Conversation, SamplingParams, Teacher
 from synthforge.teachers.grammar import grammar_problem
+from synthforge.trace import FIELD_STEP, StepKind
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Generate(Stage):
     """Writes ``field`` (and a schema's properties): the teacher's answer to the user's own template."""
 
     kind = "generate"
+    traces = (FIELD_STEP,)
     Config = GenerateConfig
     reads = ()
     writes = ()
@@ -79,6 +81,10 @@ class Generate(Stage):
     def fields_read(self) -> tuple[str, ...]:
         """The template's fields beyond the conversation (always there): earlier columns, ``response``…"""
         return tuple(v for v in self.variables if v not in ALWAYS)
+
+    def traced(self) -> dict[str, StepKind]:
+        """Its steps are named by the column it writes (``field``)."""
+        return {self.config.field: FIELD_STEP}
 
     def fields_written(self) -> tuple[str, ...]:
         properties = self.schema.properties() if self.schema is not None and self.config.flatten else ()
@@ -136,7 +142,9 @@ class Generate(Stage):
             still = []
             for i, (completion, *_) in zip(pending, completions, strict=True):
                 value, problem = self._value(completion.text)
-                step = completion_step(self.name, self.config.field, completion, writes=list(self.fields_written()))
+                step = FIELD_STEP.answer(
+                    self.name, completion, role=self.config.field, writes=list(self.fields_written())
+                )
                 step["attempt"] = attempt
                 if problem is not None:
                     errors[i].append(problem)

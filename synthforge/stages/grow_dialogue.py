@@ -17,9 +17,10 @@ from typing import Any
 from synthforge.annotations import DIALOGUE_END
 from synthforge.records import Drop, Record, with_reasoning
 from synthforge.settings import SpecError
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step, empty_answer
+from synthforge.stages.base import PLACEHOLDER, Stage, empty_answer
 from synthforge.stages.critique_revise import CritiqueRevise
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.trace import RESPONSE_STEP, USER_TURN_STEP
 
 _LABELS = ("user:", "human:")
 
@@ -55,6 +56,7 @@ class GrowDialogue(Stage):
     user turn is the ``prompt``, its answer the ``response`` (and its first version ``rejected`` after a critique)."""
 
     kind = "grow_dialogue"
+    traces = (USER_TURN_STEP, RESPONSE_STEP, *CritiqueRevise.traces)  # with a critic per turn, its steps too
     annotates = (DIALOGUE_END, *CritiqueRevise.annotates)  # with a critic per turn, its annotations too
     Config = GrowDialogueConfig
     reads = ("prompt", "response")
@@ -122,7 +124,7 @@ class GrowDialogue(Stage):
         grown: list[int] = []
         for i, (completion, *_) in zip(going, asked, strict=True):
             record, text = batch[i], _clean(completion.text)
-            step = completion_step(self.name, "user_turn", completion, turn=self.config.turn)
+            step = USER_TURN_STEP.answer(self.name, completion, turn=self.config.turn)
             reason = self.ended(text)
             if reason is not None:
                 end = {"turn": self.config.turn, "reason": reason}
@@ -151,7 +153,7 @@ class GrowDialogue(Stage):
         )
         answered: list[Record | Drop] = []
         for record, (completion, *_) in zip(records, answers, strict=True):
-            step = completion_step(self.name, "response", completion, turn=self.config.turn, writes=["response"])
+            step = RESPONSE_STEP.answer(self.name, completion, turn=self.config.turn, writes=["response"])
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
             updated = with_reasoning(updated, (completion.text, completion.reasoning))
             answered.append(updated if completion.text else self.drop(updated, empty_answer(completion)))

@@ -15,7 +15,7 @@ from synthforge.annotations import PREFERENCE, Preference
 from synthforge.constitution import Principle
 from synthforge.records import Drop, Record, same_text, with_reasoning
 from synthforge.settings import SpecError
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.helpers.judging import (
     Juried,
     JuryVerdict,
@@ -33,6 +33,7 @@ from synthforge.stages.helpers.judging import (
 )
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, SamplingParams, Teacher
+from synthforge.trace import JUDGEMENT_STEP, SAMPLE_STEP
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Judge(Juried, Stage):
     """Reads ``prompt``; writes the preferred sample as ``response``, the other as ``rejected``, and the label."""
 
     kind = "judge"
+    traces = (SAMPLE_STEP, JUDGEMENT_STEP)
     annotates = (PREFERENCE,)
     tags = ("constitutional-ai", "rlaif")
     Config = JudgeConfig
@@ -80,7 +82,7 @@ class Judge(Juried, Stage):
     def tally(self, step: dict, metrics: Metrics) -> None:
         """Per principle: judgements asked in both orders, and how often the two orders agreed; per stage: the
         flip, first-position and longer-answer rates."""
-        if step.get("role") == "judgement":
+        if JUDGEMENT_STEP.is_(step):
             for name, agreed in (step.get("swap_agreement") or {}).items():
                 metrics.add("principle", name, judged_swapped=1, swap_agreed=bool(agreed))
             tally_verdict(step, metrics)
@@ -148,20 +150,19 @@ class Judge(Juried, Stage):
         p_first = verdict.p_first
         steps = [
             *record.steps,
-            completion_step(self.name, "sample", first, index=0, writes=["response", "rejected"]),
-            completion_step(self.name, "sample", second, index=1, writes=["response", "rejected"]),
+            SAMPLE_STEP.answer(self.name, first, index=0, writes=["response", "rejected"]),
+            SAMPLE_STEP.answer(self.name, second, index=1, writes=["response", "rejected"]),
         ]
         steps.append(
-            {
-                "stage": self.name,
-                "role": "judgement",
-                "p_first": p_first,
-                "per_principle": per_principle,
-                "orders": {n: {"ab": p, "ba": ba.get(n)} for n, p in verdict.ab.items()},
-                "swap_agreement": {n: swap_agrees(p, ba[n]) for n, p in verdict.ab.items() if n in ba},
+            JUDGEMENT_STEP.make(
+                self.name,
+                p_first=p_first,
+                per_principle=per_principle,
+                orders={n: {"ab": p, "ba": ba.get(n)} for n, p in verdict.ab.items()},
+                swap_agreement={n: swap_agrees(p, ba[n]) for n, p in verdict.ab.items() if n in ba},
                 **verdict.summary(),
                 **({"teacher": None, **jury.summary(), "jury": self.config.jury} if jury is not None else {}),
-            }
+            )
         )
         chosen, rejected = (first, second) if p_first >= 0.5 else (second, first)
         confidence = max(p_first, 1.0 - p_first)

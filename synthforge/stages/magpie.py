@@ -15,7 +15,7 @@ from synthforge.annotations import ORIGIN, PRE_QUERY_SHA256
 from synthforge.errors import UserError
 from synthforge.hashing import stable_hash
 from synthforge.records import Drop, Record, make_record_id
-from synthforge.stages.base import DatasetStage, Journal, completion_step
+from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import (
     RAW_TEXT,
     Completion,
@@ -25,6 +25,7 @@ from synthforge.teachers.base import (
     backend_name,
     capabilities_of,
 )
+from synthforge.trace import QUERY_STEP
 
 SENTINEL = "\u2063MAGPIE-USER-QUERY\u2063"
 CHUNK = 32
@@ -60,6 +61,7 @@ class Magpie(DatasetStage):
     """Passes input records through and adds ``num_prompts`` self-written user queries as new records."""
 
     kind = "magpie"
+    traces = (QUERY_STEP,)
     annotates = (ORIGIN, PRE_QUERY_SHA256)
     tags = ("magpie",)
     Config = MagpieConfig
@@ -100,7 +102,7 @@ class Magpie(DatasetStage):
             record = Record(
                 id=make_record_id("magpie", query, seen[query]),
                 prompt=query,
-                steps=[completion_step(self.name, "query", completion, index=i)],
+                steps=[QUERY_STEP.answer(self.name, completion, index=i)],
                 meta=_origin(prefix),
             )
             progress(1)

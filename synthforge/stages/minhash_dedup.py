@@ -19,6 +19,7 @@ from synthforge.records import Drop, Record
 from synthforge.settings import renamed
 from synthforge.stages.base import DatasetStage, Journal
 from synthforge.teachers.base import Teacher
+from synthforge.trace import DEDUP_STEP
 
 
 @dataclass
@@ -54,6 +55,7 @@ def key_text(record: Record, key: str) -> str:
 
 class MinHashDedup(DatasetStage):
     kind = "minhash_dedup"
+    traces = (DEDUP_STEP,)
     Config = MinHashDedupConfig
     uses_teacher = False
 
@@ -104,7 +106,7 @@ class MinHashDedup(DatasetStage):
                 results.append(record)
                 continue
             kept = records[int(best[i])]
-            step = {"stage": self.name, "role": "dedup", "duplicate_of": kept.id, "cluster_size": int(sizes[i])}
+            step = DEDUP_STEP.make(self.name, duplicate_of=kept.id, cluster_size=int(sizes[i]))
             dropped = Record(**{**record.to_dict(), "steps": [*record.steps, step]})
             results.append(self.drop(dropped, f"near-duplicate (of {kept.id}, cluster of {int(sizes[i])})"))
         return results

@@ -12,6 +12,7 @@ from synthforge.records import Candidate, Drop, Record, same_text
 from synthforge.stages.base import Stage
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import Teacher
+from synthforge.trace import PAIRING_STEP
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PairByScore(Stage):
     """Reads ``candidates`` (rated); writes ``response`` (the best) and ``rejected`` (the worst)."""
 
     kind = "pair_by_score"
+    traces = (PAIRING_STEP,)
     annotates = (RATING,)
     tags = ("rlaif",)
     Config = PairByScoreConfig
@@ -38,7 +40,7 @@ class PairByScore(Stage):
     metric_groups = {"member": GroupSpec(counts=("chosen",), rates={}, labels={"chosen": "chosen (best-rated)"})}
 
     def tally(self, step: dict, metrics: Metrics) -> None:
-        if step.get("role") == "pairing":
+        if PAIRING_STEP.is_(step):
             metrics.count("paired")
             metrics.count("margin_sum", step["margin"])
             metrics.add("member", step["chosen_member"] or "-", chosen=1)
@@ -65,14 +67,13 @@ class PairByScore(Stage):
             return self.drop(record, f"best and worst candidates are the same text ({scores})")
         if margin < self.config.min_margin or margin == 0:
             return self.drop(record, f"score tie: margin {margin:.2f} below {self.config.min_margin:g} ({scores})")
-        step = {
-            "stage": self.name,
-            "role": "pairing",
-            "chosen": _who(best, record.candidates.index(best)),
-            "rejected": _who(worst, record.candidates.index(worst)),
-            "chosen_member": best.member,
-            "margin": margin,
-        }
+        step = PAIRING_STEP.make(
+            self.name,
+            chosen=_who(best, record.candidates.index(best)),
+            rejected=_who(worst, record.candidates.index(worst)),
+            chosen_member=best.member,
+            margin=margin,
+        )
         rating = ScorePair(
             best.rating or 0.0, worst.rating or 0.0, margin, best.teacher, worst.teacher, best.member, worst.member
         )

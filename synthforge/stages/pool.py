@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from synthforge.records import Candidate, Drop, Record
-from synthforge.stages.base import Stage, completion_step
+from synthforge.stages.base import Stage
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
 from synthforge.teachers.team import DEFAULT
+from synthforge.trace import CANDIDATE_STEP
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Pool(Stage):
     """Reads ``prompt``; writes ``candidates``: one answer per drawn member."""
 
     kind = "pool"
+    traces = (CANDIDATE_STEP,)
     Config = PoolConfig
     reads = ("prompt",)
     writes = ("candidates",)
@@ -87,7 +89,7 @@ class Pool(Stage):
         return tuple(dict.fromkeys(m.teacher for m in self.config.members))
 
     def tally(self, step: dict, metrics: Metrics) -> None:
-        if step.get("role") == "candidate":
+        if CANDIDATE_STEP.is_(step):
             metrics.add("member", step["member"], answered=1, truncated=step.get("finish_reason") == "length")
 
     def drawn(self, record: Record) -> list[MemberConfig]:
@@ -145,7 +147,7 @@ class Pool(Stage):
         candidates = []
         for member, completion in answers:
             who = {"member": member.name, "teacher": member.teacher}
-            steps.append(completion_step(self.name, "candidate", completion, **who))
+            steps.append(CANDIDATE_STEP.answer(self.name, completion, **who))
             if completion.text.strip():
                 candidates.append(Candidate(completion.text, member.teacher, member.name, {}, completion.finish_reason))
         answered = replace(record, candidates=candidates, steps=steps)

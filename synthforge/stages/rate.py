@@ -25,10 +25,11 @@ from typing import Any
 from synthforge.constitution import Principle
 from synthforge.records import Candidate, Drop, Record
 from synthforge.settings import SpecError
-from synthforge.stages.base import PLACEHOLDER, Stage, completion_step
+from synthforge.stages.base import PLACEHOLDER, Stage
 from synthforge.stages.helpers.judging import jury_problem
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, STRUCTURED, Conversation, SamplingParams, Teacher, choice_logprobs
+from synthforge.trace import RATING_STEP
 
 SCORING = ("auto", "json", "logprobs", "text")
 ANSWERS = ("candidates", "response")
@@ -72,6 +73,7 @@ class Rate(Stage):
     """Reads ``prompt`` and ``candidates`` (or ``response``); writes each candidate's ``scores``."""
 
     kind = "rate"
+    traces = (RATING_STEP,)
     tags = ("rlaif",)
     Config = RateConfig
     writes = ("candidates",)
@@ -111,7 +113,7 @@ class Rate(Stage):
         return {**super().fingerprint(), "method": self.method}
 
     def tally(self, step: dict, metrics: Metrics) -> None:
-        if step.get("role") == "rating":
+        if RATING_STEP.is_(step):
             score = step.get("score")
             metrics.add(
                 "aspect",
@@ -205,8 +207,8 @@ class Rate(Stage):
         step = {"aspect": aspect.name, "score": rating.score, "method": rating.method, **who}
         if "completion" in rating.detail:
             more = {k: v for k, v in rating.detail.items() if k != "completion"}
-            return completion_step(self.name, "rating", rating.detail["completion"], **step, **more)
-        return {"stage": self.name, "role": "rating", **step, **rating.detail}
+            return RATING_STEP.answer(self.name, rating.detail["completion"], **step, **more)
+        return RATING_STEP.make(self.name, **step, **rating.detail)
 
     def _ratings(self, teacher: Teacher, batch: list[Record], asks: list) -> list[Rating]:
         if not asks:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from synthforge.records import Drop, Record, with_reasoning
-from synthforge.stages.base import TRUNCATE, Stage, completion_step, empty_answer, fit_context
+from synthforge.stages.base import TRUNCATE, Stage, empty_answer, fit_context
 from synthforge.teachers.base import TOKENS, Conversation, SamplingParams, Teacher
+from synthforge.trace import RESPONSE_STEP, TRUNCATED_STEP
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Respond(Stage):
     """Writes ``response``: the teacher's answer to the user turn rendered from ``template``."""
 
     kind = "respond"
+    traces = (RESPONSE_STEP, TRUNCATED_STEP)
     Config = RespondConfig
     reads = ("prompt",)
     writes = ("response",)
@@ -48,7 +50,7 @@ class Respond(Stage):
         completions = teacher.generate([self.conversation(r) for r in batch], params)
         results: list[Record | Drop] = []
         for record, (completion, *_) in zip(batch, completions, strict=True):
-            step = completion_step(self.name, "response", completion, writes=["response"])
+            step = RESPONSE_STEP.answer(self.name, completion, writes=["response"])
             updated = replace(record, response=completion.text, steps=[*record.steps, step])
             updated = with_reasoning(updated, (completion.text, completion.reasoning))
             if not completion.text:
@@ -64,7 +66,7 @@ class Respond(Stage):
         fitted, dropped = fit_context(record, teacher, self.config.sampling.max_new_tokens)
         if not dropped:
             return record
-        step = {"stage": self.name, "role": "truncated", "dropped_turns": dropped, "kept_turns": len(fitted.history)}
+        step = TRUNCATED_STEP.make(self.name, dropped_turns=dropped, kept_turns=len(fitted.history))
         return replace(fitted, steps=[*fitted.steps, step])
 
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from synthforge.annotations import REWARD, RewardGap
 from synthforge.records import Drop, Record, same_text, with_reasoning
-from synthforge.stages.base import Stage, completion_step
+from synthforge.stages.base import Stage
 from synthforge.stages.reward_score import RewardScorer
 from synthforge.teachers.base import Conversation, SamplingParams, Teacher
+from synthforge.trace import REWARD_STEP, SAMPLE_STEP
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RewardRank(Stage):
     """Writes the best-scored answer as ``response`` and the worst as ``rejected`` (``meta.reward``)."""
 
     kind = "reward_rank"
+    traces = (SAMPLE_STEP, REWARD_STEP)
     annotates = (REWARD,)
     tags = ("reward-model",)
     Config = RewardRankConfig
@@ -82,10 +84,9 @@ class RewardRank(Stage):
         gap = scores[best] - scores[worst]
         steps = [*record.steps]
         steps += [
-            completion_step(self.name, "sample", s, index=k, writes=["response", "rejected"])
-            for k, s in enumerate(samples)
+            SAMPLE_STEP.answer(self.name, s, index=k, writes=["response", "rejected"]) for k, s in enumerate(samples)
         ]
-        steps.append({"stage": self.name, "role": "reward", "scores": scores, "best": best, "worst": worst})
+        steps.append(REWARD_STEP.make(self.name, scores=scores, best=best, worst=worst))
         annotated = REWARD.on(record, RewardGap(scores[best], scores[worst], gap))
         ranked = replace(annotated, response=texts[best], rejected=texts[worst], steps=steps)
         ranked = with_reasoning(ranked, *((s.text, s.reasoning) for s in samples))

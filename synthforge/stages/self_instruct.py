@@ -20,9 +20,10 @@ from synthforge.annotations import NEAREST, ORIGIN, ROUGE_L_MAX, ROUND
 from synthforge.dedup.rouge import NoveltyIndex, Verdict
 from synthforge.records import Drop, Record, make_record_id
 from synthforge.schemas import leading_strings, parse_json
-from synthforge.stages.base import DatasetStage, Journal, completion_step
+from synthforge.stages.base import DatasetStage, Journal
 from synthforge.stages.helpers.instruction_rules import BANNED_KEYWORDS, rejection_reason, split_instructions
 from synthforge.teachers.base import Completion, Conversation, SamplingParams, Teacher
+from synthforge.trace import GENERATION_STEP
 
 TASKS_SCHEMA = {
     "type": "object",
@@ -65,6 +66,7 @@ class SelfInstruct(DatasetStage):
     """Reads seed instructions (``prompt``); writes new instruction records (and the seeds if ``keep_seeds``)."""
 
     kind = "self_instruct"
+    traces = (GENERATION_STEP,)
     annotates = (ORIGIN, ROUND, ROUGE_L_MAX, NEAREST)
     tags = ("self-instruct",)
     Config = SelfInstructConfig
@@ -159,7 +161,7 @@ class PoolGrowth:
 
     def take(self, completion: Completion, examples: list[str], rnd: int, request: int) -> int:
         """Filter the candidates of one completion into the pool; returns how many joined."""
-        step = completion_step(self.stage.name, "generation", completion, round=rnd, request=request, examples=examples)
+        step = GENERATION_STEP.answer(self.stage.name, completion, round=rnd, request=request, examples=examples)
         added = 0
         for text in self.stage.candidates(completion):
             if self.done:

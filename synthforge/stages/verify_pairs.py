@@ -29,6 +29,7 @@ from synthforge.stages.helpers.judging import (
 )
 from synthforge.stages.helpers.metrics import GroupSpec, Metrics
 from synthforge.teachers.base import CHOICE, Conversation, Teacher
+from synthforge.trace import REVISION_STEP, VERIFICATION_STEP
 
 
 @dataclass
@@ -57,6 +58,7 @@ class VerifyPairs(Juried, Stage):
     """Reads ``prompt``, ``response`` (chosen), ``rejected``; keeps pairs the judge prefers, with ``confidence``."""
 
     kind = "verify_pairs"
+    traces = (VERIFICATION_STEP,)
     annotates = (PREFERENCE,)
     tags = ("constitutional-ai",)
     Config = VerifyPairsConfig
@@ -80,7 +82,7 @@ class VerifyPairs(Juried, Stage):
         self.measured()  # a judge_report that isn't one fails validation
 
     def tally(self, step: dict, metrics: Metrics) -> None:
-        if step.get("role") == "verification":
+        if VERIFICATION_STEP.is_(step):
             metrics.add("principle", step["principle"], verified=1, preferred=step["p_chosen"] >= 0.5)
             tally_verdict(step, metrics)
             tally_jury(step, metrics)
@@ -105,7 +107,7 @@ class VerifyPairs(Juried, Stage):
 
     def principle_of(self, record: Record) -> Principle:
         """The principle of the record's last revision (when it has a compare question), else the first one."""
-        names = [s.get("principle") for s in record.steps if s.get("role") == "revision"]
+        names = [s.get("principle") for s in REVISION_STEP.in_(record.steps)]
         return next((self.by_name[n] for n in reversed(names) if n in self.by_name), next(iter(self.by_name.values())))
 
     def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
@@ -136,17 +138,16 @@ class VerifyPairs(Juried, Stage):
             outcome = "undecided"
         else:
             outcome = "kept" if winner == "first" else "rejected"
-        step = {
-            "stage": self.name,
-            "role": "verification",
-            "principle": principle.name,
-            "p_chosen": p_chosen,
-            "ab": verdict.ab[principle.name],
-            "ba": verdict.ba[principle.name],
-            "outcome": outcome,
+        step = VERIFICATION_STEP.make(
+            self.name,
+            principle=principle.name,
+            p_chosen=p_chosen,
+            ab=verdict.ab[principle.name],
+            ba=verdict.ba[principle.name],
+            outcome=outcome,
             **verdict.summary(),
             **({"teacher": None, **jury.summary(), "jury": self.config.jury} if jury is not None else {}),
-        }
+        )
         preference = Preference(p_chosen, p_chosen, True, verified=True, tie=outcome == "undecided")  # tie: no DPO pair
         checked = replace(PREFERENCE.on(record, preference), steps=[*record.steps, step])
         orders = f"P(revision) {verdict.first_when_a:.3f} shown first, {verdict.first_when_b:.3f} shown second"
