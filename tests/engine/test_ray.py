@@ -221,7 +221,7 @@ def test_minhash_dedup_stage_under_engine_ray_clusters_on_ray_with_the_same_resu
     """A whole-dataset stage with a distributed form uses the CPUs the replicas don't hold (here all: no
     per-record stage started them); same records, same cache."""
     from synthforge.dedup import ray_dedup
-    from tests.test_dedup import _dup_seeds
+    from tests.dedup.test_dedup import _dup_seeds
 
     calls: list[int] = []
     original = ray_dedup.find_clusters_ray

@@ -105,13 +105,13 @@ def test_a_killed_comparison_resumes_without_repeating_judge_calls(project, two_
     script = f"""
 import os, signal
 from pathlib import Path
-from tests.test_compare import LengthJudge, _compare
+from tests.eval.test_compare import LengthJudge, _compare
 judge = LengthJudge()
 judge.fail = lambda conversations: os.kill(os.getpid(), signal.SIGKILL) if judge.score_calls > 1 else None
 _compare(Path({str(project)!r}), {two_models!r}, judge, "killed", limit=6, overrides=["teacher.batch_size=2"])
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], env=env, capture_output=True)
+    killed = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], env=env, capture_output=True)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     resumed = LengthJudge()
     _compare(project, two_models, resumed, "killed", limit=6, overrides=["teacher.batch_size=2"])

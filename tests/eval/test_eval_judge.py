@@ -11,7 +11,7 @@ import pytest
 from synthforge.eval.judge import JudgeEvalConfig, JudgeRun, measure, read_pairs, run_judge_eval
 from synthforge.stages.helpers.judging import Verdict
 from tests.conftest import run_cli
-from tests.test_judges import first_position, judge, knows
+from tests.stages.test_judges import first_position, judge, knows
 
 
 def _pairs(path, n: int = 40):

@@ -406,7 +406,7 @@ def test_eval_compare_answers_with_a_model_behind_serve_by_reference(server, tin
     """`eval compare --models DIR,openai:tiny@URL`: the answer stage takes any teacher reference, not only a local
     model; the label of a served model is its name."""
     from synthforge.eval.compare import CompareOptions, compare_overrides, labels_for
-    from tests.test_compare import DEFAULT_PIPELINE, LengthJudge
+    from tests.eval.test_compare import DEFAULT_PIPELINE, LengthJudge
 
     models = [str(tiny_model_dir), f"openai:tiny@{server}"]
     assert labels_for(models) == [tiny_model_dir.name, "tiny"]

@@ -214,7 +214,7 @@ def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
     point, tiny_model_dir, tmp_path, monkeypatch
 ):
     """Each point of submission, simulated in-process (one crash, then a new client: all the state a killed
-    process keeps is the server's); tests/test_batch_mode.py kills a real run after the create with SIGKILL."""
+    process keeps is the server's); tests/teachers/test_batch_mode.py kills a real run after the create with SIGKILL."""
     from synthforge.teachers import batch_api
     from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
     from synthforge.teachers.base import SamplingParams

@@ -13,7 +13,7 @@ from synthforge.engine.runner import RunOptions, run_pipeline
 from synthforge.engine.spec import load_pipeline
 from synthforge.stages.helpers.judging import Verdict
 from synthforge.teachers.scripted import ScriptedTeacher
-from tests.test_compare import judge_of
+from tests.eval.test_compare import judge_of
 
 
 def knows(first: str, second: str) -> float:
@@ -256,7 +256,7 @@ def test_fleiss_kappa_arithmetic():
 def test_a_measured_judge_report_is_pointed_at_by_the_manifest_and_the_card(project, tmp_path):
     from synthforge.errors import UserError
     from synthforge.eval.judge import MADE_BY, JudgeRun, run_judge_eval
-    from tests.test_eval_judge import _pairs
+    from tests.eval.test_eval_judge import _pairs
 
     report_path = project / "pipelines" / "judge-report.json"
     run_judge_eval(JudgeRun(_pairs(tmp_path / "pairs.jsonl", 20), out=report_path), teacher=judge(knows))

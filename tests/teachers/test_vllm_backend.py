@@ -220,7 +220,7 @@ def test_vllm_integration_on_a_gpu(tiny_model_dir):
 
 
 # -- what we send exists in the vLLM versions we support ----------------------------------------------------------
-API = json.loads((Path(__file__).parent / "data" / "vllm_api.json").read_text())["versions"]
+API = json.loads((Path(__file__).parents[1] / "data" / "vllm_api.json").read_text())["versions"]
 
 
 class _StrictLLM(_LLM):
