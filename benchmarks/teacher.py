@@ -86,6 +86,7 @@ def overhead(args) -> None:
         result = run_pipeline(spec, options, teacher=teacher, log=lambda _: None)
         ours_tokens = result.manifest["usage"]["completion_tokens"]
         ours = ours_tokens / (time.perf_counter() - started)
+        teacher.close()
     print(f"plain model.generate loop, batch {size}, 1 lane: {plain_tokens} tokens, {plain:.1f} tok/s")
     print(f"the teacher's generate on the same batches, no engine, 1 lane: {direct_tokens} tokens, {direct:.1f} tok/s")
     print(
@@ -355,10 +356,19 @@ def main() -> None:
     settings = TransformersSettings() if args.mode == "serve" else None
     teacher = load_teacher(args.teacher, device=args.device, settings=settings)
     print(f"teacher start (cached weights): {time.perf_counter() - started:.2f} s  [{teacher.identity}]")
-    if args.mode == "serve":
-        return serve_batching(teacher, args)
-    if args.mode == "decoder":
-        return decoder(teacher, args)
+    try:
+        if args.mode == "serve":
+            serve_batching(teacher, args)
+        elif args.mode == "decoder":
+            decoder(teacher, args)
+        else:
+            batch_sizes(teacher, args)
+    finally:
+        teacher.close()  # the lanes' threads joined: a thread still inside torch at exit aborts the process
+
+
+def batch_sizes(teacher, args) -> None:
+    """Tokens/s at each batch size as a ratio to the first, one lane, after a warm-up request at each size."""
     # min_new_tokens is not used: every row samples until EOS or the limit, as in real runs.
     params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0)
     baseline = None

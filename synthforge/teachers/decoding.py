@@ -109,6 +109,21 @@ class Submission:
             row.done.cancel()
 
 
+
+def admitted_rows(active: list[int], lane: int, waiting: int, max_batch: int, block: bool) -> int:
+    """How many of ``waiting`` rows lane ``lane`` admits, each lane running ``active[k]`` rows of at most
+    ``max_batch``: at most its fair share of all rows (lanes stay balanced: one lane taking every request would
+    leave the others' cores idle). A nearly full lane (less than a quarter of its batch free) takes none until
+    more rows fit or every waiting row does: one prefill of several rows costs little more than one of a single
+    row. A lane held below its batch by its fair share takes its share at once. An empty lane (``block``) takes
+    at least one."""
+    share = -(-(sum(active) + waiting) // len(active))
+    room = max_batch - active[lane]
+    free = min(room, max(share - active[lane], 1 if block else 0))
+    if not block and room < max(1, max_batch // 4) and waiting > free:
+        return 0
+    return min(free, waiting)
+
 class Decoder:
     """Generates rows with continuous batching on one model (see the module docstring)."""
 
@@ -159,21 +174,13 @@ class Decoder:
                 thread.join(timeout=60)
 
     def _take(self, lane: int, active: int, block: bool) -> list[Row]:
-        """Waiting rows for lane ``lane`` (running ``active`` rows) to admit: at most its fair share of all rows
-        (lanes stay balanced: one lane taking every request would leave the others' cores idle). A nearly full
-        lane (less than a quarter of its batch free) waits until more rows fit or every waiting row does: one
-        prefill of several rows costs little more than one of a single row. A lane held below its batch by its
-        fair share takes its share at once (a lane that deferred it would run short until rows ended). An
-        empty lane (``block``) waits for work."""
+        """Waiting rows for lane ``lane`` (running ``active`` rows) to admit, as many as :func:`admitted_rows`
+        says; an empty lane (``block``) waits for work."""
         with self._changed:
             self._active[lane] = active
             while block and not self._waiting and not self._closed:
                 self._changed.wait()
-            share = -(-(sum(self._active) + len(self._waiting)) // self.lanes)
-            room = self.max_batch - active
-            free = min(room, max(share - active, 1 if block else 0))
-            if not block and room < max(1, self.max_batch // 4) and len(self._waiting) > free:
-                return []
+            free = admitted_rows(self._active, lane, len(self._waiting), self.max_batch, block)
             taken = []
             while self._waiting and len(taken) < free:
                 row = self._waiting.popleft()

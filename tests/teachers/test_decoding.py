@@ -39,31 +39,29 @@ def test_a_request_arriving_mid_generation_joins_without_waiting_and_is_unchange
     teacher.close()
 
 
-def test_a_busy_lane_leaves_a_new_row_to_a_lane_with_fewer(tiny_model_dir):
+def test_a_busy_lane_leaves_a_new_row_to_a_lane_with_fewer():
     """Admission is balanced: the row goes to the lane below its fair share, whichever lane asks first (the lanes
     poll between steps, so without the share the busiest one would often take it and leave a core idle)."""
-    from concurrent.futures import Future
+    from synthforge.teachers.decoding import admitted_rows
 
-    from synthforge.teachers.decoding import Row
+    assert admitted_rows([6, 1], 0, 1, 16, block=False) == 0  # lane 0 holds more than its share of 8
+    assert admitted_rows([6, 1], 1, 1, 16, block=False) == 1
+    # 8 running + 6 waiting: 7 each; a lane held below its batch by its share takes it at once
+    assert admitted_rows([6, 2], 0, 6, 16, block=False) == 1
+    assert admitted_rows([7, 2], 1, 5, 16, block=False) == 5
+    # 28 running + 3 waiting: 2 free in each lane of 16; nearly full: one prefill for all once they fit
+    assert admitted_rows([14, 14], 0, 3, 16, block=False) == 0
+    assert admitted_rows([12, 14], 0, 3, 16, block=False) == 3  # two rows ended: room for every waiting one
+    assert admitted_rows([0, 8], 0, 1, 16, block=True) == 1  # a lane that has nothing always takes work
 
+
+def test_two_lanes_share_the_rows_of_one_batch(tiny_model_dir):
+    """Seen from outside: rows sent together are decoded by both lanes, the same as one lane decodes them."""
     teacher = load_teacher(str(tiny_model_dir), batch_size=16, settings=TransformersSettings(lanes=2))
-    decoder = teacher.decoder
-
-    def row() -> Row:
-        return Row(ids=[1, 2], temperature=1.0, top_p=1.0, max_new_tokens=4, seed=1, done=Future())
-
-    decoder._active = [6, 1]
-    decoder._waiting.extend([row()])
-    assert decoder._take(0, 6, block=False) == []  # lane 0 holds more than its share of 8
-    assert len(decoder._take(1, 1, block=False)) == 1
-    decoder._waiting.extend([row() for _ in range(6)])  # 8 running + 6 waiting: 7 each
-    assert len(decoder._take(0, 6, block=False)) == 1  # held below its batch by its share: it takes it at once
-    assert len(decoder._take(1, 2, block=False)) == 5
-    decoder._active = [14, 14]
-    decoder._waiting.extend([row() for _ in range(3)])  # 28 running + 3 waiting: 2 free in each lane of 16
-    assert decoder._take(0, 14, block=False) == []  # nearly full: one prefill for all of them once they fit
-    assert len(decoder._take(0, 12, block=False)) == 3  # two rows ended: room for every waiting one
-    decoder._active = [8, 8]
-    decoder._waiting.extend([row()])
-    assert len(decoder._take(0, 0, block=True)) == 1  # a lane that has nothing always takes work
+    params = SamplingParams(temperature=1.0, max_new_tokens=4, seed=3)
+    both = teacher.generate(CONVS * 4, params)
+    assert all(n > 0 for n in teacher.decoder.admitted)
+    one = load_teacher(str(tiny_model_dir), batch_size=16, settings=TransformersSettings(lanes=1))
+    assert one.generate(CONVS * 4, params) == both
     teacher.close()
+    one.close()
