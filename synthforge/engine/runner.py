@@ -11,7 +11,6 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
+from synthforge.engine.context import Log, RunContext, RunOptions
 from synthforge.engine.costs import run_costs
 from synthforge.engine.dataset_card import render_card
 from synthforge.engine.executor import EXECUTOR_MEMBERS, Executor, executor_kind, whole_with_retries
 from synthforge.engine.exporters import export_run
 from synthforge.engine.manifest import OUTPUT_FILES, build_manifest
 from synthforge.engine.prepare import PreparedRun, default_out_dir, prepare, teacher_needs
-from synthforge.engine.rundir import CHECKPOINTS, remove_checkpoints, run_directory
+from synthforge.engine.rundir import remove_checkpoints, run_directory
 from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
-from synthforge.engine.streaming import record_length, run_segment
+from synthforge.engine.streaming import Schedule, record_length, run_segment
 from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic, writing
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
@@ -49,20 +49,6 @@ from synthforge.teachers.factory import (
     teacher_settings,
 )
 from synthforge.teachers.team import DEFAULT, Team
-
-Log = Callable[[str], None]
-
-
-@dataclass
-class RunOptions:
-    """How to run (none of these change outputs, so none are part of cache keys)."""
-
-    out_dir: Path | None = None
-    limit: int | None = None
-    fresh: bool = False
-    progress: bool | None = None  # None: only when stderr is a terminal
-    explain: bool = False
-    max_tokens: int | None = None  # stop cleanly once this run's teacher calls used this many tokens
 
 
 @dataclass
@@ -109,17 +95,15 @@ def _lazy_teachers(prepared: PreparedRun, names: list[str], log: Log) -> dict[st
 
 def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
     """The run itself, with ``out_dir`` claimed and locked."""
-    spec = prepared.spec
     batched = [t for t in team.distinct() if sends_batches(t)]
     if options.fresh:
         remove_checkpoints(out_dir)
         for teacher in batched:  # a fresh run takes nothing from earlier batches, and stops those still running
             teacher.forget_batches()
-    started = time.time()
-    budget = Budget(options.max_tokens)
-    executor = build_executor(spec, team)
+    executor = build_executor(prepared.spec, team)
+    ctx = RunContext(prepared, out_dir, team, options, log, executor, Budget(options.max_tokens), time.time())
     try:
-        return _run_stages(prepared, out_dir, team, options, log, executor, budget, started)
+        return _run_stages(ctx)
     except TokenBudgetSpent:
         for teacher in batched:  # nothing more is paid for: the batches still running are cancelled
             log(f"budget spent: {len(teacher.cancel_outstanding())} running batch(es) cancelled")
@@ -138,57 +122,36 @@ def build_executor(spec: PipelineSpec, team: Team) -> Executor:
     return executor
 
 
-def _run_stages(
-    prepared: PreparedRun,
-    out_dir: Path,
-    team: Team,
-    options: RunOptions,
-    log: Log,
-    executor: Executor,
-    budget: Budget,
-    started: float,
-) -> RunResult:
+def _run_stages(ctx: RunContext) -> RunResult:
     """Every stage in order, then the export (the manifest last) and the report."""
-    spec = prepared.spec
-    checkpoints = out_dir / CHECKPOINTS
-    records, drops, reports = prepared.records, [], []
+    stages = ctx.prepared.stages
+    records, drops, reports = ctx.prepared.records, [], []
     funnel = [{"step": "seeds", "records": len(records)}]
-    in_flight, batch = pipeline_plan(spec, team, executor)
+    in_flight, batch = pipeline_plan(ctx.spec, ctx.team, ctx.executor)
+    schedule = Schedule(in_flight, batch, longest_first=in_flight == 1)
     # send each stage's first batch alone when a remote teacher isn't known to be up (asked once, when a first
     # batch is sent: a fully cached rerun opens no connection)
-    probe = functools.cache(lambda: any(is_remote(t) and not says_ready(t) for t in team.values()))
+    probe = functools.cache(lambda: any(is_remote(t) and not says_ready(t) for t in ctx.team.values()))
     index = 0
-    while index < len(prepared.stages):
-        stage = prepared.stages[index]
-        if executor.pipelines and not stage.whole_dataset:  # the one local scheduler; consecutive per-record
-            segment = _segment(prepared.stages, index)  # stages run as one pipeline (one batch in flight: in turn)
-            works = [StageWork(index + k, s, team, checkpoints) for k, s in enumerate(segment)]
-            done = run_segment(
-                works,
-                records,
-                team,
-                executor.submit,
-                in_flight,
-                batch,
-                spec.teacher.max_retries,
-                budget,
-                _quiet(options),
-                probe=probe,
-                longest_first=in_flight == 1,
-            )
+    while index < len(stages):
+        stage = stages[index]
+        if ctx.executor.pipelines and not stage.whole_dataset:  # the one local scheduler; consecutive per-record
+            segment = _segment(stages, index)  # stages run as one pipeline (one batch in flight: in turn)
+            works = [StageWork(index + k, s, ctx.team, ctx.checkpoints) for k, s in enumerate(segment)]
+            done = run_segment(ctx, works, records, schedule, probe)
         else:  # a whole-dataset stage, or an executor with its own parallelism (Ray's actors): stage by stage
             segment = [stage]
-            done = [_run_stage(index, stage, records, team, spec, checkpoints, options, budget, executor)]
+            done = [_run_stage(ctx, index, stage, records)]
         for step, (kept, stage_drops, report) in zip(segment, done, strict=True):
             _check_balance(step, len(records), len(kept), len(stage_drops))
             records = kept
             drops.extend(stage_drops)
             reports.append(report)
             funnel.append({"step": step.name, "records": len(records)})
-            log(_report_line(report, options.explain))
+            ctx.log(_report_line(report, ctx.options.explain))
         index += len(segment)
-    manifest = _publish(prepared, out_dir, team, records, drops, reports, funnel, executor, log, started)
-    return RunResult(out_dir=out_dir, manifest=manifest, reports=reports)
+    manifest = _publish(ctx, records, drops, reports, funnel)
+    return RunResult(out_dir=ctx.out_dir, manifest=manifest, reports=reports)
 
 
 def _segment(stages: list[Stage], index: int) -> list[Stage]:
@@ -200,20 +163,11 @@ def _segment(stages: list[Stage], index: int) -> list[Stage]:
 
 
 def _publish(
-    prepared: PreparedRun,
-    out_dir: Path,
-    team: Team,
-    records: list[Record],
-    drops: list[Drop],
-    reports: list[StageReport],
-    funnel: list[dict[str, Any]],
-    executor: Executor,
-    log: Log,
-    started: float,
+    ctx: RunContext, records: list[Record], drops: list[Drop], reports: list[StageReport], funnel: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The export, the dataset card and the report, the manifest last (and returned): each stage's metrics and
     notes, and its group tables, said in the log too."""
-    spec = prepared.spec
+    spec, prepared, out_dir, log = ctx.spec, ctx.prepared, ctx.out_dir, ctx.log
     # The manifest goes first and comes back last: a run directory without one is an export that didn't finish.
     with writing(out_dir):
         (out_dir / "manifest.json").unlink(missing_ok=True)
@@ -223,8 +177,8 @@ def _publish(
     if counts["dropped"] != len(drops):
         raise StageFailed(f"dropped.jsonl holds {counts['dropped']} rows for {len(drops)} drops")
     funnel.append({"step": "kept (sft)" if "sft" in counts else "kept", "records": counts.get("sft", len(records))})
-    manifest = build_manifest(prepared, team, reports, counts, funnel, time.time() - started)
-    manifest["engine"] = executor.describe()
+    manifest = build_manifest(prepared, ctx.team, reports, counts, funnel, time.time() - ctx.started)
+    manifest["engine"] = ctx.executor.describe()
     summaries = collect_metrics(prepared.stages, [*records, *(d.record for d in drops)])
     for entry, summary, stage in zip(manifest["stages"], summaries, prepared.stages, strict=True):
         entry["metrics"] = summary
@@ -263,52 +217,36 @@ def _plan_batches(records: list[Record], size: int) -> list[list[int]]:
 
 
 def _run_stage(
-    index: int,
-    stage: Stage,
-    records: list[Record],
-    team: Team,
-    spec: PipelineSpec,
-    checkpoints: Path,
-    options: RunOptions,
-    budget: Budget,
-    executor: Executor,
+    ctx: RunContext, index: int, stage: Stage, records: list[Record]
 ) -> tuple[list[Record], list[Drop], StageReport]:
     if stage.whole_dataset:
-        work = StageWork(index, stage, team, checkpoints, stable_hash([r.content_hash() for r in records]))
-        distributed = stage.distributed(executor.workers())  # same fingerprint, same results
-        results, cached = _dataset_results(distributed, records, team, work, options, spec.teacher.max_retries)
-        budget.spend(sum(work.tokens), stage.name)
+        work = StageWork(index, stage, ctx.team, ctx.checkpoints, stable_hash([r.content_hash() for r in records]))
+        distributed = stage.distributed(ctx.executor.workers())  # same fingerprint, same results
+        results, cached = _dataset_results(ctx, distributed, records, work)
+        ctx.budget.spend(sum(work.tokens), stage.name)
         return work.finish(len(records), results, len(records) if cached else 0)
-    work = StageWork(index, stage, team, checkpoints)
-    results, reused = _batched_results(work, records, team, spec, options, budget, executor)
+    work = StageWork(index, stage, ctx.team, ctx.checkpoints)
+    results, reused = _batched_results(ctx, work, records)
     return work.finish(len(records), results, reused)
 
 
-def _batched_results(
-    work: StageWork,
-    records: list[Record],
-    team: Team,
-    spec: PipelineSpec,
-    options: RunOptions,
-    budget: Budget,
-    executor: Executor,
-) -> tuple[list[Record | Drop], int]:
+def _batched_results(ctx: RunContext, work: StageWork, records: list[Record]) -> tuple[list[Record | Drop], int]:
     """One result per record, batch by batch, each batch checkpointed as it finishes; and how many were reused."""
     stage, checkpoint = work.stage, work.checkpoint
     keys = [r.content_hash() for r in records]
     reused = sum(1 for k in keys if checkpoint.get(k) is not None)
     # plan: the driver turns the checkpoint into the batches still to do
     plan = [
-        todo for batch in _plan_batches(records, chunk_size(spec)) if (todo := _unfinished(batch, keys, checkpoint))
+        todo for batch in _plan_batches(records, chunk_size(ctx.spec)) if (todo := _unfinished(batch, keys, checkpoint))
     ]
-    bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    bar = tqdm(total=len(records), initial=reused, desc=stage.name, unit="rec", disable=ctx.quiet, leave=True)
     try:
         # execute: the executor maps the stage over the planned batches, in any order
         batches = [[records[i] for i in todo] for todo in plan]
-        for number, results in executor.run(stage, batches, team, spec.teacher.max_retries):
+        for number, results in ctx.executor.run(stage, batches, ctx.team, ctx.retries):
             todo = plan[number]
             # commit: the driver is the only writer of checkpoints
-            work.commit([(keys[i], records[i], r) for i, r in zip(todo, results, strict=True)], budget)
+            work.commit([(keys[i], records[i], r) for i, r in zip(todo, results, strict=True)], ctx.budget)
             bar.update(len(todo))
             bar.set_postfix_str(f"{work.tokens[0] / max(time.time() - work.started, 1e-9):.0f} tok/s")
     finally:
@@ -350,22 +288,17 @@ def chunk_size(spec: PipelineSpec) -> int:
 
 
 def _dataset_results(
-    stage: DatasetStage,
-    records: list[Record],
-    team: Team,
-    work: StageWork,
-    options: RunOptions,
-    retries: int,
+    ctx: RunContext, stage: DatasetStage, records: list[Record], work: StageWork
 ) -> tuple[list[Record | Drop], bool]:
     """All results of a whole-dataset stage, and whether they came from its checkpoint (new tokens go to
     ``work.tokens``)."""
     saved = load_results(work.path)
     if saved is not None:
         return saved, True
-    bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=_quiet(options), leave=True)
+    bar = tqdm(total=stage.progress_total(records), desc=stage.name, unit="rec", disable=ctx.quiet, leave=True)
     journal = Journal(work.path.with_suffix(".journal.jsonl"))
     try:
-        results = whole_with_retries(stage, records, team, bar.update, journal, retries)
+        results = whole_with_retries(stage, records, ctx.team, bar.update, journal, ctx.retries)
     finally:
         bar.close()
     save_results(work.path, results)
@@ -377,10 +310,6 @@ def _dataset_results(
 
 
 _EMPTY = Record(id="", prompt="")
-
-
-def _quiet(options: RunOptions) -> bool | None:
-    return None if options.progress is None else not options.progress
 
 
 def _report_line(report: StageReport, explain: bool) -> str:

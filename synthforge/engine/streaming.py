@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from synthforge.engine.executor import Team
-from synthforge.engine.stagework import Budget, Result, StageReport, StageWork
+from synthforge.engine.context import RunContext
+from synthforge.engine.stagework import Result, StageReport, StageWork
 from synthforge.records import Drop, Record
 
 
@@ -36,36 +36,39 @@ class _Step:
     bar: object = None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a segment's batches are sent: at most ``in_flight`` at once, of up to ``batch`` records each;
+    ``longest_first``: the first stage's batches are formed longest records first (similar lengths together:
+    less padding for a teacher that decodes each batch as one), not in seed order."""
+
+    in_flight: int
+    batch: int
+    longest_first: bool = False
+
+
 def run_segment(
+    ctx: RunContext,
     works: list[StageWork],
     records: list[Record],
-    team: Team,
-    submit: Callable[..., cf.Future],
-    concurrency: int,
-    chunk: int,
-    retries: int,
-    budget: Budget,
-    quiet: bool | None,
+    schedule: Schedule,
     probe: Callable[[], bool] = lambda: False,
-    longest_first: bool = False,
 ) -> list[tuple[list[Record], list[Drop], StageReport]]:
-    """Run per-record stages ``works`` over ``records`` as a pipeline with at most ``concurrency`` batches (of up
-    to ``chunk`` records) in flight; returns each stage's kept records, drops and report, as stage by stage.
-    ``probe``: asked when a stage's first batch is out; true: the others wait for it (a remote teacher may be
-    down: then one batch of requests was sent, not a window of them). ``longest_first``: the first stage's
-    batches are formed longest records first (similar lengths together: less padding for a teacher that
-    decodes each batch as one), not in seed order."""
+    """Run per-record stages ``works`` over ``records`` as a pipeline, batches sent through the run's executor
+    as ``schedule`` says; returns each stage's kept records, drops and report, as stage by stage. ``probe``:
+    asked when a stage's first batch is out; true: the others wait for it (a remote teacher may be down: then
+    one batch of requests was sent, not a window of them)."""
     steps = [_Step(w) for w in works]
     running: dict[cf.Future, tuple[int, list[int]]] = {}  # in submission order
     for step in steps:
-        step.bar = tqdm(desc=step.work.stage.name, unit="rec", disable=quiet, leave=True)
+        step.bar = tqdm(desc=step.work.stage.name, unit="rec", disable=ctx.quiet, leave=True)
     try:
         for order, record in enumerate(records):
             _arrive(steps, 0, order, record)
-        if longest_first:
+        if schedule.longest_first:
             steps[0].pending.sort(key=lambda i: (-record_length(records[i]), i))
         while True:
-            _submit(steps, running, submit, team, concurrency, chunk, retries, probe)
+            _submit(ctx, steps, running, schedule, probe)
             if not running:
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
@@ -82,7 +85,7 @@ def run_segment(
                 arrived.setdefault(k, []).extend(zip(orders, results, strict=True))
             for k, finished in sorted(arrived.items()):  # one checkpoint write per stage for all that finished
                 step = steps[k]
-                step.work.commit([(step.keys[i], step.inputs[i], r) for i, r in finished], budget)
+                step.work.commit([(step.keys[i], step.inputs[i], r) for i, r in finished], ctx.budget)
                 step.bar.update(len(finished))
                 for order, result in finished:
                     step.results[order] = result
@@ -123,13 +126,10 @@ def _arrive(steps: list[_Step], k: int, order: int, record: Record) -> None:
 
 
 def _submit(
+    ctx: RunContext,
     steps: list[_Step],
     running: dict[cf.Future, tuple[int, list[int]]],
-    submit: Callable[..., cf.Future],
-    team: Team,
-    concurrency: int,
-    chunk: int,
-    retries: int,
+    schedule: Schedule,
     probe: Callable[[], bool],
 ) -> None:
     """Fill the free slots: later stages first (records finish sooner, less is held), whole batches, and a
@@ -137,10 +137,11 @@ def _submit(
     for k in reversed(range(len(steps))):
         step = steps[k]
         upstream_busy = any(s.pending or s.in_flight for s in steps[:k])
-        while step.pending and len(running) < concurrency and (len(step.pending) >= chunk or not upstream_busy):
+        chunk = schedule.batch
+        while step.pending and len(running) < schedule.in_flight and (len(step.pending) >= chunk or not upstream_busy):
             if step.in_flight and not step.work.committed and probe():
                 break  # the probe is still out
             orders, step.pending = step.pending[:chunk], step.pending[chunk:]
             batch = [step.inputs[i] for i in orders]
-            running[submit(step.work.stage, batch, team, retries)] = (k, orders)
+            running[ctx.executor.submit(step.work.stage, batch, ctx.team, ctx.retries)] = (k, orders)
             step.in_flight += 1
