@@ -72,6 +72,11 @@ class Constitution:
         kept = tuple(p for p in self.principles if p.can_critique)
         return Constitution(self.name, kept, self.examples, self.path, self.sha256)
 
+    def judging(self) -> Constitution:
+        """The principles that can judge (those with a ``compare:`` question), under the same hash."""
+        kept = tuple(p for p in self.principles if p.compare)
+        return Constitution(self.name, kept, self.examples, self.path, self.sha256)
+
     def sample(self, rng: random.Random, k: int) -> list[Principle]:
         """Draw ``k`` principles by weight without replacement; past the last principle, start a new draw."""
         drawn: list[Principle] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from synthforge.annotations import ANSWERS, COMPARISONS, REFUSALS
 from synthforge.constitution import Principle
@@ -99,7 +100,8 @@ class CompareJudge(Juried, Stage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         constitution = self.use_constitution(self.config.constitution)
-        self.principles = tuple(p for p in constitution.principles if p.compare)
+        self.judging = constitution.judging()
+        self.principles = self.judging.principles
         if not self.principles:
             raise SpecError(
                 f"{self.where}.constitution: {constitution.name} has no 'compare:' questions; the judge needs them"
@@ -125,8 +127,12 @@ class CompareJudge(Juried, Stage):
     def _principles(self, record: Record) -> list[Principle]:
         if not self.config.principles or self.config.principles >= len(self.principles):
             return list(self.principles)
-        rng = random.Random(self.seed_for(record, "principles"))
-        return rng.sample(list(self.principles), self.config.principles)
+        return self.judging.sample(random.Random(self.seed_for(record, "principles")), self.config.principles)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Its principles are drawn by weight, as the other stages draw them (once drawn unweighted: older
+        results are recomputed)."""
+        return {**super().fingerprint(), "principle_draw": "weighted"}
 
     def question(self, record: Record, principle: Principle, first: str, second: str) -> Conversation:
         return judge_question(self.template, record, principle, first, second)
