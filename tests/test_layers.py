@@ -8,19 +8,20 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "synthforge"
-LAYERS = ("cli", "eval", "serve", "engine", "stages", "report", "train", "dedup", "constitution", "teachers")
+LAYERS = ("cli", "hub", "eval", "serve", "engine", "stages", "report", "train", "dedup", "constitution", "teachers")
 # What each layer may never import (the core, the package's top-level modules, may import none of the layers).
 FORBIDDEN = {
     "cli": (),
-    "eval": ("cli",),
-    "serve": ("cli", "eval", "engine", "stages", "train", "dedup"),
-    "engine": ("cli", "eval", "serve"),
-    "stages": ("cli", "eval", "serve", "engine"),
-    "report": ("cli", "eval", "serve", "engine", "stages", "train", "dedup", "teachers"),
-    "train": ("cli", "eval", "serve", "engine", "stages"),
-    "dedup": ("cli", "eval", "serve", "engine", "stages", "train", "teachers"),
-    "constitution": ("cli", "eval", "serve", "engine", "stages", "train", "dedup", "teachers"),
-    "teachers": ("cli", "eval", "serve", "engine", "stages", "train", "dedup", "report"),
+    "hub": ("cli", "eval", "serve", "stages", "train", "dedup", "teachers"),
+    "eval": ("cli", "hub"),
+    "serve": ("cli", "hub", "eval", "engine", "stages", "train", "dedup"),
+    "engine": ("cli", "hub", "eval", "serve"),
+    "stages": ("cli", "hub", "eval", "serve", "engine"),
+    "report": ("cli", "hub", "eval", "serve", "engine", "stages", "train", "dedup", "teachers"),
+    "train": ("cli", "hub", "eval", "serve", "engine", "stages"),
+    "dedup": ("cli", "hub", "eval", "serve", "engine", "stages", "train", "teachers"),
+    "constitution": ("cli", "hub", "eval", "serve", "engine", "stages", "train", "dedup", "teachers"),
+    "teachers": ("cli", "hub", "eval", "serve", "engine", "stages", "train", "dedup", "report"),
     "core": LAYERS,
 }
 

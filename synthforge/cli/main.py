@@ -21,6 +21,7 @@ COMMANDS = {
     "report": "synthforge.cli.report:report",
     "constitution": "synthforge.cli.constitution:constitution",
     "dedup": "synthforge.cli.dedup:dedup",
+    "push": "synthforge.cli.push:push",
     "train": "synthforge.cli.train:train",
     "eval": "synthforge.cli.eval:evaluate",
 }
@@ -61,6 +62,7 @@ def cli() -> None:
       synthforge eval --model outputs/cai-harmless/student-dpo --data outputs/cai-harmless
       synthforge eval compare --models embedded,outputs/cai-harmless/student-dpo
       synthforge report outputs/cai-harmless                # report.html (generate writes it too)
+      synthforge push outputs/cai-harmless my-org/cai-harmless   # to the Hub, private, one commit
     """
 
 

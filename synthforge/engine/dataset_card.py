@@ -9,19 +9,25 @@ import yaml
 from synthforge.engine.statistics import format_drop_reasons, percent
 
 
-def _header(manifest: dict[str, Any]) -> str:
-    configs = []
+def data_files_of(manifest: dict[str, Any]) -> dict[str, str]:
+    """Each config of a run directory and its file there: sft, dpo, table (those the run wrote)."""
     files = manifest["counts"]
-    if "sft" in files:
-        configs.append({"config_name": "sft", "data_files": [{"split": "train", "path": "sft.jsonl"}], "default": True})
-    if "dpo" in files:
-        configs.append({"config_name": "dpo", "data_files": [{"split": "train", "path": "dpo.jsonl"}]})
+    found = {name: f"{name}.jsonl" for name in ("sft", "dpo") if name in files}
     table = manifest["export"].get("table")
     if "table" in files and table:
-        path = f"table.{table['format']}"
-        configs.append(
-            {"config_name": "table", "data_files": [{"split": "train", "path": path}], "default": not configs}
-        )
+        found["table"] = f"table.{table['format']}"
+    return found
+
+
+def _header(manifest: dict[str, Any], data_files: dict[str, str]) -> str:
+    configs = [
+        {
+            "config_name": name,
+            "data_files": [{"split": "train", "path": path}],
+            **({"default": True} if name == "sft" or (name == "table" and k == 0) else {}),
+        }
+        for k, (name, path) in enumerate(data_files.items())
+    ]
     header = {
         "license": manifest["export"]["license"],
         "tags": ["synthetic", *dict.fromkeys(t for s in manifest["stages"] for t in s.get("tags", ())), "synthforge"],
@@ -38,12 +44,15 @@ def _cost_lines(cost: dict[str, Any] | None) -> list[str]:
     return [f"- Cost of the teacher calls: ${cost['total_usd']:.4f} ({stages}){unpriced}"]
 
 
-def render_card(manifest: dict[str, Any]) -> str:
-    """Markdown card describing teacher, constitution(s), stages, counts and the funnel."""
+def render_card(
+    manifest: dict[str, Any], data_files: dict[str, str] | None = None, pushed_from: dict[str, Any] | None = None
+) -> str:
+    """Markdown card describing teacher, constitution(s), stages, counts and the funnel. ``data_files``: each
+    config's file (default: the run directory's); ``pushed_from``: the run a published copy came from."""
     teacher = manifest["teacher"] or {"name": "none (no stage used a teacher)"}
     lines = [
         "---",
-        _header(manifest),
+        _header(manifest, data_files_of(manifest) if data_files is None else data_files),
         "---",
         "",
         f"# {manifest['pipeline']['name']}",
@@ -62,6 +71,15 @@ def render_card(manifest: dict[str, Any]) -> str:
         *_cost_lines(manifest.get("cost")),
         f"- Seed: {manifest['seed']}; pipeline file `{manifest['pipeline']['path']}`"
         f" (sha256 {manifest['pipeline']['sha256'][:12]})",
+        *(
+            [
+                f"- Published by `synthforge push` from the run of `{pushed_from['pipeline']}` made with synthforge "
+                f"{pushed_from['made_with']}; its manifest, resolved pipeline and judge and cost summaries are in "
+                "`synthforge/`"
+            ]
+            if pushed_from
+            else []
+        ),
         "- Stages:",
     ]
     for stage in manifest["stages"]:

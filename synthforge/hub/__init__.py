@@ -1,0 +1,1 @@
+"""Publishing a finished run to the Hugging Face Hub (``synthforge push``)."""
