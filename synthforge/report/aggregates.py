@@ -211,12 +211,16 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_second": round(completion / seconds, 1) if seconds else None,
         "version": manifest.get("synthforge_version"),
         "notes": [f"{s['name']}: {n}" for s in manifest.get("stages", []) for n in s.get("notes") or []],
+        "cost_usd": (manifest.get("cost") or {}).get("total_usd"),
+        "unpriced_tokens": (manifest.get("cost") or {}).get("unpriced_tokens", 0),
     }
 
 
 def stage_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per stage: in, kept, dropped, reused, seconds, tokens."""
+    """Per stage: in, kept, dropped, reused, seconds, tokens, and what its teacher calls cost (USD) when the
+    pipeline priced them (``prices:``)."""
     rows = []
+    costs = (manifest.get("cost") or {}).get("by_stage") or {}
     for stage in manifest.get("stages", []):
         report = stage["report"]
         rows.append(
@@ -229,6 +233,7 @@ def stage_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                 "reused": report["reused"],
                 "seconds": report["seconds"],
                 "tokens": report.get("completion_tokens", 0),
+                "usd": (costs.get(stage["name"]) or {}).get("usd"),
             }
         )
     return rows

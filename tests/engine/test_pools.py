@@ -426,6 +426,9 @@ export: {sft: false, dpo: false}
     assert cost["by_stage"]["pool"]["usd"] == pytest.approx(0.0014) and cost["unpriced_tokens"] == 2200
     assert cost["total_usd"] == pytest.approx(0.0074)
     assert "Cost of the teacher calls: $0.0074" in (result.out_dir / "README.md").read_text()
+    report = (result.out_dir / "report.html").read_text()
+    assert "<th>cost</th><td>$0.0074</td><th>unpriced tokens</th><td>2200</td>" in report
+    assert "<td>0.0060</td>" in report and "<td>0.0014</td>" in report  # the stage table's cost column
     from tests.conftest import run_cli
 
     code, out, _ = run_cli(["generate", str(path), "--dry-run", "--limit", "4"], capsys)
