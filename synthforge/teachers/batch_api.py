@@ -2,7 +2,9 @@
 hosted APIs, the same answers.
 
 Requests that arrive together (the engine's batches in flight, within ``wait_s``) go out as one batch file,
-split by request count and bytes (OpenAI's 50,000 requests and 200 MB by default). Each request's ``custom_id``
+split by request count and bytes (OpenAI's 50,000 requests and 200 MB by default) and, when ``max_tokens`` is
+set, by estimated prompt tokens (a provider's enqueued-token limit): counted by the local tokenizer where one is
+set, else estimated from the request's bytes at ``bytes_per_token``. Each request's ``custom_id``
 is the hash of its body, so the same request always has the same id, whichever batch carries it.
 
 **Exactly once, by the server's own record.** Every batch we create carries ``metadata: {synthforge: TAG}``.
@@ -37,6 +39,8 @@ class BatchLimits:
 
     max_requests: int = 50_000
     max_bytes: int = 200 << 20
+    max_tokens: int | None = None  # estimated prompt tokens in one batch at most (None: no such limit)
+    bytes_per_token: float = 4.0  # the estimate without a tokenizer: a request's message bytes per token
     wait_s: float = 1.0  # requests arriving within this go out in one batch
     poll_s: float = 5.0  # first poll interval; it grows by half each time, to at most a minute
     tag: str = "synthforge"  # metadata value that marks this client's batches
@@ -52,24 +56,46 @@ def retryable(status: Any) -> bool:
     return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
 
 
-def split(rows: list[tuple[str, bytes]], limits: BatchLimits) -> list[list[tuple[str, bytes]]]:
-    """Consecutive groups of (custom_id, line) within the request and byte limits."""
+def split(
+    rows: list[tuple[str, bytes]], limits: BatchLimits, tokens: Callable[[bytes], int] | None = None
+) -> list[list[tuple[str, bytes]]]:
+    """Consecutive groups of (custom_id, line) within the request, byte and (with ``limits.max_tokens``) token
+    limits; ``tokens`` counts a line's prompt tokens (default: :func:`estimated_tokens`)."""
+    count = tokens or (lambda line: estimated_tokens(line, limits.bytes_per_token))
     groups: list[list[tuple[str, bytes]]] = [[]]
-    size = 0
+    size = used = 0
     for row in rows:
-        if groups[-1] and (len(groups[-1]) >= limits.max_requests or size + len(row[1]) > limits.max_bytes):
+        need = count(row[1]) if limits.max_tokens else 0
+        full = len(groups[-1]) >= limits.max_requests or size + len(row[1]) > limits.max_bytes
+        if groups[-1] and (full or (limits.max_tokens and used + need > limits.max_tokens)):
             groups.append([])
-            size = 0
+            size = used = 0
         groups[-1].append(row)
-        size += len(row[1])
+        size, used = size + len(row[1]), used + need
     return [g for g in groups if g]
+
+
+def estimated_tokens(line: bytes, bytes_per_token: float) -> int:
+    """A request line's prompt tokens estimated from its messages' UTF-8 bytes (at least 1)."""
+    messages = json.loads(line)["body"].get("messages", [])
+    text = "".join(
+        m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content")) for m in messages
+    )
+    return max(1, round(len(text.encode()) / bytes_per_token))
 
 
 class BatchClient:
     """Sends requests through the Batch API of the server behind ``client``; runs on the teacher's event loop."""
 
-    def __init__(self, client: JsonClient, limits: BatchLimits, say: Callable[[str], None] | None = None):
-        self.client, self.limits = client, limits
+    def __init__(
+        self,
+        client: JsonClient,
+        limits: BatchLimits,
+        say: Callable[[str], None] | None = None,
+        tokens: Callable[[bytes], int] | None = None,
+    ):
+        """``tokens``: a request line's prompt tokens by a local tokenizer (None: estimated from its bytes)."""
+        self.client, self.limits, self.tokens = client, limits, tokens
         self.say = say or (lambda line: print(line, file=sys.stderr))
         self.done: dict[str, dict[str, Any]] = {}  # custom_id -> the result line's response
         self.carried: dict[str, Following] = {}  # custom_id -> the running batch that carries it
@@ -184,7 +210,7 @@ class BatchClient:
             line = {"custom_id": cid, "method": "POST", "url": endpoint, "body": body}
             by_endpoint.setdefault(endpoint, []).append((cid, (json.dumps(line, ensure_ascii=False) + "\n").encode()))
         for endpoint, rows in by_endpoint.items():
-            for group in split(rows, self.limits):
+            for group in split(rows, self.limits, self.tokens):
                 await self._create(endpoint, group)
 
     async def _create(self, endpoint: str, rows: list[tuple[str, bytes]]) -> None:

@@ -194,12 +194,18 @@ def test_batch_requests_yield_to_interactive_ones_and_expire_by_the_clock(tmp_pa
     assert expired["status"] == "expired" and 30 <= expired["request_counts"]["completed"] < 60
 
 
-def test_batch_files_are_split_by_requests_and_bytes_and_ids_are_the_body_s_hash():
-    from synthforge.teachers.batch_api import BatchLimits, custom_id, retryable, split
+def test_batch_files_are_split_by_requests_bytes_and_tokens_and_ids_are_the_body_s_hash():
+    from synthforge.teachers.batch_api import BatchLimits, custom_id, estimated_tokens, retryable, split
 
     rows = [(f"id{i}", b"x" * 10) for i in range(7)]
     assert [len(g) for g in split(rows, BatchLimits(max_requests=3))] == [3, 3, 1]
     assert [len(g) for g in split(rows, BatchLimits(max_bytes=25))] == [2, 2, 2, 1]
+    assert [len(g) for g in split(rows, BatchLimits(max_tokens=2), tokens=lambda line: 1)] == [2, 2, 2, 1]
+    assert len(split(rows, BatchLimits(max_tokens=None), tokens=lambda line: 10**6)) == 1  # no limit: not counted
+    line = json.dumps({"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x" * 400}]}}).encode()
+    assert estimated_tokens(line, 4.0) == 100  # the stated estimate: message bytes / bytes_per_token
+    many = [(f"id{i}", line) for i in range(5)]
+    assert [len(g) for g in split(many, BatchLimits(max_tokens=250))] == [2, 2, 1]  # by estimated prompt tokens
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}
     assert custom_id(body) == custom_id(dict(reversed(list(body.items())))) != custom_id({**body, "seed": 2})
     assert len(custom_id(body)) <= 64 and retryable(429) and retryable(500) and not retryable(400)

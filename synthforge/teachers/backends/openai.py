@@ -72,6 +72,9 @@ class OpenAISettings:
     batch: bool = False  # send requests through the Batch API (/v1/files, /v1/batches): same answers, not the cache key
     batch_max_requests: int = 50_000  # requests in one batch file at most (OpenAI's limit)
     batch_max_mb: float = 200.0  # size of one batch file at most (OpenAI's limit)
+    batch_max_tokens: int | None = None  # prompt tokens in one batch at most (your tier's enqueued-token limit;
+    # counted by `tokenizer` when set, else estimated at batch_bytes_per_token); null: no such limit
+    batch_bytes_per_token: float = 4.0  # the stated estimate without a tokenizer: message bytes per token
     batch_poll_s: float = 5.0  # first wait between polls of a batch; it grows to at most a minute
     batch_tag: str = "synthforge"  # metadata that marks our batches, found again on a rerun (exactly once)
 
@@ -93,6 +96,9 @@ class OpenAISettings:
         if self.batch_max_requests < 1:
             raise ValueError("batch_max_requests must be >= 1")
         _finite_positive("batch_max_mb", self.batch_max_mb)
+        _finite_positive("batch_bytes_per_token", self.batch_bytes_per_token)
+        if self.batch_max_tokens is not None and self.batch_max_tokens < 1:
+            raise ValueError("batch_max_tokens must be >= 1")
         _finite_positive("batch_poll_s", self.batch_poll_s)
 
 
@@ -348,14 +354,22 @@ class OpenAITeacher(RemoteTeacher):
             limits = BatchLimits(
                 settings.batch_max_requests,
                 int(settings.batch_max_mb * (1 << 20)),
+                settings.batch_max_tokens,
+                settings.batch_bytes_per_token,
                 poll_s=settings.batch_poll_s,
                 tag=settings.batch_tag,
             )
-            self.batches = BatchClient(self.client, limits)
+            self.batches = BatchClient(self.client, limits, tokens=self._prompt_tokens if tokenizer else None)
 
     @property
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    def _prompt_tokens(self, line: bytes) -> int:
+        """A batch request line's prompt tokens, by the local tokenizer's chat template."""
+        messages = json.loads(line)["body"].get("messages", [])
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- batch mode (Batched) ---------------------------------------------------------------------------------
     def _in_loop(self, make: Any) -> Any:
@@ -539,16 +553,20 @@ class OpenAITeacher(RemoteTeacher):
             temperature=0.0, top_p=1.0, max_new_tokens=CHOICE_TOKENS, logprobs=self.settings.top_logprobs
         )
         answers = self.generate(conversations, params)
-        out = []
-        for opts, (answer, *_) in zip(options, answers, strict=True):
-            if not answer.logprobs:
-                raise UserError(
-                    f"teacher server {self.settings.base_url} returned no logprobs for the judge's answer (it ignores "
-                    "'logprobs'), so the judge can't read its choice there: point teacher.openai.base_url at a server "
-                    "that returns them (vLLM, synthforge serve; there teacher.openai.score: prompt_logprobs is exact)"
-                )
-            out.append(options_from_top_logprobs(list(opts), answer.logprobs))
-        return out
+        return [
+            options_from_top_logprobs(list(opts), self._logprobs_of(answer))
+            for opts, (answer, *_) in zip(options, answers, strict=True)
+        ]
+
+    def _logprobs_of(self, answer: Completion) -> list[dict[str, Any]]:
+        """The answer's token log-probabilities; a server that ignores ``logprobs`` is one line."""
+        if not answer.logprobs:
+            raise UserError(
+                f"teacher server {self.settings.base_url} returned no logprobs for the judge's answer (it ignores "
+                "'logprobs'), so the judge can't read its choice there: point teacher.openai.base_url at a server "
+                "that returns them (vLLM, synthforge serve; there teacher.openai.score: prompt_logprobs is exact)"
+            )
+        return answer.logprobs
 
     # -- what the server really does -----------------------------------------------------------------
     def probe(self, needs: frozenset[str]) -> list[str]:
@@ -561,8 +579,9 @@ class OpenAITeacher(RemoteTeacher):
         hello: Conversation = [{"role": "user", "content": "Say yes."}]
         if CHOICE in needs and SCORE in self.capabilities:
             self.score([hello], [["yes"]])  # raises the one line if the server has no prompt_logprobs
-        elif CHOICE in needs:
-            self.choose([hello], [["yes", "no"]])  # raises the one line if the server ignores logprobs
+        elif CHOICE in needs:  # whatever the model answers, the server must send its log-probabilities
+            params = SamplingParams(temperature=0.0, max_new_tokens=CHOICE_TOKENS, logprobs=self.settings.top_logprobs)
+            self._logprobs_of(self.generate([hello], params)[0][0])
         if SAMPLES in needs and self.native_n:  # a server ignoring n answers with one choice: _sample says so
             self.generate([hello], SamplingParams(temperature=1.0, max_new_tokens=1, n=2, seed=0))
         if STRUCTURED in needs:
