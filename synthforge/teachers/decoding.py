@@ -109,7 +109,6 @@ class Submission:
             row.done.cancel()
 
 
-
 def admitted_rows(active: list[int], lane: int, waiting: int, max_batch: int, block: bool) -> int:
     """How many of ``waiting`` rows lane ``lane`` admits, each lane running ``active[k]`` rows of at most
     ``max_batch``: at most its fair share of all rows (lanes stay balanced: one lane taking every request would
@@ -123,6 +122,7 @@ def admitted_rows(active: list[int], lane: int, waiting: int, max_batch: int, bl
     if not block and room < max(1, max_batch // 4) and waiting > free:
         return 0
     return min(free, waiting)
+
 
 class Decoder:
     """Generates rows with continuous batching on one model (see the module docstring)."""

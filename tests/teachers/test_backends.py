@@ -447,3 +447,31 @@ class TestMisbehavingServers:
         assert [c.text for c in again[0]] == [c.text for c in samples[0]]  # the fallback is deterministic
         assert "ignores 'n'" in capsys.readouterr().err
         assert all(r["n"] == 1 for r in server.requests[2:])
+
+
+def test_the_judge_probe_asks_only_that_the_server_sends_log_probabilities_not_what_the_model_answers():
+    """Before a judging stage's work, a server that ignores ``logprobs`` is one line; one that sends them passes
+    whatever its model answers to the probe's question (a judge model may well answer "(A)" to "Say yes.")."""
+    from synthforge.teachers.base import CHOICE
+
+    def with_logprobs(i, body):
+        answer = chat_completion(body, text="(A)")
+        top = [["(", -0.1], ["A", -2.0]]
+        tokens = [{"token": "(", "logprob": -0.1, "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]
+        answer["choices"][0]["logprobs"] = {"content": tokens}
+        return 200, {}, answer
+
+    settings = OpenAISettings(score="top_logprobs", retries=0)
+    with FaultServer(with_logprobs) as server:
+        teacher = OpenAITeacher("m", OpenAISettings(**{**vars(settings), "base_url": server.url}), {})
+        try:
+            assert teacher.probe(frozenset({CHOICE})) == []
+        finally:
+            teacher.close()
+    with FaultServer() as server:  # answers without log-probabilities, as transformers serve does
+        teacher = OpenAITeacher("m", OpenAISettings(**{**vars(settings), "base_url": server.url}), {})
+        try:
+            with pytest.raises(UserError, match="returned no logprobs for the judge's answer"):
+                teacher.probe(frozenset({CHOICE}))
+        finally:
+            teacher.close()
