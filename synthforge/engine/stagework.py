@@ -60,6 +60,11 @@ class Budget:
             )
 
 
+def new_steps(before: Record, result: Result) -> list[dict[str, Any]]:
+    """The trace steps a stage added to ``before`` in ``result``."""
+    return record_of(result).steps[len(before.steps) :]
+
+
 def record_of(result: Result) -> Record:
     return result.record if isinstance(result, Drop) else result
 
@@ -126,15 +131,16 @@ class StageWork:
         """Persist results (key, input record, result) of one batch, count their tokens, spend them."""
         if not self.committed:
             stop_if_all_failed(self.stage, [r for _, _, r in done])
-        self._check_annotations([(record, result) for _, record, result in done])
-        self._check_steps([(record, result) for _, record, result in done])
+        pairs = [(record, result) for _, record, result in done]
+        self._check_annotations(pairs)
+        self._check_steps(pairs)
         self.checkpoint.append([(key, result) for key, _, result in done])
         self.committed += len(done)
         spent = [new_tokens(record, result) for _, record, result in done]
         self.tokens[0] += sum(c for c, _ in spent)
         self.tokens[1] += sum(p for _, p in spent)
         budget.spend(sum(c + p for c, p in spent), self.stage.name)
-        self._tally([(record, result) for _, record, result in done])
+        self._tally(pairs)
 
     def _check_annotations(self, done: list[tuple[Record, Result]]) -> None:
         """A stage leaves on records only the annotations it declares (``Stage.annotates``); anything else is a bug
@@ -154,7 +160,7 @@ class StageWork:
         fields (trace.py); anything else is a bug in it (readers would have to guess), so the run stops."""
         traced = self.stage.traced()
         for before, result in done:
-            for step in record_of(result).steps[len(before.steps) :]:
+            for step in new_steps(before, result):
                 kind = traced.get(step.get("role"))
                 if kind is None:
                     raise StageFailed(
@@ -171,7 +177,7 @@ class StageWork:
     def _tally(self, done: list[tuple[Record, Result]]) -> None:
         """Count the stage's new trace steps, and stop the run when the stage says so (:meth:`Stage.halt`)."""
         for before, result in done:
-            for step in record_of(result).steps[len(before.steps) :]:
+            for step in new_steps(before, result):
                 if step.get("stage") == self.stage.name:
                     self.stage.tally(step, self.metrics)
         reason = self.stage.halt(self.metrics.summary(self.stage.metric_groups))

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from synthforge import __version__
-from synthforge.engine.dataset_card import render_card
+from synthforge.engine.dataset_card import data_files_of, render_card
 from synthforge.engine.rundir import is_run_dir
 from synthforge.errors import UserError
 from synthforge.hashing import file_sha256
@@ -125,11 +125,8 @@ def stage_files(run: Path, manifest: dict[str, Any], out: Path) -> dict[str, Pat
 
 
 def _configs(run: Path, manifest: dict[str, Any]) -> dict[str, Path]:
-    found = {name: run / f"{name}.jsonl" for name in ("sft", "dpo") if (run / f"{name}.jsonl").is_file()}
-    table = manifest["export"].get("table")
-    if table and (run / f"table.{table['format']}").is_file():
-        found["table"] = run / f"table.{table['format']}"
-    return found
+    """Each config the run wrote (as its dataset card names them) and its file in the run directory."""
+    return {name: run / path for name, path in data_files_of(manifest).items()}
 
 
 def _write_parquet(source: Path, target: Path) -> bool:

@@ -549,14 +549,18 @@ class OpenAITeacher(RemoteTeacher):
 
     def choose(self, conversations: Sequence[Conversation], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Log-probabilities of short alternative answers from a greedy answer's top log-probabilities."""
-        params = SamplingParams(
-            temperature=0.0, top_p=1.0, max_new_tokens=CHOICE_TOKENS, logprobs=self.settings.top_logprobs
-        )
+        params = self._choice_params()
         answers = self.generate(conversations, params)
         return [
             options_from_top_logprobs(list(opts), self._logprobs_of(answer))
             for opts, (answer, *_) in zip(options, answers, strict=True)
         ]
+
+    def _choice_params(self) -> SamplingParams:
+        """A judge's short greedy answer, with its top log-probabilities."""
+        return SamplingParams(
+            temperature=0.0, top_p=1.0, max_new_tokens=CHOICE_TOKENS, logprobs=self.settings.top_logprobs
+        )
 
     def _logprobs_of(self, answer: Completion) -> list[dict[str, Any]]:
         """The answer's token log-probabilities; a server that ignores ``logprobs`` is one line."""
@@ -580,8 +584,7 @@ class OpenAITeacher(RemoteTeacher):
         if CHOICE in needs and SCORE in self.capabilities:
             self.score([hello], [["yes"]])  # raises the one line if the server has no prompt_logprobs
         elif CHOICE in needs:  # whatever the model answers, the server must send its log-probabilities
-            params = SamplingParams(temperature=0.0, max_new_tokens=CHOICE_TOKENS, logprobs=self.settings.top_logprobs)
-            self._logprobs_of(self.generate([hello], params)[0][0])
+            self._logprobs_of(self.generate([hello], self._choice_params())[0][0])
         if SAMPLES in needs and self.native_n:  # a server ignoring n answers with one choice: _sample says so
             self.generate([hello], SamplingParams(temperature=1.0, max_new_tokens=1, n=2, seed=0))
         if STRUCTURED in needs:
