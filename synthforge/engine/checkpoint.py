@@ -21,7 +21,7 @@ class StageCheckpoint:
 
     def __init__(self, path: Path):
         self.path = path
-        self.results: dict[str, Result] = {entry["key"]: _decode(entry) for entry in _read_appended(path)}
+        self.results: dict[str, Result] = {entry["key"]: _decode(entry) for entry in read_appended(path)}
 
     def get(self, key: str) -> Result | None:
         return self.results.get(key)
@@ -29,7 +29,7 @@ class StageCheckpoint:
     def append(self, entries: list[tuple[str, Result]]) -> None:
         """Persist a finished batch durably, then remember it."""
         blob = "".join(json.dumps(_encode(k, r), ensure_ascii=False) + "\n" for k, r in entries)
-        _append(self.path, blob)
+        append_durably(self.path, blob)
         self.results.update(entries)
 
 
@@ -39,14 +39,14 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[str, Any] = {entry["key"]: entry["value"] for entry in _read_appended(path)}
+        self.entries: dict[str, Any] = {entry["key"]: entry["value"] for entry in read_appended(path)}
 
     def get(self, key: str) -> Any:
         return self.entries.get(key)
 
     def put(self, key: str, value: Any) -> None:
         """Persist ``value`` under ``key`` durably before returning."""
-        _append(self.path, json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
+        append_durably(self.path, json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
         self.entries[key] = value
 
     def discard(self) -> None:
@@ -54,7 +54,7 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def _append(path: Path, text: str) -> None:
+def append_durably(path: Path, text: str) -> None:
     """Append ``text`` durably (flushed and fsynced); a file system refusing it (full, read-only) is one line, and
     what it wrote of it is cut off again (a kill in the middle leaves a torn last line, ignored on reload)."""
     from synthforge.files import make_dirs, writing
@@ -94,7 +94,7 @@ def load_results(path: Path) -> list[Result] | None:
         return [_decode(json.loads(line)) for line in handle]
 
 
-def _read_appended(path: Path) -> list[dict[str, Any]]:
+def read_appended(path: Path) -> list[dict[str, Any]]:
     """The complete JSON lines of an append-only file; a torn tail from a killed run (a line without its
     newline, or one that does not parse) is cut, so later appends start on a clean line and it is redone."""
     if not path.is_file():

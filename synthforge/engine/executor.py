@@ -13,12 +13,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from synthforge.engine.batch_log import stage_scope
 from synthforge.errors import StageFailed, TeacherError, UserError
 from synthforge.records import Drop, Record
 from synthforge.resolve import resolve
 from synthforge.settings import SpecError
 from synthforge.stages.base import Stage
-from synthforge.teachers.base import Teacher
+from synthforge.teachers.base import Teacher, request_scope
 from synthforge.teachers.config import TeacherSpec
 
 Team = Mapping[str, Teacher]  # the run's teachers by name (teachers.team)
@@ -99,7 +100,8 @@ def process_with_retries(stage: Stage, batch: list[Record], team: Team, retries:
     error: TeacherError | None = None
     for _ in range(retries + 1):
         try:
-            results = stage.run_batch(batch, team)
+            with request_scope(stage_scope(stage)):  # a batch-mode teacher records which stage sent what
+                results = stage.run_batch(batch, team)
         except UserError:
             raise
         except TeacherError as exc:
@@ -130,7 +132,8 @@ def whole_with_retries(
     stops the run with one line; any other exception is a bug."""
     for attempt in range(retries + 1):
         try:
-            return stage.run_all(records, team, progress, journal)
+            with request_scope(stage_scope(stage)):
+                return stage.run_all(records, team, progress, journal)
         except UserError:
             raise
         except TeacherError as exc:

@@ -21,6 +21,7 @@ from synthforge.errors import UserError
 from synthforge.ray_support import init_ray
 from synthforge.records import Record
 from synthforge.stages.base import Stage
+from synthforge.teachers.base import sends_batches
 from synthforge.teachers.config import TeacherSpec
 from synthforge.teachers.factory import LazyTeacher, placement_group_replica, replica_devices
 from synthforge.teachers.team import DEFAULT, Team
@@ -193,6 +194,11 @@ def _build(settings: RayResources | None, teacher_spec: TeacherSpec, team: Any) 
             "need engine local"
         )
     teacher = team.get(DEFAULT)
+    if teacher is not None and sends_batches(teacher):
+        raise UserError(
+            "engine ray: a teacher in batch mode keeps its submissions in the run's log, on the driver; use engine "
+            "kind local (the batch API does the parallel work)"
+        )
     if teacher is not None and not isinstance(teacher, LazyTeacher):
         raise UserError(
             "engine ray builds its teacher replicas from the pipeline's teacher: settings, not from an object"

@@ -18,8 +18,10 @@ from synthforge.provenance import RUN_MARKER
 MARKER = RUN_MARKER
 LOCK = ".synthforge-lock"
 CHECKPOINTS = "checkpoints"
-# What a run writes under checkpoints/: NN-stage-fingerprint.jsonl, NN-stage.json, their journals and temp files.
-CHECKPOINT_FILE = re.compile(r"^\.?\d{2}-[A-Za-z0-9._-]+\.(jsonl|json)(\.[A-Za-z0-9_-]+)?$")
+BATCH_LOG = "batches.jsonl"  # the write-ahead log of batch submissions (engine/batch_log.py)
+# What a run writes under checkpoints/: NN-stage-fingerprint.jsonl, NN-stage.json, their journals and temp files,
+# and the batch log.
+CHECKPOINT_FILE = re.compile(r"^(\.?\d{2}-[A-Za-z0-9._-]+\.(jsonl|json)(\.[A-Za-z0-9_-]+)?|batches\.jsonl)$")
 
 
 def is_run_dir(path: Path) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from synthforge.engine.batch_log import BatchLog, batched_teachers, keep_logs
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.context import Log, RunContext, RunOptions
 from synthforge.engine.costs import run_costs
@@ -30,7 +31,7 @@ from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
 from synthforge.engine.streaming import Schedule, record_length, run_segment
-from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
+from synthforge.errors import StageFailed, TeacherError, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic, writing
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
@@ -41,7 +42,6 @@ from synthforge.teachers.base import (
     is_remote,
     requests_at_once,
     says_ready,
-    sends_batches,
 )
 from synthforge.teachers.factory import (
     LazyTeacher,
@@ -95,21 +95,41 @@ def _lazy_teachers(prepared: PreparedRun, names: list[str], log: Log) -> dict[st
 
 def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
     """The run itself, with ``out_dir`` claimed and locked."""
-    batched = [t for t in team.distinct() if sends_batches(t)]
+    batched = batched_teachers(team)
+    # each keeps its submissions in the run's log; the running batches of a stage since edited are cancelled
+    if batched and (cancelled := keep_logs(BatchLog.of_run(out_dir), batched, prepared.stages)):
+        log(f"{cancelled} running batch(es) of stage settings no longer in the pipeline cancelled")
     if options.fresh:
-        remove_checkpoints(out_dir)
-        for teacher in batched:  # a fresh run takes nothing from earlier batches, and stops those still running
+        for teacher in batched.values():  # a fresh run takes nothing from earlier batches, and stops those running
             teacher.forget_batches()
+        remove_checkpoints(out_dir)
+        if batched:
+            keep_logs(BatchLog.of_run(out_dir), batched, prepared.stages)  # a new log
     executor = build_executor(prepared.spec, team)
     ctx = RunContext(prepared, out_dir, team, options, log, executor, Budget(options.max_tokens), time.time())
     try:
-        return _run_stages(ctx)
+        result = _run_stages(ctx)
     except TokenBudgetSpent:
-        for teacher in batched:  # nothing more is paid for: the batches still running are cancelled
+        for teacher in batched.values():  # nothing more is paid for: the batches still running are cancelled
             log(f"budget spent: {len(teacher.cancel_outstanding())} running batch(es) cancelled")
         raise
     finally:
         executor.close()
+    _release_batches(batched, log)
+    return result
+
+
+def _release_batches(batched: dict[str, Any], log: Log) -> None:
+    """The run's results are saved: what its batches left on the servers is deleted (a failure only warns: the
+    outputs are whole, and ``synthforge batches`` lists what is left)."""
+    for name, teacher in batched.items():
+        try:
+            released = teacher.release_batches()
+        except (TeacherError, UserError) as exc:
+            log(f"warning: teacher {name}: the run's batches were not released ({exc}); synthforge batches lists them")
+        else:
+            if released:
+                log(f"teacher {name}: {released} batch submission(s) released (uploads and results deleted)")
 
 
 def build_executor(spec: PipelineSpec, team: Team) -> Executor:

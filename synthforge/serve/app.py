@@ -351,6 +351,14 @@ class Server:
     async def file_object(self, request: Request) -> JSONResponse:
         return JSONResponse(self.store(request).file(request.path_params["file_id"]))
 
+    async def list_files(self, request: Request) -> JSONResponse:
+        store = self.store(request)
+        query = request.query_params
+        return JSONResponse(store.list_files(query.get("purpose"), query.get("after"), _page_limit(query, 10_000)))
+
+    async def delete_file(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.store(request).delete_file(request.path_params["file_id"]))
+
     async def file_content(self, request: Request) -> Response:
         data = self.store(request).content(request.path_params["file_id"])
         return Response(data, media_type="application/octet-stream")
@@ -364,10 +372,8 @@ class Server:
 
     async def list_batches(self, request: Request) -> JSONResponse:
         store = self.store(request)
-        limit = request.query_params.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= 100:
-            raise BatchError("limit must be from 1 to 100", param="limit")
-        return JSONResponse(store.list_batches(request.query_params.get("after"), int(limit)))
+        query = request.query_params
+        return JSONResponse(store.list_batches(query.get("after"), _page_limit(query, 100)))
 
     async def batch_object(self, request: Request) -> JSONResponse:
         return JSONResponse(self.store(request).batch(request.path_params["batch_id"]))
@@ -426,7 +432,9 @@ class Server:
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/files", self.upload, methods=["POST"]),
+                Route("/v1/files", self.list_files, methods=["GET"]),
                 Route("/v1/files/{file_id}", self.file_object, methods=["GET"]),
+                Route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"]),
                 Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
                 Route("/v1/batches", self.create_batch, methods=["POST"]),
                 Route("/v1/batches", self.list_batches, methods=["GET"]),
@@ -456,3 +464,11 @@ def serve(teacher: Any, config: ServeConfig, host: str = "127.0.0.1", port: int 
     import uvicorn
 
     uvicorn.run(build_app(teacher, config), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _page_limit(query: Any, most: int) -> int:
+    """A list route's ``limit`` (default 20), from 1 to ``most``; anything else is a 400 naming the parameter."""
+    limit = query.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= most:
+        raise BatchError(f"limit must be from 1 to {most}", param="limit")
+    return int(limit)

@@ -92,6 +92,23 @@ class BatchStore:
         self.file(file_id)
         return (self.files_dir / f"{file_id}.data").read_bytes()
 
+    def list_files(self, purpose: str | None, after: str | None, limit: int) -> dict[str, Any]:
+        """Newest first, ``limit`` files (of ``purpose`` when given) after the file ``after`` (OpenAI's page)."""
+        files = [json.loads(p.read_text()) for p in self.files_dir.glob("file-*.json")]
+        found = [f for f in files if purpose is None or f["purpose"] == purpose]
+        return _page(sorted(found, key=lambda f: (-f["created_at"], f["id"])), after, limit)
+
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        """Delete a file (its object and its bytes); a running batch's input file is kept (409)."""
+        self.file(file_id)
+        for meta in self.batches_dir.glob("batch_*.json"):
+            batch = json.loads(meta.read_text())
+            if batch["input_file_id"] == file_id and batch["status"] not in DONE:
+                raise BatchError(f"file {file_id} is the input of running batch {batch['id']}", status=409)
+        for path in self.files_dir.glob(f"{file_id}.*"):
+            path.unlink(missing_ok=True)
+        return {"id": file_id, "object": "file", "deleted": True}
+
     # -- batches -----------------------------------------------------------------------------------------
     def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint, window = body.get("endpoint"), body.get("completion_window")
@@ -143,17 +160,7 @@ class BatchStore:
             (json.loads(p.read_text()) for p in self.batches_dir.glob("batch_*.json")),
             key=lambda b: (-b["created_at"], b["id"]),
         )
-        if after is not None:
-            ids = [b["id"] for b in batches]
-            batches = batches[ids.index(after) + 1 :] if after in ids else []
-        page = batches[:limit]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(batches) > limit,
-        }
+        return _page(batches, after, limit)
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         batch = self.batch(batch_id)
@@ -212,6 +219,21 @@ class BatchStore:
                         path.unlink(missing_ok=True)
                     gone += 1
         return gone
+
+
+def _page(objects: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
+    """OpenAI's cursor page: ``limit`` of ``objects`` (in their order) after the one with id ``after``."""
+    if after is not None:
+        ids = [o["id"] for o in objects]
+        objects = objects[ids.index(after) + 1 :] if after in ids else []
+    page = objects[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(objects) > limit,
+    }
 
 
 def _load(folder: Path, object_id: str, what: str) -> dict[str, Any]:

@@ -7,7 +7,9 @@ that both can implement it without callers changing.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -130,13 +132,34 @@ class Probing(Protocol):
         ...
 
 
+class BatchJournal(Protocol):
+    """A run's write-ahead record of one teacher's batch submissions, kept by the engine with the run's checkpoints:
+    the backend reports each step (an intent before anything is sent, the upload, the create, the end, the
+    release), and the engine records it durably before :meth:`record` returns."""
+
+    def events(self) -> list[dict[str, Any]]:
+        """The steps recorded so far (by earlier runs of this run folder too), oldest first."""
+        ...
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Record one step durably (fsynced) before returning."""
+        ...
+
+
 @runtime_checkable
 class Batched(Protocol):
-    """A teacher sending its requests through a batch API (capability ``BATCH``): its batches still running on
-    the server can be listed and cancelled, and a fresh run takes no earlier result."""
+    """A teacher sending its requests through a batch API (capability ``BATCH``): it keeps its submissions in the
+    run's :class:`BatchJournal`, its running batches can be listed and cancelled, and a fresh run takes no earlier
+    result."""
+
+    def keep_log(self, journal: BatchJournal, live: frozenset[str]) -> int:
+        """Keep submissions in ``journal`` from now on, after settling what it recorded: the batches of request
+        scopes not in ``live`` (a stage whose template or settings changed) are cancelled and their uploads
+        deleted. How many batches were cancelled."""
+        ...
 
     def outstanding(self) -> list[dict[str, Any]]:
-        """The server's batches of this teacher that are still running (their objects)."""
+        """The batches of this run still running on the server (their objects)."""
         ...
 
     def cancel_outstanding(self) -> list[dict[str, Any]]:
@@ -146,6 +169,31 @@ class Batched(Protocol):
     def forget_batches(self) -> int:
         """For a fresh run: cancel the running batches and reuse no earlier result; how many were cancelled."""
         ...
+
+    def release_batches(self) -> int:
+        """Once the run's results are saved: cancel batches nobody waits for and delete what the run uploaded or
+        was sent (input and result files, ended batches); how many submissions were released."""
+        ...
+
+
+# The scope of the requests a thread sends (the stage sending them, with its settings' hash): part of each batch
+# request's custom_id, and recorded with each batch, so a batch of a stage whose settings changed is cancelled.
+_SCOPE: ContextVar[str] = ContextVar("synthforge_request_scope", default="")
+
+
+@contextmanager
+def request_scope(scope: str) -> Iterator[None]:
+    """Requests sent by this thread inside the block belong to ``scope``."""
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_scope() -> str:
+    """The scope of the requests this thread sends now ('' outside any)."""
+    return _SCOPE.get()
 
 
 @runtime_checkable

@@ -103,20 +103,22 @@ class JsonClient:
         content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         return await self.send("POST", path, content=content, headers={"content-type": "application/json"})
 
-    async def send(self, method: str, path: str, raw: bool = False, **request: Any) -> Any:
+    async def send(self, method: str, path: str, raw: bool = False, unsure: bool = True, **request: Any) -> Any:
         """One request with the retries :meth:`post` makes; the answer's JSON (its bytes with ``raw``).
-        ``request``: what httpx takes (``content``, ``files`` and ``data`` for a multipart upload, ``params``)."""
+        ``request``: what httpx takes (``content``, ``files`` and ``data`` for a multipart upload, ``params``).
+        ``unsure=False``: not sent again after a timeout or a dropped connection, when the server may have acted
+        on it (a batch create: the caller looks for what it made instead)."""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 response = await self._client.request(method, path.lstrip("/"), **request)
             except httpx.TimeoutException:
-                if last:
+                if last or not unsure:
                     raise TimedOut(f"no answer within {self.timeout:g} s") from None
                 await asyncio.sleep(retry_delay({}, attempt))
                 continue
             except httpx.TransportError as exc:
-                if last:
+                if last or (not unsure and not isinstance(exc, httpx.ConnectError)):  # refused: nothing was sent
                     raise ConnectionFailed(str(exc) or type(exc).__name__) from None
                 await asyncio.sleep(retry_delay({}, attempt))
                 continue

@@ -446,7 +446,16 @@ def test_a_spent_budget_and_a_fresh_run_cancel_a_batch_mode_teacher_s_running_ba
             super().__init__(
                 lambda c: Completion("an answer", "stop", 10, 10), capabilities=frozenset({"generate", "batch"})
             )
-            self.cancelled = self.forgotten = 0
+            self.cancelled = self.forgotten = self.released = 0
+            self.journals = []
+
+        def keep_log(self, journal, live):
+            self.journals.append((journal, live))
+            return 0
+
+        def release_batches(self):
+            self.released += 1
+            return 0
 
         def outstanding(self):
             return []
@@ -463,6 +472,9 @@ def test_a_spent_budget_and_a_fresh_run_cancel_a_batch_mode_teacher_s_running_ba
     teacher = BatchTeacher()
     with pytest.raises(TokenBudgetSpent):
         run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3, max_tokens=5), teacher=teacher)
-    assert teacher.cancelled == 1 and teacher.forgotten == 0
+    assert teacher.cancelled == 1 and teacher.forgotten == teacher.released == 0  # unfinished: nothing released
+    ((journal, live),) = teacher.journals  # the run's log, and the scope of its one stage's requests
+    assert journal.events() == [] and [s.split("-")[0] for s in live] == ["respond"]
     run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3, fresh=True), teacher=teacher)
-    assert teacher.forgotten == 1
+    assert teacher.forgotten == 1 and teacher.released == 1  # saved: what its batches left is released
+    assert len(teacher.journals) == 3  # the run's log, then a new one after --fresh removed the checkpoints

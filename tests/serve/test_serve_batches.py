@@ -215,19 +215,24 @@ class Crash(Exception):
     """Where a killed client would stop: raised once at one point of batch submission."""
 
 
-@pytest.mark.parametrize("point", ["before upload", "between upload and create", "after create", "polling", "download"])
+POINTS = ["before upload", "upload unrecorded", "between upload and create", "create unrecorded", "polling", "download"]
+
+
+@pytest.mark.parametrize("point", POINTS)
 def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
     point, tiny_model_dir, tmp_path, monkeypatch
 ):
-    """Each point of submission, simulated in-process (one crash, then a new client: all the state a killed
-    process keeps is the server's); tests/teachers/test_batch_mode.py kills a real run after the create with SIGKILL."""
-    from synthforge.teachers import batch_api
+    """Each point of submission, simulated in-process: one crash, then a new client on the same run log (all a
+    killed process leaves is its log and the server's state). "unrecorded": the server did it, the log never heard.
+    tests/teachers/test_batch_mode.py kills a real run with SIGKILL."""
+    from synthforge.engine.batch_log import BatchLog
     from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
-    from synthforge.teachers.base import SamplingParams
+    from synthforge.teachers.base import SamplingParams, request_scope
     from synthforge.teachers.http import JsonClient
+    from synthforge.teachers.openai_batches import OpenAIBatches
 
     armed = [True]
-    real_send, real_post, real_follow = JsonClient.send, JsonClient.post, batch_api.BatchClient._follow
+    real_send, real_submit = JsonClient.send, OpenAIBatches.submit
 
     def crash_if(hit: bool) -> None:
         if hit and armed[0]:
@@ -236,38 +241,39 @@ def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
 
     async def send(self, method, path, raw=False, **request):
         crash_if(point == "before upload" and method == "POST" and path == "/files")
+        crash_if(point == "between upload and create" and method == "POST" and path == "/batches")
         crash_if(point == "polling" and method == "GET" and path.startswith("/batches/batch_"))
         crash_if(point == "download" and method == "GET" and path.endswith("/content"))
-        return await real_send(self, method, path, raw, **request)
+        answer = await real_send(self, method, path, raw, **request)
+        crash_if(point == "upload unrecorded" and method == "POST" and path == "/files")
+        return answer
 
-    async def post(self, path, body):
-        crash_if(point == "between upload and create" and path == "/batches")
-        return await real_post(self, path, body)
-
-    def follow(self, batch_id, ids):
-        real_follow(self, batch_id, ids)
-        crash_if(point == "after create")
+    async def submit(self, intent, data, record):
+        batch = await real_submit(self, intent, data, record)
+        crash_if(point == "create unrecorded")
+        return batch
 
     monkeypatch.setattr(JsonClient, "send", send)
-    monkeypatch.setattr(JsonClient, "post", post)
-    monkeypatch.setattr(batch_api.BatchClient, "_follow", follow)
+    monkeypatch.setattr(OpenAIBatches, "submit", submit)
     conversations = [[{"role": "user", "content": f"Question {i}?"}] for i in range(6)]
     params = [SamplingParams(temperature=1.0, max_new_tokens=4, seed=i) for i in range(6)]
-    state = tmp_path / "state"
+    state, log_path = tmp_path / "state", tmp_path / "run" / "batches.jsonl"
     with serve_handle(_args(tiny_model_dir, state)) as (url, _):
         settings = OpenAISettings(base_url=url, batch=True, batch_poll_s=0.1)
-        first = OpenAITeacher("tiny", settings, {"backend": "openai"})
-        try:
-            with pytest.raises(Crash):
-                first.generate(conversations, params)
-        finally:
-            first.close()
+        answers = []
+        for attempt in range(2):  # the first crashes; the second, a new process as far as it knows, resumes
+            teacher = OpenAITeacher("tiny", settings, {"backend": "openai"})
+            try:
+                teacher.keep_log(BatchLog(log_path).view("default"), frozenset({"respond-1"}))
+                with request_scope("respond-1"):
+                    if attempt == 0:
+                        with pytest.raises(Crash):
+                            teacher.generate(conversations, params)
+                    else:
+                        answers = teacher.generate(conversations, params)
+            finally:
+                teacher.close()
         assert not armed[0]  # it crashed where asked
-        second = OpenAITeacher("tiny", settings, {"backend": "openai"})
-        try:
-            answers = second.generate(conversations, params)
-        finally:
-            second.close()
         online = OpenAITeacher("tiny", OpenAISettings(base_url=url), {"backend": "openai"})
         try:
             assert [a[0].text for a in answers] == [a[0].text for a in online.generate(conversations, params)]
@@ -275,41 +281,7 @@ def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
             online.close()
     batches = [json.loads(p.read_text()) for p in (state / "batches").glob("batch_*.json")]
     assert len(batches) == 1 and batches[0]["request_counts"]["total"] == 6  # the work was sent once
-
-
-def test_a_pipeline_s_running_batches_are_listed_and_cancelled_and_a_fresh_run_reuses_none(
-    tiny_model_dir, tmp_path, project, capsys
-):
-    from synthforge.engine.runner import RunOptions, run_pipeline
-    from synthforge.engine.spec import load_pipeline
-    from tests.conftest import run_cli
-
-    state = tmp_path / "state"
-    with serve_handle(_args(tiny_model_dir, state)) as (url, _):
-        settings = json.dumps({"base_url": url, "batch": True, "batch_poll_s": 0.1})
-        path = project / "pipelines" / "batched.yaml"
-        path.write_text(
-            f"name: batched\nseed: 1\nteacher: {{backend: openai, model: tiny, openai: {settings}}}\n"
-            "seeds: {path: seeds/red-team.jsonl}\nstages:\n  - respond: {sampling: {max_new_tokens: 4}}\n"
-            "export: {sft: true, dpo: false}\npaths: {prompts: ../prompts, constitutions: ../constitutions}\n"
-        )
-        client = _client(url)
-        uploaded = client.files.create(file=("in.jsonl", _requests(60)), purpose="batch")
-        running = client.batches.create(
-            input_file_id=uploaded.id,
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-            metadata={"synthforge": "synthforge"},
-        )
-        code, out, err = run_cli(["batches", str(path)], capsys)
-        assert code == 0, err
-        assert "teacher default (tiny): 1 batch(es) running" in out and running.id in out
-        code, out, _ = run_cli(["batches", str(path), "--cancel"], capsys)
-        assert code == 0 and "1 batch(es) cancelled" in out
-        assert _finished(client, running.id).status == "cancelled"
-        options = RunOptions(out_dir=project / "o", limit=2, progress=False)
-        run_pipeline(load_pipeline(path), options, log=lambda _: None)
-        assert len(list((state / "batches").glob("batch_*.json"))) == 2
-        fresh = RunOptions(out_dir=project / "o", limit=2, fresh=True, progress=False)
-        run_pipeline(load_pipeline(path), fresh, log=lambda _: None)
-        assert len(list((state / "batches").glob("batch_*.json"))) == 3  # nothing reused: sent again
+    uploads = [json.loads(p.read_text()) for p in (state / "files").glob("file-*.json")]
+    assert len([f for f in uploads if f["purpose"] == "batch"]) == 1  # and uploaded once
+    steps = [json.loads(line)["step"] for line in log_path.read_text().splitlines()]
+    assert steps[0] == "intent" and "created" in steps and steps.count("intent") == 1 + (point == "before upload")

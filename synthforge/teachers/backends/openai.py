@@ -38,9 +38,11 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
-from synthforge.teachers.batch_api import BatchClient, BatchEnded, BatchLimits, retryable
+from synthforge.teachers.batch_api import BatchClient, BatchLimits, request_messages
+from synthforge.teachers.batch_mode import BatchMode
 from synthforge.teachers.config import Backend, TeacherSpec
-from synthforge.teachers.http import ConnectionFailed, StatusError, TimedOut, error_detail, url_problem
+from synthforge.teachers.http import error_detail, url_problem
+from synthforge.teachers.openai_batches import OpenAIBatches
 from synthforge.teachers.reasoning import THINK_TAGS, split_reasoning
 from synthforge.teachers.remote import RemoteTeacher
 
@@ -329,7 +331,7 @@ def _option_score(remainder: str, top: list[tuple[str, float]]) -> float | None:
     return peak + math.log(sum(math.exp(lp - peak) for lp in matches))
 
 
-class OpenAITeacher(RemoteTeacher):
+class OpenAITeacher(BatchMode, RemoteTeacher):
     """A :class:`~synthforge.teachers.base.Teacher` speaking the OpenAI API to ``settings.base_url``."""
 
     def __init__(
@@ -349,7 +351,8 @@ class OpenAITeacher(RemoteTeacher):
         self.tokenizer = tokenizer
         headers = {"authorization": f"Bearer {resolve_api_key(settings)}", "user-agent": f"synthforge/{__version__}"}
         super().__init__(settings, headers, "synthforge-openai")
-        self.batches = None
+        self.batches: BatchClient | None = None
+        self.batch_setting = "teacher.openai.batch"
         if settings.batch:
             limits = BatchLimits(
                 settings.batch_max_requests,
@@ -357,9 +360,9 @@ class OpenAITeacher(RemoteTeacher):
                 settings.batch_max_tokens,
                 settings.batch_bytes_per_token,
                 poll_s=settings.batch_poll_s,
-                tag=settings.batch_tag,
             )
-            self.batches = BatchClient(self.client, limits, tokens=self._prompt_tokens if tokenizer else None)
+            provider = OpenAIBatches(self.client, settings.batch_tag)
+            self.batches = BatchClient(provider, limits, tokens=self._prompt_tokens if tokenizer else None)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -367,33 +370,17 @@ class OpenAITeacher(RemoteTeacher):
 
     def _prompt_tokens(self, line: bytes) -> int:
         """A batch request line's prompt tokens, by the local tokenizer's chat template."""
-        messages = json.loads(line)["body"].get("messages", [])
+        messages, _ = request_messages(line)
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    # -- batch mode (Batched) ---------------------------------------------------------------------------------
-    def _in_loop(self, make: Any) -> Any:
-        if self.batches is None:
-            raise UserError("teacher.openai.batch is false: this teacher sends no batches")
-        try:
-            return asyncio.run_coroutine_threadsafe(make(self.batches), self._loop).result()
-        except StatusError as exc:
-            raise self._classify_status(exc) from None
-
-    def outstanding(self) -> list[dict[str, Any]]:
-        return self._in_loop(lambda b: b.ours())
-
-    def cancel_outstanding(self) -> list[dict[str, Any]]:
-        return self._in_loop(lambda b: b.cancel_running())
-
-    def forget_batches(self) -> int:
-        return self._in_loop(lambda b: b.forget())
-
     def close(self) -> None:
         """Stop following batches (they go on on the server), then close the client."""
-        if self.batches is not None and self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.batches.aclose(), self._loop).result(timeout=10)
+        self.close_batches()
         super().close()
+
+    def no_batch_api_hint(self) -> str:
+        return ", or start synthforge serve --state-dir"
 
     def ready(self) -> bool:
         """Whether the server lists this model at ``GET /models`` (one try): it is up, takes our key and serves
@@ -452,40 +439,12 @@ class OpenAITeacher(RemoteTeacher):
     def _send_all(self, path: str, requests: list[dict[str, Any]], what: str) -> list[Any]:
         """Each request's JSON answer: online under the window and rate limits, or through the Batch API."""
         if self.batches is not None:
-            return self._batch_answers(path, requests)
+            return self._batch_answers("/v1" + path, requests)
         keys = [stable_hash([what, r]) for r in requests]
         coroutines = [
             self._call(key, lambda r=r: self._post(path, r), _cost(r)) for key, r in zip(keys, requests, strict=True)
         ]
         return self._run(coroutines, keys)
-
-    def _batch_answers(self, path: str, requests: list[dict[str, Any]]) -> list[Any]:
-        """The answers of ``requests`` sent as batch lines (found in a batch already on the server, or sent); a
-        failed line is a teacher error, retryable as its status says."""
-        assert self.batches is not None
-        endpoint = "/v1" + path
-        try:
-            found = asyncio.run_coroutine_threadsafe(self.batches.answers(endpoint, requests), self._loop).result()
-        except StatusError as exc:
-            if exc.status_code in (404, 405):
-                raise UserError(
-                    f"teacher.openai.batch: the server at {self.settings.base_url} has no Batch API (/files or "
-                    f"/batches answered {exc.status_code}); set batch: false, or start synthforge serve --state-dir"
-                ) from None
-            raise self._classify_status(exc) from None
-        except (TimedOut, ConnectionFailed) as exc:
-            raise TeacherError(f"Batch API at {self.settings.base_url}: {exc}") from None
-        except BatchEnded as exc:
-            raise TeacherError(str(exc), retryable=False) from None
-        answers = []
-        for response in found:
-            status = response.get("status_code")
-            if status != 200:
-                error = (response.get("body") or {}).get("error") or {}
-                message = error.get("message", "") if isinstance(error, dict) else str(error)
-                raise TeacherError(f"batch request failed: HTTP {status}: {message}", retryable=retryable(status))
-            answers.append(response["body"])
-        return answers
 
     def _sample(self, requests, all_params, path: str, parse) -> list[list[Completion]]:
         """Send each request with its ``n`` samples natively, or fanned out with distinct seeds."""

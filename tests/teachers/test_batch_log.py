@@ -1,0 +1,130 @@
+"""The run's batch log (checkpoints/batches.jsonl) against `synthforge serve`'s Batch API, run in this process with
+a scripted teacher held at a gate, so a batch is still running exactly when the test looks: a killed run's batch
+is listed and cancelled by `synthforge batches`, taken back by the rerun without sending the work again, and its
+uploads and results are deleted once the run is saved; an edited stage's batch is cancelled by the next run; a
+fresh run reuses nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+from tests.conftest import run_cli, wait_until
+from tests.fault_server import free_port
+
+
+@contextlib.contextmanager
+def gated_server(state):
+    """`synthforge serve`'s app on a free port, answering "ok: PROMPT" once ``gate`` is set."""
+    import uvicorn
+
+    from synthforge.serve.app import ServeConfig, build_app
+    from synthforge.serve.batches import BatchSettings
+    from synthforge.teachers.scripted import ScriptedTeacher
+
+    gate = threading.Event()
+
+    def reply(conversation):
+        assert gate.wait(120), "the test never opened the gate"
+        return "ok: " + conversation[-1]["content"][-20:]
+
+    app = build_app(ScriptedTeacher(reply), ServeConfig("tiny", batch=BatchSettings(state)))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 60, "the server to start")
+    try:
+        yield f"http://127.0.0.1:{port}/v1", gate
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _pipeline(project, url: str, max_new_tokens: int = 4):
+    settings = json.dumps({"base_url": url, "batch": True, "batch_poll_s": 0.1})
+    path = project / "pipelines" / "batched.yaml"
+    path.write_text(
+        f"name: batched\nseed: 1\nteacher: {{backend: openai, model: tiny, openai: {settings}}}\n"
+        "seeds: {path: seeds/red-team.jsonl}\n"
+        f"stages:\n  - respond: {{sampling: {{max_new_tokens: {max_new_tokens}}}}}\n"
+        "export: {sft: true, dpo: false}\npaths: {prompts: ../prompts, constitutions: ../constitutions}\n"
+    )
+    return path
+
+
+def _batches(state) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((state / "batches").glob("batch_*.json"))]
+
+
+def _killed_while_its_batch_runs(path, out, state) -> dict:
+    """A `generate` process killed with SIGKILL once its batch is on the server (held at the gate)."""
+    command = [sys.executable, "-m", "synthforge.cli.main", "generate", str(path), "--limit", "4", "--out", str(out)]
+    process = subprocess.Popen([*command, "--no-progress"], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _batches(state) and _batches(state)[0]["status"] == "in_progress", 120, "a running batch")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    return _batches(state)[0]
+
+
+def _run(path, out, fresh: bool = False) -> list[str]:
+    from synthforge.engine.runner import RunOptions, run_pipeline
+    from synthforge.engine.spec import load_pipeline
+
+    said: list[str] = []
+    run_pipeline(load_pipeline(path), RunOptions(out_dir=out, limit=4, fresh=fresh, progress=False), log=said.append)
+    return said
+
+
+def _steps(out) -> list[str]:
+    return [json.loads(line)["step"] for line in (out / "checkpoints" / "batches.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_run_s_batch_is_listed_cancelled_taken_back_and_released(project, tmp_path, capsys):
+    state, out = tmp_path / "state", project / "o"
+    with gated_server(state) as (url, gate):
+        path = _pipeline(project, url)
+        running = _killed_while_its_batch_runs(path, out, state)
+        code, shown, err = run_cli(["batches", path, "--out", out], capsys)
+        assert code == 0, err
+        assert "teacher default (tiny): 1 batch(es) running" in shown and running["id"] in shown
+        code, shown, _ = run_cli(["batches", path, "--out", out, "--cancel"], capsys)
+        assert code == 0 and "1 batch(es) cancelled" in shown
+        gate.set()  # the requests it had started finish; then it ends cancelled, keeping them
+        wait_until(lambda: _batches(state)[0]["status"] == "cancelled", 60, "the batch to end cancelled")
+        said = _run(path, out)
+        assert len(_batches(state)) == 1  # its finished answers were taken back: nothing was sent again
+        rows = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(r["messages"][-1]["content"].startswith("ok: ") for r in rows)
+        assert any("1 batch submission(s) released" in line for line in said)
+        assert not list((state / "files").glob("file-*.json"))  # its upload and its result file: deleted
+        assert _steps(out)[-1] == "released"
+        _run(path, out, fresh=True)
+        assert len(_batches(state)) == 2  # a fresh run reuses nothing: the work went out again
+
+
+def test_a_batch_of_a_stage_since_edited_is_cancelled_by_the_next_run(project, tmp_path):
+    state, out = tmp_path / "state", project / "o"
+    with gated_server(state) as (url, gate):
+        old = _killed_while_its_batch_runs(_pipeline(project, url, max_new_tokens=4), out, state)
+        edited = _pipeline(project, url, max_new_tokens=5)  # the stage's settings changed: its old requests are moot
+        said: list[str] = []
+        rerun = threading.Thread(target=lambda: said.extend(_run(edited, out)))
+        rerun.start()
+        try:
+            wait_until(lambda: _batches(state)[0]["status"] == "cancelling", 60, "the old batch to be cancelled")
+        finally:
+            gate.set()
+            rerun.join(timeout=120)
+        assert not rerun.is_alive()
+        statuses = {b["id"]: b["status"] for b in _batches(state)}
+        assert statuses[old["id"]] == "cancelled" and len(statuses) == 2
+        assert "1 running batch(es) of stage settings no longer in the pipeline cancelled" in said
+        assert _steps(out).count("discarded") == 1 and (out / "manifest.json").is_file()
