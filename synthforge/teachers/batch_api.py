@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import sys
 import time
@@ -69,7 +70,8 @@ class Intent:
     file: str | None = None  # the uploaded input file (providers with files)
     batch: str | None = None  # the batch made for it
     status: str | None = None  # how the batch ended (None: running, or never made)
-    closed: str | None = None  # "released", "discarded", "lost" (nothing reached the server) or "foreign"
+    closed: str | None = None  # "released", "discarded" or "lost" (nothing reached the server)
+    foreign: list[str] = field(default_factory=list)  # batches found for it whose results showed another client's
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,29 @@ class BatchProvider(Protocol):
         ...
 
 
-def custom_id(body: dict[str, Any], scope: str = "") -> str:
-    """A request's id in any batch: the hash of its scope and body (at most 64 characters of [A-Za-z0-9_-])."""
-    return "sf-" + stable_hash([scope, body] if scope else body)[:40]
+def limits_of(settings: Any) -> BatchLimits:
+    """The limits a backend's settings give (its ``batch_*`` fields), each checked (a ValueError naming it)."""
+    if settings.batch_max_requests < 1:
+        raise ValueError("batch_max_requests must be >= 1")
+    for name in ("batch_max_mb", "batch_bytes_per_token", "batch_poll_s"):
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if settings.batch_max_tokens is not None and settings.batch_max_tokens < 1:
+        raise ValueError("batch_max_tokens must be >= 1")
+    return BatchLimits(
+        settings.batch_max_requests,
+        int(settings.batch_max_mb * (1 << 20)),
+        settings.batch_max_tokens,
+        settings.batch_bytes_per_token,
+        poll_s=settings.batch_poll_s,
+    )
+
+
+def custom_id(key: Any, scope: str = "") -> str:
+    """A request's id in any batch: the hash of its scope and key (its body, or what tells two samples of one body
+    apart), at most 64 characters of [A-Za-z0-9_-]."""
+    return "sf-" + stable_hash([scope, key] if scope else key)[:40]
 
 
 def retryable(status: Any) -> bool:
@@ -196,7 +218,10 @@ def apply(intent: Intent, step: str, event: dict[str, Any]) -> None:
         intent.batch = event["batch"]
     elif step == "ended":
         intent.status = event["status"]
-    elif step in ("released", "discarded", "lost", "foreign"):
+    elif step == "foreign":
+        intent.foreign.append(event["batch"])
+        intent.batch = intent.status = None
+    elif step in ("released", "discarded", "lost"):
         intent.closed = step
 
 
@@ -238,10 +263,13 @@ class BatchClient:
         """Intents not yet closed (of ``scopes`` only, when given)."""
         return [i for i in self.intents.values() if i.closed is None and (scopes is None or i.scope in scopes)]
 
-    async def answers(self, endpoint: str, bodies: list[dict[str, Any]], scope: str = "") -> list[dict[str, Any]]:
-        """Each body's answer (``status_code``, ``body``), from a batch the log has, or sent now."""
+    async def answers(
+        self, endpoint: str, bodies: list[dict[str, Any]], scope: str = "", keys: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Each body's answer (``status_code``, ``body``), from a batch the log has, or sent now; ``keys`` tell
+        equal bodies apart (samples of one prompt without a seed; default: the bodies)."""
         await self._settle()
-        ids = [custom_id(b, scope) for b in bodies]
+        ids = [custom_id(k, scope) for k in (keys or bodies)]
         while missing := [(cid, body) for cid, body in zip(ids, bodies, strict=True) if cid not in self.done]:
             for cid, body in missing:
                 if cid not in self.carried and all(q[0] != cid for q in self._queue):
@@ -274,21 +302,23 @@ class BatchClient:
     async def _resume(self) -> None:
         """Every open intent settled: its batch followed or its results taken; none found, its upload sent."""
         for intent in self.open_intents():
-            if any(f.intent is intent for f in self.carried.values()):
-                continue
-            if await self.located(intent, resubmit=True) is None:
-                continue
-            state = await self.provider.state(intent.batch)
-            if state.running:
-                self._follow(intent)
-            else:
-                await self._take(intent, state)
+            if not any(f.intent is intent for f in self.carried.values()):
+                await self._resume_one(intent)
+
+    async def _resume_one(self, intent: Intent) -> None:
+        if await self.located(intent, resubmit=True) is None:
+            return
+        state = await self.provider.state(intent.batch)
+        if state.running:
+            self._follow(intent)
+        elif not await self._take(intent, state):
+            await self._resume_one(intent)  # the batch found was another client's: look again
 
     async def located(self, intent: Intent, resubmit: bool = False) -> str | None:
         """The intent's batch: recorded, else found on the server (and recorded), else (with ``resubmit``) made
         from its upload; None when nothing reached the server (the intent is closed as lost)."""
         if intent.batch is None:
-            claimed = {i.batch for i in self.intents.values() if i.batch}
+            claimed = {i.batch for i in self.intents.values() if i.batch} | set(intent.foreign)
             found = await self.provider.find(intent, claimed)
             if found is None and resubmit:
                 found = await self.provider.resubmit(intent, lambda step, fields: self.record(intent, step, **fields))
@@ -300,19 +330,20 @@ class BatchClient:
             self.say(f"synthforge: batch {found}: found again for intent {intent.id}")
         return intent.batch
 
-    async def _take(self, intent: Intent, state: BatchState) -> None:
-        """An ended batch's answers; one whose custom_ids aren't the intent's was someone else's (closed as
-        foreign: its requests are sent again)."""
-        if intent.status is None:
-            self.record(intent, "ended", status=state.status)
+    async def _take(self, intent: Intent, state: BatchState) -> bool:
+        """An ended batch's answers; False when its custom_ids aren't the intent's: a batch found for it turned
+        out to be another client's (recorded as foreign; the intent is looked for again)."""
         answers = await self.provider.results(state)
         if not set(answers) <= set(intent.ids):
             self.record(intent, "foreign", batch=state.id)
-            self.say(f"synthforge: batch {state.id} carries requests of another client: not taken")
-            return
+            self.say(f"synthforge: batch {state.id} carries another client's requests: not taken")
+            return False
+        if intent.status is None:
+            self.record(intent, "ended", status=state.status)
         for cid, answer in answers.items():
             if not retryable(answer.get("status_code")):  # a retryable failure is sent again
                 self.done.setdefault(cid, answer)
+        return True
 
     # -- sending and following -------------------------------------------------------------------------------
     async def _send_queued(self) -> None:
@@ -355,11 +386,14 @@ class BatchClient:
                 break
             await asyncio.sleep(wait)
             wait = min(60.0, wait * 1.5)
-        await self._take(intent, state)
+        taken = await self._take(intent, state)
+        if not taken:
+            await self._resume_one(intent)  # followed again if its own batch is found, else its requests go out
+        me = asyncio.current_task()
         for cid in intent.ids:
-            if cid in self.carried and self.carried[cid].intent is intent:
+            if cid in self.carried and self.carried[cid].ended is me:
                 del self.carried[cid]
-        if unfinished := [cid for cid in intent.ids if cid not in self.done]:
+        if taken and (unfinished := [cid for cid in intent.ids if cid not in self.done]):
             self.say(f"synthforge: batch {state.id} ended {state.status}: {len(unfinished)} requests sent again")
 
     # -- listing, cancelling, releasing --------------------------------------------------------------------------

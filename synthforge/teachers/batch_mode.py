@@ -54,12 +54,12 @@ class BatchMode:
         if self.batches is not None and self._loop.is_running():
             asyncio.run_coroutine_threadsafe(self.batches.aclose(), self._loop).result(timeout=10)
 
-    def _batch_answers(self, endpoint: str, requests: list[dict[str, Any]]) -> list[Any]:
+    def _batch_answers(self, endpoint: str, requests: list[dict[str, Any]], keys: list[Any] | None = None) -> list[Any]:
         """The answer bodies of ``requests`` sent as batch lines of the current request scope (found through the
         run's log, or sent); a failed line is a teacher error, retryable as its status says."""
         assert self.batches is not None
         try:
-            answers = self.batches.answers(endpoint, requests, current_scope())
+            answers = self.batches.answers(endpoint, requests, current_scope(), keys)
             found = asyncio.run_coroutine_threadsafe(answers, self._loop).result()
         except StatusError as exc:
             if exc.status_code in (404, 405):

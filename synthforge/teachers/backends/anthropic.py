@@ -29,7 +29,9 @@ from typing import Any
 from synthforge import __version__
 from synthforge.errors import TeacherError, UserError
 from synthforge.hashing import stable_hash
+from synthforge.teachers.anthropic_batches import AnthropicBatches
 from synthforge.teachers.base import (
+    BATCH,
     CHOICE,
     GENERATE,
     SCORE,
@@ -40,6 +42,8 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
+from synthforge.teachers.batch_api import BatchClient, limits_of
+from synthforge.teachers.batch_mode import BatchMode
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.http import StatusError, error_detail, url_problem
 from synthforge.teachers.reasoning import THINK_TAGS, split_reasoning
@@ -65,6 +69,12 @@ class AnthropicSettings:
     tokens_per_minute: float | None = None
     send_top_p: bool = False  # send top_p beside temperature (recent Claude models refuse both together)
     structured: bool = True  # ask schema answers with output_config.format (false: validate the text only)
+    batch: bool = False  # send requests through Message Batches (/v1/messages/batches): same answers, not the cache key
+    batch_max_requests: int = 100_000  # requests in one batch at most (Anthropic's limit)
+    batch_max_mb: float = 256.0  # size of one batch's requests at most (Anthropic's limit)
+    batch_max_tokens: int | None = None  # estimated prompt tokens in one batch at most (null: no such limit)
+    batch_bytes_per_token: float = 4.0  # the stated estimate: message bytes per token (no tokenizer for Claude here)
+    batch_poll_s: float = 5.0  # first wait between polls of a batch; it grows to at most a minute
 
     def __post_init__(self) -> None:
         problem = url_problem(self.base_url)
@@ -78,6 +88,7 @@ class AnthropicSettings:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        limits_of(self)  # the batch_* settings checked
 
 
 def messages_request(
@@ -159,7 +170,7 @@ def _count(value: Any) -> int:
 _TOO_LONG = re.compile(r"prompt is too long: (?P<has>\d+) tokens > (?P<limit>\d+) maximum")
 
 
-class AnthropicTeacher(RemoteTeacher):
+class AnthropicTeacher(BatchMode, RemoteTeacher):
     """A :class:`~synthforge.teachers.base.Teacher` speaking Anthropic's Messages API to ``settings.base_url``."""
 
     def __init__(self, model: str, settings: AnthropicSettings, identity: dict[str, Any], tags=THINK_TAGS):
@@ -172,6 +183,13 @@ class AnthropicTeacher(RemoteTeacher):
             raise UserError(f"teacher.anthropic.api_key_env: environment variable {settings.api_key_env} is not set")
         headers = {"x-api-key": key, "anthropic-version": settings.version, "user-agent": f"synthforge/{__version__}"}
         super().__init__(settings, headers, "synthforge-anthropic")
+        self.batch_setting = "teacher.anthropic.batch"
+        self.batches = BatchClient(AnthropicBatches(self.client), limits_of(settings)) if settings.batch else None
+
+    def close(self) -> None:
+        """Stop following batches (they go on on the server), then close the client."""
+        self.close_batches()
+        super().close()
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -216,15 +234,24 @@ class AnthropicTeacher(RemoteTeacher):
             for index, (conversation, p) in enumerate(zip(conversations, all_params, strict=True))
             for sample in range(p.n)
         ]
+        if self.batches is not None:  # the sample's number tells equal bodies apart (the API has no seed)
+            bodies = [body for _, _, body in plan]
+            found = self._batch_answers("/v1/messages", bodies, [["message", s, b] for _, s, b in plan])
+            return _grouped(len(conversations), [index for index, _, _ in plan], found, self.tags)
         keys = [stable_hash(["message", sample, body]) for _, sample, body in plan]
         coroutines = [
             self._call(key, lambda b=body: self.client.post("/v1/messages", b), _cost(body))
             for key, (_, _, body) in zip(keys, plan, strict=True)
         ]
-        out: list[list[Completion]] = [[] for _ in conversations]
-        for (index, _, _), response in zip(plan, self._run(coroutines, keys), strict=True):
-            out[index].append(parse_message(response, self.tags))
-        return out
+        return _grouped(len(conversations), [index for index, _, _ in plan], self._run(coroutines, keys), self.tags)
+
+
+def _grouped(count: int, owners: list[int], responses: list[Any], tags: Sequence[str]) -> list[list[Completion]]:
+    """Each conversation's completions, from responses in plan order (``owners``: the conversation of each)."""
+    out: list[list[Completion]] = [[] for _ in range(count)]
+    for index, response in zip(owners, responses, strict=True):
+        out[index].append(parse_message(response, tags))
+    return out
 
 
 def _cost(body: dict[str, Any]) -> float:
@@ -235,7 +262,8 @@ def _cost(body: dict[str, Any]) -> float:
 
 def anthropic_capabilities(settings: AnthropicSettings) -> frozenset[str]:
     """No log-probabilities, no raw text; structured outputs when asked for, and extended thinking."""
-    return frozenset({GENERATE, THINKING_BUDGET} | ({STRUCTURED} if settings.structured else set()))
+    found = {GENERATE, THINKING_BUDGET} | ({STRUCTURED} if settings.structured else set())
+    return frozenset(found | ({BATCH} if settings.batch else set()))
 
 
 def ref_overrides(rest: str) -> list[str]:
@@ -259,7 +287,8 @@ BACKEND = Backend(
     capabilities=lambda spec, settings: anthropic_capabilities(settings),
     build=lambda spec, settings, identity: AnthropicTeacher(spec.model, settings, identity, spec.tags),
     batch_size=256,
-    in_flight=lambda spec, settings: settings.max_concurrency,
+    # in batch mode the engine may queue a whole batch's requests: they go out together
+    in_flight=lambda spec, settings: settings.batch_max_requests if settings.batch else settings.max_concurrency,
     remote=True,
     hints={
         CHOICE: "the Messages API returns no log-probabilities: rate answers instead (stage rate, scoring: json)",

@@ -38,7 +38,7 @@ from synthforge.teachers.base import (
     SamplingParams,
     per_conversation,
 )
-from synthforge.teachers.batch_api import BatchClient, BatchLimits, request_messages
+from synthforge.teachers.batch_api import BatchClient, limits_of, request_messages
 from synthforge.teachers.batch_mode import BatchMode
 from synthforge.teachers.config import Backend, TeacherSpec
 from synthforge.teachers.http import error_detail, url_problem
@@ -78,7 +78,7 @@ class OpenAISettings:
     # counted by `tokenizer` when set, else estimated at batch_bytes_per_token); null: no such limit
     batch_bytes_per_token: float = 4.0  # the stated estimate without a tokenizer: message bytes per token
     batch_poll_s: float = 5.0  # first wait between polls of a batch; it grows to at most a minute
-    batch_tag: str = "synthforge"  # metadata that marks our batches, found again on a rerun (exactly once)
+    batch_tag: str = "synthforge"  # metadata that marks our batches (beside each one's intent id, the idempotency key)
 
     def __post_init__(self) -> None:
         problem = url_problem(self.base_url)
@@ -95,13 +95,7 @@ class OpenAISettings:
             raise ValueError(f"score must be prompt_logprobs, top_logprobs or none, got {self.score!r}")
         if not 1 <= self.top_logprobs <= 20:
             raise ValueError("top_logprobs must be in [1, 20] (the OpenAI API's limit)")
-        if self.batch_max_requests < 1:
-            raise ValueError("batch_max_requests must be >= 1")
-        _finite_positive("batch_max_mb", self.batch_max_mb)
-        _finite_positive("batch_bytes_per_token", self.batch_bytes_per_token)
-        if self.batch_max_tokens is not None and self.batch_max_tokens < 1:
-            raise ValueError("batch_max_tokens must be >= 1")
-        _finite_positive("batch_poll_s", self.batch_poll_s)
+        limits_of(self)  # the batch_* settings checked
 
 
 def openai_capabilities(settings: OpenAISettings) -> frozenset[str]:
@@ -354,15 +348,9 @@ class OpenAITeacher(BatchMode, RemoteTeacher):
         self.batches: BatchClient | None = None
         self.batch_setting = "teacher.openai.batch"
         if settings.batch:
-            limits = BatchLimits(
-                settings.batch_max_requests,
-                int(settings.batch_max_mb * (1 << 20)),
-                settings.batch_max_tokens,
-                settings.batch_bytes_per_token,
-                poll_s=settings.batch_poll_s,
-            )
             provider = OpenAIBatches(self.client, settings.batch_tag)
-            self.batches = BatchClient(provider, limits, tokens=self._prompt_tokens if tokenizer else None)
+            tokens = self._prompt_tokens if tokenizer else None
+            self.batches = BatchClient(provider, limits_of(settings), tokens=tokens)
 
     @property
     def identity(self) -> dict[str, Any]:
