@@ -238,7 +238,7 @@ class BatchClient:
     ):
         """``tokens``: a request line's prompt tokens by a local tokenizer (None: estimated from its bytes)."""
         self.provider, self.limits, self.tokens = provider, limits, tokens
-        self.say = say or (lambda line: print(line, file=sys.stderr))
+        self.say = say or _say
         self.journal: BatchJournal = MemoryJournal()
         self.intents: dict[str, Intent] = {}
         self.done: dict[str, dict[str, Any]] = {}  # custom_id -> its answer
@@ -459,6 +459,13 @@ class BatchClient:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _say(line: str) -> None:
+    """A batch's news on stderr, above the run's progress bars (not through them)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _fields(intent: Intent) -> dict[str, Any]:

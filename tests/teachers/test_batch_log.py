@@ -6,44 +6,14 @@ fresh run reuses nothing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
 import sys
 import threading
 
+from tests.batch_server import gated_server
 from tests.conftest import run_cli, wait_until
-from tests.fault_server import free_port
-
-
-@contextlib.contextmanager
-def gated_server(state):
-    """`synthforge serve`'s app on a free port, answering "ok: PROMPT" once ``gate`` is set."""
-    import uvicorn
-
-    from synthforge.serve.app import ServeConfig, build_app
-    from synthforge.serve.batches import BatchSettings
-    from synthforge.teachers.scripted import ScriptedTeacher
-
-    gate = threading.Event()
-
-    def reply(conversation):
-        assert gate.wait(120), "the test never opened the gate"
-        return "ok: " + conversation[-1]["content"][-20:]
-
-    app = build_app(ScriptedTeacher(reply), ServeConfig("tiny", batch=BatchSettings(state)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 60, "the server to start")
-    try:
-        yield f"http://127.0.0.1:{port}/v1", gate
-    finally:
-        gate.set()
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _pipeline(project, url: str, max_new_tokens: int = 4):
