@@ -31,7 +31,8 @@ def batches(pipeline, out_dir, overrides, cancel) -> None:
     named = {DEFAULT: spec.teacher, **spec.teachers}
     batching = {name: t for name, t in named.items() if BATCH in teacher_capabilities(t)}
     if not batching:
-        raise UserError(f"{spec.source}: no teacher sends batches (set teacher.openai.batch or teacher.anthropic.batch: true)")
+        where = "teacher.openai.batch or teacher.anthropic.batch"
+        raise UserError(f"{spec.source}: no teacher sends batches (set {where}: true)")
     out_dir = (out_dir or default_out_dir(spec)).expanduser()
     if not is_run_dir(out_dir):
         raise UserError(f"--out {out_dir}: no run of {spec.name} there (give the folder generate wrote)")
