@@ -117,10 +117,13 @@ def _print_dry_run(spec, limit, out_dir) -> None:
         click.echo(f"\n=== {stage} · {role} ===")
         for message in conversation:
             click.echo(f"[{message['role']}] {message['content']}")
-    cost = estimate(spec, shown.seeds, shown.prompts, shown.budgets)
-    if cost is not None:
+    bound = estimate(spec, shown.calls)
+    if bound is not None:
+        cost, unpriced = bound
         click.echo(
-            f"\nestimated cost: about ${cost:.4f} for {shown.seeds} seed prompts (each prompt shown above asked once "
-            "per seed at 4 characters a token, answered with its stage's whole max_new_tokens; rounds, samples and "
-            "principles ask more: an order of magnitude, not a bound)"
+            f"\nestimated cost: at most about ${cost:.4f} for {shown.seeds} seed prompts (every answer each stage may "
+            "ask for counted: samples, rounds, principles, both orders, members, aspects, jurors; each at its "
+            "stage's max_new_tokens, and upstream model text in a prompt at the largest max_new_tokens before it; "
+            "prompt text at 4 characters a token)"
+            + (f"; {unpriced} tokens of models without a price" if unpriced else "")
         )

@@ -86,20 +86,26 @@ def run_costs(spec: Any, records: Iterable[Record]) -> dict[str, Any] | None:
     }
 
 
-def estimate(
-    spec: Any, seeds: int, prompts: list[tuple[str, str, list[dict[str, str]]]], budgets: dict[str, int]
-) -> float | None:
-    """A dry run's estimate of the teacher calls' cost: each shown prompt (4 characters a token) asked once per
-    seed record and answered with its stage's whole ``max_new_tokens``; None without ``prices:``. Prompts that
-    depend on earlier answers are estimated from the placeholder's size, and stages that ask more than once per
-    record (rounds, principles, samples) more than shown: read it as an order of magnitude."""
+def estimate(spec: Any, calls: Iterable[Any]) -> tuple[float, int] | None:
+    """A dry run's bound on the teacher calls' cost, and the tokens of models without a price (counted apart): every
+    answer each stage declares it may ask for (:class:`~synthforge.engine.prepare.StageCalls`), each taking its
+    stage's whole ``max_new_tokens``; each piece of upstream model text in a prompt at the largest
+    ``max_new_tokens`` of the stages so far; the rest of a prompt at 4 characters a token (no tokenizer is loaded:
+    the one estimate in it). A stage calling several teachers (a pool, a jury) is priced at its dearest. None
+    without ``prices:``."""
     if not spec.prices:
         return None
-    price, batch = _teacher_price(spec, DEFAULT)
-    if price is None:
-        return None
-    total = 0.0
-    for stage, _role, conversation in prompts:
-        tokens = sum(len(m["content"]) for m in conversation) / CHARS_PER_TOKEN
-        total += price.of(tokens * seeds, budgets.get(stage, 256) * seeds, batch)
-    return total
+    total, unpriced, longest = 0.0, 0, 0
+    for stage in calls:
+        longest = max(longest, stage.budget)
+        if not stage.teachers:
+            continue
+        priced = [p for p in (_teacher_price(spec, name) for name in stage.teachers) if p[0] is not None]
+        price, batch = max(priced, key=lambda p: p[0].of(1, 1, p[1]), default=(None, False))
+        for role, count in stage.calls.items():
+            prompt = stage.prompt_chars.get(role, 0.0) / CHARS_PER_TOKEN + stage.placeholders.get(role, 0) * longest
+            if price is None:
+                unpriced += round((prompt + stage.budget) * count)
+            else:
+                total += price.of(prompt * count, stage.budget * count, batch)
+    return total, unpriced

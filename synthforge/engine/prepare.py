@@ -4,6 +4,7 @@ model loads or a request is sent (``--dry-run`` shows the prompts this renders).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from synthforge.engine.spec import PipelineSpec
 from synthforge.records import RESERVED_FIELDS, Record
 from synthforge.settings import SpecError
 from synthforge.stages import stage_class
-from synthforge.stages.base import Stage, StageResources, placeholder_record
+from synthforge.stages.base import PLACEHOLDER, Stage, StageResources, placeholder_record
 from synthforge.teachers.base import SAMPLES, Conversation, SamplingParams, Teacher, backend_name, capabilities_of
 from synthforge.teachers.factory import check_device, missing_capability, teacher_capabilities
 from synthforge.teachers.team import DEFAULT
@@ -164,6 +165,19 @@ def _check_new_columns(stage: Stage, stages: list[Stage], columns: list[str], av
         raise SpecError(f"{stage.where}: writes {name!r}, which {who} already writes; give this column another name")
 
 
+@dataclass(frozen=True)
+class StageCalls:
+    """What the dry run's cost bound knows of one stage's teacher calls, by role of its prompts: how many answers at
+    most, each prompt's mean size over the seeds rendered and its pieces of upstream model text (placeholders)."""
+
+    stage: str
+    teachers: tuple[str, ...]  # the named teachers it calls (none: it calls none)
+    budget: int  # the most tokens one of its answers may take
+    calls: dict[str, int]
+    prompt_chars: dict[str, float]
+    placeholders: dict[str, int]
+
+
 @dataclass
 class Preview:
     """What ``--dry-run`` shows: the seeds, the output directory, and the first prompt of every stage (with
@@ -172,7 +186,7 @@ class Preview:
     seeds: int
     out_dir: Path
     prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
-    budgets: dict[str, int] = field(default_factory=dict)  # stage -> the most tokens one of its answers may take
+    calls: list[StageCalls] = field(default_factory=list)  # every stage's teacher calls, for the cost bound
     user_code: list[tuple[str, str, Path | None]] = field(default_factory=list)  # (stage, module:name, source)
 
 
@@ -182,9 +196,34 @@ def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None =
     prepared = prepare(spec, limit)
     record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
-    budgets = {stage.name: _answer_budget(stage) for stage in prepared.stages}
     code = [(stage.name, ref, path) for stage in prepared.stages for ref, path in stage.user_code()]
-    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, budgets, code)
+    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, stage_calls(prepared), code)
+
+
+RENDERED = 2000  # seeds whose prompts the cost bound renders (their mean stands for the rest)
+
+
+def stage_calls(prepared: PreparedRun) -> list[StageCalls]:
+    """Each stage's teacher calls for the whole run at most, as the cost bound counts them: the records reaching it
+    (filters only drop; generators say how many they make), the candidates they carry, the answers the stage
+    declares (:meth:`~synthforge.stages.base.Stage.most_calls`), and its prompts rendered for the seeds."""
+    seeds = [placeholder_record(r) for r in prepared.records[:RENDERED]] or [placeholder_record(None)]
+    records, candidates, found = len(prepared.records), 2, []
+    for stage in prepared.stages:
+        shown = [(role, conv) for seed in seeds for role, conv in stage.preview(seed)]
+        chars: dict[str, list[int]] = {}
+        holes: dict[str, int] = {}
+        for role, conv in shown:
+            chars.setdefault(role, []).append(sum(len(m["content"]) for m in conv))
+            holes[role] = max(holes.get(role, 0), sum(len(_UPSTREAM.findall(m["content"])) for m in conv))
+        calls = {role: records for role in chars} | stage.most_calls(records, candidates)
+        mean = {role: sum(sizes) / len(sizes) for role, sizes in chars.items()}
+        found.append(StageCalls(stage.name, stage.teacher_names(), _answer_budget(stage), calls, mean, holes))
+        records, candidates = stage.records_out(records), stage.candidates_out(candidates)
+    return found
+
+
+_UPSTREAM = re.compile(re.escape(PLACEHOLDER).replace(re.escape("{}"), ".+?"))
 
 
 def _answer_budget(stage: Stage) -> int:

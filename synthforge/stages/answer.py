@@ -77,5 +77,8 @@ class Answer(Stage):
             results.append(ANSWERS.on(replace(record, steps=[*record.steps, step]), answers))
         return results
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {f"answer ({self.config.label})": records * self.config.sampling.n}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [(f"answer ({self.config.label})", self.conversation(record))]

@@ -237,6 +237,20 @@ class Stage(ABC):
         """The prompts this stage would send for ``record`` (``--dry-run``); may raise UserError."""
         return []
 
+    # What the dry run's cost bound asks of a stage (each answer may take the stage's whole max_new_tokens).
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        """The most answers ``records`` input records may cost, by role of :meth:`preview` (a call asking n samples
+        counts n); ``candidates``: the most candidates a record carries here. A role not given: one per record."""
+        return {}
+
+    def records_out(self, records: int) -> int:
+        """The most records this stage hands on for ``records`` in (the same by default: filters only drop)."""
+        return records
+
+    def candidates_out(self, candidates: int) -> int:
+        """The most candidates a record carries after this stage (as many as it came with, by default)."""
+        return candidates
+
     def drop(self, record: Record, reason: str) -> Drop:
         return Drop(record=record, stage=self.name, reason=reason)
 

@@ -167,6 +167,10 @@ class CompareJudge(Juried, Stage):
             results.append(REFUSALS.on(COMPARISONS.on(replace(record, steps=steps), comparisons), refusals))
         return results
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        principles = self.config.principles or len(self.principles)
+        return {"comparison": records * principles * 2 * max(1, len(self.config.judges))}  # both orders
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         first, second = PLACEHOLDER.format("answer of model A"), PLACEHOLDER.format("answer of model B")
         return [("comparison", self.question(record, self.principles[0], first, second))]

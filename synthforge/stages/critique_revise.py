@@ -231,6 +231,10 @@ class CritiqueRevise(Stage):
             return self.drop(revised, "truncated revision (hit max_new_tokens)")
         return revised
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        rounds = records * self.config.rounds
+        return {"critique": rounds if self.config.critique else 0, "revision": rounds}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = self.principles_for(record)[0]
         critique = PLACEHOLDER.format("critique")

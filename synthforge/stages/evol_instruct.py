@@ -229,5 +229,8 @@ class EvolInstruct(Stage):
             return self.drop(evolved, f"every evolution eliminated (last: {reason})")
         return evolved
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {op: records * self.config.rounds for op in ("deepen", "breadth")}  # a round is one of them: loose
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [(op, self.request(record.prompt or PLACEHOLDER.format("prompt"), op)) for op in ("deepen", "breadth")]

@@ -192,6 +192,9 @@ class Generate(Stage):
         then = f"invalid ones asked again up to {self.config.retries} time(s)" if self.config.retries else "no retries"
         return [f"{self.name}: {rate:.1%} of first answers were valid ({first} asked; {then})"]
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {self.config.field: records * self.config.sampling.n * (1 + self.config.retries)}  # and its retries
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         missing = {v: PLACEHOLDER.format(v) for v in self.variables if v not in self._context(record)}
         return [(self.config.field, self.request(record, missing))]

@@ -165,6 +165,11 @@ class GrowDialogue(Stage):
         for i, result in zip(where, answered, strict=True):
             results[i] = result
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        turns = records * self.config.turns
+        critic = self.critic.most_calls(turns, candidates) if self.critic is not None else {}
+        return {"user turn": turns, "response": turns, **critic}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         sample = replace(record, response=record.response or PLACEHOLDER.format("response"))
         answered = [*sample.dialogue, {"role": "assistant", "content": sample.response or ""}]

@@ -187,6 +187,10 @@ class Judge(Juried, Stage):
             return f"judge undecided (P(first) {a:.3f}{'' if b is None else f' / {b:.3f}'}): {what}"
         return f"judge's two orders disagree (P(first) {a:.3f} shown first, {b:.3f} shown second): {what}"
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        judged = records * self.config.principles * (2 if self.config.swap else 1) * max(1, len(self.config.judges))
+        return {"samples": records * 2, "judgement": judged, "answer": judged if self.config.chain_of_thought else 0}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = self._principles(record)[0]
         first, second = PLACEHOLDER.format("sample 1"), PLACEHOLDER.format("sample 2")

@@ -155,6 +155,14 @@ class Pool(Stage):
             return self.drop(answered, f"fewer than two non-empty answers ({len(candidates)} of {len(answers)})")
         return answered
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {f"candidate · {self.config.members[0].name}": records * self.candidates_out(0)}
+
+    def candidates_out(self, candidates: int) -> int:
+        """Each record's answers: its members' (every one, or ``per_record``), each with its samples."""
+        most_n = max((m.sampling or {}).get("n", self.config.sampling.n) for m in self.config.members)
+        return (self.config.per_record or len(self.config.members)) * most_n
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         member = self.config.members[0]
         return [(f"candidate · {member.name}", self.request(record, member))]

@@ -233,6 +233,11 @@ class Rate(Stage):
             return Rating(None if score is None else float(score), "json", {**detail, "rationale": reasoning})
         return Rating(parse_text_score(completion.text, self.config.scale), "text", detail)
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        answers = candidates if self.config.answers == "candidates" else 2  # the response and the rejected
+        per_answer = len(self.aspects) * max(1, len(self.config.judges))
+        return {f"rating · {self.aspects[0].name}": records * answers * per_answer}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         answer = PLACEHOLDER.format("candidate answer")
         return [(f"rating · {self.aspects[0].name}", self.question(record, self.aspects[0], answer))]

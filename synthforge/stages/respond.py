@@ -69,5 +69,8 @@ class Respond(Stage):
         step = TRUNCATED_STEP.make(self.name, dropped_turns=dropped, kept_turns=len(fitted.history))
         return replace(fitted, steps=[*fitted.steps, step])
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {"response": records * self.config.sampling.n}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [("response", self.conversation(record))]

@@ -96,5 +96,8 @@ class RewardRank(Stage):
             return self.drop(ranked, f"reward gap below min_gap {self.config.min_gap:g} ({gap:.3f})")
         return ranked
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {"samples": records * self.config.n}
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [("samples", self.conversation(record))] if self.config.n else []

@@ -90,6 +90,12 @@ class SelfInstruct(DatasetStage):
         )
         return [{"role": "user", "content": text}]
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {"request": self.config.max_rounds * self.config.requests_per_round}  # whatever the seeds
+
+    def records_out(self, records: int) -> int:
+        return self.config.target + (records if self.config.keep_seeds else 0)
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         return [("request", self.request([record.prompt]))]
 

@@ -163,6 +163,9 @@ class VerifyPairs(Juried, Stage):
             )
         return checked
 
+    def most_calls(self, records: int, candidates: int) -> dict[str, int]:
+        return {"verification": records * 2 * max(1, len(self.config.judges))}  # both orders, each juror
+
     def preview(self, record: Record) -> list[tuple[str, Conversation]]:
         principle = next(iter(self.by_name.values()))
         chosen, rejected = PLACEHOLDER.format("revision"), PLACEHOLDER.format("first answer")

@@ -432,9 +432,48 @@ export: {sft: false, dpo: false}
     from tests.conftest import run_cli
 
     code, out, _ = run_cli(["generate", str(path), "--dry-run", "--limit", "4"], capsys)
-    assert code == 0 and "estimated cost: about $" in out
+    assert code == 0 and "estimated cost: at most about $" in out
     with pytest.raises(UserError, match=r"prices\.m: .*batch_discount must be in \[0, 1\)"):
         load_pipeline(path, ["prices.m.batch_discount=1.5"])
+
+
+def test_the_dry_run_s_cost_bound_counts_every_answer_a_stage_may_ask_for(project):
+    """Calls by role as each stage declares them (samples, rounds, both orders, members, aspects, jurors), answers
+    at max_new_tokens, upstream model text at the largest max_new_tokens so far; the bound's arithmetic checked
+    by hand on a respond + pool pipeline."""
+    from synthforge.engine.costs import estimate
+    from synthforge.engine.prepare import prepare, stage_calls
+
+    body = """teachers:
+  cheap: {backend: openai, model: small, openai: {base_url: 'http://127.0.0.1:9/v1', batch: true}}
+prices:
+  m: {input: 2.0, output: 10.0}
+  small: {input: 1.0, output: 4.0, batch_discount: 0.5}
+stages:
+  - respond: {sampling: {max_new_tokens: 100, n: 2}}
+  - pool:
+      members: [{name: x, teacher: cheap}, {name: y, teacher: cheap, sampling: {n: 3}}]
+      sampling: {max_new_tokens: 50}
+  - rate: {rubric: ultrafeedback, scoring: json, sampling: {max_new_tokens: 20}}
+  - critique_revise: {rounds: 2, sampling: {max_new_tokens: 200}}
+  - judge: {principles: 2, sampling: {max_new_tokens: 30}}
+export: {sft: false, dpo: false}
+"""
+    spec = load_pipeline(_pipeline(project, body))
+    prepared = prepare(spec, 4)
+    respond, pool, rate, revise, judge = calls = stage_calls(prepared)
+    assert respond.calls == {"response": 8} and pool.calls == {"candidate · x": 4 * 2 * 3}  # 2 members, n up to 3
+    aspects = prepared.stages[2].aspects
+    assert list(rate.calls.values()) == [4 * 6 * len(aspects)] and len(aspects) > 1  # each aspect of 6 candidates
+    assert revise.calls == {"critique": 8, "revision": 8} and revise.placeholders["revision"] >= 2
+    assert judge.calls == {"samples": 8, "judgement": 4 * 2 * 2, "answer": 0}  # two principles, both orders
+    cost, unpriced = estimate(spec, calls[:2])
+    tokens = {s.stage: {r: s.prompt_chars[r] / 4 + s.placeholders[r] * 100 for r in s.calls} for s in calls[:2]}
+    assert cost == pytest.approx(
+        (tokens["respond"]["response"] * 8 * 2.0 + 100 * 8 * 10.0) / 1e6
+        + (tokens["pool"]["candidate · x"] * 24 * 1.0 + 50 * 24 * 4.0) / 1e6 * 0.5  # batch mode: half
+    )
+    assert unpriced == 0 and respond.placeholders["response"] == 0
 
 
 def test_a_spent_budget_and_a_fresh_run_cancel_a_batch_mode_teacher_s_running_batches(project):
