@@ -4,7 +4,8 @@ both times, whether the outputs are the same, and the cost each would have on a 
 One server (its own process, a tiny random model so the figure is about the two paths, not the model) answers a
 `respond` stage over N prompts: first online (`/v1/chat/completions`, a window of requests), then through the
 Batch API (`teacher.openai.batch: true`: one batch file, polled). The cost is computed from the runs' own usage
-with an example price table (USD 2.50 / 10.00 per million input / output tokens, batches at half price).
+with an example price table (USD 2.50 / 10.00 per million input / output tokens, batches at half price), beside
+the bound `--dry-run` gives before either runs.
 
     python benchmarks/batch.py                  # 64 prompts, 16 new tokens each
     python benchmarks/batch.py --prompts 256
@@ -22,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from synthforge.builtin import ROOT as BUILTIN  # noqa: E402
+from synthforge.engine.costs import estimate  # noqa: E402
+from synthforge.engine.prepare import preview  # noqa: E402
 from synthforge.engine.runner import RunOptions, run_pipeline  # noqa: E402
 from synthforge.engine.spec import load_pipeline  # noqa: E402
 from synthforge.testing import build_tiny_model  # noqa: E402
@@ -30,8 +33,8 @@ from tests.fault_server import serve_handle  # noqa: E402
 PRICES = {"tiny": {"input": 2.5, "output": 10.0, "batch_discount": 0.5}}
 
 
-def run(root: Path, url: str, prompts: int, tokens: int, batch: bool) -> tuple[float, dict, bytes]:
-    """(seconds of the stage, the manifest's cost, sft.jsonl's bytes) of one run."""
+def run(root: Path, url: str, prompts: int, tokens: int, batch: bool) -> tuple[float, dict, bytes, float]:
+    """(seconds of the stage, the manifest's cost, sft.jsonl's bytes, the dry run's cost bound) of one run."""
     seeds = root / "seeds.jsonl"
     rows = [json.dumps({"prompt": f"Question {i}: how do tides work?"}) + "\n" for i in range(prompts)]
     seeds.write_text("".join(rows))
@@ -46,8 +49,9 @@ def run(root: Path, url: str, prompts: int, tokens: int, batch: bool) -> tuple[f
         f"paths: {{prompts: {BUILTIN / 'prompts'}, constitutions: {BUILTIN / 'constitutions'}}}\n"
     )
     out = root / f"out-{batch}"
+    bound, _ = estimate(load_pipeline(pipeline), preview(load_pipeline(pipeline)).calls)
     result = run_pipeline(load_pipeline(pipeline), RunOptions(out_dir=out, progress=False), log=lambda _: None)
-    return result.reports[0].seconds, result.manifest["cost"], (out / "sft.jsonl").read_bytes()
+    return result.reports[0].seconds, result.manifest["cost"], (out / "sft.jsonl").read_bytes(), bound
 
 
 def main() -> None:
@@ -64,6 +68,7 @@ def main() -> None:
             batched = run(root, url, args.prompts, args.tokens, batch=True)
     print(f"online: {online[0]:.2f} s, cost ${online[1]['total_usd']:.6f} at the example prices")
     print(f"batch:  {batched[0]:.2f} s, cost ${batched[1]['total_usd']:.6f} (half price)")
+    print(f"--dry-run bound: ${online[3]:.6f} online, ${batched[3]:.6f} batch (each answer at max_new_tokens)")
     print(f"batch / online time: {batched[0] / online[0]:.2f}x; same sft.jsonl: {online[2] == batched[2]}")
 
 

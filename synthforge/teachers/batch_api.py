@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from synthforge.hashing import stable_hash
 from synthforge.teachers.base import BatchJournal
+from synthforge.teachers.http import StatusError
 
 MAX_SENDS = 3  # batches one request is sent in before it is given up
 FIND_SLACK_S = 600.0  # batches created this long before an intent are still looked at (clocks differ)
@@ -210,6 +211,11 @@ def replay(events: list[dict[str, Any]]) -> dict[str, Intent]:
     return intents
 
 
+def open_intents(journal: BatchJournal) -> list[Intent]:
+    """The intents a journal recorded that are not closed yet."""
+    return [i for i in replay(journal.events()).values() if i.closed is None]
+
+
 def apply(intent: Intent, step: str, event: dict[str, Any]) -> None:
     """One recorded step's effect on its intent."""
     if step == "uploaded":
@@ -306,9 +312,9 @@ class BatchClient:
                 await self._resume_one(intent)
 
     async def _resume_one(self, intent: Intent) -> None:
-        if await self.located(intent, resubmit=True) is None:
+        state = await self._state_of(intent, resubmit=True)
+        if state is None:
             return
-        state = await self.provider.state(intent.batch)
         if state.running:
             self._follow(intent)
         elif not await self._take(intent, state):
@@ -401,10 +407,9 @@ class BatchClient:
         """The log's batches still running on the server."""
         found = []
         for intent in self.open_intents():
-            if intent.status is None and await self.located(intent) is not None:
-                state = await self.provider.state(intent.batch)
-                if state.running:
-                    found.append(state)
+            state = await self._state_of(intent) if intent.status is None else None
+            if state is not None and state.running:
+                found.append(state)
         return found
 
     async def cancel_running(self) -> list[BatchState]:
@@ -420,6 +425,8 @@ class BatchClient:
         cancelled = 0
         for intent in self.open_intents(scopes):
             state = await self._state_of(intent)
+            if intent.closed:  # its batch is gone from the server
+                continue
             if state is not None and state.running:
                 await self.provider.cancel(state.id)
                 cancelled += 1
@@ -433,6 +440,8 @@ class BatchClient:
         opened = self.open_intents()
         for intent in opened:
             state = await self._state_of(intent)
+            if intent.closed:  # its batch is gone from the server
+                continue
             if state is not None and state.running:
                 await self.provider.cancel(state.id)
                 state = await self.provider.state(state.id)
@@ -440,8 +449,20 @@ class BatchClient:
             self.record(intent, "released")
         return len(opened)
 
-    async def _state_of(self, intent: Intent) -> BatchState | None:
-        return await self.provider.state(intent.batch) if await self.located(intent) is not None else None
+    async def _state_of(self, intent: Intent, resubmit: bool = False) -> BatchState | None:
+        """The intent's batch as the server reports it (see :meth:`located`); None when it has none, or its batch
+        is gone from the server (past its retention, or another server): then closed as lost, its requests sent
+        again when asked."""
+        if await self.located(intent, resubmit) is None:
+            return None
+        try:
+            return await self.provider.state(intent.batch)
+        except StatusError as exc:
+            if exc.status_code != 404:
+                raise
+        self.say(f"synthforge: batch {intent.batch} is no longer on the server: its requests go out again")
+        self.record(intent, "lost")
+        return None
 
     async def forget(self) -> int:
         """A fresh start: the log's running batches cancelled, their uploads deleted, no earlier result reused."""
@@ -462,10 +483,8 @@ class BatchClient:
 
 
 def _say(line: str) -> None:
-    """A batch's news on stderr, above the run's progress bars (not through them)."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(line, file=sys.stderr)
+    """A batch's news, on stderr."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _fields(intent: Intent) -> dict[str, Any]:

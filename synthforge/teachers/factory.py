@@ -20,7 +20,17 @@ from typing import Any
 from synthforge.errors import UserError
 from synthforge.resolve import resolve
 from synthforge.settings import SpecError, build_config
-from synthforge.teachers.base import CHOICE, RAW_TEXT, STRUCTURED, THINKING_BUDGET, TOKENS, Probing, Teacher
+from synthforge.teachers.base import (
+    CHOICE,
+    RAW_TEXT,
+    STRUCTURED,
+    THINKING_BUDGET,
+    TOKENS,
+    BatchJournal,
+    Probing,
+    Teacher,
+)
+from synthforge.teachers.batch_api import open_intents
 from synthforge.teachers.config import COMMON_KEYS, Backend, TeacherSpec
 
 BACKENDS: dict[str, str] = {
@@ -199,6 +209,7 @@ class LazyTeacher:
         self.remote = backend_of(spec.backend).remote
         self._teacher: Teacher | None = None
         self._building = threading.Lock()  # the engine's worker threads may all ask for it at once
+        self._journal: tuple[BatchJournal, frozenset[str]] | None = None  # a batch log to hand on when built
 
     @property
     def loaded(self) -> bool:
@@ -207,21 +218,45 @@ class LazyTeacher:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        return getattr(self._built(), name)
+
+    def _built(self) -> Teacher:
         if self._teacher is None:
             with self._building:
                 if self._teacher is None:
                     with contextlib.nullcontext() if self.remote else _LOADING:
                         teacher = build_teacher(self.spec, self.identity)
-                    if self.needs and isinstance(teacher, Probing):
-                        try:
+                    try:
+                        if self.needs and isinstance(teacher, Probing):
                             for line in teacher.probe(self.needs):
                                 self._log(line)
-                        except BaseException:
-                            if callable(getattr(teacher, "close", None)):
-                                teacher.close()  # type: ignore[attr-defined]
-                            raise
+                        if self._journal is not None:  # a batch log handed over before it was built
+                            teacher.keep_log(*self._journal)  # type: ignore[attr-defined]
+                    except BaseException:
+                        if callable(getattr(teacher, "close", None)):
+                            teacher.close()  # type: ignore[attr-defined]
+                        raise
                     self._teacher = teacher
-        return getattr(self._teacher, name)
+        return self._teacher
+
+    # -- Batched, without building the backend while the run's log leaves it nothing to do ---------------------
+    def keep_log(self, journal: BatchJournal, live: frozenset[str]) -> int:
+        """The log is handed on when the backend is built; it is built now only to cancel batches of stages no
+        longer live (a fully cached rerun opens no connection and needs no key)."""
+        if self._teacher is None and all(i.scope in live for i in open_intents(journal)):
+            self._journal = (journal, live)
+            return 0
+        return self._built().keep_log(journal, live)  # type: ignore[attr-defined]
+
+    def forget_batches(self) -> int:
+        if self._teacher is None and self._journal is not None and not open_intents(self._journal[0]):
+            return 0
+        return self._built().forget_batches()  # type: ignore[attr-defined]
+
+    def release_batches(self) -> int:
+        if self._teacher is None and self._journal is not None and not open_intents(self._journal[0]):
+            return 0
+        return self._built().release_batches()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Release the backend (HTTP client, event-loop thread), if it was built."""

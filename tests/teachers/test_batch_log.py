@@ -78,6 +78,8 @@ def test_a_killed_run_s_batch_is_listed_cancelled_taken_back_and_released(projec
         assert _steps(out)[-1] == "released"
         _run(path, out, fresh=True)
         assert len(_batches(state)) == 2  # a fresh run reuses nothing: the work went out again
+    said = _run(path, out)  # the server is gone: a rerun with every batch released needs none
+    assert any("reused 4, computed 0" in line for line in said)
 
 
 def test_a_batch_of_a_stage_since_edited_is_cancelled_by_the_next_run(project, tmp_path):
@@ -98,3 +100,16 @@ def test_a_batch_of_a_stage_since_edited_is_cancelled_by_the_next_run(project, t
         assert statuses[old["id"]] == "cancelled" and len(statuses) == 2
         assert "1 running batch(es) of stage settings no longer in the pipeline cancelled" in said
         assert _steps(out).count("discarded") == 1 and (out / "manifest.json").is_file()
+
+
+def test_a_recorded_batch_gone_from_the_server_is_sent_again(project, tmp_path):
+    """The log names a batch the server no longer has (past its retention, or a new server): the rerun says so,
+    closes it as lost and sends its requests again."""
+    out = project / "o"
+    with gated_server(tmp_path / "first") as (url, _):
+        _killed_while_its_batch_runs(_pipeline(project, url), out, tmp_path / "first")
+    with gated_server(tmp_path / "second") as (url, gate):
+        gate.set()
+        _run(_pipeline(project, url), out)
+        assert len(_batches(tmp_path / "second")) == 1
+    assert "lost" in _steps(out) and len((out / "sft.jsonl").read_text().splitlines()) == 4
