@@ -28,7 +28,9 @@ def gated_server(state):
 
     app = build_app(ScriptedTeacher(reply), ServeConfig("tiny", batch=BatchSettings(state)))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    # log_config=None: uvicorn's dictConfig would close the handlers other libraries made (absl's, bound to an
+    # earlier test's captured stderr), closing pytest's own capture file
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 60, "the server to start")

@@ -301,7 +301,13 @@ class BatchClient:
 
     # -- settling what the log recorded ----------------------------------------------------------------------
     async def _settle(self) -> None:
-        if self._settled is None:
+        """Settle the log once; a settling that failed (the server unreachable) is tried again on the next call."""
+        failed = (
+            self._settled is not None
+            and self._settled.done()
+            and (self._settled.cancelled() or self._settled.exception() is not None)
+        )
+        if self._settled is None or failed:
             self._settled = asyncio.ensure_future(self._resume())
         await self._settled
 
