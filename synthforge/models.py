@@ -12,7 +12,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,20 @@ def load_tokenizer(ref: str) -> Any:
         return AutoTokenizer.from_pretrained(str(location))
     except OSError as exc:
         raise UserError(f"could not load tokenizer {ref!r}: {str(exc).splitlines()[0]}") from None
+
+
+def prompt_token_counter(ref: str) -> Callable[[list[dict[str, str]]], int]:
+    """A conversation's prompt tokens as the model ``ref`` counts them: its chat template (ChatML when it has
+    none) with the generation prompt, tokenized."""
+    tokenizer = load_tokenizer(ref)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = chatml_template()
+
+    def count(conversation: list[dict[str, str]]) -> int:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
 
 
 def chatml_template() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from synthforge.builtin import find_pipeline
-from synthforge.engine.costs import estimate
+from synthforge.engine.costs import estimate, prompt_counter
 from synthforge.engine.executor import EXECUTORS
 from synthforge.engine.prepare import preview
 from synthforge.engine.runner import RunOptions, run_pipeline
@@ -106,7 +106,8 @@ def generate(
 
 
 def _print_dry_run(spec, limit, out_dir) -> None:
-    shown = preview(spec, limit, out_dir)
+    count, counted = prompt_counter(spec) if spec.prices else (None, "")
+    shown = preview(spec, limit, out_dir, count)
     click.echo(
         f"pipeline {spec.name}: {shown.seeds} seed prompts, teacher {spec.teacher.backend}:{spec.teacher.model}, "
         f"output {shown.out_dir}/"
@@ -124,6 +125,5 @@ def _print_dry_run(spec, limit, out_dir) -> None:
             f"\nestimated cost: at most about ${cost:.4f} for {shown.seeds} seed prompts (every answer each stage may "
             "ask for counted: samples, rounds, principles, both orders, members, aspects, jurors; each at its "
             "stage's max_new_tokens, and upstream model text in a prompt at the largest max_new_tokens before it; "
-            "prompt text at 4 characters a token)"
-            + (f"; {unpriced} tokens of models without a price" if unpriced else "")
+            f"{counted})" + (f"; {unpriced} tokens of models without a price" if unpriced else "")
         )

@@ -10,16 +10,15 @@ a teacher whose model has no price are counted as unpriced tokens, never guessed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from synthforge.errors import UserError
 from synthforge.records import Record
 from synthforge.settings import SpecError, build_config
-from synthforge.teachers.factory import teacher_settings
+from synthforge.teachers.factory import prompt_tokenizer, teacher_settings
 from synthforge.teachers.team import DEFAULT
-
-CHARS_PER_TOKEN = 4.0  # the dry run's estimate of a prompt's tokens (no tokenizer is loaded then)
 
 
 @dataclass(frozen=True)
@@ -86,13 +85,27 @@ def run_costs(spec: Any, records: Iterable[Record]) -> dict[str, Any] | None:
     }
 
 
+def prompt_counter(spec: Any) -> tuple[Callable[[Any], float] | None, str]:
+    """How the dry run counts the pipeline's prompts, and the words that say so: the default teacher's own
+    tokenizer where one is here (its chat template included), else None (4 characters a token)."""
+    from synthforge.models import prompt_token_counter  # torch and transformers: only for a priced dry run
+
+    ref = prompt_tokenizer(spec.teacher)
+    if ref is not None:
+        try:
+            return prompt_token_counter(ref), f"prompts counted by {ref}'s tokenizer and chat template"
+        except (UserError, OSError, ValueError) as exc:
+            return None, f"prompt text at 4 characters a token ({ref}'s tokenizer: {str(exc)[:80]})"
+    return None, "prompt text at 4 characters a token (set teacher.openai.tokenizer to count them)"
+
+
 def estimate(spec: Any, calls: Iterable[Any]) -> tuple[float, int] | None:
     """A dry run's bound on the teacher calls' cost, and the tokens of models without a price (counted apart): every
     answer each stage declares it may ask for (:class:`~synthforge.engine.prepare.StageCalls`), each taking its
     stage's whole ``max_new_tokens``; each piece of upstream model text in a prompt at the largest
-    ``max_new_tokens`` of the stages so far; the rest of a prompt at 4 characters a token (no tokenizer is loaded:
-    the one estimate in it). A stage calling several teachers (a pool, a jury) is priced at its dearest. None
-    without ``prices:``."""
+    ``max_new_tokens`` of the stages so far; the rest of a prompt as counted (the teacher's tokenizer where there
+    is one here, else 4 characters a token: the one estimate in it). A stage calling several teachers (a pool, a
+    jury) is priced at its dearest. None without ``prices:``."""
     if not spec.prices:
         return None
     total, unpriced, longest = 0.0, 0, 0
@@ -103,7 +116,7 @@ def estimate(spec: Any, calls: Iterable[Any]) -> tuple[float, int] | None:
         priced = [p for p in (_teacher_price(spec, name) for name in stage.teachers) if p[0] is not None]
         price, batch = max(priced, key=lambda p: p[0].of(1, 1, p[1]), default=(None, False))
         for role, count in stage.calls.items():
-            prompt = stage.prompt_chars.get(role, 0.0) / CHARS_PER_TOKEN + stage.placeholders.get(role, 0) * longest
+            prompt = stage.prompt_tokens.get(role, 0.0) + stage.placeholders.get(role, 0) * longest
             if price is None:
                 unpriced += round((prompt + stage.budget) * count)
             else:

@@ -5,7 +5,7 @@ model loads or a request is sent (``--dry-run`` shows the prompts this renders).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ class StageCalls:
     teachers: tuple[str, ...]  # the named teachers it calls (none: it calls none)
     budget: int  # the most tokens one of its answers may take
     calls: dict[str, int]
-    prompt_chars: dict[str, float]
+    prompt_tokens: dict[str, float]  # mean over the seeds rendered
     placeholders: dict[str, int]
 
 
@@ -190,31 +190,42 @@ class Preview:
     user_code: list[tuple[str, str, Path | None]] = field(default_factory=list)  # (stage, module:name, source)
 
 
-def preview(spec: PipelineSpec, limit: int | None = None, out_dir: Path | None = None) -> Preview:
+def preview(
+    spec: PipelineSpec, limit: int | None = None, out_dir: Path | None = None, count: Counter | None = None
+) -> Preview:
     """Validate everything and render the first prompt of every stage; no model is loaded. ``out_dir``: where the
-    run would write (default: ``outputs/NAME``)."""
+    run would write (default: ``outputs/NAME``); ``count``: a prompt's tokens (default: 4 characters a token)."""
     prepared = prepare(spec, limit)
     record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
     code = [(stage.name, ref, path) for stage in prepared.stages for ref, path in stage.user_code()]
-    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, stage_calls(prepared), code)
+    calls = stage_calls(prepared, count or estimated_tokens)
+    return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, calls, code)
 
 
 RENDERED = 2000  # seeds whose prompts the cost bound renders (their mean stands for the rest)
+CHARS_PER_TOKEN = 4.0  # the estimate without a tokenizer
+Counter = Callable[[Conversation], float]  # a prompt's tokens
 
 
-def stage_calls(prepared: PreparedRun) -> list[StageCalls]:
+def estimated_tokens(conversation: Conversation) -> float:
+    """A prompt's tokens estimated without a tokenizer: its messages' characters at 4 a token."""
+    return sum(len(m["content"]) for m in conversation) / CHARS_PER_TOKEN
+
+
+def stage_calls(prepared: PreparedRun, count: Counter = estimated_tokens) -> list[StageCalls]:
     """Each stage's teacher calls for the whole run at most, as the cost bound counts them: the records reaching it
     (filters only drop; generators say how many they make), the candidates they carry, the answers the stage
-    declares (:meth:`~synthforge.stages.base.Stage.most_calls`), and its prompts rendered for the seeds."""
+    declares (:meth:`~synthforge.stages.base.Stage.most_calls`), and its prompts rendered for the seeds and
+    counted by ``count``."""
     seeds = [placeholder_record(r) for r in prepared.records[:RENDERED]] or [placeholder_record(None)]
     records, candidates, found = len(prepared.records), 2, []
     for stage in prepared.stages:
         shown = [(role, conv) for seed in seeds for role, conv in stage.preview(seed)]
-        chars: dict[str, list[int]] = {}
+        chars: dict[str, list[float]] = {}
         holes: dict[str, int] = {}
         for role, conv in shown:
-            chars.setdefault(role, []).append(sum(len(m["content"]) for m in conv))
+            chars.setdefault(role, []).append(count(conv))
             holes[role] = max(holes.get(role, 0), sum(len(_UPSTREAM.findall(m["content"])) for m in conv))
         calls = {role: records for role in chars} | stage.most_calls(records, candidates)
         mean = {role: sum(sizes) / len(sizes) for role, sizes in chars.items()}

@@ -56,6 +56,10 @@ def _one(spec: TeacherSpec, options: Any) -> int:
     return 1
 
 
+def _no_tokenizer(spec: TeacherSpec, options: Any) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Backend:
     """Everything the factory needs to know about one backend (one module in ``teachers/backends/``).
@@ -68,7 +72,8 @@ class Backend:
     ``hints``: per capability, the setting that provides it when it is missing. ``ref_overrides``: how the
     part after ``NAME:`` of ``--teacher NAME:REST`` becomes ``--set`` assignments (default: the model).
     ``in_flight``: requests it serves at once when called from several threads (1: calls must not overlap); the
-    engine keeps about twice that many in flight.
+    engine keeps about twice that many in flight. ``tokenizer``: the local tokenizer (a model reference) its
+    prompts are counted with before anything runs (the dry run's cost bound), None when it has none here.
     """
 
     name: str
@@ -84,3 +89,4 @@ class Backend:
     ref_overrides: Callable[[str], list[str]] | None = None
     in_flight: Callable[[TeacherSpec, Any], int] = _one  # requests it serves at once when called concurrently
     remote: bool = False  # a server over the network: probed with one batch per stage unless ready() says it is up
+    tokenizer: Callable[[TeacherSpec, Any], str | None] = _no_tokenizer  # counts its prompts (the dry run's bound)

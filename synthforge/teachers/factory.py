@@ -142,6 +142,11 @@ def teacher_identity(spec: TeacherSpec) -> dict[str, Any]:
     return identity if spec.reasoning_tags is None else {**identity, "reasoning_tags": list(spec.reasoning_tags)}
 
 
+def prompt_tokenizer(spec: TeacherSpec) -> str | None:
+    """The local tokenizer a teacher's prompts can be counted with before anything runs (None: none here)."""
+    return backend_of(spec.backend).tokenizer(spec, options_of(spec))
+
+
 def teacher_capabilities(spec: TeacherSpec) -> frozenset[str]:
     """What the configured backend can do (every backend generates)."""
     return backend_of(spec.backend).capabilities(spec, options_of(spec))

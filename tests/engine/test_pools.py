@@ -468,12 +468,17 @@ export: {sft: false, dpo: false}
     assert revise.calls == {"critique": 8, "revision": 8} and revise.placeholders["revision"] >= 2
     assert judge.calls == {"samples": 8, "judgement": 4 * 2 * 2, "answer": 0}  # two principles, both orders
     cost, unpriced = estimate(spec, calls[:2])
-    tokens = {s.stage: {r: s.prompt_chars[r] / 4 + s.placeholders[r] * 100 for r in s.calls} for s in calls[:2]}
+    tokens = {s.stage: {r: s.prompt_tokens[r] + s.placeholders[r] * 100 for r in s.calls} for s in calls[:2]}
     assert cost == pytest.approx(
         (tokens["respond"]["response"] * 8 * 2.0 + 100 * 8 * 10.0) / 1e6
         + (tokens["pool"]["candidate · x"] * 24 * 1.0 + 50 * 24 * 4.0) / 1e6 * 0.5  # batch mode: half
     )
     assert unpriced == 0 and respond.placeholders["response"] == 0
+    first = prepared.records[0]  # without a tokenizer, 4 characters a token; with one, as the teacher counts
+    shown = [conv for role, conv in prepared.stages[0].preview(first)]
+    assert stage_calls(prepare(spec, 1))[0].prompt_tokens["response"] == sum(len(m["content"]) for m in shown[0]) / 4
+    counted = stage_calls(prepare(spec, 1), count=lambda conv: 7.0)[0]
+    assert counted.prompt_tokens == {"response": 7.0}
 
 
 def test_a_spent_budget_and_a_fresh_run_cancel_a_batch_mode_teacher_s_running_batches(project):
@@ -517,3 +522,19 @@ def test_a_spent_budget_and_a_fresh_run_cancel_a_batch_mode_teacher_s_running_ba
     run_pipeline(load_pipeline(path), RunOptions(out_dir=project / "o", limit=3, fresh=True), teacher=teacher)
     assert teacher.forgotten == 1 and teacher.released == 1  # saved: what its batches left is released
     assert len(teacher.journals) == 3  # the run's log, then a new one after --fresh removed the checkpoints
+
+
+def test_the_dry_run_counts_prompts_with_the_teacher_s_own_tokenizer_where_it_has_one(project, tiny_model_dir):
+    from synthforge.engine.costs import prompt_counter
+    from synthforge.models import load_tokenizer
+
+    spec = load_pipeline(_pipeline(project, "stages:\n  - respond: {}\nexport: {sft: true, dpo: false}\n"))
+    count, counted = prompt_counter(spec)  # model "m": no tokenizer to be had here
+    assert count is None and "4 characters a token" in counted
+    local = load_pipeline(_pipeline(project, "stages:\n  - respond: {}\n"), [f"teacher.model={tiny_model_dir}"])
+    count, counted = prompt_counter(local)
+    conversation = [{"role": "user", "content": "How do tides work?"}]
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert count(conversation) == len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 18 / 4
+    assert "tokenizer and chat template" in counted

@@ -628,6 +628,7 @@ BACKEND = Backend(
     batch_size=256,
     # in batch mode the engine may queue a whole batch file's requests: they go out together
     in_flight=lambda spec, settings: settings.batch_max_requests if settings.batch else settings.max_concurrency,
+    tokenizer=lambda spec, settings: settings.tokenizer,
     remote=True,
     hints={
         CHOICE: "set teacher.openai.score to top_logprobs (hosted APIs) or prompt_logprobs (vLLM, synthforge serve)",

@@ -649,6 +649,7 @@ BACKEND = Backend(
     ),
     batch_size=16,
     check=_check,
+    tokenizer=lambda spec, settings: spec.model,
     hints={
         STRUCTURED: "set teacher.transformers.continuous_batching: true (or the stage's constrained: false)",
         THINKING_BUDGET: "set teacher.transformers.continuous_batching: true",
