@@ -303,3 +303,10 @@ def anthropic_standin() -> Iterator[StandIn]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def anthropic_teacher(standin: StandIn, **settings: Any) -> Any:
+    """An Anthropic teacher of model claude-standin talking to ``standin``."""
+    from synthforge.teachers.backends.anthropic import AnthropicSettings, AnthropicTeacher
+
+    return AnthropicTeacher("claude-standin", AnthropicSettings(base_url=standin.url, **settings), {"backend": "a"})

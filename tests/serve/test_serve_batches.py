@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.fault_server import serve_handle
+from tests.kill_at import POINTS, once, patches, stopped_then_resumed
 
 openai = pytest.importorskip("openai")
 
@@ -215,64 +216,30 @@ class Crash(Exception):
     """Where a killed client would stop: raised once at one point of batch submission."""
 
 
-POINTS = ["before upload", "upload unrecorded", "between upload and create", "create unrecorded", "polling", "download"]
-
-
 @pytest.mark.parametrize("point", POINTS)
 def test_a_client_stopped_at_any_point_of_a_batch_never_sends_the_work_twice(
     point, tiny_model_dir, tmp_path, monkeypatch
 ):
-    """Each point of submission, simulated in-process: one crash, then a new client on the same run log (all a
-    killed process leaves is its log and the server's state). "unrecorded": the server did it, the log never heard.
-    tests/teachers/test_batch_mode.py kills a real run with SIGKILL."""
-    from synthforge.engine.batch_log import BatchLog
+    """Each point of submission (tests/kill_at.py), simulated in-process: one crash, then a new client on the same
+    run log. "unrecorded": the server did it, the log never heard. tests/teachers/test_batch_kill.py kills real
+    runs there with SIGKILL."""
     from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
-    from synthforge.teachers.base import SamplingParams, request_scope
-    from synthforge.teachers.http import JsonClient
-    from synthforge.teachers.openai_batches import OpenAIBatches
+    from synthforge.teachers.base import SamplingParams
 
-    armed = [True]
-    real_send, real_submit = JsonClient.send, OpenAIBatches.submit
-
-    def crash_if(hit: bool) -> None:
-        if hit and armed[0]:
-            armed[0] = False
-            raise Crash(point)
-
-    async def send(self, method, path, raw=False, **request):
-        crash_if(point == "before upload" and method == "POST" and path == "/files")
-        crash_if(point == "between upload and create" and method == "POST" and path == "/batches")
-        crash_if(point == "polling" and method == "GET" and path.startswith("/batches/batch_"))
-        crash_if(point == "download" and method == "GET" and path.endswith("/content"))
-        answer = await real_send(self, method, path, raw, **request)
-        crash_if(point == "upload unrecorded" and method == "POST" and path == "/files")
-        return answer
-
-    async def submit(self, intent, data, record):
-        batch = await real_submit(self, intent, data, record)
-        crash_if(point == "create unrecorded")
-        return batch
-
-    monkeypatch.setattr(JsonClient, "send", send)
-    monkeypatch.setattr(OpenAIBatches, "submit", submit)
+    act, armed = once(Crash)
+    for owner, name, replacement in patches(point, act):
+        monkeypatch.setattr(owner, name, replacement)
     conversations = [[{"role": "user", "content": f"Question {i}?"}] for i in range(6)]
     params = [SamplingParams(temperature=1.0, max_new_tokens=4, seed=i) for i in range(6)]
     state, log_path = tmp_path / "state", tmp_path / "run" / "batches.jsonl"
     with serve_handle(_args(tiny_model_dir, state)) as (url, _):
         settings = OpenAISettings(base_url=url, batch=True, batch_poll_s=0.1)
-        answers = []
-        for attempt in range(2):  # the first crashes; the second, a new process as far as it knows, resumes
-            teacher = OpenAITeacher("tiny", settings, {"backend": "openai"})
-            try:
-                teacher.keep_log(BatchLog(log_path).view("default"), frozenset({"respond-1"}))
-                with request_scope("respond-1"):
-                    if attempt == 0:
-                        with pytest.raises(Crash):
-                            teacher.generate(conversations, params)
-                    else:
-                        answers = teacher.generate(conversations, params)
-            finally:
-                teacher.close()
+        answers = stopped_then_resumed(
+            lambda: OpenAITeacher("tiny", settings, {"backend": "openai"}),
+            log_path,
+            lambda teacher: teacher.generate(conversations, params),
+            Crash,
+        )
         assert not armed[0]  # it crashed where asked
         online = OpenAITeacher("tiny", OpenAISettings(base_url=url), {"backend": "openai"})
         try:

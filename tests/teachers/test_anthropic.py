@@ -8,28 +8,16 @@ import json
 import pytest
 
 from synthforge.errors import TeacherError, UserError
-from synthforge.teachers.backends.anthropic import AnthropicSettings, AnthropicTeacher
+from synthforge.teachers.backends.anthropic import AnthropicSettings
 from synthforge.teachers.base import SamplingParams
-from tests.anthropic_standin import KEY, anthropic_standin
+from tests.anthropic_standin import KEY, anthropic_teacher
 from tests.conftest import run_cli
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    with anthropic_standin() as running:
-        yield running
-
-
-def _teacher(standin, **settings) -> AnthropicTeacher:
-    return AnthropicTeacher("claude-standin", AnthropicSettings(base_url=standin.url, **settings), {"backend": "a"})
-
 
 HI = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
 
 
 def test_messages_system_prompt_usage_samples_and_stops(standin):
-    teacher = _teacher(standin)
+    teacher = anthropic_teacher(standin)
     try:
         (first, second), *_ = teacher.generate([HI], SamplingParams(temperature=0.5, max_new_tokens=20, n=2))
         assert first.text == "echo: hello there" and first.finish_reason == "stop"
@@ -49,7 +37,7 @@ def test_messages_system_prompt_usage_samples_and_stops(standin):
 
 
 def test_extended_thinking_goes_into_the_reasoning_with_the_api_s_rules(standin):
-    teacher = _teacher(standin)
+    teacher = anthropic_teacher(standin)
     try:
         params = SamplingParams(temperature=0.2, max_new_tokens=30, max_reasoning_tokens=1024)
         answer = teacher.generate([HI], params)[0][0]
@@ -64,7 +52,7 @@ def test_extended_thinking_goes_into_the_reasoning_with_the_api_s_rules(standin)
 
 
 def test_top_p_only_when_asked_and_the_api_s_refusal_is_one_line(standin):
-    teacher = _teacher(standin, send_top_p=True, retries=0)
+    teacher = anthropic_teacher(standin, send_top_p=True, retries=0)
     try:
         with pytest.raises(TeacherError, match="cannot both be specified") as refused:
             teacher.generate([HI], SamplingParams(temperature=0.5, top_p=0.9))
@@ -74,7 +62,7 @@ def test_top_p_only_when_asked_and_the_api_s_refusal_is_one_line(standin):
 
 
 def test_rate_limits_and_overload_are_retried_and_errors_are_classified(standin, monkeypatch):
-    teacher = _teacher(standin)
+    teacher = anthropic_teacher(standin)
     try:
         for marker in ("BUSY", "OVERLOADED"):  # 429 then 200; 529 then 200
             answer = teacher.generate([[{"role": "user", "content": f"{marker} now"}]], SamplingParams())[0][0]
@@ -85,7 +73,7 @@ def test_rate_limits_and_overload_are_retried_and_errors_are_classified(standin,
     finally:
         teacher.close()
     monkeypatch.setenv("ANTHROPIC_API_KEY", "wrong")
-    wrong = _teacher(standin)
+    wrong = anthropic_teacher(standin)
     try:
         with pytest.raises(UserError, match=r"refused the request \(401\): invalid x-api-key .*api_key_env"):
             wrong.generate([HI], SamplingParams())
@@ -93,7 +81,7 @@ def test_rate_limits_and_overload_are_retried_and_errors_are_classified(standin,
         wrong.close()
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     with pytest.raises(UserError, match="environment variable ANTHROPIC_API_KEY is not set"):
-        _teacher(standin)
+        anthropic_teacher(standin)
     with pytest.raises(ValueError, match="without /v1"):
         AnthropicSettings(base_url="https://api.anthropic.com/v1")
 

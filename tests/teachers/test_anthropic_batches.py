@@ -12,22 +12,10 @@ import json
 import pytest
 
 from synthforge.errors import TeacherError
-from synthforge.teachers.backends.anthropic import AnthropicSettings, AnthropicTeacher
-from synthforge.teachers.base import SamplingParams, request_scope
-from tests.anthropic_standin import KEY, anthropic_standin
+from synthforge.teachers.base import SamplingParams
+from tests.anthropic_standin import anthropic_teacher
 from tests.conftest import run_cli
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    with anthropic_standin() as running:
-        yield running
-
-
-def _teacher(standin, **settings) -> AnthropicTeacher:
-    settings = AnthropicSettings(base_url=standin.url, **settings)
-    return AnthropicTeacher("claude-standin", settings, {"backend": "anthropic"})
+from tests.kill_at import once, stopped_then_resumed
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -43,7 +31,7 @@ def _texts(completions) -> list[list[tuple[str, int, int]]]:
 
 def test_message_batches_answer_as_online_with_samples_apart_and_failed_lines_as_errors(standin):
     params = SamplingParams(temperature=0.5, max_new_tokens=20, n=2)
-    online, batched = _teacher(standin), _teacher(standin, batch=True, batch_poll_s=0.05)
+    online, batched = anthropic_teacher(standin), anthropic_teacher(standin, batch=True, batch_poll_s=0.05)
     try:
         expected = _texts(online.generate(CONVERSATIONS, params))
         assert _texts(batched.generate(CONVERSATIONS, params)) == expected
@@ -73,22 +61,19 @@ POINTS = ["before create", "create unrecorded", "another client's batch too", "p
 def test_a_client_stopped_at_any_point_sends_the_work_once(point, standin, tmp_path, monkeypatch):
     """One crash at ``point``, then a new client on the same run log. "another client's batch too": ours was made
     but not recorded, and someone else's with as many requests was made just after it (the newest the list shows)."""
-    from synthforge.engine.batch_log import BatchLog
     from synthforge.teachers.anthropic_batches import PATH, AnthropicBatches
     from synthforge.teachers.http import JsonClient
 
-    armed = [True]
+    act, armed = once(Crash)
     real_send, real_submit = JsonClient.send, AnthropicBatches.submit
 
-    def crash_if(hit: bool) -> None:
-        if hit and armed[0]:
-            armed[0] = False
-            raise Crash(point)
-
     async def send(self, method, path, raw=False, **request):
-        crash_if(point == "before create" and method == "POST" and path == PATH)
-        crash_if(point == "polling" and method == "GET" and path.startswith(PATH + "/msgbatch_"))
-        crash_if(point == "download" and method == "GET" and path.endswith("/results"))
+        if (point, method) == ("before create", "POST") and path == PATH:
+            act()
+        if point == "polling" and method == "GET" and path.startswith(PATH + "/msgbatch_") and "/results" not in path:
+            act()
+        if point == "download" and method == "GET" and path.endswith("/results"):
+            act()
         return await real_send(self, method, path, raw, **request)
 
     async def submit(self, intent, data, record):
@@ -98,28 +83,22 @@ def test_a_client_stopped_at_any_point_sends_the_work_once(point, standin, tmp_p
                 {"custom_id": f"theirs-{i}", "params": r["params"]} for i, r in enumerate(standin.requests[batch])
             ]
             standin.create_batch({"requests": foreign})
-        crash_if(point in ("create unrecorded", "another client's batch too"))
+        if point in ("create unrecorded", "another client's batch too"):
+            act()
         return batch
 
     monkeypatch.setattr(JsonClient, "send", send)
     monkeypatch.setattr(AnthropicBatches, "submit", submit)
     params = SamplingParams(temperature=0.5, max_new_tokens=20)
     log_path = tmp_path / "run" / "batches.jsonl"
-    answers = []
-    for attempt in range(2):
-        teacher = _teacher(standin, batch=True, batch_poll_s=0.05)
-        try:
-            teacher.keep_log(BatchLog(log_path).view("default"), frozenset({"respond-1"}))
-            with request_scope("respond-1"):
-                if attempt == 0:
-                    with pytest.raises(Crash):
-                        teacher.generate(CONVERSATIONS, params)
-                else:
-                    answers = teacher.generate(CONVERSATIONS, params)
-        finally:
-            teacher.close()
+    answers = stopped_then_resumed(
+        lambda: anthropic_teacher(standin, batch=True, batch_poll_s=0.05),
+        log_path,
+        lambda teacher: teacher.generate(CONVERSATIONS, params),
+        Crash,
+    )
     assert not armed[0]
-    online = _teacher(standin)
+    online = anthropic_teacher(standin)
     try:
         assert _texts(answers) == _texts(online.generate(CONVERSATIONS, params))
     finally:
