@@ -7,14 +7,16 @@ writer: the run (its folder is locked) appends under one lock, whichever thread 
 last line of a killed run is cut on reload, like the checkpoints'.
 
 Each line names the teacher it belongs to (its name in the pipeline), so the teachers of a pool keep one log.
+The states a teacher reports of its batches as they change are shown, not recorded (:class:`BatchBars`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +25,22 @@ from synthforge.engine.rundir import BATCH_LOG, CHECKPOINTS
 from synthforge.hashing import stable_hash
 from synthforge.stages.base import Stage
 from synthforge.teachers.base import Batched, Teacher, sends_batches
+from synthforge.teachers.batch_api import BatchState, state_line
 from synthforge.teachers.team import Team
 
 
 class BatchLog:
-    """``path``'s events, and the one writer that appends to it."""
+    """``path``'s events, and the one writer that appends to it; ``watch`` is shown each batch's states."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, watch: Callable[[BatchState], None] | None = None):
         self.path = path
+        self.watch = watch or (lambda state: print(state_line(state), file=sys.stderr, flush=True))
         self._events = read_appended(path)
         self._lock = threading.Lock()
 
     @classmethod
-    def of_run(cls, out_dir: Path) -> BatchLog:
-        return cls(out_dir / CHECKPOINTS / BATCH_LOG)
+    def of_run(cls, out_dir: Path, watch: Callable[[BatchState], None] | None = None) -> BatchLog:
+        return cls(out_dir / CHECKPOINTS / BATCH_LOG, watch)
 
     def owners(self) -> set[str]:
         """The teachers that recorded something."""
@@ -67,6 +71,35 @@ class TeacherLog:
 
     def record(self, event: dict[str, Any]) -> None:
         self.log.append({"teacher": self.owner, **event})
+
+    def shown(self, state: BatchState) -> None:
+        self.log.watch(state)
+
+
+class BatchBars:
+    """Each batch's state as its server reports it (validating, in_progress, finalizing, completed; Anthropic's
+    in_progress, ended) with its counts: a progress bar per batch, or a log line per change when bars are off
+    (``quiet``; None: bars only on a terminal)."""
+
+    def __init__(self, quiet: bool | None, log: Callable[[str], None]):
+        self.quiet, self.log = quiet, log
+        self.bars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, state: BatchState) -> None:
+        from tqdm.auto import tqdm
+
+        with self._lock:
+            bar = self.bars.get(state.id)
+            if bar is None:
+                bar = tqdm(total=state.total, unit="req", disable=self.quiet, leave=True, dynamic_ncols=True)
+                self.bars[state.id] = bar
+            if bar.disable:
+                self.log(state_line(state))
+            bar.total, bar.n = state.total, state.done
+            bar.set_description(f"batch …{state.id[-8:]} {state.status}", refresh=True)
+            if not state.running:
+                bar.close()
 
 
 _SCOPES: weakref.WeakKeyDictionary[Stage, str] = weakref.WeakKeyDictionary()

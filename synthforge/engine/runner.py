@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from synthforge.engine.batch_log import BatchLog, batched_teachers, keep_logs
+from synthforge.engine.batch_log import BatchBars, BatchLog, batched_teachers, keep_logs
 from synthforge.engine.checkpoint import Journal, StageCheckpoint, load_results, save_results
 from synthforge.engine.context import Log, RunContext, RunOptions
 from synthforge.engine.costs import run_costs
@@ -96,15 +96,16 @@ def _lazy_teachers(prepared: PreparedRun, names: list[str], log: Log) -> dict[st
 def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOptions, log: Log):
     """The run itself, with ``out_dir`` claimed and locked."""
     batched = batched_teachers(team)
+    bars = BatchBars(None if options.progress is None else not options.progress, log)
     # each keeps its submissions in the run's log; the running batches of a stage since edited are cancelled
-    if batched and (cancelled := keep_logs(BatchLog.of_run(out_dir), batched, prepared.stages)):
+    if batched and (cancelled := keep_logs(BatchLog.of_run(out_dir, bars), batched, prepared.stages)):
         log(f"{cancelled} running batch(es) of stage settings no longer in the pipeline cancelled")
     if options.fresh:
         for teacher in batched.values():  # a fresh run takes nothing from earlier batches, and stops those running
             teacher.forget_batches()
         remove_checkpoints(out_dir)
         if batched:
-            keep_logs(BatchLog.of_run(out_dir), batched, prepared.stages)  # a new log
+            keep_logs(BatchLog.of_run(out_dir, bars), batched, prepared.stages)  # a new log
     executor = build_executor(prepared.spec, team)
     ctx = RunContext(prepared, out_dir, team, options, log, executor, Budget(options.max_tokens), time.time())
     try:

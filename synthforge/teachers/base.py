@@ -145,6 +145,11 @@ class BatchJournal(Protocol):
         """Record one step durably (fsynced) before returning."""
         ...
 
+    def shown(self, state: Any) -> None:
+        """A batch's state as the server reports it, each time it changes (a ``BatchState``: id, status, done,
+        total, running): the run shows it (a progress bar per batch, or a log line)."""
+        ...
+
 
 @runtime_checkable
 class Batched(Protocol):

@@ -186,7 +186,8 @@ def estimated_tokens(line: bytes, bytes_per_token: float) -> int:
 
 
 class MemoryJournal:
-    """A :class:`BatchJournal` kept in memory: a teacher used outside a run (nothing survives the process)."""
+    """A :class:`BatchJournal` kept in memory: a teacher used outside a run (nothing survives the process); a
+    batch's states are said on stderr."""
 
     def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
@@ -196,6 +197,14 @@ class MemoryJournal:
 
     def record(self, event: dict[str, Any]) -> None:
         self._events.append(dict(event))
+
+    def shown(self, state: BatchState) -> None:
+        _say(state_line(state))
+
+
+def state_line(state: BatchState) -> str:
+    """A batch's state in one line: ``synthforge: batch ID: in_progress 3/24``."""
+    return f"synthforge: batch {state.id}: {state.status} {state.done}/{state.total}"
 
 
 def replay(events: list[dict[str, Any]]) -> dict[str, Intent]:
@@ -391,9 +400,9 @@ class BatchClient:
         wait, last = self.limits.poll_s, None
         while True:
             state = await self.provider.state(intent.batch)
-            if (shown := f"{state.status} {state.done}/{state.total}") != last:
-                self.say(f"synthforge: batch {state.id}: {shown}")
-                last = shown
+            if (state.status, state.done, state.total) != last:
+                self.journal.shown(state)
+                last = (state.status, state.done, state.total)
             if not state.running:
                 break
             await asyncio.sleep(wait)

@@ -75,3 +75,19 @@ def test_a_failed_settling_is_tried_again_and_a_batch_gone_from_the_server_is_se
     gone = _client(Provider(), journal)  # a new server: the recorded batch is gone
     assert [a["status_code"] for a in asyncio.run(gone.answers("/e", [{"q": 1}], "s"))] == [200]
     assert [e["step"] for e in journal.events()][5:] == ["lost", "intent", "created", "ended"]
+
+
+def test_each_batch_s_state_is_a_progress_bar_or_a_log_line():
+    from synthforge.engine.batch_log import BatchBars
+
+    said: list[str] = []
+    bars = BatchBars(False, said.append)
+    bars(BatchState("batch_0123456789", "validating", True, 0, 0))
+    bars(BatchState("batch_0123456789", "in_progress", True, 3, 24))
+    bar = bars.bars["batch_0123456789"]
+    assert (bar.n, bar.total) == (3, 24) and bar.desc.startswith("batch …23456789 in_progress") and not said
+    bars(BatchState("batch_0123456789", "completed", False, 24, 24))
+    assert bar.n == 24 and "completed" in bar.desc and bar.disable  # closed once it ended
+    quiet = BatchBars(True, said.append)
+    quiet(BatchState("b1", "in_progress", True, 1, 2))
+    assert said == ["synthforge: batch b1: in_progress 1/2"]

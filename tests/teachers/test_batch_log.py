@@ -99,6 +99,8 @@ def test_a_batch_of_a_stage_since_edited_is_cancelled_by_the_next_run(project, t
         statuses = {b["id"]: b["status"] for b in _batches(state)}
         assert statuses[old["id"]] == "cancelled" and len(statuses) == 2
         assert "1 running batch(es) of stage settings no longer in the pipeline cancelled" in said
+        new = next(b["id"] for b in _batches(state) if b["id"] != old["id"])
+        assert f"synthforge: batch {new}: completed 4/4" in said  # its states, in the run's log (no bars here)
         assert _steps(out).count("discarded") == 1 and (out / "manifest.json").is_file()
 
 
