@@ -32,14 +32,14 @@ from synthforge.teachers.team import Team
 class BatchLog:
     """``path``'s events, and the one writer that appends to it; ``watch`` is shown each batch's states."""
 
-    def __init__(self, path: Path, watch: Callable[[BatchState], None] | None = None):
+    def __init__(self, path: Path, watch: BatchBars | None = None):
         self.path = path
-        self.watch = watch or (lambda state: print(state_line(state), file=sys.stderr, flush=True))
+        self.watch = watch or BatchBars(True, lambda line: print(line, file=sys.stderr, flush=True))
         self._events = read_appended(path)
         self._lock = threading.Lock()
 
     @classmethod
-    def of_run(cls, out_dir: Path, watch: Callable[[BatchState], None] | None = None) -> BatchLog:
+    def of_run(cls, out_dir: Path, watch: BatchBars | None = None) -> BatchLog:
         return cls(out_dir / CHECKPOINTS / BATCH_LOG, watch)
 
     def owners(self) -> set[str]:
@@ -74,6 +74,9 @@ class TeacherLog:
 
     def shown(self, state: BatchState) -> None:
         self.log.watch(state)
+
+    def say(self, line: str) -> None:
+        self.log.watch.log(line)
 
 
 class BatchBars:

@@ -150,6 +150,10 @@ class BatchJournal(Protocol):
         total, running): the run shows it (a progress bar per batch, or a log line)."""
         ...
 
+    def say(self, line: str) -> None:
+        """News of the batches for the run's log (sent, found again, gone, another client's)."""
+        ...
+
 
 @runtime_checkable
 class Batched(Protocol):

@@ -199,7 +199,10 @@ class MemoryJournal:
         self._events.append(dict(event))
 
     def shown(self, state: BatchState) -> None:
-        _say(state_line(state))
+        self.say(state_line(state))
+
+    def say(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
 
 def state_line(state: BatchState) -> str:
@@ -248,12 +251,11 @@ class BatchClient:
         self,
         provider: BatchProvider,
         limits: BatchLimits,
-        say: Callable[[str], None] | None = None,
         tokens: Callable[[bytes], int] | None = None,
     ):
-        """``tokens``: a request line's prompt tokens by a local tokenizer (None: estimated from its bytes)."""
+        """``tokens``: a request line's prompt tokens by a local tokenizer (None: estimated from its bytes). What
+        it has to say goes to its journal (the run's log, or stderr outside a run)."""
         self.provider, self.limits, self.tokens = provider, limits, tokens
-        self.say = say or _say
         self.journal: BatchJournal = MemoryJournal()
         self.intents: dict[str, Intent] = {}
         self.done: dict[str, dict[str, Any]] = {}  # custom_id -> its answer
@@ -348,7 +350,7 @@ class BatchClient:
                     self.record(intent, "lost")
                 return None
             self.record(intent, "created", batch=found, found=True)
-            self.say(f"synthforge: batch {found}: found again for intent {intent.id}")
+            self.journal.say(f"synthforge: batch {found}: found again for intent {intent.id}")
         return intent.batch
 
     async def _take(self, intent: Intent, state: BatchState) -> bool:
@@ -357,7 +359,7 @@ class BatchClient:
         answers = await self.provider.results(state)
         if not set(answers) <= set(intent.ids):
             self.record(intent, "foreign", batch=state.id)
-            self.say(f"synthforge: batch {state.id} carries another client's requests: not taken")
+            self.journal.say(f"synthforge: batch {state.id} carries another client's requests: not taken")
             return False
         if intent.status is None:
             self.record(intent, "ended", status=state.status)
@@ -387,7 +389,7 @@ class BatchClient:
             intent, b"".join(r[1] for r in rows), lambda step, fields: self.record(intent, step, **fields)
         )
         self.record(intent, "created", batch=batch)
-        self.say(f"synthforge: batch {batch}: {len(rows)} requests sent ({endpoint})")
+        self.journal.say(f"synthforge: batch {batch}: {len(rows)} requests sent ({endpoint})")
         self._follow(intent)
 
     def _follow(self, intent: Intent) -> None:
@@ -415,7 +417,7 @@ class BatchClient:
             if cid in self.carried and self.carried[cid].ended is me:
                 del self.carried[cid]
         if taken and (unfinished := [cid for cid in intent.ids if cid not in self.done]):
-            self.say(f"synthforge: batch {state.id} ended {state.status}: {len(unfinished)} requests sent again")
+            self.journal.say(f"synthforge: batch {state.id} ended {state.status}: {len(unfinished)} sent again")
 
     # -- listing, cancelling, releasing --------------------------------------------------------------------------
     async def running(self) -> list[BatchState]:
@@ -475,7 +477,7 @@ class BatchClient:
         except StatusError as exc:
             if exc.status_code != 404:
                 raise
-        self.say(f"synthforge: batch {intent.batch} is no longer on the server: its requests go out again")
+        self.journal.say(f"synthforge: batch {intent.batch} is no longer on the server: its requests go out again")
         self.record(intent, "lost")
         return None
 
@@ -486,7 +488,7 @@ class BatchClient:
         self._settled.set_result(None)
         self.done.clear()
         self.carried.clear()
-        self.say(f"synthforge: fresh run: {cancelled} running batch(es) cancelled, no earlier result reused")
+        self.journal.say(f"synthforge: fresh run: {cancelled} running batch(es) cancelled, no earlier result reused")
         return cancelled
 
     async def aclose(self) -> None:
@@ -495,11 +497,6 @@ class BatchClient:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _say(line: str) -> None:
-    """A batch's news, on stderr."""
-    print(line, file=sys.stderr, flush=True)
 
 
 def _fields(intent: Intent) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class Provider:
 
 
 def _client(provider, journal) -> BatchClient:
-    client = BatchClient(provider, BatchLimits(wait_s=0, poll_s=0.01), say=lambda line: None)
+    client = BatchClient(provider, BatchLimits(wait_s=0, poll_s=0.01))
     client.attach(journal)
     return client
 

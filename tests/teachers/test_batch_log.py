@@ -101,6 +101,7 @@ def test_a_batch_of_a_stage_since_edited_is_cancelled_by_the_next_run(project, t
         assert "1 running batch(es) of stage settings no longer in the pipeline cancelled" in said
         new = next(b["id"] for b in _batches(state) if b["id"] != old["id"])
         assert f"synthforge: batch {new}: completed 4/4" in said  # its states, in the run's log (no bars here)
+        assert f"synthforge: batch {new}: 4 requests sent (/v1/chat/completions)" in said  # and its news
         assert _steps(out).count("discarded") == 1 and (out / "manifest.json").is_file()
 
 
