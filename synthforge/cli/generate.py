@@ -103,6 +103,12 @@ def generate(
     if cost:
         click.echo(f"cost of the teacher calls: ${cost['total_usd']:.4f} (prices: from the pipeline's prices:)")
     click.echo(f"report: {result.out_dir / 'report.html'} (open it in a browser; it loads nothing from the network)")
+    if spec.export.push is not None:  # export.push: the finished run goes to the Hub, as synthforge push sends it
+        from synthforge.hub.push import push_export
+
+        pushed = push_export(result.out_dir, spec.export.push)
+        where = f"{spec.export.push.repo_id} ({'private' if pushed.private else 'public'})"
+        click.echo(f"pushed {len(pushed.written)} files to {where}: {pushed.commit_url}")
 
 
 def _print_dry_run(spec, limit, out_dir) -> None:
@@ -114,6 +120,9 @@ def _print_dry_run(spec, limit, out_dir) -> None:
     )
     for stage, ref, path in shown.user_code:
         click.echo(f"runs your Python: stage {stage}: {ref} ({path or 'source not found'})")
+    if spec.export.push is not None:
+        visibility = "public" if spec.export.push.public else "private"
+        click.echo(f"then pushes the run to the Hugging Face Hub: {spec.export.push.repo_id} ({visibility})")
     for stage, role, conversation in shown.prompts:
         click.echo(f"\n=== {stage} · {role} ===")
         for message in conversation:

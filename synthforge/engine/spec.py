@@ -64,6 +64,21 @@ class TableSpec:
 
 
 @dataclass
+class PushSpec:
+    """Publish the finished run to the Hugging Face Hub once its export is written, as ``synthforge push`` does
+    (the token from HF_TOKEN or ``hf auth login``, never written)."""
+
+    repo_id: str  # the dataset repository, "owner/name" (created when missing)
+    public: bool = False  # a new repository is private unless true; pushing to a public one needs true
+    revision: str | None = None  # the branch to commit to (created from main when missing); null: main
+    message: str | None = None  # the commit message; null: one naming the run
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", self.repo_id):
+            raise ValueError(f"repo_id must be owner/name, got {self.repo_id!r}")
+
+
+@dataclass
 class ExportSpec:
     """What the run writes besides the trace and manifest."""
 
@@ -73,6 +88,7 @@ class ExportSpec:
     system: bool = True  # keep a conversation's system message in sft.jsonl / dpo.jsonl
     table: TableSpec | None = field(default=None, metadata={OMIT_IF_NONE: True})  # any columns (beside sft, dpo)
     reasoning: str = "strip"  # keep: answers in sft/dpo carry a reasoning teacher's thinking (reasoning_content)
+    push: PushSpec | None = field(default=None, metadata={OMIT_IF_NONE: True})  # to the Hub once written
 
     def __post_init__(self) -> None:
         if self.reasoning not in ("strip", "keep"):

@@ -10,6 +10,7 @@ files only and never one it didn't write. The local run is not changed. The toke
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ def push_run(options: PushOptions) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     manifest = finished_manifest(options.run)
-    api = HfApi(endpoint=options.endpoint, token=options.token)
+    api = HfApi(endpoint=options.endpoint or os.environ.get("HF_ENDPOINT") or None, token=options.token)
     revision = options.revision or "main"
     with tempfile.TemporaryDirectory(prefix="synthforge-push-") as tmp:
         staged = stage_files(options.run, manifest, Path(tmp))
@@ -80,6 +81,17 @@ def push_run(options: PushOptions) -> PushResult:
             parent_commit=head,
         )
     return PushResult(commit.commit_url, sorted(staged), removed, private)
+
+
+def push_export(run: Path, push: Any) -> PushResult:
+    """A pipeline's ``export.push`` (a :class:`~synthforge.engine.spec.PushSpec`) done for its finished run; a
+    push that can't be made says so in one line, the run being saved either way."""
+    try:
+        return push_run(PushOptions(run, push.repo_id, not push.public, push.revision, push.message))
+    except UserError as exc:
+        raise UserError(
+            f"export.push: {exc} (the run is saved in {run}; push it with synthforge push {run} {push.repo_id})"
+        ) from None
 
 
 def finished_manifest(run: Path) -> dict[str, Any]:

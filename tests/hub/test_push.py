@@ -152,3 +152,25 @@ def test_an_unfinished_or_altered_run_is_refused_in_one_line(run, hub, capsys, t
     code, _, err = run_cli(["push", str(tmp_path), "me/cai", "--endpoint", hub.url], capsys)
     assert code == 2 and "not a synthforge run directory" in err
     assert "me/cai" not in hub.repos  # nothing was created for a run that can't go up
+
+
+def test_the_export_setting_pushes_the_finished_run_and_a_failed_push_keeps_the_run(
+    project, hub, tiny_model_dir, capsys, monkeypatch
+):
+    """`export.push` in the pipeline: generate pushes once the export is written (HF_ENDPOINT names the Hub);
+    the dry run says it will; a push refused (a public repository without public: true) is one line that says
+    the run is saved."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    path = write_pipeline(project, tiny_model_dir)
+    out = project / "outputs" / "auto"
+    args = ["generate", path, "--limit", "2", "--out", out, "--no-progress", "--set", "export.push={repo_id: me/auto}"]
+    code, shown, _ = run_cli([*args, "--dry-run"], capsys)
+    assert code == 0 and "then pushes the run to the Hugging Face Hub: me/auto (private)" in shown
+    code, shown, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "files to me/auto (private)" in shown and hub.repos["me/auto"].private
+    assert len(_rows(out / "sft.jsonl")) == 2 and "sft/train-00000-of-00001.parquet" in hub.files("me/auto")
+    hub.repos["me/auto"].private = False  # made public since: the next push needs public: true
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "export.push:" in err and f"the run is saved in {out}" in err
+    assert (out / "manifest.json").is_file()
