@@ -227,6 +227,8 @@ def stage_calls(prepared: PreparedRun, count: Counter = estimated_tokens) -> lis
         for role, conv in shown:
             chars.setdefault(role, []).append(count(conv))
             holes[role] = max(holes.get(role, 0), sum(len(_UPSTREAM.findall(m["content"])) for m in conv))
+        for role, more in stage.most_upstream_texts().items():
+            holes[role] = holes.get(role, 0) + more
         calls = {role: records for role in chars} | stage.most_calls(records, candidates)
         mean = {role: sum(sizes) / len(sizes) for role, sizes in chars.items()}
         found.append(StageCalls(stage.name, stage.teacher_names(), _answer_budget(stage), calls, mean, holes))

@@ -243,6 +243,11 @@ class Stage(ABC):
         counts n); ``candidates``: the most candidates a record carries here. A role not given: one per record."""
         return {}
 
+    def most_upstream_texts(self) -> dict[str, int]:
+        """Pieces of model text a call of each role may carry beyond those its preview shows (a dialogue's later
+        turns carry the earlier ones); each counts as an answer at the largest max_new_tokens so far."""
+        return {}
+
     def records_out(self, records: int) -> int:
         """The most records this stage hands on for ``records`` in (the same by default: filters only drop)."""
         return records

@@ -165,6 +165,11 @@ class GrowDialogue(Stage):
         for i, result in zip(where, answered, strict=True):
             results[i] = result
 
+    def most_upstream_texts(self) -> dict[str, int]:
+        grown = 2 * (self.config.turns - 1)  # the last turn's requests carry every earlier user turn and answer
+        critic = {role: grown for role in ("critique", "revision")} if self.critic is not None else {}
+        return {"user turn": grown, "response": grown, **critic}
+
     def most_calls(self, records: int, candidates: int) -> dict[str, int]:
         turns = records * self.config.turns
         critic = self.critic.most_calls(turns, candidates) if self.critic is not None else {}

@@ -538,3 +538,16 @@ def test_the_dry_run_counts_prompts_with_the_teacher_s_own_tokenizer_where_it_ha
     text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     assert count(conversation) == len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 18 / 4
     assert "tokenizer and chat template" in counted
+
+
+def test_the_cost_bound_counts_a_grown_dialogue_s_last_turn_for_every_turn(project):
+    from synthforge.engine.prepare import prepare, stage_calls
+
+    body = "stages:\n  - respond: {}\n  - grow_dialogue: {turns: TURNS}\nexport: {sft: true, dpo: false}\n"
+    shown = {}
+    for turns in (1, 3):
+        spec = load_pipeline(_pipeline(project, body.replace("TURNS", str(turns))))
+        shown[turns] = stage_calls(prepare(spec, 2))[1]
+    assert shown[3].calls == {"user turn": 6, "response": 6} and shown[1].calls == {"user turn": 2, "response": 2}
+    for role in ("user turn", "response"):  # each call of 3 turns carries 2 earlier user turns and 2 answers more
+        assert shown[3].placeholders[role] == shown[1].placeholders[role] + 4
