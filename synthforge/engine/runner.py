@@ -31,7 +31,7 @@ from synthforge.engine.spec import PipelineSpec
 from synthforge.engine.stagework import Budget, StageReport, StageWork, new_tokens, record_of
 from synthforge.engine.statistics import collect_metrics, format_drop_reasons, format_table, group_tables
 from synthforge.engine.streaming import Schedule, record_length, run_segment
-from synthforge.errors import StageFailed, TeacherError, TokenBudgetSpent, UserError
+from synthforge.errors import StageFailed, TokenBudgetSpent, UserError
 from synthforge.files import write_atomic, writing
 from synthforge.hashing import canonical_json, file_sha256, stable_hash
 from synthforge.records import Drop, Record
@@ -111,13 +111,21 @@ def _run_locked(prepared: PreparedRun, out_dir: Path, team: Team, options: RunOp
     try:
         result = _run_stages(ctx)
     except TokenBudgetSpent:
-        for teacher in batched.values():  # nothing more is paid for: the batches still running are cancelled
-            log(f"budget spent: {len(teacher.cancel_outstanding())} running batch(es) cancelled")
+        _cancel_running(batched, log)  # nothing more is paid for
         raise
     finally:
         executor.close()
     _release_batches(batched, log)
     return result
+
+
+def _cancel_running(batched: dict[str, Any], log: Log) -> None:
+    """The budget is spent: each batch-mode teacher's running batches cancelled (a failure only warns)."""
+    for name, teacher in batched.items():
+        try:
+            log(f"budget spent: {len(teacher.cancel_outstanding())} running batch(es) cancelled")
+        except UserError as exc:
+            log(f"warning: teacher {name}: its running batches were not cancelled ({exc}); see synthforge batches")
 
 
 def _release_batches(batched: dict[str, Any], log: Log) -> None:
@@ -126,7 +134,7 @@ def _release_batches(batched: dict[str, Any], log: Log) -> None:
     for name, teacher in batched.items():
         try:
             released = teacher.release_batches()
-        except (TeacherError, UserError) as exc:
+        except UserError as exc:
             log(f"warning: teacher {name}: the run's batches were not released ({exc}); synthforge batches lists them")
         else:
             if released:

@@ -24,12 +24,22 @@ class BatchMode:
     _classify_status: Any  # the backend's: what an error status becomes
 
     def _in_loop(self, make: Any) -> Any:
+        """Run a batch-management call (settle, list, cancel, release: no record's work) on the teacher's loop;
+        a server that fails it is one line, the run's log keeping what it recorded."""
         if self.batches is None:
             raise UserError(f"{self.batch_setting} is false: this teacher sends no batches")
         try:
             return asyncio.run_coroutine_threadsafe(make(self.batches), self._loop).result()
         except StatusError as exc:
-            raise self._classify_status(exc) from None
+            error = self._classify_status(exc)
+        except (TimedOut, ConnectionFailed) as exc:
+            error = TeacherError(str(exc))
+        if isinstance(error, UserError):
+            raise error from None
+        raise UserError(
+            f"{self.batch_setting}: the batch API at {self.settings.base_url} failed ({error}); the run's log keeps "
+            "its batches, so the same command carries on once the server answers"
+        ) from None
 
     def keep_log(self, journal: BatchJournal, live: frozenset[str]) -> int:
         assert self.batches is not None

@@ -116,3 +116,27 @@ def test_a_recorded_batch_gone_from_the_server_is_sent_again(project, tmp_path):
         _run(_pipeline(project, url), out)
         assert len(_batches(tmp_path / "second")) == 1
     assert "lost" in _steps(out) and len((out / "sft.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_batch_server_that_can_t_be_reached_is_one_line_and_the_log_keeps_its_batches(tmp_path):
+    """Settling the run's log (here: a stage edited since, whose batch must be cancelled) against a server that is
+    down: one line naming the setting, and the log unchanged for the next try."""
+    import pytest
+
+    from synthforge.engine.batch_log import BatchLog
+    from synthforge.errors import UserError
+    from synthforge.teachers.backends.openai import OpenAISettings, OpenAITeacher
+    from tests.fault_server import free_port
+
+    log = BatchLog(tmp_path / "batches.jsonl")
+    intent = {"step": "intent", "intent": "in-1", "scope": "respond-old", "endpoint": "/v1/chat/completions"}
+    log.view("default").record({**intent, "ids": ["sf-1"], "at": 0.0})
+    log.view("default").record({"step": "created", "intent": "in-1", "batch": "batch_1"})
+    settings = OpenAISettings(base_url=f"http://127.0.0.1:{free_port()}/v1", batch=True, retries=0)
+    teacher = OpenAITeacher("tiny", settings, {"backend": "openai"})
+    try:
+        with pytest.raises(UserError, match=r"teacher.openai.batch: the batch API at .* failed .*carries on"):
+            teacher.keep_log(log.view("default"), frozenset({"respond-new"}))
+    finally:
+        teacher.close()
+    assert [e["step"] for e in BatchLog(tmp_path / "batches.jsonl").events_of("default")] == ["intent", "created"]
