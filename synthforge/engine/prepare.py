@@ -186,7 +186,7 @@ class Preview:
     seeds: int
     out_dir: Path
     prompts: list[tuple[str, str, Conversation]]  # (stage, role, conversation)
-    calls: list[StageCalls] = field(default_factory=list)  # every stage's teacher calls, for the cost bound
+    calls: list[StageCalls] = field(default_factory=list)  # every stage's teacher calls, for the cost bound (priced)
     user_code: list[tuple[str, str, Path | None]] = field(default_factory=list)  # (stage, module:name, source)
 
 
@@ -199,7 +199,8 @@ def preview(
     record = placeholder_record(prepared.records[0] if prepared.records else None)
     prompts = [(stage.name, role, conv) for stage in prepared.stages for role, conv in stage.preview(record)]
     code = [(stage.name, ref, path) for stage in prepared.stages for ref, path in stage.user_code()]
-    calls = stage_calls(prepared, count or estimated_tokens)
+    # the cost bound renders every stage's prompts for up to RENDERED seeds: only when there are prices to apply
+    calls = stage_calls(prepared, count or estimated_tokens) if spec.prices else []
     return Preview(len(prepared.records), out_dir or default_out_dir(spec), prompts, calls, code)
 
 

@@ -254,14 +254,14 @@ class LazyTeacher:
         return self._built().keep_log(journal, live)  # type: ignore[attr-defined]
 
     def forget_batches(self) -> int:
-        if self._teacher is None and self._journal is not None and not open_intents(self._journal[0]):
-            return 0
-        return self._built().forget_batches()  # type: ignore[attr-defined]
+        return 0 if self._log_idle() else self._built().forget_batches()  # type: ignore[attr-defined]
 
     def release_batches(self) -> int:
-        if self._teacher is None and self._journal is not None and not open_intents(self._journal[0]):
-            return 0
-        return self._built().release_batches()  # type: ignore[attr-defined]
+        return 0 if self._log_idle() else self._built().release_batches()  # type: ignore[attr-defined]
+
+    def _log_idle(self) -> bool:
+        """Not built, and the batch log handed over records nothing still open: nothing to cancel or release."""
+        return self._teacher is None and self._journal is not None and not open_intents(self._journal[0])
 
     def close(self) -> None:
         """Release the backend (HTTP client, event-loop thread), if it was built."""
